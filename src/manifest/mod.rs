@@ -1,0 +1,544 @@
+//! Stage 1 of 4: read a YAML or CSV manifest into raw, located values.
+//!
+//! Why this exists: every later error must name the file, line (YAML) or row
+//! (CSV), job and field at fault, so this stage keeps where each value was
+//! written and checks only the *vocabulary* (which keys exist). What values
+//! mean, and whether they are valid, is `plan`'s business.
+
+mod csv_jobs;
+mod yaml;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Every request parameter of the gateway, as a manifest key.
+pub const PARAMS: &[&str] = &[
+    "prompt",
+    "image_urls",
+    "image_size",
+    "num_inference_steps",
+    "guidance_scale",
+    "seed",
+    "num_images",
+    "enable_safety_checker",
+    "output_format",
+    "sync_mode",
+    "enable_prompt_expansion",
+];
+
+const TOP_KEYS: &[&str] = &[
+    "name",
+    "defaults",
+    "seeds",
+    "sweep",
+    "jobs",
+    "jobs_from",
+    "pricing",
+    "budget_usd",
+];
+const PRICING_KEYS: &[&str] = &["text_to_image", "image_to_image"];
+/// Keys of a job besides [`PARAMS`].
+const JOB_EXTRA_KEYS: &[&str] = &["id", "seeds"];
+/// CSV columns besides [`PARAMS`].
+const CSV_EXTRA_COLUMNS: &[&str] = &["id", "seeds", "width", "height"];
+
+/// Where a value was written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Loc {
+    pub file: Arc<Path>,
+    pub pos: Pos,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pos {
+    /// A YAML line, 1-based.
+    Line(usize),
+    /// A CSV data row (1 = first row after the header) and the file line it starts on.
+    Row { row: usize, line: usize },
+}
+
+impl Loc {
+    pub(crate) fn line(file: &Arc<Path>, line: usize) -> Loc {
+        Loc {
+            file: file.clone(),
+            pos: Pos::Line(line),
+        }
+    }
+
+    /// The folder relative paths written at this location are resolved against.
+    pub fn base_dir(&self) -> &Path {
+        self.file.parent().unwrap_or(Path::new(""))
+    }
+}
+
+impl fmt::Display for Loc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.pos {
+            Pos::Line(line) => write!(f, "{}:{line}", self.file.display()),
+            Pos::Row { row: 0, line } => write!(f, "{}:{line} (header)", self.file.display()),
+            Pos::Row { row, line } => write!(f, "{}:{line} (row {row})", self.file.display()),
+        }
+    }
+}
+
+/// A raw value as written. CSV cells are always `Str`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    List(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub value: Value,
+    pub loc: Loc,
+}
+
+impl Node {
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// What kind of value this is, for "expected X, found Y" messages.
+    pub fn describe(&self) -> String {
+        match &self.value {
+            Value::Null => "nothing".into(),
+            Value::Bool(b) => format!("`{b}`"),
+            Value::Int(i) => format!("`{i}`"),
+            Value::Float(x) => format!("`{x}`"),
+            Value::Str(s) if s.chars().count() > 40 => {
+                format!("\"{}…\"", s.chars().take(40).collect::<String>())
+            }
+            Value::Str(s) => format!("\"{s}\""),
+            Value::List(_) => "a list".into(),
+            Value::Map(_) => "a mapping".into(),
+        }
+    }
+}
+
+/// A `key: value` pair, with the key's own location.
+#[derive(Clone, Debug)]
+pub struct Field {
+    pub name: String,
+    pub value: Node,
+}
+
+/// One entry of `jobs:` or one CSV row, as written.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub loc: Loc,
+    pub fields: Vec<Field>,
+}
+
+impl Job {
+    pub fn get(&self, name: &str) -> Option<&Node> {
+        self.fields
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| &f.value)
+    }
+
+    /// The job id as written, for messages.
+    pub fn written_id(&self) -> Option<&str> {
+        self.get("id").and_then(Node::as_str)
+    }
+}
+
+/// A manifest as written: nothing validated but its vocabulary.
+#[derive(Clone, Debug)]
+pub struct Manifest {
+    pub path: PathBuf,
+    pub name: Option<Node>,
+    pub defaults: Vec<Field>,
+    pub seeds: Option<Node>,
+    pub sweep: Vec<Field>,
+    pub jobs: Vec<Job>,
+    pub pricing: Vec<Field>,
+    pub budget_usd: Option<Node>,
+    /// Vocabulary problems found while reading (unknown keys, wrong shapes).
+    pub problems: Vec<Diagnostic>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One problem with a manifest, located as precisely as we can.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub loc: Loc,
+    pub job: Option<String>,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl Diagnostic {
+    pub fn error(loc: &Loc, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Error,
+            loc: loc.clone(),
+            job: None,
+            field: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn warning(loc: &Loc, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(loc, message)
+        }
+    }
+
+    pub fn job(mut self, job: Option<&str>) -> Diagnostic {
+        self.job = job.map(str::to_string);
+        self
+    }
+
+    pub fn field(mut self, field: &str) -> Diagnostic {
+        self.field = Some(field.to_string());
+        self
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let level = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, "{level}: {}:", self.loc)?;
+        if let Some(job) = &self.job {
+            write!(f, " job `{job}`:")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, " {field}:")?;
+        }
+        write!(f, " {}", self.message)
+    }
+}
+
+impl serde::Serialize for Diagnostic {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let (row, line) = match self.loc.pos {
+            Pos::Line(line) => (None, line),
+            Pos::Row { row, line } => (Some(row), line),
+        };
+        let mut st = s.serialize_struct("Diagnostic", 7)?;
+        st.serialize_field("severity", &self.severity)?;
+        st.serialize_field("file", &self.loc.file.display().to_string())?;
+        st.serialize_field("line", &line)?;
+        st.serialize_field("row", &row)?;
+        st.serialize_field("job", &self.job)?;
+        st.serialize_field("field", &self.field)?;
+        st.serialize_field("message", &self.message)?;
+        st.end()
+    }
+}
+
+/// Why a manifest could not be read at all (as opposed to read with problems).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(Diagnostic),
+    #[error("manifest {0} must end in .yaml, .yml or .csv")]
+    UnknownFormat(PathBuf),
+}
+
+/// Reads a manifest. Vocabulary problems are collected in
+/// [`Manifest::problems`]; only an unreadable or unparseable file is an `Err`.
+pub fn load(path: &Path) -> Result<Manifest, LoadError> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let file: Arc<Path> = Arc::from(path);
+    let mut m = Manifest {
+        path: path.to_path_buf(),
+        name: None,
+        defaults: Vec::new(),
+        seeds: None,
+        sweep: Vec::new(),
+        jobs: Vec::new(),
+        pricing: Vec::new(),
+        budget_usd: None,
+        problems: Vec::new(),
+    };
+    match ext.as_deref() {
+        Some("yaml" | "yml") => {
+            let text = read(path)?;
+            let root = yaml::parse(&file, &text)
+                .map_err(|(loc, msg)| LoadError::Invalid(Diagnostic::error(&loc, msg)))?;
+            read_top(&mut m, root)?;
+        }
+        Some("csv") => {
+            m.jobs = csv_jobs::load(&file, &mut m.problems)?;
+        }
+        _ => return Err(LoadError::UnknownFormat(path.to_path_buf())),
+    }
+    Ok(m)
+}
+
+fn read(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read_top(m: &mut Manifest, root: Node) -> Result<(), LoadError> {
+    let entries = match root.value {
+        Value::Map(entries) => entries,
+        Value::Null => Vec::new(),
+        _ => {
+            return Err(LoadError::Invalid(Diagnostic::error(
+                &root.loc,
+                format!(
+                    "a manifest is a mapping of {}; found {}",
+                    TOP_KEYS.join(", "),
+                    root.describe()
+                ),
+            )))
+        }
+    };
+    let problems = &mut m.problems;
+    for field in fields(entries, TOP_KEYS, "manifest key", None, problems) {
+        let value = field.value;
+        match field.name.as_str() {
+            "name" => m.name = Some(value),
+            "defaults" => m.defaults = mapping(value, PARAMS, "parameter", None, problems),
+            "seeds" => m.seeds = Some(value),
+            "sweep" => m.sweep = mapping(value, PARAMS, "parameter", None, problems),
+            "pricing" => m.pricing = mapping(value, PRICING_KEYS, "pricing key", None, problems),
+            "budget_usd" => m.budget_usd = Some(value),
+            "jobs" => match value.value {
+                Value::List(items) => {
+                    for item in items {
+                        if let Some(job) = job(item, problems) {
+                            m.jobs.push(job);
+                        }
+                    }
+                }
+                Value::Null => {}
+                _ => problems.push(
+                    Diagnostic::error(
+                        &value.loc,
+                        format!("expected a list of jobs, found {}", value.describe()),
+                    )
+                    .field("jobs"),
+                ),
+            },
+            "jobs_from" => {
+                let paths = match value.value {
+                    Value::List(items) => items,
+                    _ => vec![value],
+                };
+                for p in paths {
+                    let Some(rel) = p.as_str() else {
+                        problems.push(
+                            Diagnostic::error(
+                                &p.loc,
+                                format!("expected a CSV file path, found {}", p.describe()),
+                            )
+                            .field("jobs_from"),
+                        );
+                        continue;
+                    };
+                    let csv_path = p.loc.base_dir().join(rel);
+                    match csv_jobs::load(&Arc::from(csv_path.as_path()), problems) {
+                        Ok(jobs) => m.jobs.extend(jobs),
+                        Err(LoadError::Invalid(d)) => problems.push(d),
+                        Err(e) => problems
+                            .push(Diagnostic::error(&p.loc, e.to_string()).field("jobs_from")),
+                    }
+                }
+            }
+            _ => unreachable!("fields() keeps only known keys"),
+        }
+    }
+    Ok(())
+}
+
+/// A `jobs:` entry: a mapping, or a bare string taken as the prompt.
+fn job(item: Node, problems: &mut Vec<Diagnostic>) -> Option<Job> {
+    let loc = item.loc.clone();
+    match item.value {
+        Value::Str(_) => Some(Job {
+            loc,
+            fields: vec![Field {
+                name: "prompt".into(),
+                value: item,
+            }],
+        }),
+        Value::Map(entries) => {
+            let id = entries
+                .iter()
+                .find(|(k, _)| k.as_str() == Some("id"))
+                .and_then(|(_, v)| v.as_str().map(str::to_string));
+            let allowed: Vec<&str> = PARAMS.iter().chain(JOB_EXTRA_KEYS).copied().collect();
+            let fields = fields(entries, &allowed, "job key", id.as_deref(), problems);
+            Some(Job { loc, fields })
+        }
+        _ => {
+            problems.push(Diagnostic::error(
+                &loc,
+                format!(
+                    "a job is a mapping (or a prompt string); found {}",
+                    item.describe()
+                ),
+            ));
+            None
+        }
+    }
+}
+
+fn mapping(
+    node: Node,
+    allowed: &[&str],
+    what: &str,
+    job: Option<&str>,
+    problems: &mut Vec<Diagnostic>,
+) -> Vec<Field> {
+    match node.value {
+        Value::Map(entries) => fields(entries, allowed, what, job, problems),
+        Value::Null => Vec::new(),
+        _ => {
+            problems.push(
+                Diagnostic::error(
+                    &node.loc,
+                    format!("expected a mapping, found {}", node.describe()),
+                )
+                .job(job),
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// Keeps the entries whose keys are in `allowed`; reports unknown and repeated keys.
+fn fields(
+    entries: Vec<(Node, Node)>,
+    allowed: &[&str],
+    what: &str,
+    job: Option<&str>,
+    problems: &mut Vec<Diagnostic>,
+) -> Vec<Field> {
+    let mut out: Vec<Field> = Vec::with_capacity(entries.len());
+    for (key, value) in entries {
+        let Some(name) = key.as_str() else {
+            problems.push(
+                Diagnostic::error(
+                    &key.loc,
+                    format!("a key must be text, found {}", key.describe()),
+                )
+                .job(job),
+            );
+            continue;
+        };
+        if !allowed.contains(&name) {
+            problems.push(unknown(&key.loc, what, name, allowed).job(job));
+        } else if out.iter().any(|f| f.name == name) {
+            problems.push(
+                Diagnostic::error(&key.loc, format!("`{name}` is given twice"))
+                    .job(job)
+                    .field(name),
+            );
+        } else {
+            out.push(Field {
+                name: name.to_string(),
+                value,
+            });
+        }
+    }
+    out
+}
+
+pub(crate) fn unknown(loc: &Loc, what: &str, name: &str, allowed: &[&str]) -> Diagnostic {
+    let hint = match suggest(name, allowed) {
+        Some(s) => format!("did you mean `{s}`?"),
+        None => format!("expected one of: {}", allowed.join(", ")),
+    };
+    Diagnostic::error(loc, format!("unknown {what} `{name}`: {hint}"))
+}
+
+/// The closest candidate by edit distance, if it is close enough to be a typo.
+pub(crate) fn suggest<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let name = name.to_ascii_lowercase();
+    candidates
+        .iter()
+        .map(|c| (levenshtein(&name, c), *c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let subst = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = subst.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_catch_typos_only() {
+        assert_eq!(suggest("guidence_scale", PARAMS), Some("guidance_scale"));
+        assert_eq!(suggest("num_image", PARAMS), Some("num_images"));
+        assert_eq!(suggest("Prompt", PARAMS), Some("prompt"));
+        assert_eq!(suggest("colour", PARAMS), None);
+    }
+
+    #[test]
+    fn levenshtein_distances() {
+        assert_eq!(levenshtein("kitten", "sitting"), 3);
+        assert_eq!(levenshtein("", "abc"), 3);
+        assert_eq!(levenshtein("same", "same"), 0);
+    }
+
+    #[test]
+    fn diagnostics_name_file_line_job_and_field() {
+        let file: Arc<Path> = Arc::from(Path::new("m.yaml"));
+        let d = Diagnostic::error(&Loc::line(&file, 7), "bad")
+            .job(Some("cat"))
+            .field("seed");
+        assert_eq!(d.to_string(), "error: m.yaml:7: job `cat`: seed: bad");
+        let row = Loc {
+            file,
+            pos: Pos::Row { row: 3, line: 4 },
+        };
+        assert_eq!(row.to_string(), "m.yaml:4 (row 3)");
+    }
+}

@@ -1,0 +1,920 @@
+//! Stage 2 of 4: expand a manifest into validated, priced rows.
+//!
+//! Why this exists: nothing may be sent, and no cent spent, until every row of
+//! the run is known to be valid. This stage applies defaults, per-job values,
+//! sweeps and seed lists; checks every value against the API's documented
+//! rules; gives each row a stable `key` (for machines: journal, resume) and a
+//! readable `id` (for people: file names, reports); and prices the run.
+//!
+//! Precedence, lowest first: `defaults`, then `sweep` (and top-level `seeds`),
+//! then the job's own values. A job that sets a swept parameter itself is not
+//! swept on it.
+//!
+//! Rows are small (24 bytes): a row names its job and its position in the
+//! job's sweep, and [`Plan::request`] rebuilds the full request on demand, so a
+//! million-row seed sweep stays light.
+
+mod params;
+mod report;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+
+use crate::manifest::{Diagnostic, Field, Job, Loc, Manifest, Node, Value};
+pub use params::{
+    image_mime, ImageInput, ImageSize, Kind, OutputFormat, ParamValue, Request, SIZE_PRESETS,
+};
+pub use report::{Summary, SummaryRow};
+
+/// Plans larger than this are refused (memory stays near 0.5 GB).
+pub const MAX_ROWS: u64 = 20_000_000;
+/// The most seeds one `{from, count}` range may give.
+pub const MAX_SEED_COUNT: u64 = MAX_ROWS;
+/// Text-to-image price published by the vendor, USD per image.
+pub const DEFAULT_TEXT_TO_IMAGE_PRICE: Usd = Usd::from_micros(50_000);
+/// The vendor publishes no image-to-image price; we assume the text-to-image
+/// one, and say so, unless the manifest sets `pricing.image_to_image`.
+pub const ASSUMED_IMAGE_TO_IMAGE_PRICE: Usd = Usd::from_micros(50_000);
+
+/// An amount of US dollars, in whole micro-dollars so that totals are exact.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Usd(u64);
+
+impl Usd {
+    pub const fn from_micros(m: u64) -> Usd {
+        Usd(m)
+    }
+
+    pub fn micros(self) -> u64 {
+        self.0
+    }
+
+    /// From a user-supplied dollar amount; `None` if negative or not finite.
+    pub fn from_dollars(x: f64) -> Option<Usd> {
+        (0.0..1e12)
+            .contains(&x)
+            .then(|| Usd((x * 1e6).round() as u64))
+    }
+
+    pub fn dollars(self) -> f64 {
+        self.0 as f64 / 1e6
+    }
+
+    pub fn times(self, n: u64) -> Usd {
+        Usd(self.0.saturating_mul(n))
+    }
+}
+
+impl std::ops::Add for Usd {
+    type Output = Usd;
+    fn add(self, o: Usd) -> Usd {
+        Usd(self.0.saturating_add(o.0))
+    }
+}
+
+impl fmt::Display for Usd {
+    /// `$1.25`; sub-cent amounts keep their digits (`$0.0125`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (whole, frac) = (self.0 / 1_000_000, self.0 % 1_000_000);
+        let mut frac = format!("{frac:06}");
+        while frac.len() > 2 && frac.ends_with('0') {
+            frac.pop();
+        }
+        write!(f, "${whole}.{frac}")
+    }
+}
+
+impl serde::Serialize for Usd {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(self.dollars())
+    }
+}
+
+/// A row's stable identity: 64 bits of SHA-256, shown as 16 hex digits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key(pub u64);
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl Key {
+    /// The seed of a row whose manifest gives none: derived from the key, never
+    /// fed back into it. 31 bits, so every gateway takes it.
+    pub fn derived_seed(self) -> u64 {
+        self.0 >> 33
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pricing {
+    pub text_to_image: Usd,
+    pub image_to_image: Usd,
+    /// True when `image_to_image` is our assumption, not the manifest's.
+    pub image_to_image_assumed: bool,
+}
+
+impl Pricing {
+    pub fn per_image(&self, kind: Kind) -> Usd {
+        match kind {
+            Kind::TextToImage => self.text_to_image,
+            Kind::ImageToImage => self.image_to_image,
+        }
+    }
+}
+
+/// One swept dimension of a job.
+#[derive(Clone, Debug)]
+pub enum Axis {
+    /// A parameter taking each listed value in turn.
+    List {
+        param: &'static str,
+        values: Vec<ParamValue>,
+    },
+    /// Seeds `from`, `from + 1`, … (`count` of them), without a list in memory.
+    SeedRange { from: u64, count: u64 },
+}
+
+impl Axis {
+    pub fn len(&self) -> u64 {
+        match self {
+            Axis::List { values, .. } => values.len() as u64,
+            Axis::SeedRange { count, .. } => *count,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn value(&self, i: u64) -> ParamValue {
+        match self {
+            Axis::List { values, .. } => values[i as usize].clone(),
+            Axis::SeedRange { from, .. } => ParamValue::Seed(from + i),
+        }
+    }
+
+    fn is_seed(&self) -> bool {
+        matches!(
+            self,
+            Axis::SeedRange { .. } | Axis::List { param: "seed", .. }
+        )
+    }
+}
+
+/// A job after defaults, its own values and the sweep are resolved.
+#[derive(Clone, Debug)]
+pub struct JobPlan {
+    /// Sanitised to `[A-Za-z0-9._-]`, unique in the plan.
+    pub id: String,
+    pub loc: Loc,
+    /// Every parameter that does not vary between the job's rows.
+    pub base: Request,
+    /// Varying parameters, outermost first; a seed axis is always last.
+    pub axes: Vec<Axis>,
+}
+
+impl JobPlan {
+    pub fn kind(&self) -> Kind {
+        let swept_urls = self.axes.iter().any(|a| {
+            matches!(
+                a,
+                Axis::List {
+                    param: "image_urls",
+                    ..
+                }
+            )
+        });
+        if swept_urls {
+            Kind::ImageToImage
+        } else {
+            self.base.kind()
+        }
+    }
+
+    pub fn row_count(&self) -> u64 {
+        self.axes.iter().map(Axis::len).product()
+    }
+
+    /// Images the job's rows produce in all (`num_images` may be swept).
+    pub fn images(&self) -> u64 {
+        let rows = self.row_count();
+        match self.axes.iter().find(|a| {
+            matches!(
+                a,
+                Axis::List {
+                    param: "num_images",
+                    ..
+                }
+            )
+        }) {
+            Some(Axis::List { values, .. }) => {
+                let per_value = rows / values.len() as u64;
+                values
+                    .iter()
+                    .map(|v| match v {
+                        ParamValue::NumImages(n) => u64::from(*n) * per_value,
+                        _ => 0,
+                    })
+                    .sum()
+            }
+            _ => rows * u64::from(self.base.images()),
+        }
+    }
+
+    /// The axis values of combination `combo`, outermost axis first.
+    fn decode(&self, mut combo: u64) -> Vec<ParamValue> {
+        let mut out = vec![ParamValue::Seed(0); self.axes.len()];
+        for (i, axis) in self.axes.iter().enumerate().rev() {
+            out[i] = axis.value(combo % axis.len());
+            combo /= axis.len();
+        }
+        out
+    }
+}
+
+/// One concrete request of the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Row {
+    pub job: u32,
+    /// Among identical requests in the plan, this one's number (0 for the first).
+    pub occurrence: u32,
+    /// Position in the job's sweep (mixed radix over its axes).
+    pub combo: u64,
+    pub key: Key,
+}
+
+/// The whole run, validated and priced. Build it with [`expand`].
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub name: String,
+    pub manifest: PathBuf,
+    pub pricing: Pricing,
+    pub budget_usd: Option<Usd>,
+    pub jobs: Vec<JobPlan>,
+    pub rows: Vec<Row>,
+    /// Problems that do not stop the run (long prompts, assumed prices).
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl Plan {
+    pub fn job(&self, row: &Row) -> &JobPlan {
+        &self.jobs[row.job as usize]
+    }
+
+    /// The request a row sends, seed included (derived from the key if the
+    /// manifest gives none).
+    pub fn request(&self, row: &Row) -> Request {
+        let job = self.job(row);
+        let mut req = job.base.clone();
+        for v in job.decode(row.combo) {
+            req.set(&v);
+        }
+        if req.seed.is_none() {
+            req.seed = Some(row.key.derived_seed());
+        }
+        req
+    }
+
+    /// The row's readable id: job id, swept values, seed.
+    pub fn row_id(&self, row: &Row) -> String {
+        let job = self.job(row);
+        let mut id = job.id.clone();
+        let values = job.decode(row.combo);
+        for (axis, v) in job.axes.iter().zip(&values) {
+            if !axis.is_seed() {
+                let index = match axis {
+                    Axis::List { values, .. } => values.iter().position(|x| x == v).unwrap_or(0),
+                    Axis::SeedRange { .. } => 0,
+                };
+                id.push('_');
+                id.push_str(&v.id_part(index + 1));
+            }
+        }
+        let seed = self.request(row).seed.unwrap_or_default();
+        id.push_str(&format!("_s{seed}"));
+        if row.occurrence > 0 {
+            id.push_str(&format!("_dup{}", row.occurrence));
+        }
+        id
+    }
+
+    /// Requests, images and estimated cost, by kind.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for job in &self.jobs {
+            let k = job.kind() as usize;
+            t.requests[k] += job.row_count();
+            t.images[k] += job.images();
+        }
+        for kind in Kind::ALL {
+            t.cost[kind as usize] = self.pricing.per_image(kind).times(t.images[kind as usize]);
+        }
+        t
+    }
+}
+
+/// Counts indexed by `Kind as usize`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Totals {
+    pub requests: [u64; 2],
+    pub images: [u64; 2],
+    pub cost: [Usd; 2],
+}
+
+impl Totals {
+    pub fn requests(&self) -> u64 {
+        self.requests.iter().sum()
+    }
+
+    pub fn images(&self) -> u64 {
+        self.images.iter().sum()
+    }
+
+    pub fn cost(&self) -> Usd {
+        self.cost[0] + self.cost[1]
+    }
+}
+
+/// The manifest did not validate. Holds every problem found (warnings too).
+#[derive(Debug, thiserror::Error)]
+#[error("{} error(s) in the manifest", self.errors())]
+pub struct Invalid {
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Invalid {
+    pub fn errors(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+}
+
+/// Expands and validates a manifest. Every problem is reported at once.
+pub fn expand(manifest: &Manifest) -> Result<Plan, Invalid> {
+    let mut diags = manifest.problems.clone();
+    let top_loc = Loc {
+        file: std::sync::Arc::from(manifest.path.as_path()),
+        pos: crate::manifest::Pos::Line(1),
+    };
+
+    let mut defaults: Vec<ParamValue> = Vec::new();
+    for f in &manifest.defaults {
+        match params::parse(&f.name, &f.value) {
+            Ok(v) => defaults.push(v),
+            Err(msg) => diags.push(Diagnostic::error(&f.value.loc, msg).field(&f.name)),
+        }
+    }
+    let mut sweep = parse_sweep(&manifest.sweep, &mut diags);
+    if let Some(node) = &manifest.seeds {
+        if manifest.sweep.iter().any(|f| f.name == "seed") {
+            diags.push(
+                Diagnostic::error(
+                    &node.loc,
+                    "seeds are given both by `seeds` and by `sweep.seed`: keep one",
+                )
+                .field("seeds"),
+            );
+        } else if let Some(axis) = parse_seeds(node, None, &mut diags) {
+            sweep.push(axis);
+        }
+    }
+    // The seed axis, wherever it was written, is innermost.
+    sweep.sort_by_key(Axis::is_seed);
+
+    let pricing = parse_pricing(&manifest.pricing, &mut diags);
+    let budget_usd = manifest.budget_usd.as_ref().and_then(|n| {
+        let usd = params::parse_number(n).ok().and_then(Usd::from_dollars);
+        if usd.is_none() {
+            diags.push(
+                Diagnostic::error(
+                    &n.loc,
+                    format!("expected an amount of dollars, found {}", n.describe()),
+                )
+                .field("budget_usd"),
+            );
+        }
+        usd
+    });
+    let name = match &manifest.name {
+        Some(n) => match n.as_str().map(sanitize) {
+            Some(s) if !s.is_empty() => s,
+            _ => {
+                diags.push(
+                    Diagnostic::error(
+                        &n.loc,
+                        format!(
+                            "expected a name made of letters or digits, found {}",
+                            n.describe()
+                        ),
+                    )
+                    .field("name"),
+                );
+                String::new()
+            }
+        },
+        None => manifest
+            .path
+            .file_stem()
+            .map(|s| sanitize(&s.to_string_lossy()))
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "batch".into()),
+    };
+
+    if manifest.jobs.is_empty() {
+        diags.push(Diagnostic::error(
+            &top_loc,
+            "the manifest has no jobs: add `jobs:` or `jobs_from:`",
+        ));
+    }
+    let ids = job_ids(&manifest.jobs, &mut diags);
+    let mut jobs = Vec::with_capacity(manifest.jobs.len());
+    for (job, id) in manifest.jobs.iter().zip(ids) {
+        if let Some(plan) = resolve_job(job, id, &defaults, &sweep, &mut diags) {
+            jobs.push(plan);
+        }
+    }
+
+    let total: u64 = jobs
+        .iter()
+        .map(JobPlan::row_count)
+        .fold(0u64, u64::saturating_add);
+    if total > MAX_ROWS {
+        diags.push(Diagnostic::error(
+            &top_loc,
+            format!("the plan has {total} rows; batchgen plans at most {MAX_ROWS} per manifest: split it"),
+        ));
+    }
+    if pricing.image_to_image_assumed && jobs.iter().any(|j| j.kind() == Kind::ImageToImage) {
+        diags.push(Diagnostic::warning(
+            &top_loc,
+            format!(
+                "the vendor publishes no image-to-image price; estimating {} per image (set `pricing.image_to_image`)",
+                pricing.image_to_image
+            ),
+        ));
+    }
+
+    if diags.iter().any(Diagnostic::is_error) {
+        return Err(Invalid { diagnostics: diags });
+    }
+    let rows = rows(&jobs);
+    Ok(Plan {
+        name,
+        manifest: manifest.path.clone(),
+        pricing,
+        budget_usd,
+        jobs,
+        rows,
+        warnings: diags,
+    })
+}
+
+fn parse_sweep(fields: &[Field], diags: &mut Vec<Diagnostic>) -> Vec<Axis> {
+    let mut axes = Vec::new();
+    for f in fields {
+        let err =
+            |msg: String| Diagnostic::error(&f.value.loc, msg).field(&format!("sweep.{}", f.name));
+        if f.name == "seed" {
+            if let Some(axis) = parse_seeds(&f.value, None, diags) {
+                axes.push(axis);
+            }
+            continue;
+        }
+        let Value::List(items) = &f.value.value else {
+            diags.push(err(format!(
+                "a sweep is a list of values, found {}",
+                f.value.describe()
+            )));
+            continue;
+        };
+        if items.is_empty() {
+            diags.push(err("a sweep needs at least one value".into()));
+            continue;
+        }
+        let mut values: Vec<ParamValue> = Vec::with_capacity(items.len());
+        for item in items {
+            match params::parse(&f.name, item) {
+                Ok(v) if values.contains(&v) => diags.push(
+                    Diagnostic::error(&item.loc, format!("{} is listed twice", item.describe()))
+                        .field(&format!("sweep.{}", f.name)),
+                ),
+                Ok(v) => values.push(v),
+                Err(msg) => diags
+                    .push(Diagnostic::error(&item.loc, msg).field(&format!("sweep.{}", f.name))),
+            }
+        }
+        let param = crate::manifest::PARAMS
+            .iter()
+            .find(|p| **p == f.name)
+            .copied()
+            .unwrap_or("prompt");
+        axes.push(Axis::List { param, values });
+    }
+    axes
+}
+
+/// `seeds:` as a list, a `{from, count}` range, one integer, or text such as
+/// `1-4|10` (CSV cells). `None` after reporting an error.
+fn parse_seeds(node: &Node, job: Option<&str>, diags: &mut Vec<Diagnostic>) -> Option<Axis> {
+    let mut errs: Vec<(Loc, String)> = Vec::new();
+    let mut seeds: Vec<u64> = Vec::new();
+    let one =
+        |at: &Node, seeds: &mut Vec<u64>, errs: &mut Vec<(Loc, String)>| match params::parse_seed(
+            at,
+        ) {
+            Ok(s) => seeds.push(s),
+            Err(msg) => errs.push((at.loc.clone(), msg)),
+        };
+    match &node.value {
+        Value::Int(_) => one(node, &mut seeds, &mut errs),
+        Value::List(items) => {
+            for item in items {
+                one(item, &mut seeds, &mut errs)
+            }
+        }
+        Value::Map(entries) => match seed_range(node, entries) {
+            Ok(axis) => return Some(axis),
+            Err(e) => errs.push(e),
+        },
+        Value::Str(text) => {
+            for part in text
+                .split(['|', ','])
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+            {
+                let cell = |t: &str| Node {
+                    value: Value::Str(t.to_string()),
+                    loc: node.loc.clone(),
+                };
+                match part.split_once('-') {
+                    Some((a, b)) => {
+                        match (params::parse_seed(&cell(a)), params::parse_seed(&cell(b))) {
+                            (Ok(a), Ok(b)) if a <= b && b - a < MAX_SEED_COUNT => {
+                                seeds.extend(a..=b)
+                            }
+                            _ => errs.push((
+                                node.loc.clone(),
+                                format!("`{part}` is not a seed range like `100-103`"),
+                            )),
+                        }
+                    }
+                    None => one(&cell(part), &mut seeds, &mut errs),
+                }
+            }
+        }
+        _ => errs.push((
+            node.loc.clone(),
+            format!(
+                "expected seeds as a list, a {{from, count}} range or an integer, found {}",
+                node.describe()
+            ),
+        )),
+    }
+    if errs.is_empty() && seeds.is_empty() {
+        errs.push((node.loc.clone(), "no seeds given".into()));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(seeds.len());
+    if let Some(dup) = seeds.iter().find(|s| !seen.insert(**s)) {
+        errs.push((
+            node.loc.clone(),
+            format!("seed {dup} is listed twice (it would pay for the same image twice)"),
+        ));
+    }
+    if !errs.is_empty() {
+        diags.extend(
+            errs.into_iter()
+                .map(|(loc, msg)| Diagnostic::error(&loc, msg).job(job).field("seeds")),
+        );
+        return None;
+    }
+    Some(Axis::List {
+        param: "seed",
+        values: seeds.into_iter().map(ParamValue::Seed).collect(),
+    })
+}
+
+/// `{from: A, count: N}`.
+fn seed_range(node: &Node, entries: &[(Node, Node)]) -> Result<Axis, (Loc, String)> {
+    let get = |k: &str| {
+        entries
+            .iter()
+            .find(|(key, _)| key.as_str() == Some(k))
+            .map(|(_, v)| v)
+    };
+    if let Some((k, _)) = entries
+        .iter()
+        .find(|(k, _)| !matches!(k.as_str(), Some("from" | "count")))
+    {
+        return Err((
+            k.loc.clone(),
+            format!(
+                "a seed range has only `from` and `count`, found {}",
+                k.describe()
+            ),
+        ));
+    }
+    let (Some(from), Some(count)) = (get("from"), get("count")) else {
+        return Err((
+            node.loc.clone(),
+            "a seed range needs `from` and `count`".into(),
+        ));
+    };
+    let from_v = params::parse_seed(from).map_err(|m| (from.loc.clone(), m))?;
+    let count_v = match params::parse_seed(count) {
+        Ok(c) if (1..=MAX_SEED_COUNT).contains(&c) => c,
+        _ => {
+            return Err((
+                count.loc.clone(),
+                format!(
+                    "`count` is a whole number from 1 to {MAX_SEED_COUNT}, found {}",
+                    count.describe()
+                ),
+            ))
+        }
+    };
+    if from_v + count_v - 1 > params::MAX_SEED {
+        return Err((
+            node.loc.clone(),
+            format!("the range passes the largest seed, {}", params::MAX_SEED),
+        ));
+    }
+    Ok(Axis::SeedRange {
+        from: from_v,
+        count: count_v,
+    })
+}
+
+fn parse_pricing(fields: &[Field], diags: &mut Vec<Diagnostic>) -> Pricing {
+    let mut p = Pricing {
+        text_to_image: DEFAULT_TEXT_TO_IMAGE_PRICE,
+        image_to_image: ASSUMED_IMAGE_TO_IMAGE_PRICE,
+        image_to_image_assumed: true,
+    };
+    for f in fields {
+        match params::parse_number(&f.value)
+            .ok()
+            .and_then(Usd::from_dollars)
+        {
+            Some(usd) if f.name == "text_to_image" => p.text_to_image = usd,
+            Some(usd) => {
+                p.image_to_image = usd;
+                p.image_to_image_assumed = false;
+            }
+            None => diags.push(
+                Diagnostic::error(
+                    &f.value.loc,
+                    format!(
+                        "expected a price in dollars per image, found {}",
+                        f.value.describe()
+                    ),
+                )
+                .field(&format!("pricing.{}", f.name)),
+            ),
+        }
+    }
+    p
+}
+
+/// Resolves one job; `None` (with diagnostics) if it is invalid.
+fn resolve_job(
+    job: &Job,
+    job_id: String,
+    defaults: &[ParamValue],
+    sweep: &[Axis],
+    diags: &mut Vec<Diagnostic>,
+) -> Option<JobPlan> {
+    let before = diags.iter().filter(|d| d.is_error()).count();
+    let id = Some(job_id.as_str());
+    let mut base = Request::empty();
+    let mut has_prompt = job.get("prompt").is_some();
+    for v in defaults {
+        has_prompt |= matches!(v, ParamValue::Prompt(_));
+        base.set(v);
+    }
+    let own = |name: &str| job.get(name).is_some();
+    let mut axes: Vec<Axis> = sweep
+        .iter()
+        .filter(|a| match a {
+            // A job's own value (or own `seeds`) pins the parameter.
+            Axis::List { param, .. } => !(own(param) || a.is_seed() && own("seeds")),
+            Axis::SeedRange { .. } => !own("seed") && !own("seeds"),
+        })
+        .cloned()
+        .collect();
+    for f in &job.fields {
+        match f.name.as_str() {
+            "id" => {}
+            "seeds" => {
+                if own("seed") {
+                    diags.push(
+                        Diagnostic::error(&f.value.loc, "both `seed` and `seeds` are set: use one")
+                            .job(id)
+                            .field("seeds"),
+                    );
+                } else if let Some(axis) = parse_seeds(&f.value, id, diags) {
+                    axes.push(axis);
+                }
+            }
+            name => match params::parse(name, &f.value) {
+                Ok(v) => base.set(&v),
+                Err(msg) => diags.push(Diagnostic::error(&f.value.loc, msg).job(id).field(name)),
+            },
+        }
+    }
+    let swept_prompt = axes.iter().any(|a| {
+        matches!(
+            a,
+            Axis::List {
+                param: "prompt",
+                ..
+            }
+        )
+    });
+    if !has_prompt && !swept_prompt {
+        diags.push(
+            Diagnostic::error(&job.loc, "no prompt: every job needs one")
+                .job(id)
+                .field("prompt"),
+        );
+    }
+    let mut prompts: Vec<&str> = vec![&base.prompt];
+    for a in &axes {
+        if let Axis::List {
+            param: "prompt",
+            values,
+        } = a
+        {
+            prompts = values
+                .iter()
+                .filter_map(|v| match v {
+                    ParamValue::Prompt(p) => Some(&**p),
+                    _ => None,
+                })
+                .collect();
+        }
+    }
+    if let Some(long) = prompts
+        .iter()
+        .find(|p| p.chars().count() > params::PROMPT_ADVISED_CHARS)
+    {
+        diags.push(
+            Diagnostic::warning(
+                &job.loc,
+                format!(
+                    "the prompt has {} characters; the vendor advises at most {}",
+                    long.chars().count(),
+                    params::PROMPT_ADVISED_CHARS
+                ),
+            )
+            .job(id)
+            .field("prompt"),
+        );
+    }
+    if diags.iter().filter(|d| d.is_error()).count() > before {
+        return None;
+    }
+    Some(JobPlan {
+        id: job_id,
+        loc: job.loc.clone(),
+        base,
+        axes,
+    })
+}
+
+/// Gives every job a unique, file-name-safe id: the sanitised id as written,
+/// or one made from the prompt as written. Two jobs written with the same id
+/// are an error.
+fn job_ids(jobs: &[Job], diags: &mut Vec<Diagnostic>) -> Vec<String> {
+    let mut taken: HashMap<String, Loc> = HashMap::new();
+    let mut ids = vec![String::new(); jobs.len()];
+    let mut pending = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        let Some(node) = job.get("id") else {
+            pending.push(i);
+            continue;
+        };
+        let raw = match &node.value {
+            Value::Str(s) => s.clone(),
+            Value::Int(n) => n.to_string(),
+            _ => {
+                diags.push(
+                    Diagnostic::error(
+                        &node.loc,
+                        format!("expected text, found {}", node.describe()),
+                    )
+                    .field("id"),
+                );
+                pending.push(i);
+                continue;
+            }
+        };
+        let id = sanitize(&raw);
+        if id.is_empty() {
+            diags.push(
+                Diagnostic::error(&node.loc, format!("id \"{raw}\" has no letters or digits"))
+                    .field("id"),
+            );
+        } else if let Some(first) = taken.get(&id) {
+            diags.push(
+                Diagnostic::error(
+                    &node.loc,
+                    format!("id `{id}` is already used by the job at {first}"),
+                )
+                .job(Some(&id))
+                .field("id"),
+            );
+        } else {
+            taken.insert(id.clone(), node.loc.clone());
+        }
+        ids[i] = id;
+    }
+    for i in pending {
+        let prompt = jobs[i].get("prompt").and_then(Node::as_str).unwrap_or("");
+        let slug: String = sanitize(&prompt.to_lowercase()).chars().take(32).collect();
+        let slug = slug.trim_end_matches(['-', '.', '_']);
+        let stem = if slug.is_empty() { "job" } else { slug };
+        let mut id = stem.to_string();
+        let mut n = 1;
+        while taken.contains_key(&id) {
+            n += 1;
+            id = format!("{stem}-{n}");
+        }
+        taken.insert(id.clone(), jobs[i].loc.clone());
+        ids[i] = id;
+    }
+    ids
+}
+
+/// Keeps `[A-Za-z0-9._-]`, turns runs of anything else into one `-`, and
+/// strips leading dots and dashes, so an id is always a plain file-name part
+/// (`../../x` becomes `x`). At most 64 characters.
+pub fn sanitize(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len().min(64));
+    for c in raw.chars() {
+        if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let trimmed = out.trim_start_matches(['.', '-']).trim_end_matches('-');
+    trimmed.chars().take(64).collect()
+}
+
+/// Every row of every job, keyed. Identical requests are numbered by
+/// occurrence so that their keys differ.
+fn rows(jobs: &[JobPlan]) -> Vec<Row> {
+    let total: u64 = jobs.iter().map(JobPlan::row_count).sum();
+    let mut rows = Vec::with_capacity(total as usize);
+    let mut seen: HashMap<u64, u32> = HashMap::with_capacity(total as usize);
+    for (j, job) in jobs.iter().enumerate() {
+        let seed_axis = job.axes.last().filter(|a| a.is_seed());
+        let inner = seed_axis.map_or(1, Axis::len);
+        let outer = job.row_count() / inner;
+        for o in 0..outer {
+            // Everything but the seed is hashed once per outer combination.
+            let mut req = job.base.clone();
+            for v in job.decode(o * inner) {
+                req.set(&v);
+            }
+            let mut prefix = Sha256::new();
+            prefix.update(req.canonical_without_seed().as_bytes());
+            for i in 0..inner {
+                let combo = o * inner + i;
+                let seed = match seed_axis.map(|a| a.value(i)) {
+                    Some(ParamValue::Seed(s)) => Some(s),
+                    _ => job.base.seed,
+                };
+                let mut h = prefix.clone();
+                h.update(Request::canonical_seed(seed).as_bytes());
+                let canonical = first_u64(&h.finalize());
+                let occurrence = seen.entry(canonical).or_insert(0);
+                let mut k = Sha256::new();
+                k.update(canonical.to_le_bytes());
+                k.update(occurrence.to_le_bytes());
+                rows.push(Row {
+                    job: j as u32,
+                    occurrence: *occurrence,
+                    combo,
+                    key: Key(first_u64(&k.finalize())),
+                });
+                *occurrence += 1;
+            }
+        }
+    }
+    rows
+}
+
+fn first_u64(digest: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(b)
+}
+
+#[cfg(test)]
+mod tests;
