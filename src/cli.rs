@@ -23,6 +23,17 @@ pub struct Cli {
 pub enum Command {
     /// Expand and validate a manifest, and show what a run would send and cost. Sends nothing.
     Plan(PlanArgs),
+    /// Serve the built-in gateway simulator on loopback until Ctrl-C (no key, no money, real files).
+    Sim(SimArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8787)]
+    pub port: u16,
+    #[command(flatten)]
+    pub config: crate::sim::SimConfig,
 }
 
 #[derive(Debug, Args)]

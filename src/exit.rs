@@ -24,12 +24,14 @@ pub enum Error {
     Invalid(#[from] Invalid),
     #[error("the estimated cost {cost} exceeds the budget of {max}; nothing was sent")]
     OverBudget { cost: Usd, max: Usd },
+    #[error("{0}")]
+    Io(String),
 }
 
 impl Error {
     pub fn code(&self) -> u8 {
         match self {
-            Error::Load(_) | Error::Invalid(_) | Error::OverBudget { .. } => INVALID,
+            Error::Load(_) | Error::Invalid(_) | Error::OverBudget { .. } | Error::Io(_) => INVALID,
         }
     }
 }

@@ -19,21 +19,28 @@
 //! - [`exit`]: the one place where outcomes become exit codes.
 //! - [`manifest`]: YAML/CSV reading with source locations.
 //! - [`plan`]: expansion, validation, row keys and ids, cost estimate.
+//! - [`api`]: the gateway client: wire format, submit, status, download,
+//!   error classification, backoff. [`api::wire`] is shared with `sim`.
+//! - [`sim`]: the built-in gateway simulator (`batchgen sim`, and in-process
+//!   for tests and `run --simulate`).
 
+pub mod api;
 pub mod cli;
 pub mod exit;
 pub mod manifest;
 pub mod plan;
+pub mod sim;
 
 use std::process::ExitCode;
 
-use cli::{Cli, Command, PlanArgs};
+use cli::{Cli, Command, PlanArgs, SimArgs};
 use exit::Error;
 
 /// Runs one command line; the exit code is decided in [`exit`].
-pub fn run(cli: Cli) -> ExitCode {
+pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Plan(args) => plan_command(&args),
+        Command::Sim(args) => sim_command(args).await,
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -79,6 +86,34 @@ fn plan_command(args: &PlanArgs) -> Result<u8, Error> {
     } else {
         print_stdout(&summary.to_text());
     }
+    Ok(exit::OK)
+}
+
+/// Serves the simulator on loopback until Ctrl-C, then prints its ledger.
+async fn sim_command(args: SimArgs) -> Result<u8, Error> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], args.port));
+    let handle = sim::start(args.config, addr)
+        .await
+        .map_err(|e| Error::Io(format!("cannot listen on {addr}: {e}")))?;
+    print_stdout(&format!(
+        "batchgen sim: listening on {} (Ctrl-C to stop)\n",
+        handle.url()
+    ));
+    let _ = tokio::signal::ctrl_c().await;
+    let ledger = handle.ledger();
+    handle.stop().await;
+    let summary = serde_json::json!({
+        "accepted": ledger.accepted,
+        "charged_usd": ledger.charged_usd_micros as f64 / 1e6,
+        "charged_images": ledger.charged_images,
+        "completed": ledger.completed,
+        "failed": ledger.failed,
+        "errored": ledger.errored,
+        "rejected": ledger.rejected,
+        "faults": ledger.faults,
+        "bytes_served": ledger.bytes_served,
+    });
+    print_stdout(&format!("batchgen sim: stopped; ledger {summary}\n"));
     Ok(exit::OK)
 }
 

@@ -33,7 +33,7 @@ pub const MAX_SEED: u64 = (1 << 53) - 1;
 pub const PROMPT_ADVISED_CHARS: usize = 500;
 pub const MAX_IMAGE_URLS: usize = 4;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     TextToImage,
@@ -156,6 +156,14 @@ pub struct Request {
 }
 
 impl Request {
+    /// A request with only a prompt; set the other fields as needed.
+    pub fn new(prompt: &str) -> Request {
+        Request {
+            prompt: Arc::from(prompt),
+            ..Request::empty()
+        }
+    }
+
     pub(crate) fn empty() -> Request {
         Request {
             prompt: Arc::from(""),

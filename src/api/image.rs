@@ -1,0 +1,179 @@
+//! Is this a whole PNG or JPEG? A download is saved only if it is: right
+//! magic, a readable header with dimensions, and the format's end marker.
+
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Png,
+    Jpeg,
+}
+
+impl Format {
+    /// The file extension we give what we received.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Png => "png",
+            Format::Jpeg => "jpg",
+        }
+    }
+
+    pub fn mime(self) -> &'static str {
+        match self {
+            Format::Png => "image/png",
+            Format::Jpeg => "image/jpeg",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub format: Format,
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid(pub String);
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn bad(msg: &str) -> Invalid {
+    Invalid(msg.to_string())
+}
+
+/// Checks that `bytes` hold one complete PNG or JPEG image.
+pub fn inspect(bytes: &[u8]) -> Result<ImageInfo, Invalid> {
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        png(bytes)
+    } else if bytes.starts_with(&[0xFF, 0xD8]) {
+        jpeg(bytes)
+    } else {
+        Err(bad("not a PNG or JPEG image"))
+    }
+}
+
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn png(b: &[u8]) -> Result<ImageInfo, Invalid> {
+    // Signature (8), IHDR chunk: length (4) "IHDR" (4) data (13) CRC (4).
+    if b.len() < 8 + 25 + 12 || &b[12..16] != b"IHDR" || be32(&b[8..12]) != 13 {
+        return Err(bad("PNG without a header"));
+    }
+    let (width, height) = (be32(&b[16..20]), be32(&b[20..24]));
+    if width == 0 || height == 0 {
+        return Err(bad("PNG with zero size"));
+    }
+    // Walk the chunks to the end: a truncated file runs out before IEND.
+    let mut at = 8;
+    loop {
+        if at + 12 > b.len() {
+            return Err(bad("truncated PNG (no IEND chunk)"));
+        }
+        let len = be32(&b[at..at + 4]) as usize;
+        let kind = &b[at + 4..at + 8];
+        let end = at + 12 + len;
+        if end > b.len() {
+            return Err(bad("truncated PNG (a chunk runs past the end)"));
+        }
+        if kind == b"IEND" {
+            return Ok(ImageInfo {
+                format: Format::Png,
+                width,
+                height,
+            });
+        }
+        at = end;
+    }
+}
+
+fn jpeg(b: &[u8]) -> Result<ImageInfo, Invalid> {
+    if !b.ends_with(&[0xFF, 0xD9]) {
+        return Err(bad("truncated JPEG (no end-of-image marker)"));
+    }
+    // Walk the marker segments to a start-of-frame, which holds the size.
+    let mut at = 2;
+    while at + 4 <= b.len() {
+        if b[at] != 0xFF {
+            return Err(bad("corrupt JPEG (bad marker)"));
+        }
+        let marker = b[at + 1];
+        if marker == 0xFF {
+            at += 1; // fill byte
+            continue;
+        }
+        let len = u16::from_be_bytes([b[at + 2], b[at + 3]]) as usize;
+        let is_sof = matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC);
+        if is_sof {
+            if at + 9 > b.len() {
+                break;
+            }
+            let height = u16::from_be_bytes([b[at + 5], b[at + 6]]) as u32;
+            let width = u16::from_be_bytes([b[at + 7], b[at + 8]]) as u32;
+            if width == 0 || height == 0 {
+                return Err(bad("JPEG with zero size"));
+            }
+            return Ok(ImageInfo {
+                format: Format::Jpeg,
+                width,
+                height,
+            });
+        }
+        if marker == 0xDA || len < 2 {
+            break; // scan data before any frame header
+        }
+        at += 2 + len;
+    }
+    Err(bad("corrupt JPEG (no frame header)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::render;
+
+    #[test]
+    fn whole_images_pass_with_their_size() {
+        let png = render::image("cat", 1, 40, 30, Format::Png);
+        assert_eq!(
+            inspect(&png),
+            Ok(ImageInfo {
+                format: Format::Png,
+                width: 40,
+                height: 30
+            })
+        );
+        let jpg = render::image("cat", 1, 40, 30, Format::Jpeg);
+        assert_eq!(inspect(&jpg).unwrap().format, Format::Jpeg);
+        assert_eq!(
+            (inspect(&jpg).unwrap().width, inspect(&jpg).unwrap().height),
+            (40, 30)
+        );
+    }
+
+    #[test]
+    fn every_truncation_is_caught() {
+        for format in [Format::Png, Format::Jpeg] {
+            let full = render::image("dog", 2, 33, 17, format);
+            for cut in 0..full.len() {
+                assert!(
+                    inspect(&full[..cut]).is_err(),
+                    "{format:?} cut at {cut} of {}",
+                    full.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn other_bytes_are_refused() {
+        assert!(inspect(b"<html>error page</html>").is_err());
+        assert!(inspect(b"").is_err());
+    }
+}
