@@ -23,8 +23,58 @@ pub struct Cli {
 pub enum Command {
     /// Expand and validate a manifest, and show what a run would send and cost. Sends nothing.
     Plan(PlanArgs),
+    /// Run a manifest: submit every row, follow it to its end, download the images, write results.
+    /// Rerunning the same command resumes without paying twice.
+    Run(RunArgs),
+    /// Summarise a run (finished or not) from its output folder's journal.
+    Status(StatusArgs),
     /// Serve the built-in gateway simulator on loopback until Ctrl-C (no key, no money, real files).
     Sim(SimArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The manifest: a .yaml/.yml or .csv file.
+    pub manifest: PathBuf,
+    /// Output folder (default: out/NAME, NAME from the manifest's `name` or file name).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Most requests in flight (submitted and not yet finished).
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub concurrency: u32,
+    /// Most submissions per second (slowed further when the gateway answers 429).
+    #[arg(long, value_name = "PER_SEC", default_value_t = 2.0, value_parser = parse_rate)]
+    pub rate: f64,
+    /// Refuse a plan estimated above this many US dollars, and never let submitted work exceed it.
+    #[arg(long, value_name = "USD", value_parser = parse_usd)]
+    pub max_cost: Option<Usd>,
+    /// The gateway's base URL.
+    #[arg(long, value_name = "URL", default_value = crate::api::DEFAULT_BASE_URL, conflicts_with = "simulate")]
+    pub base_url: String,
+    /// Run against the built-in simulator, started in-process: no key, no money, real files.
+    #[arg(long)]
+    pub simulate: bool,
+    /// Try failed rows again (including submits that may have been accepted: that may pay twice).
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// No progress display (warnings, errors and the final totals are still printed).
+    #[arg(long)]
+    pub quiet: bool,
+    /// Read the API key from this file instead of PIXAZO_API_KEY.
+    #[arg(long, value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// Wait before the first poll and between polls, in milliseconds (the vendor asks for 2000-3000).
+    #[arg(long, value_name = "MS", default_value_t = 2500, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub poll_interval_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// A run's output folder.
+    pub dir: PathBuf,
+    /// Print the counts as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -49,6 +99,15 @@ pub struct PlanArgs {
     /// How many rows to list.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub rows: usize,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 && r <= 1000.0 => Ok(r),
+        _ => Err(format!(
+            "`{s}` is not a rate: give submissions per second, above 0 and at most 1000"
+        )),
+    }
 }
 
 fn parse_usd(s: &str) -> Result<Usd, String> {

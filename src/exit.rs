@@ -6,8 +6,10 @@
 
 use std::process::ExitCode;
 
+use crate::api::KeyError;
 use crate::manifest::LoadError;
 use crate::plan::{Invalid, Usd};
+use crate::run::{Report, RunError, Stop};
 
 pub const OK: u8 = 0;
 pub const ROWS_FAILED: u8 = 1;
@@ -26,13 +28,41 @@ pub enum Error {
     OverBudget { cost: Usd, max: Usd },
     #[error("{0}")]
     Io(String),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("invalid --base-url `{0}`: give an http(s) URL")]
+    BaseUrl(String),
+    #[error("cannot summarise {0}: there is no batchgen journal in it")]
+    NoRun(String),
+    #[error(transparent)]
+    Run(#[from] RunError),
 }
 
 impl Error {
     pub fn code(&self) -> u8 {
         match self {
-            Error::Load(_) | Error::Invalid(_) | Error::OverBudget { .. } | Error::Io(_) => INVALID,
+            Error::Load(_)
+            | Error::Invalid(_)
+            | Error::OverBudget { .. }
+            | Error::Io(_)
+            | Error::Key(_)
+            | Error::BaseUrl(_)
+            | Error::NoRun(_) => INVALID,
+            // The run could not keep its journal or outputs: stopped, as when aborted.
+            Error::Run(RunError::Locked(_)) => INVALID,
+            Error::Run(_) => ABORTED,
         }
+    }
+}
+
+/// The exit code of a run that ended: interrupted beats aborted beats failed rows.
+pub fn for_run(report: &Report) -> u8 {
+    let by = |s: &str| report.summary.rows_by_status.get(s).copied().unwrap_or(0);
+    match &report.stop {
+        Some(Stop::Interrupted) => INTERRUPTED,
+        Some(_) => ABORTED,
+        None if by("failed") > 0 || by("not_run") > 0 => ROWS_FAILED,
+        None => OK,
     }
 }
 
@@ -50,6 +80,33 @@ pub fn report(err: &Error) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn report(stop: Option<Stop>, failed: u64) -> Report {
+        let mut summary = crate::output::Summary::default();
+        summary.rows_by_status.insert("failed", failed);
+        Report { summary, stop }
+    }
+
+    #[test]
+    fn run_outcomes_map_to_the_documented_codes() {
+        assert_eq!(for_run(&report(None, 0)), OK);
+        assert_eq!(for_run(&report(None, 2)), ROWS_FAILED);
+        assert_eq!(for_run(&report(Some(Stop::Interrupted), 2)), INTERRUPTED);
+        let rejected = Stop::Rejected {
+            code: "UNAUTHORIZED".into(),
+            message: String::new(),
+        };
+        assert_eq!(for_run(&report(Some(rejected), 2)), ABORTED);
+        assert_eq!(
+            for_run(&report(
+                Some(Stop::Budget {
+                    limit: Usd::default()
+                }),
+                0
+            )),
+            ABORTED
+        );
+    }
 
     #[test]
     fn invalid_input_is_exit_2() {

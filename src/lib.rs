@@ -13,6 +13,12 @@
 //!   │  plan::expand     defaults → sweep → job values → seeds; validate all; key and price rows
 //!   ▼
 //! Plan                  rows, each with a stable key, a readable id and a request
+//!   │  run::execute     scheduler + per-row lifecycle, journal first
+//!   ▼
+//! journal.jsonl         every row's request id and outcome, synced as it happens
+//!   │  output::write    images/, results.csv, summary.json
+//!   ▼
+//! DIR/
 //! ```
 //!
 //! - [`cli`]: the command line, parsed into settings before work starts.
@@ -23,23 +29,36 @@
 //!   error classification, backoff. [`api::wire`] is shared with `sim`.
 //! - [`sim`]: the built-in gateway simulator (`batchgen sim`, and in-process
 //!   for tests and `run --simulate`).
+//! - [`run`]: concurrency, rate, polling, retries, budget, cancellation.
+//! - [`journal`]: the append-only state file and its replay on resume.
+//! - [`output`]: file names, atomic writes, results.csv, summary.json.
+//! - [`progress`]: the progress display; reads state only.
 
 pub mod api;
 pub mod cli;
 pub mod exit;
+pub mod journal;
 pub mod manifest;
+pub mod output;
 pub mod plan;
+pub mod progress;
+pub mod run;
 pub mod sim;
 
 use std::process::ExitCode;
 
-use cli::{Cli, Command, PlanArgs, SimArgs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cli::{Cli, Command, PlanArgs, RunArgs, SimArgs, StatusArgs};
 use exit::Error;
 
 /// Runs one command line; the exit code is decided in [`exit`].
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Plan(args) => plan_command(&args),
+        Command::Run(args) => run_command(args).await,
+        Command::Status(args) => status_command(&args),
         Command::Sim(args) => sim_command(args).await,
     };
     match result {
@@ -58,6 +77,14 @@ pub fn load_plan(path: &std::path::Path) -> Result<plan::Plan, Error> {
     Ok(plan)
 }
 
+/// The budget in force: the lower of `--max-cost` and the manifest's `budget_usd`.
+fn budget(flag: Option<plan::Usd>, manifest: Option<plan::Usd>) -> Option<plan::Usd> {
+    match (flag, manifest) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 fn plan_command(args: &PlanArgs) -> Result<u8, Error> {
     let plan = match load_plan(&args.manifest) {
         Err(Error::Invalid(invalid)) if args.json => {
@@ -67,10 +94,7 @@ fn plan_command(args: &PlanArgs) -> Result<u8, Error> {
         }
         other => other?,
     };
-    let max = match (args.max_cost, plan.budget_usd) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
+    let max = budget(args.max_cost, plan.budget_usd);
     let summary = plan::Summary::new(&plan, args.rows, max);
     if let Some(max) = max {
         if summary.cost_usd > max {
@@ -85,6 +109,180 @@ fn plan_command(args: &PlanArgs) -> Result<u8, Error> {
         print_stdout(&format!("{json}\n"));
     } else {
         print_stdout(&summary.to_text());
+    }
+    Ok(exit::OK)
+}
+
+/// Validates everything (manifest, budget, key, URL, output folder), then runs.
+async fn run_command(args: RunArgs) -> Result<u8, Error> {
+    let plan = load_plan(&args.manifest)?;
+    let max_cost = budget(args.max_cost, plan.budget_usd);
+    let estimate = plan.totals().cost();
+    if let Some(max) = max_cost {
+        if estimate > max {
+            return Err(Error::OverBudget {
+                cost: estimate,
+                max,
+            });
+        }
+    }
+    let (base_url, key, simulator) = if args.simulate {
+        let cfg = sim::SimConfig {
+            min_latency_ms: 500,
+            max_latency_ms: 2500,
+            ..sim::SimConfig::default()
+        };
+        let handle = sim::start(cfg, std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .map_err(|e| Error::Io(format!("cannot start the simulator: {e}")))?;
+        let key = api::ApiKey::new("simulated").expect("a valid key");
+        (handle.url(), key, Some(handle))
+    } else {
+        let url = reqwest::Url::parse(&args.base_url)
+            .map_err(|_| Error::BaseUrl(args.base_url.clone()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Error::BaseUrl(args.base_url.clone()));
+        }
+        (
+            args.base_url.clone(),
+            api::ApiKey::load(args.api_key_file.as_deref())?,
+            None,
+        )
+    };
+    let client = api::Client::new(api::ClientConfig::new(&base_url, key))
+        .map_err(|e| Error::Io(e.to_string()))?;
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| output::default_dir(&plan));
+    if out_dir.exists() && !out_dir.is_dir() {
+        return Err(Error::Io(format!(
+            "--out {} is a file, not a folder",
+            out_dir.display()
+        )));
+    }
+    let mut settings = run::Settings::new(out_dir);
+    settings.concurrency = args.concurrency as usize;
+    settings.rate_per_sec = args.rate;
+    settings.max_cost = max_cost;
+    settings.retry_failed = args.retry_failed;
+    settings.poll_interval = Duration::from_millis(args.poll_interval_ms);
+    settings.progress = if args.quiet {
+        progress::Mode::Quiet
+    } else {
+        progress::Mode::Auto
+    };
+    if simulator.is_some() {
+        eprintln!("batchgen: running against the built-in simulator (no key, no money)");
+    }
+    let t = plan.totals();
+    eprintln!(
+        "batchgen: {} rows, {} images, {} estimated → {}",
+        t.requests(),
+        t.images(),
+        estimate,
+        settings.out_dir.display()
+    );
+    let report = run::execute(Arc::new(plan), client, settings, interrupts()).await?;
+    if let Some(sim) = simulator {
+        sim.stop().await;
+    }
+    if let Some(stop) = &report.stop {
+        eprintln!("batchgen: stopped early: {}", stop.describe());
+    }
+    print_stdout(&report.summary.to_text());
+    Ok(exit::for_run(&report))
+}
+
+/// Resolves on the first Ctrl-C; a second one exits at once (the journal is
+/// synced line by line, so it is intact).
+fn interrupts() -> impl std::future::Future<Output = ()> + Send + 'static {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        eprintln!("batchgen: interrupted: no new requests; finishing those in flight (Ctrl-C again to quit now)");
+        let _ = tx.send(());
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!(
+                "batchgen: quitting now; the journal is intact: rerun the same command to resume"
+            );
+            std::process::exit(i32::from(exit::INTERRUPTED));
+        }
+    });
+    async move {
+        let _ = rx.await;
+    }
+}
+
+/// `batchgen status DIR`: what the journal knows, without the manifest.
+fn status_command(args: &StatusArgs) -> Result<u8, Error> {
+    if !args.dir.join(journal::FILE_NAME).is_file() {
+        return Err(Error::NoRun(args.dir.display().to_string()));
+    }
+    let replay = journal::replay(&args.dir).map_err(run::RunError::from)?;
+    let counts = run::status_counts(&replay);
+    let get = |k: &str| counts.get(k).copied().unwrap_or(0);
+    let (mut spent, mut possibly) = (0u64, 0u64);
+    let mut failures: std::collections::BTreeMap<String, u64> = Default::default();
+    for rec in replay.records.values() {
+        match &rec.state {
+            journal::State::Done { cost_micros, .. } => spent += cost_micros,
+            journal::State::Failed {
+                code,
+                charged,
+                cost_micros,
+                ..
+            } => {
+                *failures.entry(code.clone()).or_default() += 1;
+                if *charged == journal::Charged::Possibly {
+                    possibly += cost_micros;
+                }
+            }
+            _ => {}
+        }
+    }
+    let total = replay.last_run_rows.unwrap_or(replay.records.len() as u64);
+    let known: u64 = counts.values().sum();
+    let not_started = total.saturating_sub(known) + get("pending");
+    let spent = plan::Usd::from_micros(spent);
+    let possibly = plan::Usd::from_micros(possibly);
+    if args.json {
+        let json = serde_json::json!({
+            "manifest": replay.last_run_manifest,
+            "rows": total,
+            "completed": get("completed"),
+            "failed": get("failed"),
+            "in_flight": get("in_flight"),
+            "uncertain": get("uncertain"),
+            "not_started": not_started,
+            "cost_usd": spent,
+            "possibly_charged_usd": possibly,
+            "failures_by_code": failures,
+        });
+        print_stdout(&format!("{json:#}\n"));
+    } else {
+        let mut text = format!(
+            "{}: {} rows from {}\n  {} completed, {} failed, {} in flight (accepted, not yet collected), {} uncertain, {} not started\n  {} spent",
+            args.dir.display(),
+            total,
+            replay.last_run_manifest.as_deref().unwrap_or("?"),
+            get("completed"),
+            get("failed"),
+            get("in_flight"),
+            get("uncertain"),
+            not_started,
+            spent,
+        );
+        if possibly > plan::Usd::default() {
+            text.push_str(&format!(", {possibly} possibly charged for failed rows"));
+        }
+        text.push('\n');
+        for (code, n) in failures {
+            text.push_str(&format!("  failed: {n} × {code}\n"));
+        }
+        print_stdout(&text);
     }
     Ok(exit::OK)
 }

@@ -1,0 +1,188 @@
+//! What the user sees while a run works: an indicatif bar on a terminal, a
+//! plain line every few seconds otherwise (cron, CI), nothing with `--quiet`.
+//!
+//! Why this exists apart from `run`: it only reads state. Row tasks send
+//! [`Event`]s over one channel; this collector owns the counters and the
+//! display. It ends when every sender is gone.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::plan::Usd;
+
+/// How often a plain progress line is printed when stderr is not a terminal.
+pub const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A bar on a terminal, plain lines otherwise.
+    Auto,
+    Quiet,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Submitting,
+    Polling,
+    Downloading,
+}
+
+#[derive(Clone, Debug)]
+pub enum Event {
+    Enter(Stage),
+    Leave(Stage),
+    Completed {
+        images: u64,
+        cost: Usd,
+    },
+    Failed,
+    /// A warning or error about one row, already naming it.
+    Say(String),
+}
+
+/// The counters the display shows.
+#[derive(Clone, Debug, Default)]
+pub struct Counts {
+    pub total: u64,
+    /// Rows finished before this run started (resumed).
+    pub already: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub submitting: u64,
+    pub polling: u64,
+    pub downloading: u64,
+    pub images: u64,
+    pub spent: Usd,
+}
+
+impl Counts {
+    fn done(&self) -> u64 {
+        self.already + self.completed + self.failed
+    }
+
+    fn line(&self, elapsed: Duration) -> String {
+        let secs = elapsed.as_secs_f64().max(0.001);
+        let rate = (self.completed + self.failed) as f64 / secs;
+        let left = self.total.saturating_sub(self.done());
+        let eta = if rate > 0.0 {
+            format!("{:.0}s", left as f64 / rate)
+        } else {
+            "?".into()
+        };
+        format!(
+            "{}/{} rows done ({} failed) · in flight: {} submitting, {} polling, {} downloading · {} images · {} spent · {:.2} rows/s · ETA {eta}",
+            self.done(),
+            self.total,
+            self.failed,
+            self.submitting,
+            self.polling,
+            self.downloading,
+            self.images,
+            self.spent,
+            rate
+        )
+    }
+}
+
+/// Collects events until every sender is dropped; returns the final counts.
+pub async fn collect(
+    mode: Mode,
+    mut counts: Counts,
+    mut events: mpsc::UnboundedReceiver<Event>,
+) -> Counts {
+    let start = Instant::now();
+    let bar = (mode == Mode::Auto && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::with_draw_target(Some(counts.total), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} {wide_msg}")
+                .expect("a valid template"),
+        );
+        bar.set_position(counts.already);
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    });
+    let plain = mode == Mode::Auto && bar.is_none();
+    let mut tick = tokio::time::interval_at(start + PLAIN_EVERY, PLAIN_EVERY);
+    loop {
+        tokio::select! {
+            event = events.recv() => {
+                let Some(event) = event else { break };
+                match event {
+                    Event::Enter(s) => *slot(&mut counts, s) += 1,
+                    Event::Leave(s) => *slot(&mut counts, s) -= 1,
+                    Event::Completed { images, cost } => {
+                        counts.completed += 1;
+                        counts.images += images;
+                        counts.spent = counts.spent + cost;
+                    }
+                    Event::Failed => counts.failed += 1,
+                    // Warnings and errors are shown even with --quiet.
+                    Event::Say(text) => match &bar {
+                        Some(bar) => bar.println(&text),
+                        None => eprintln!("{text}"),
+                    },
+                }
+                if let Some(bar) = &bar {
+                    bar.set_position(counts.done());
+                    bar.set_message(counts.line(start.elapsed()));
+                }
+            }
+            _ = tick.tick(), if plain => eprintln!("progress: {}", counts.line(start.elapsed())),
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    counts
+}
+
+fn slot(c: &mut Counts, s: Stage) -> &mut u64 {
+    match s {
+        Stage::Submitting => &mut c.submitting,
+        Stage::Polling => &mut c.polling,
+        Stage::Downloading => &mut c.downloading,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn counts_follow_the_events() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(collect(
+            Mode::Quiet,
+            Counts {
+                total: 3,
+                already: 1,
+                ..Counts::default()
+            },
+            rx,
+        ));
+        for e in [
+            Event::Enter(Stage::Submitting),
+            Event::Leave(Stage::Submitting),
+            Event::Enter(Stage::Polling),
+            Event::Leave(Stage::Polling),
+            Event::Completed {
+                images: 2,
+                cost: Usd::from_micros(100_000),
+            },
+            Event::Failed,
+        ] {
+            tx.send(e).unwrap();
+        }
+        drop(tx);
+        let c = task.await.unwrap();
+        assert_eq!((c.completed, c.failed, c.images, c.polling), (1, 1, 2, 0));
+        assert_eq!(c.done(), 3);
+        assert!(c
+            .line(Duration::from_secs(1))
+            .starts_with("3/3 rows done (1 failed)"));
+    }
+}

@@ -1,0 +1,696 @@
+//! `batchgen run` through the real binary against the simulator on loopback.
+//! The simulator runs in this test process, so its ledger is the witness of
+//! what was submitted, charged and served.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use batchgen::sim::{self, Ledger, SimConfig, SimHandle, StatusShape};
+use sha2::{Digest, Sha256};
+
+const KEY: &str = "sk-SECRET-run-test-4711";
+
+fn quick() -> SimConfig {
+    SimConfig {
+        key: Some(KEY.into()),
+        min_latency_ms: 20,
+        max_latency_ms: 120,
+        ..SimConfig::default()
+    }
+}
+
+async fn start(cfg: SimConfig) -> SimHandle {
+    sim::start(cfg, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+fn command(manifest: &Path, out: &Path, url: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchgen"));
+    cmd.arg("run")
+        .arg(manifest)
+        .arg("--out")
+        .arg(out)
+        .args(["--base-url", url, "--poll-interval-ms", "40", "--quiet"])
+        .args(if extra.contains(&"--rate") {
+            &[][..]
+        } else {
+            &["--rate", "200"][..]
+        })
+        .args(extra)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("PIXAZO_API_KEY", KEY);
+    cmd
+}
+
+/// Runs the binary without blocking the runtime that serves the simulator.
+async fn run(manifest: &Path, out: &Path, url: &str, extra: &[&str]) -> Output {
+    let mut cmd = command(manifest, out, url, extra);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+/// results.csv as one map per row.
+fn results(out: &Path) -> Vec<HashMap<String, String>> {
+    let mut r = csv::Reader::from_path(out.join("results.csv")).unwrap();
+    let headers = r.headers().unwrap().clone();
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            headers
+                .iter()
+                .map(String::from)
+                .zip(rec.iter().map(String::from))
+                .collect()
+        })
+        .collect()
+}
+
+fn summary(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap()
+}
+
+fn sha256_file(path: &Path) -> String {
+    batchgen::api::hex(&Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// Every completed row's files exist, match their recorded SHA-256, and are
+/// byte for byte what the simulator served.
+fn assert_files_are_what_was_served(out: &Path, ledger: &Ledger) {
+    for row in results(out) {
+        if row["status"] != "completed" {
+            continue;
+        }
+        let files: Vec<&str> = row["files"].split(';').collect();
+        let shas: Vec<&str> = row["sha256"].split(';').collect();
+        assert_eq!(files.len(), shas.len());
+        for (f, sha) in files.iter().zip(shas) {
+            let path = out.join(f);
+            assert!(
+                path.starts_with(out.join("images")),
+                "{f} is outside images/"
+            );
+            assert_eq!(sha256_file(&path), sha, "{f}");
+            assert!(
+                ledger.files.values().any(|s| s == sha),
+                "{f} was never served"
+            );
+        }
+    }
+}
+
+fn assert_never_paid_twice(ledger: &Ledger) {
+    assert!(
+        ledger.paid_twice().is_empty(),
+        "paid twice: {:?}",
+        ledger.paid_twice()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_manifest_end_to_end() {
+    let sim = start(SimConfig {
+        price_image_to_image: 0.08,
+        status_shape: StatusShape::Mixed,
+        ..quick()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("in.png"),
+        sim::render::image("src", 1, 24, 24, batchgen::api::Format::Png),
+    )
+    .unwrap();
+    let m = write(
+        dir.path(),
+        "mixed.yaml",
+        "name: mixed
+pricing: {text_to_image: 0.05, image_to_image: 0.08}
+defaults: {image_size: {width: 64, height: 48}, output_format: png}
+jobs:
+  - {id: t2i, prompt: a lighthouse, seeds: [1, 2], num_images: 2}
+  - {id: jpeg, prompt: a fox, seed: 3, output_format: jpeg}
+  - {id: inline, prompt: inline data, seed: 4, sync_mode: true}
+  - {id: edit, prompt: make it red, seeds: [5, 6], image_urls: [in.png, \"https://example.com/a.png\"]}
+",
+    );
+    let out = dir.path().join("out");
+    let o = run(&m, &out, &sim.url(), &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let rows = results(&out);
+    assert_eq!(rows.len(), 6);
+    assert!(rows.iter().all(|r| r["status"] == "completed"), "{rows:#?}");
+    assert_eq!(rows[0]["files"], "images/t2i_s1_0.png;images/t2i_s1_1.png");
+    assert_eq!(
+        rows[2]["files"], "images/jpeg_s3_0.jpg",
+        "named from the bytes received"
+    );
+    assert_eq!(rows[4]["kind"], "image_to_image");
+    assert_eq!(rows[4]["image_urls"], "in.png|https://example.com/a.png");
+    assert!(rows[0]["request_id"].starts_with("glm-image_"));
+    assert_eq!(rows[0]["attempts"], "1");
+    let ledger = sim.ledger();
+    assert_files_are_what_was_served(&out, &ledger);
+    assert_never_paid_twice(&ledger);
+    // 2 rows x 2 images + 1 + 1 text-to-image at $0.05, 2 image-to-image at $0.08.
+    let s = summary(&out);
+    assert_eq!(s["images"], 8);
+    assert_eq!(s["cost_usd"], 0.46);
+    assert_eq!(s["cost_usd_by_kind"]["image_to_image"], 0.16);
+    assert_eq!(
+        ledger.charged_usd_micros, 460_000,
+        "the tool's total is the gateway's"
+    );
+    assert!(text(&o.stdout)
+        .contains("6 rows: 6 completed, 0 failed, 0 not run · 8 images · $0.46 spent"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerunning_a_finished_run_sends_nothing() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = write(dir.path(), "m.yaml", "defaults: {image_size: {width: 32, height: 32}}\nseeds: [1, 2, 3]\njobs: [{id: a, prompt: cat}]\n");
+    let out = dir.path().join("out");
+    assert_eq!(run(&m, &out, &sim.url(), &[]).await.status.code(), Some(0));
+    let calls = sim.ledger().submit_calls;
+    let o = run(&m, &out, &sim.url(), &[]).await;
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        sim.ledger().submit_calls,
+        calls,
+        "nothing is submitted again"
+    );
+    assert_eq!(summary(&out)["rows_this_run"], 0);
+
+    // A damaged file is fetched again from the request it came from, unpaid.
+    let victim = out.join("images/a_s2_0.jpg");
+    std::fs::write(&victim, b"damaged").unwrap();
+    let o = run(&m, &out, &sim.url(), &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(sim.ledger().submit_calls, calls);
+    assert_files_are_what_was_served(&out, &sim.ledger());
+
+    // An edited manifest runs only its new rows.
+    write(dir.path(), "m.yaml", "defaults: {image_size: {width: 32, height: 32}}\nseeds: [1, 2, 3]\njobs: [{id: new, prompt: dog}, {id: a, prompt: cat}]\n");
+    let o = run(&m, &out, &sim.url(), &[]).await;
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(sim.ledger().accepted, 6);
+    assert_never_paid_twice(&sim.ledger());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_rows_are_exit_1_and_retried_only_when_asked() {
+    let failing = start(SimConfig {
+        failed_rate: 1.0,
+        ..quick()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = write(dir.path(), "m.yaml", "defaults: {image_size: {width: 32, height: 32}}\njobs: [{id: a, prompt: cat, seed: 1}, {id: big, prompt: dog, seed: 2, num_images: 20}]\n");
+    let out = dir.path().join("out");
+    let o = run(&m, &out, &failing.url(), &[]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let rows = results(&out);
+    assert_eq!(
+        (rows[0]["status"].as_str(), rows[0]["error_code"].as_str()),
+        ("failed", "FAILED")
+    );
+    assert_eq!(rows[0]["possibly_charged_usd"], "0.050000");
+    assert_eq!(
+        (rows[1]["status"].as_str(), rows[1]["error_code"].as_str()),
+        ("failed", "INVALID_PARAMETER")
+    );
+    assert_eq!(rows[1]["possibly_charged_usd"], "", "a 400 costs nothing");
+    assert!(
+        text(&o.stderr).contains("error: row a_s1: FAILED"),
+        "errors name the row: {}",
+        text(&o.stderr)
+    );
+    assert_eq!(summary(&out)["failures_by_code"]["FAILED"], 1);
+
+    let healthy = start(quick()).await;
+    let o = run(&m, &out, &healthy.url(), &[]).await;
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        healthy.ledger().submit_calls,
+        0,
+        "failed rows wait for --retry-failed"
+    );
+    let o = run(&m, &out, &healthy.url(), &["--retry-failed"]).await;
+    assert_eq!(o.status.code(), Some(1), "the 400 fails again");
+    assert_eq!(results(&out)[0]["status"], "completed");
+    assert_eq!(results(&out)[0]["attempts"], "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_faults_are_retried_and_never_paid_twice() {
+    let sim = start(SimConfig {
+        submit_5xx_rate: 0.4,
+        status_5xx_rate: 0.3,
+        download_5xx_rate: 0.3,
+        truncate_rate: 0.3,
+        error_rate: 0.3,
+        rate_limit: Some(4),
+        retry_after_secs: 1,
+        fault_seed: 11,
+        ..quick()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = write(dir.path(), "m.yaml", "defaults: {image_size: {width: 32, height: 32}, output_format: png}\nseeds: {from: 1, count: 12}\njobs: [{id: a, prompt: cat}]\n");
+    let out = dir.path().join("out");
+    let o = run(&m, &out, &sim.url(), &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let ledger = sim.ledger();
+    for fault in ["submit_5xx", "status_5xx", "download_5xx", "truncated"] {
+        assert!(
+            ledger.faults.get(fault).copied().unwrap_or(0) > 0,
+            "no {fault}: {:?}",
+            ledger.faults
+        );
+    }
+    assert!(ledger.errored > 0, "some requests ended ERROR");
+    assert!(
+        ledger
+            .rejected
+            .get("RATE_LIMIT_EXCEEDED")
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "{:?}",
+        ledger.rejected
+    );
+    assert_never_paid_twice(&ledger);
+    assert_eq!(
+        ledger.charged_usd_micros,
+        12 * 50_000,
+        "ERROR resubmits are not charged"
+    );
+    assert_files_are_what_was_served(&out, &ledger);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_key_aborts_with_exit_3_and_leaks_nowhere() {
+    let sim = start(SimConfig {
+        key: Some("the-right-key".into()),
+        ..quick()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = write(
+        dir.path(),
+        "m.yaml",
+        "seeds: [1, 2, 3]\njobs: [{id: a, prompt: cat}]\n",
+    );
+    let out = dir.path().join("out");
+    let o = run(&m, &out, &sim.url(), &["--concurrency", "1"]).await;
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    assert_eq!(sim.ledger().accepted, 0);
+    assert_eq!(
+        sim.ledger().submit_calls,
+        1,
+        "nothing is sent after the first 401"
+    );
+    let rows = results(&out);
+    assert!(
+        rows.iter()
+            .all(|r| r["status"] == "not_run" && r["error_code"] == "UNAUTHORIZED"),
+        "{rows:#?}"
+    );
+    assert_no_secret(&out, &o);
+}
+
+fn assert_no_secret(out: &Path, o: &Output) {
+    assert!(!text(&o.stdout).contains(KEY) && !text(&o.stderr).contains(KEY));
+    for entry in walk(out) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(
+            !bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()),
+            "the key is in {}",
+            entry.display()
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files.extend(walk(&p));
+        } else {
+            files.push(p);
+        }
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_appears_in_no_output_of_a_good_run() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = write(dir.path(), "m.yaml", "defaults: {image_size: {width: 32, height: 32}}\njobs: [{id: a, prompt: cat, seeds: [1, 2]}]\n");
+    let out = dir.path().join("out");
+    let o = run(&m, &out, &sim.url(), &[]).await;
+    assert_eq!(o.status.code(), Some(0));
+    assert_no_secret(&out, &o);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_wallet_aborts_and_keeps_what_was_made() {
+    let sim = start(SimConfig {
+        wallet_usd: Some(0.10),
+        ..quick()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = write(dir.path(), "m.yaml", "defaults: {image_size: {width: 32, height: 32}}\nseeds: {from: 1, count: 5}\njobs: [{id: a, prompt: cat}]\n");
+    let out = dir.path().join("out");
+    let o = run(&m, &out, &sim.url(), &["--concurrency", "1"]).await;
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    let s = summary(&out);
+    assert_eq!(s["rows_by_status"]["completed"], 2);
+    assert_eq!(s["rows_by_status"]["not_run"], 3);
+    assert_eq!(s["cost_usd"], 0.1);
+    assert!(s["stopped"]
+        .as_str()
+        .unwrap()
+        .contains("INSUFFICIENT_FUNDS"));
+    assert_eq!(results(&out)[4]["error_code"], "INSUFFICIENT_FUNDS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_refuse_plans_and_stop_spending() {
+    let sim = start(SimConfig {
+        failed_rate: 1.0,
+        ..quick()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = write(dir.path(), "m.yaml", "defaults: {image_size: {width: 32, height: 32}}\nseeds: [1, 2]\njobs: [{id: a, prompt: cat}]\n");
+    let out = dir.path().join("out");
+    // The plan costs $0.10: refused before anything is sent.
+    let o = run(&m, &out, &sim.url(), &["--max-cost", "0.09"]).await;
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("exceeds the budget"));
+    assert_eq!(sim.ledger().submit_calls, 0);
+    // Both rows fail, possibly charged: $0.10 may be gone.
+    assert_eq!(run(&m, &out, &sim.url(), &[]).await.status.code(), Some(1));
+    // Retrying them would take the spend to $0.20: only one fits in $0.15.
+    let healthy = start(quick()).await;
+    let o = run(
+        &m,
+        &out,
+        &healthy.url(),
+        &["--retry-failed", "--max-cost", "0.15", "--concurrency", "1"],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    assert_eq!(healthy.ledger().accepted, 1);
+    assert!(summary(&out)["stopped"]
+        .as_str()
+        .unwrap()
+        .contains("budget"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_is_never_exceeded() {
+    let sim = start(SimConfig {
+        min_latency_ms: 100,
+        max_latency_ms: 300,
+        ..quick()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = write(dir.path(), "m.yaml", "defaults: {image_size: {width: 32, height: 32}}\nseeds: {from: 1, count: 16}\njobs: [{id: a, prompt: cat}]\n");
+    let out = dir.path().join("out");
+    let o = run(&m, &out, &sim.url(), &["--concurrency", "3"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let ledger = sim.ledger();
+    assert_eq!(ledger.completed, 16);
+    assert!(
+        ledger.max_in_flight <= 3,
+        "{} requests were in flight at once",
+        ledger.max_in_flight
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_ids_stay_inside_the_output_folder() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = write(
+        dir.path(),
+        "m.yaml",
+        "defaults: {image_size: {width: 32, height: 32}}\njobs:\n  - {id: \"../../escape\", prompt: a, seed: 1}\n  - {id: /etc/passwd, prompt: b, seed: 1}\n  - {id: \"..\\\\..\\\\win\", prompt: c, seed: 1}\n",
+    );
+    let out = dir.path().join("out");
+    let o = run(&m, &out, &sim.url(), &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let mut names: Vec<String> = std::fs::read_dir(out.join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["escape_s1_0.jpg", "etc-passwd_s1_0.jpg", "win_s1_0.jpg"]
+    );
+    let mut top: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    top.sort();
+    assert_eq!(
+        top,
+        ["m.yaml", "out"],
+        "nothing was written beside the output folder"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_sends_nothing() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        "jobs: [{prompt: cat, num_images: 0}]\n",
+    );
+    let o = run(&bad, &dir.path().join("out"), &sim.url(), &[]).await;
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("num_images: expected a positive integer"));
+    let good = write(dir.path(), "good.yaml", "jobs: [{prompt: cat}]\n");
+    let mut cmd = command(&good, &dir.path().join("out"), &sim.url(), &[]);
+    cmd.env_remove("PIXAZO_API_KEY");
+    let o = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("no API key: set PIXAZO_API_KEY or pass --api-key-file"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(sim.ledger().submit_calls, 0);
+
+    let key_file = write(dir.path(), "key.txt", &format!("{KEY}\n"));
+    let mut cmd = command(
+        &good,
+        &dir.path().join("out"),
+        &sim.url(),
+        &["--api-key-file", key_file.to_str().unwrap()],
+    );
+    cmd.env_remove("PIXAZO_API_KEY");
+    let o = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "the key file works: {}",
+        text(&o.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_summarises_a_run_from_its_journal() {
+    let sim = start(SimConfig {
+        failed_rate: 0.5,
+        fault_seed: 3,
+        ..quick()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = write(dir.path(), "m.yaml", "defaults: {image_size: {width: 32, height: 32}}\nseeds: {from: 1, count: 6}\njobs: [{id: a, prompt: cat}]\n");
+    let out = dir.path().join("out");
+    run(&m, &out, &sim.url(), &[]).await;
+    let s = summary(&out);
+    let o = Command::new(env!("CARGO_BIN_EXE_batchgen"))
+        .args(["status", "--json"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["rows"], 6);
+    assert_eq!(v["completed"], s["rows_by_status"]["completed"]);
+    assert_eq!(v["failed"], s["rows_by_status"]["failed"]);
+    assert_eq!(v["cost_usd"], s["cost_usd"]);
+    let o = Command::new(env!("CARGO_BIN_EXE_batchgen"))
+        .args(["status"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "no journal there");
+}
+
+/// Waits until the journal holds at least `n` lines matching `needle`.
+fn wait_for_journal(child: &mut std::process::Child, out: &Path, needle: &str, n: usize) {
+    for _ in 0..3000 {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("batchgen ended early ({status}) before {n} × {needle}");
+        }
+        let count = std::fs::read_to_string(out.join("journal.jsonl"))
+            .map(|t| t.matches(needle).count())
+            .unwrap_or(0);
+        if count >= n {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the journal never reached {n} × {needle}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_run_then_resume_pays_nothing_twice() {
+    let sim = start(SimConfig {
+        min_latency_ms: 300,
+        max_latency_ms: 900,
+        ..quick()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = write(dir.path(), "m.yaml", "defaults: {image_size: {width: 32, height: 32}}\nseeds: {from: 1, count: 24}\njobs: [{id: a, prompt: cat}]\n");
+    let out = dir.path().join("out");
+    let mut cmd = command(
+        &m,
+        &out,
+        &sim.url(),
+        &["--concurrency", "6", "--rate", "20"],
+    );
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let out2 = out.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn().unwrap();
+        wait_for_journal(&mut child, &out2, "\"e\":\"submitted\"", 6);
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    })
+    .await
+    .unwrap();
+    let at_kill = sim.ledger();
+    assert!(at_kill.completed < 24, "the kill came mid-run");
+
+    let o = run(&m, &out, &sim.url(), &[]).await;
+    assert!(
+        matches!(o.status.code(), Some(0 | 1)),
+        "{}",
+        text(&o.stderr)
+    );
+    let ledger = sim.ledger();
+    assert_never_paid_twice(&ledger);
+    assert_files_are_what_was_served(&out, &ledger);
+    // Every row is complete, or (if the kill fell between a submit and its
+    // answer) failed as uncertain rather than paid for again.
+    let rows = results(&out);
+    for r in &rows {
+        assert!(
+            r["status"] == "completed" || r["error_code"] == "SUBMIT_UNCERTAIN",
+            "{r:?}"
+        );
+    }
+    let completed = rows.iter().filter(|r| r["status"] == "completed").count();
+    let uncertain = rows.len() - completed;
+    assert_eq!(rows.len(), 24);
+    assert!(
+        ledger.accepted <= 24,
+        "a row was accepted twice: {}",
+        ledger.accepted
+    );
+    assert!(ledger.accepted as usize >= completed);
+    assert!(
+        uncertain <= 6,
+        "at most the rows in flight at the kill are uncertain"
+    );
+    // The user may accept that risk explicitly.
+    let o = run(&m, &out, &sim.url(), &["--retry-failed"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(results(&out).iter().all(|r| r["status"] == "completed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_submitting_finishes_in_flight_and_exits_130() {
+    let sim = start(SimConfig {
+        min_latency_ms: 400,
+        max_latency_ms: 800,
+        ..quick()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = write(dir.path(), "m.yaml", "defaults: {image_size: {width: 32, height: 32}}\nseeds: {from: 1, count: 30}\njobs: [{id: a, prompt: cat}]\n");
+    let out = dir.path().join("out");
+    let mut cmd = command(
+        &m,
+        &out,
+        &sim.url(),
+        &["--concurrency", "4", "--rate", "10"],
+    );
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let out2 = out.clone();
+    let o = tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn().unwrap();
+        wait_for_journal(&mut child, &out2, "\"e\":\"submitted\"", 3);
+        let pid = child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success());
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", text(&o.stderr));
+    let ledger = sim.ledger();
+    assert_eq!(ledger.in_flight, 0, "everything accepted was collected");
+    let rows = results(&out);
+    assert!(
+        rows.iter()
+            .all(|r| r["status"] == "completed" || r["error_code"] == "INTERRUPTED"),
+        "{rows:#?}"
+    );
+    assert_eq!(
+        rows.iter().filter(|r| r["status"] == "completed").count() as u64,
+        ledger.accepted
+    );
+    // The same command finishes the job.
+    let o = run(&m, &out, &sim.url(), &[]).await;
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(sim.ledger().accepted, 30);
+    assert_never_paid_twice(&sim.ledger());
+}
