@@ -125,6 +125,22 @@ impl Node {
     }
 }
 
+/// The value under `key` in a mapping's entries.
+pub fn entry<'a>(entries: &'a [(Node, Node)], key: &str) -> Option<&'a Node> {
+    entries
+        .iter()
+        .find(|(k, _)| k.as_str() == Some(key))
+        .map(|(_, v)| v)
+}
+
+/// The first key of a mapping's entries that is not in `allowed`.
+pub fn stray_key<'a>(entries: &'a [(Node, Node)], allowed: &[&str]) -> Option<&'a Node> {
+    entries
+        .iter()
+        .map(|(k, _)| k)
+        .find(|k| !k.as_str().is_some_and(|name| allowed.contains(&name)))
+}
+
 /// A `key: value` pair, with the key's own location.
 #[derive(Clone, Debug)]
 pub struct Field {

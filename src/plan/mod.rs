@@ -23,7 +23,7 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
-use crate::manifest::{Diagnostic, Field, Job, Loc, Manifest, Node, Value};
+use crate::manifest::{entry, stray_key, Diagnostic, Field, Job, Loc, Manifest, Node, Value};
 pub use params::{
     image_mime, ImageInput, ImageSize, Kind, OutputFormat, ParamValue, Request, SIZE_PRESETS,
 };
@@ -600,16 +600,7 @@ fn parse_seeds(node: &Node, job: Option<&str>, diags: &mut Vec<Diagnostic>) -> O
 
 /// `{from: A, count: N}`.
 fn seed_range(node: &Node, entries: &[(Node, Node)]) -> Result<Axis, (Loc, String)> {
-    let get = |k: &str| {
-        entries
-            .iter()
-            .find(|(key, _)| key.as_str() == Some(k))
-            .map(|(_, v)| v)
-    };
-    if let Some((k, _)) = entries
-        .iter()
-        .find(|(k, _)| !matches!(k.as_str(), Some("from" | "count")))
-    {
+    if let Some(k) = stray_key(entries, &["from", "count"]) {
         return Err((
             k.loc.clone(),
             format!(
@@ -618,7 +609,7 @@ fn seed_range(node: &Node, entries: &[(Node, Node)]) -> Result<Axis, (Loc, Strin
             ),
         ));
     }
-    let (Some(from), Some(count)) = (get("from"), get("count")) else {
+    let (Some(from), Some(count)) = (entry(entries, "from"), entry(entries, "count")) else {
         return Err((
             node.loc.clone(),
             "a seed range needs `from` and `count`".into(),

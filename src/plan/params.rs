@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::manifest::{suggest, Node, Value};
+use crate::manifest::{entry, stray_key, suggest, Node, Value};
 
 /// The documented `image_size` presets.
 pub const SIZE_PRESETS: &[&str] = &[
@@ -441,22 +441,13 @@ fn parse_image_size(node: &Node) -> Result<ImageSize, String> {
             Err(format!("unknown size \"{s}\": {hint}"))
         }
         Value::Map(entries) => {
-            let get = |k: &str| {
-                entries
-                    .iter()
-                    .find(|(key, _)| key.as_str() == Some(k))
-                    .map(|(_, v)| v)
-            };
-            if let Some((k, _)) = entries
-                .iter()
-                .find(|(k, _)| !matches!(k.as_str(), Some("width" | "height")))
-            {
+            if let Some(k) = stray_key(entries, &["width", "height"]) {
                 return Err(format!(
                     "a custom size has only `width` and `height`, found {}",
                     k.describe()
                 ));
             }
-            match (get("width"), get("height")) {
+            match (entry(entries, "width"), entry(entries, "height")) {
                 (Some(w), Some(h)) => dims(w, h),
                 _ => Err("a custom size needs both `width` and `height`".into()),
             }

@@ -247,6 +247,12 @@ struct SimState {
     recent_submits: VecDeque<Instant>,
 }
 
+impl SimState {
+    fn count_fault(&mut self, fault: &str) {
+        *self.ledger.faults.entry(fault.to_string()).or_default() += 1;
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Outcome {
     Completed,
@@ -386,6 +392,17 @@ fn reject(sim: &Sim, kind: Kind, status: StatusCode, code: &str, message: &str) 
     error(kind, status, code, message)
 }
 
+/// An injected fault: counted in the ledger, answered 500 in the endpoint's shape.
+fn injected_500(sim: &Sim, kind: Kind, fault: &str) -> Response {
+    sim.lock().count_fault(fault);
+    error(
+        kind,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        code::INTERNAL_ERROR,
+        "Internal server error. Please retry later.",
+    )
+}
+
 async fn submit_t2i(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
     submit(sim, Kind::TextToImage, headers, body).await
 }
@@ -473,17 +490,7 @@ async fn submit(sim: Arc<Sim>, kind: Kind, headers: HeaderMap, body: Bytes) -> R
         &format!("submit-5xx:{canonical}"),
         attempt,
     ) {
-        *sim.lock()
-            .ledger
-            .faults
-            .entry("submit_5xx".into())
-            .or_default() += 1;
-        return error(
-            kind,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            code::INTERNAL_ERROR,
-            "Internal server error. Please retry later.",
-        );
+        return injected_500(&sim, kind, "submit_5xx");
     }
     let outcome = if sim.chance(sim.cfg.error_rate, &format!("error:{canonical}"), attempt) {
         Outcome::Error
@@ -496,12 +503,9 @@ async fn submit(sim: Arc<Sim>, kind: Kind, headers: HeaderMap, body: Bytes) -> R
     let (id, immediate) = {
         let mut st = sim.lock();
         if st.wallet_micros.is_some_and(|wallet| wallet < cost) {
-            *st.ledger
-                .rejected
-                .entry(code::INSUFFICIENT_FUNDS.into())
-                .or_default() += 1;
             drop(st);
-            return error(
+            return reject(
+                &sim,
                 kind,
                 StatusCode::FORBIDDEN,
                 code::INSUFFICIENT_FUNDS,
@@ -785,17 +789,7 @@ async fn status(sim: Arc<Sim>, kind: Kind, id: String, headers: HeaderMap) -> Re
         (job.polls, phase)
     };
     if sim.chance(sim.cfg.status_5xx_rate, &format!("status-5xx:{id}"), polls) {
-        *sim.lock()
-            .ledger
-            .faults
-            .entry("status_5xx".into())
-            .or_default() += 1;
-        return error(
-            kind,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            code::INTERNAL_ERROR,
-            "Internal server error. Please retry later.",
-        );
+        return injected_500(&sim, kind, "status_5xx");
     }
     if phase != Phase::Completed {
         let word = status_word(&sim, &id, phase);
@@ -976,11 +970,7 @@ async fn file(
         &format!("download-5xx:{path}"),
         attempt,
     ) {
-        *sim.lock()
-            .ledger
-            .faults
-            .entry("download_5xx".into())
-            .or_default() += 1;
+        sim.lock().count_fault("download_5xx");
         return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
     }
     let truncate = sim.chance(sim.cfg.truncate_rate, &format!("truncate:{path}"), attempt);
@@ -991,7 +981,7 @@ async fn file(
     {
         let mut st = sim.lock();
         if truncate {
-            *st.ledger.faults.entry("truncated".into()).or_default() += 1;
+            st.count_fault("truncated");
             bytes.truncate(bytes.len() / 2);
         } else {
             st.ledger.files.insert(path, hex(&Sha256::digest(&bytes)));
