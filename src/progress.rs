@@ -98,8 +98,7 @@ pub async fn collect(
     let bar = (mode == Mode::Auto && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::with_draw_target(Some(counts.total), ProgressDrawTarget::stderr());
         bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} {wide_msg}")
-                .expect("a valid template"),
+            ProgressStyle::with_template("{bar:30} {wide_msg}").expect("a valid template"),
         );
         bar.set_position(counts.already);
         bar.enable_steady_tick(Duration::from_millis(200));

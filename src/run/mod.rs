@@ -42,7 +42,7 @@ pub struct Settings {
     pub retry_failed: bool,
     /// The wait before the first poll and between polls (jittered ±20%).
     pub poll_interval: Duration,
-    /// How long a row may stay unfinished after its submit.
+    /// How long a run polls one accepted request before giving up on it (`POLL_TIMEOUT`).
     pub row_deadline: Duration,
     /// Submits per row per run that may fail before the row is failed (429s do not count).
     pub max_attempts: u32,

@@ -211,13 +211,16 @@ impl RowRun {
         let settings = &ctx.settings;
         ctx.event(Event::Enter(Stage::Polling));
         let leave = || ctx.event(Event::Leave(Stage::Polling));
+        // The deadline bounds how long this run waits, so a request resumed
+        // long after its submit gets the full time too.
         let elapsed = Duration::from_millis(now_ms().saturating_sub(since_ms));
-        let deadline = tokio::time::Instant::now() + settings.row_deadline.saturating_sub(elapsed);
+        let deadline = tokio::time::Instant::now() + settings.row_deadline;
         let mut wait = jitter(settings.poll_interval).saturating_sub(elapsed);
         let mut errors = 0u32;
+        let mut polls = 0u32;
         loop {
-            tokio::time::sleep(wait).await;
-            if tokio::time::Instant::now() >= deadline {
+            // Checked before each poll but the first: a request is always asked once.
+            if polls > 0 && tokio::time::Instant::now() + wait >= deadline {
                 leave();
                 let message = format!(
                     "request {} did not finish within {} s; rerun with --retry-failed to poll it again",
@@ -226,6 +229,8 @@ impl RowRun {
                 );
                 return self.fail("POLL_TIMEOUT", &message, Charged::Possibly);
             }
+            tokio::time::sleep(wait).await;
+            polls += 1;
             wait = jitter(settings.poll_interval);
             match ctx.client.status(&ticket).await {
                 Ok(Status::Pending(_)) => errors = 0,
