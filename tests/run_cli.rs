@@ -745,3 +745,67 @@ async fn a_request_accepted_long_ago_is_collected_not_paid_again() {
     assert_eq!(rows[0]["attempts"], "1");
     assert_files_are_what_was_served(&out, &sim.ledger());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_twice_exits_at_once_with_the_journal_intact() {
+    // Slow requests: a single Ctrl-C would wait for them; a second one must not.
+    let sim = start(SimConfig {
+        min_latency_ms: 3000,
+        max_latency_ms: 4000,
+        ..quick()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = write(dir.path(), "m.yaml", "defaults: {image_size: {width: 32, height: 32}}\nseeds: {from: 1, count: 8}\njobs: [{id: a, prompt: cat}]\n");
+    let out = dir.path().join("out");
+    let mut cmd = command(
+        &m,
+        &out,
+        &sim.url(),
+        &["--concurrency", "4", "--rate", "50"],
+    );
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let out2 = out.clone();
+    let o = tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn().unwrap();
+        wait_for_journal(&mut child, &out2, "\"e\":\"submitted\"", 2);
+        let pid = child.id().to_string();
+        for _ in 0..2 {
+            assert!(Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("the journal is intact"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(
+        sim.ledger().in_flight > 0,
+        "it left before the accepted requests ended"
+    );
+    // The journal holds their ids: the rerun collects them and pays for nothing twice.
+    let o = run(&m, &out, &sim.url(), &[]).await;
+    assert!(
+        matches!(o.status.code(), Some(0 | 1)),
+        "{}",
+        text(&o.stderr)
+    );
+    let ledger = sim.ledger();
+    assert_never_paid_twice(&ledger);
+    assert_eq!(ledger.in_flight, 0, "every accepted request was collected");
+    for r in results(&out) {
+        assert!(
+            r["status"] == "completed" || r["error_code"] == "SUBMIT_UNCERTAIN",
+            "{r:?}"
+        );
+    }
+}
