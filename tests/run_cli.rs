@@ -559,6 +559,34 @@ async fn status_summarises_a_run_from_its_journal() {
     assert_eq!(o.status.code(), Some(2), "no journal there");
 }
 
+/// Starts `cmd`, waits until its journal holds `n` submitted requests, sends
+/// it `signals` (200 ms apart) and returns what it printed.
+async fn signal_when_submitted(
+    mut cmd: Command,
+    out: &Path,
+    n: usize,
+    signals: &[&'static str],
+) -> Output {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let (out, signals) = (out.to_path_buf(), signals.to_vec());
+    tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn().unwrap();
+        wait_for_journal(&mut child, &out, "\"e\":\"submitted\"", n);
+        let pid = child.id().to_string();
+        for signal in signals {
+            assert!(Command::new("kill")
+                .args([signal, &pid])
+                .status()
+                .unwrap()
+                .success());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 /// Waits until the journal holds at least `n` lines matching `needle`.
 fn wait_for_journal(child: &mut std::process::Child, out: &Path, needle: &str, n: usize) {
     for _ in 0..3000 {
@@ -587,22 +615,13 @@ async fn sigkill_mid_run_then_resume_pays_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
     let m = write(dir.path(), "m.yaml", "defaults: {image_size: {width: 32, height: 32}}\nseeds: {from: 1, count: 24}\njobs: [{id: a, prompt: cat}]\n");
     let out = dir.path().join("out");
-    let mut cmd = command(
+    let cmd = command(
         &m,
         &out,
         &sim.url(),
         &["--concurrency", "6", "--rate", "20"],
     );
-    cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    let out2 = out.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut child = cmd.spawn().unwrap();
-        wait_for_journal(&mut child, &out2, "\"e\":\"submitted\"", 6);
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-    })
-    .await
-    .unwrap();
+    signal_when_submitted(cmd, &out, 6, &["-KILL"]).await;
     let at_kill = sim.ledger();
     assert!(at_kill.completed < 24, "the kill came mid-run");
 
@@ -654,27 +673,13 @@ async fn ctrl_c_stops_submitting_finishes_in_flight_and_exits_130() {
     let dir = tempfile::tempdir().unwrap();
     let m = write(dir.path(), "m.yaml", "defaults: {image_size: {width: 32, height: 32}}\nseeds: {from: 1, count: 30}\njobs: [{id: a, prompt: cat}]\n");
     let out = dir.path().join("out");
-    let mut cmd = command(
+    let cmd = command(
         &m,
         &out,
         &sim.url(),
         &["--concurrency", "4", "--rate", "10"],
     );
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let out2 = out.clone();
-    let o = tokio::task::spawn_blocking(move || {
-        let mut child = cmd.spawn().unwrap();
-        wait_for_journal(&mut child, &out2, "\"e\":\"submitted\"", 3);
-        let pid = child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success());
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
+    let o = signal_when_submitted(cmd, &out, 3, &["-INT"]).await;
     assert_eq!(o.status.code(), Some(130), "{}", text(&o.stderr));
     let ledger = sim.ledger();
     assert_eq!(ledger.in_flight, 0, "everything accepted was collected");
@@ -758,30 +763,13 @@ async fn ctrl_c_twice_exits_at_once_with_the_journal_intact() {
     let dir = tempfile::tempdir().unwrap();
     let m = write(dir.path(), "m.yaml", "defaults: {image_size: {width: 32, height: 32}}\nseeds: {from: 1, count: 8}\njobs: [{id: a, prompt: cat}]\n");
     let out = dir.path().join("out");
-    let mut cmd = command(
+    let cmd = command(
         &m,
         &out,
         &sim.url(),
         &["--concurrency", "4", "--rate", "50"],
     );
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let out2 = out.clone();
-    let o = tokio::task::spawn_blocking(move || {
-        let mut child = cmd.spawn().unwrap();
-        wait_for_journal(&mut child, &out2, "\"e\":\"submitted\"", 2);
-        let pid = child.id().to_string();
-        for _ in 0..2 {
-            assert!(Command::new("kill")
-                .args(["-INT", &pid])
-                .status()
-                .unwrap()
-                .success());
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
+    let o = signal_when_submitted(cmd, &out, 2, &["-INT", "-INT"]).await;
     assert_eq!(o.status.code(), Some(130), "{}", text(&o.stderr));
     assert!(
         text(&o.stderr).contains("the journal is intact"),
