@@ -64,6 +64,15 @@ fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
     p
 }
 
+/// A manifest of one small prompt (`a`, "cat") over seeds 1..=count.
+fn seed_sweep(dir: &Path, count: u32) -> PathBuf {
+    write(
+        dir,
+        "m.yaml",
+        &format!("defaults: {{image_size: {{width: 32, height: 32}}}}\nseeds: {{from: 1, count: {count}}}\njobs: [{{id: a, prompt: cat}}]\n"),
+    )
+}
+
 /// results.csv as one map per row.
 fn results(out: &Path) -> Vec<HashMap<String, String>> {
     let mut r = csv::Reader::from_path(out.join("results.csv")).unwrap();
@@ -378,7 +387,7 @@ async fn an_empty_wallet_aborts_and_keeps_what_was_made() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let m = write(dir.path(), "m.yaml", "defaults: {image_size: {width: 32, height: 32}}\nseeds: {from: 1, count: 5}\njobs: [{id: a, prompt: cat}]\n");
+    let m = seed_sweep(dir.path(), 5);
     let out = dir.path().join("out");
     let o = run(&m, &out, &sim.url(), &["--concurrency", "1"]).await;
     assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
@@ -436,7 +445,7 @@ async fn concurrency_is_never_exceeded() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let m = write(dir.path(), "m.yaml", "defaults: {image_size: {width: 32, height: 32}}\nseeds: {from: 1, count: 16}\njobs: [{id: a, prompt: cat}]\n");
+    let m = seed_sweep(dir.path(), 16);
     let out = dir.path().join("out");
     let o = run(&m, &out, &sim.url(), &["--concurrency", "3"]).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
@@ -536,7 +545,7 @@ async fn status_summarises_a_run_from_its_journal() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let m = write(dir.path(), "m.yaml", "defaults: {image_size: {width: 32, height: 32}}\nseeds: {from: 1, count: 6}\njobs: [{id: a, prompt: cat}]\n");
+    let m = seed_sweep(dir.path(), 6);
     let out = dir.path().join("out");
     run(&m, &out, &sim.url(), &[]).await;
     let s = summary(&out);
@@ -613,7 +622,7 @@ async fn sigkill_mid_run_then_resume_pays_nothing_twice() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let m = write(dir.path(), "m.yaml", "defaults: {image_size: {width: 32, height: 32}}\nseeds: {from: 1, count: 24}\njobs: [{id: a, prompt: cat}]\n");
+    let m = seed_sweep(dir.path(), 24);
     let out = dir.path().join("out");
     let cmd = command(
         &m,
@@ -671,7 +680,7 @@ async fn ctrl_c_stops_submitting_finishes_in_flight_and_exits_130() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let m = write(dir.path(), "m.yaml", "defaults: {image_size: {width: 32, height: 32}}\nseeds: {from: 1, count: 30}\njobs: [{id: a, prompt: cat}]\n");
+    let m = seed_sweep(dir.path(), 30);
     let out = dir.path().join("out");
     let cmd = command(
         &m,
@@ -761,7 +770,7 @@ async fn ctrl_c_twice_exits_at_once_with_the_journal_intact() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let m = write(dir.path(), "m.yaml", "defaults: {image_size: {width: 32, height: 32}}\nseeds: {from: 1, count: 8}\njobs: [{id: a, prompt: cat}]\n");
+    let m = seed_sweep(dir.path(), 8);
     let out = dir.path().join("out");
     let cmd = command(
         &m,
