@@ -199,6 +199,49 @@ impl Replay {
     }
 }
 
+/// Rows by state, money and failures, in one pass over a replayed journal.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tally {
+    pub pending: u64,
+    pub uncertain: u64,
+    pub in_flight: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub cost_micros: u64,
+    pub possibly_charged_micros: u64,
+    pub failures_by_code: std::collections::BTreeMap<String, u64>,
+}
+
+impl Replay {
+    pub fn tally(&self) -> Tally {
+        let mut t = Tally::default();
+        for rec in self.records.values() {
+            match &rec.state {
+                State::Pending => t.pending += 1,
+                State::Uncertain => t.uncertain += 1,
+                State::Submitted => t.in_flight += 1,
+                State::Done { cost_micros, .. } => {
+                    t.completed += 1;
+                    t.cost_micros += cost_micros;
+                }
+                State::Failed {
+                    code,
+                    charged,
+                    cost_micros,
+                    ..
+                } => {
+                    t.failed += 1;
+                    *t.failures_by_code.entry(code.clone()).or_default() += 1;
+                    if *charged == Charged::Possibly {
+                        t.possibly_charged_micros += cost_micros;
+                    }
+                }
+            }
+        }
+        t
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error("cannot use the journal {path}: {source}")]
@@ -372,6 +415,11 @@ mod tests {
             j.append(&e).unwrap();
         }
         let r = replay(dir.path()).unwrap();
+        let t = r.tally();
+        assert_eq!(
+            (t.completed, t.uncertain, t.in_flight, t.cost_micros),
+            (1, 1, 1, 50_000)
+        );
         let a = &r.records["a"];
         assert_eq!(a.attempts, 2);
         assert!(matches!(

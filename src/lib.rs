@@ -77,11 +77,17 @@ pub fn load_plan(path: &std::path::Path) -> Result<plan::Plan, Error> {
     Ok(plan)
 }
 
-/// The budget in force: the lower of `--max-cost` and the manifest's `budget_usd`.
-fn budget(flag: Option<plan::Usd>, manifest: Option<plan::Usd>) -> Option<plan::Usd> {
-    match (flag, manifest) {
+/// The budget in force (the lower of `--max-cost` and the manifest's
+/// `budget_usd`); a plan estimated above it is refused before anything is sent.
+fn budget(flag: Option<plan::Usd>, plan: &plan::Plan) -> Result<Option<plan::Usd>, Error> {
+    let max = match (flag, plan.budget_usd) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
+    };
+    let cost = plan.totals().cost();
+    match max {
+        Some(max) if cost > max => Err(Error::OverBudget { cost, max }),
+        _ => Ok(max),
     }
 }
 
@@ -94,16 +100,8 @@ fn plan_command(args: &PlanArgs) -> Result<u8, Error> {
         }
         other => other?,
     };
-    let max = budget(args.max_cost, plan.budget_usd);
+    let max = budget(args.max_cost, &plan)?;
     let summary = plan::Summary::new(&plan, args.rows, max);
-    if let Some(max) = max {
-        if summary.cost_usd > max {
-            return Err(Error::OverBudget {
-                cost: summary.cost_usd,
-                max,
-            });
-        }
-    }
     if args.json {
         let json = serde_json::to_string_pretty(&summary).expect("a summary always serialises");
         print_stdout(&format!("{json}\n"));
@@ -116,16 +114,7 @@ fn plan_command(args: &PlanArgs) -> Result<u8, Error> {
 /// Validates everything (manifest, budget, key, URL, output folder), then runs.
 async fn run_command(args: RunArgs) -> Result<u8, Error> {
     let plan = load_plan(&args.manifest)?;
-    let max_cost = budget(args.max_cost, plan.budget_usd);
-    let estimate = plan.totals().cost();
-    if let Some(max) = max_cost {
-        if estimate > max {
-            return Err(Error::OverBudget {
-                cost: estimate,
-                max,
-            });
-        }
-    }
+    let max_cost = budget(args.max_cost, &plan)?;
     let (base_url, key, simulator) = if args.simulate {
         let cfg = sim::SimConfig {
             min_latency_ms: 500,
@@ -180,7 +169,7 @@ async fn run_command(args: RunArgs) -> Result<u8, Error> {
         "batchgen: {} rows, {} images, {} estimated → {}",
         t.requests(),
         t.images(),
-        estimate,
+        t.cost(),
         settings.out_dir.display()
     );
     let report = run::execute(Arc::new(plan), client, settings, interrupts()).await?;
@@ -222,44 +211,24 @@ fn status_command(args: &StatusArgs) -> Result<u8, Error> {
         return Err(Error::NoRun(args.dir.display().to_string()));
     }
     let replay = journal::replay(&args.dir).map_err(run::RunError::from)?;
-    let counts = run::status_counts(&replay);
-    let get = |k: &str| counts.get(k).copied().unwrap_or(0);
-    let (mut spent, mut possibly) = (0u64, 0u64);
-    let mut failures: std::collections::BTreeMap<String, u64> = Default::default();
-    for rec in replay.records.values() {
-        match &rec.state {
-            journal::State::Done { cost_micros, .. } => spent += cost_micros,
-            journal::State::Failed {
-                code,
-                charged,
-                cost_micros,
-                ..
-            } => {
-                *failures.entry(code.clone()).or_default() += 1;
-                if *charged == journal::Charged::Possibly {
-                    possibly += cost_micros;
-                }
-            }
-            _ => {}
-        }
-    }
+    let t = replay.tally();
     let total = replay.last_run_rows.unwrap_or(replay.records.len() as u64);
-    let known: u64 = counts.values().sum();
-    let not_started = total.saturating_sub(known) + get("pending");
-    let spent = plan::Usd::from_micros(spent);
-    let possibly = plan::Usd::from_micros(possibly);
+    let known = t.pending + t.uncertain + t.in_flight + t.completed + t.failed;
+    let not_started = total.saturating_sub(known) + t.pending;
+    let spent = plan::Usd::from_micros(t.cost_micros);
+    let possibly = plan::Usd::from_micros(t.possibly_charged_micros);
     if args.json {
         let json = serde_json::json!({
             "manifest": replay.last_run_manifest,
             "rows": total,
-            "completed": get("completed"),
-            "failed": get("failed"),
-            "in_flight": get("in_flight"),
-            "uncertain": get("uncertain"),
+            "completed": t.completed,
+            "failed": t.failed,
+            "in_flight": t.in_flight,
+            "uncertain": t.uncertain,
             "not_started": not_started,
             "cost_usd": spent,
             "possibly_charged_usd": possibly,
-            "failures_by_code": failures,
+            "failures_by_code": t.failures_by_code,
         });
         print_stdout(&format!("{json:#}\n"));
     } else {
@@ -268,10 +237,10 @@ fn status_command(args: &StatusArgs) -> Result<u8, Error> {
             args.dir.display(),
             total,
             replay.last_run_manifest.as_deref().unwrap_or("?"),
-            get("completed"),
-            get("failed"),
-            get("in_flight"),
-            get("uncertain"),
+            t.completed,
+            t.failed,
+            t.in_flight,
+            t.uncertain,
             not_started,
             spent,
         );
@@ -279,7 +248,7 @@ fn status_command(args: &StatusArgs) -> Result<u8, Error> {
             text.push_str(&format!(", {possibly} possibly charged for failed rows"));
         }
         text.push('\n');
-        for (code, n) in failures {
+        for (code, n) in &t.failures_by_code {
             text.push_str(&format!("  failed: {n} × {code}\n"));
         }
         print_stdout(&text);

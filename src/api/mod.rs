@@ -92,6 +92,11 @@ impl ApiError {
     pub fn is_not_found(&self) -> bool {
         self.class == Class::NotFound
     }
+
+    /// A 429 (or its code): wait as told; the row did nothing wrong.
+    pub fn is_rate_limited(&self) -> bool {
+        self.http_status == Some(429) || self.code == code::RATE_LIMIT_EXCEEDED
+    }
 }
 
 /// Which call failed: the same failure means different things for each.

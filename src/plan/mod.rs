@@ -296,7 +296,15 @@ impl Plan {
                 id.push_str(&v.id_part(index + 1));
             }
         }
-        let seed = self.request(row).seed.unwrap_or_default();
+        // The seed as `request` resolves it, without rebuilding the request.
+        let seed = values
+            .iter()
+            .find_map(|v| match v {
+                ParamValue::Seed(s) => Some(*s),
+                _ => None,
+            })
+            .or(job.base.seed)
+            .unwrap_or_else(|| row.key.derived_seed());
         id.push_str(&format!("_s{seed}"));
         if row.occurrence > 0 {
             id.push_str(&format!("_dup{}", row.occurrence));

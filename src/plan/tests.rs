@@ -89,6 +89,9 @@ fn rows_without_a_seed_get_one_derived_from_their_key() {
     let reqs = requests(&plan);
     for (row, req) in plan.rows.iter().zip(&reqs) {
         assert_eq!(req.seed, Some(row.key.derived_seed()));
+        assert!(plan
+            .row_id(row)
+            .ends_with(&format!("_s{}", req.seed.unwrap())));
         assert!(req.seed.unwrap() < (1 << 31));
     }
     assert_ne!(reqs[0].seed, reqs[1].seed);

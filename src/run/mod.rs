@@ -16,7 +16,6 @@
 mod limiter;
 mod row;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -26,7 +25,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::api::{Backoff, Client, Ticket};
-use crate::journal::{self, Charged, Entry, Journal, JournalError, Replay, State};
+use crate::journal::{self, Charged, Entry, Journal, JournalError, State};
 use crate::output::{self, Stems, Summary};
 use crate::plan::{Plan, Usd};
 use crate::progress::{self, Counts, Event};
@@ -444,20 +443,4 @@ fn files_intact(out_dir: &Path, files: &[String], sha256: &[String]) -> bool {
                 .map(|bytes| crate::api::hex(&Sha256::digest(&bytes)) == *want)
                 .unwrap_or(false)
         })
-}
-
-/// Row counts from a journal alone, for `batchgen status`.
-pub fn status_counts(replay: &Replay) -> HashMap<&'static str, u64> {
-    let mut counts = HashMap::new();
-    for rec in replay.records.values() {
-        let k = match rec.state {
-            State::Pending => "pending",
-            State::Uncertain => "uncertain",
-            State::Submitted => "in_flight",
-            State::Done { .. } => "completed",
-            State::Failed { .. } => "failed",
-        };
-        *counts.entry(k).or_default() += 1;
-    }
-    counts
 }

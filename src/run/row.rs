@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Ctx, Start, Stop};
-use crate::api::{self, backoff::unit_random, wire::code, ApiError, Class, Status, Ticket};
+use crate::api::{self, backoff::unit_random, ApiError, Class, Status, Ticket};
 use crate::journal::{now_ms, Charged, Entry};
 use crate::output::{self, IMAGES_DIR};
 use crate::plan::{Request, Usd};
@@ -142,9 +142,7 @@ impl RowRun {
             }
             Err(e) => match e.class {
                 Class::Retry => {
-                    let rate_limited =
-                        e.http_status == Some(429) || e.code == code::RATE_LIMIT_EXCEEDED;
-                    if rate_limited {
+                    if e.is_rate_limited() {
                         ctx.limiter.slow_down(e.retry_after);
                     }
                     self.not_accepted(&e.code, &e.to_string(), Some(&e)).await
@@ -179,9 +177,7 @@ impl RowRun {
             self.release();
             return Start::End;
         }
-        let rate_limited =
-            err.is_some_and(|e| e.http_status == Some(429) || e.code == code::RATE_LIMIT_EXCEEDED);
-        if rate_limited {
+        if err.is_some_and(ApiError::is_rate_limited) {
             return Start::Submit;
         }
         self.failures += 1;
