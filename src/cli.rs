@@ -12,7 +12,7 @@ use crate::plan::Usd;
     name = "batchgen",
     version,
     about = "Turn a manifest of prompts and seeds into a finished image data set through the GLM Image gateway.",
-    after_help = "Exit codes: 0 all completed · 1 finished with failed rows · 2 invalid input or usage, nothing sent · 3 aborted · 130 interrupted."
+    after_help = "Exit codes: 0 all completed · 1 finished with rows not completed · 2 invalid input or usage, nothing sent · 3 aborted (key rejected, no funds, budget, gateway unreachable, local disk failure) · 130 interrupted (Ctrl-C) · 143 terminated (SIGTERM) · 129 hung up (SIGHUP)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -36,7 +36,7 @@ pub enum Command {
 pub struct RunArgs {
     /// The manifest: a .yaml/.yml or .csv file.
     pub manifest: PathBuf,
-    /// Output folder (default: out/NAME, NAME from the manifest's `name` or file name).
+    /// Output folder (default: out/NAME, or out/NAME-sim with --simulate; NAME from the manifest's `name` or file name).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Most requests in flight (submitted and not yet finished).
@@ -45,7 +45,7 @@ pub struct RunArgs {
     /// Most submissions per second (slowed further when the gateway answers 429).
     #[arg(long, value_name = "PER_SEC", default_value_t = 2.0, value_parser = parse_rate)]
     pub rate: f64,
-    /// Refuse a plan estimated above this many US dollars, and never let submitted work exceed it.
+    /// Refuse a run that would newly spend more than this many US dollars, and never let this run's spending exceed it.
     #[arg(long, value_name = "USD", value_parser = parse_usd)]
     pub max_cost: Option<Usd>,
     /// The gateway's base URL.
@@ -54,7 +54,7 @@ pub struct RunArgs {
     /// Run against the built-in simulator, started in-process: no key, no money, real files.
     #[arg(long)]
     pub simulate: bool,
-    /// Try failed rows again (including submits that may have been accepted: that may pay twice).
+    /// Also try rows with a final verdict (FAILED, 4xx) and submits that may have been accepted (that may pay twice).
     #[arg(long)]
     pub retry_failed: bool,
     /// No progress display (warnings, errors and the final totals are still printed).
@@ -66,6 +66,10 @@ pub struct RunArgs {
     /// Wait before the first poll and between polls, in milliseconds (the vendor asks for 2000-3000).
     #[arg(long, value_name = "MS", default_value_t = 2500, value_parser = clap::value_parser!(u64).range(10..=600_000))]
     pub poll_interval_ms: u64,
+    /// The longest a submit may take, reply included; one without an answer by then may have been
+    /// accepted and is not sent again. Long by default: a sync_mode submit answers with its images.
+    #[arg(long, value_name = "SECS", default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub submit_timeout: u64,
 }
 
 #[derive(Debug, Args)]

@@ -1,13 +1,15 @@
 //! The one place where outcomes become exit codes, and errors become text.
 //!
-//! Contract with users' scripts: 0 all completed · 1 finished with failed rows
-//! · 2 invalid input or usage, nothing sent · 3 aborted (key rejected, no
-//! funds, budget) · 130 interrupted.
+//! Contract with users' scripts: 0 all completed · 1 finished with rows not
+//! completed · 2 invalid input or usage, nothing sent · 3 aborted (key
+//! rejected, no funds, budget, gateway unreachable, local disk failure) ·
+//! 130 interrupted (Ctrl-C) · 143 terminated (SIGTERM) · 129 hung up (SIGHUP).
 
 use std::process::ExitCode;
 
 use crate::api::KeyError;
 use crate::manifest::LoadError;
+use crate::output::Status;
 use crate::plan::{Invalid, Usd};
 use crate::run::{Report, RunError, Stop};
 
@@ -26,6 +28,9 @@ pub enum Error {
     Invalid(#[from] Invalid),
     #[error("the estimated cost {cost} exceeds the budget of {max}; nothing was sent")]
     OverBudget { cost: Usd, max: Usd },
+    #[error("this run would newly spend up to {cost}, above the budget of {max}; nothing was sent{}",
+        if *spent > Usd::default() { format!(" (the {spent} earlier runs spent in this folder do not count)") } else { String::new() })]
+    RunOverBudget { cost: Usd, max: Usd, spent: Usd },
     #[error("{0}")]
     Io(String),
     #[error(transparent)]
@@ -44,24 +49,27 @@ impl Error {
             Error::Load(_)
             | Error::Invalid(_)
             | Error::OverBudget { .. }
+            | Error::RunOverBudget { .. }
             | Error::Io(_)
             | Error::Key(_)
             | Error::BaseUrl(_)
             | Error::NoRun(_) => INVALID,
+            // Refused before anything was sent.
+            Error::Run(RunError::Locked(_) | RunError::OtherGateway { .. }) => INVALID,
             // The run could not keep its journal or outputs: stopped, as when aborted.
-            Error::Run(RunError::Locked(_)) => INVALID,
             Error::Run(_) => ABORTED,
         }
     }
 }
 
-/// The exit code of a run that ended: interrupted beats aborted beats failed rows.
+/// The exit code of a run that ended: a signal beats an abort beats rows
+/// not completed.
 pub fn for_run(report: &Report) -> u8 {
-    let by = |s: &str| report.summary.rows_by_status.get(s).copied().unwrap_or(0);
+    let t = &report.summary.totals;
     match &report.stop {
-        Some(Stop::Interrupted) => INTERRUPTED,
+        Some(Stop::Signal(s)) => s.exit_code(),
         Some(_) => ABORTED,
-        None if by("failed") > 0 || by("not_run") > 0 => ROWS_FAILED,
+        None if t.count(Status::Completed) < t.rows => ROWS_FAILED,
         None => OK,
     }
 }
@@ -80,32 +88,51 @@ pub fn report(err: &Error) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::{RowResult, Summary};
+    use crate::run::Signal;
 
-    fn report(stop: Option<Stop>, failed: u64) -> Report {
-        let mut summary = crate::output::Summary::default();
-        summary.rows_by_status.insert("failed", failed);
+    fn report(stop: Option<Stop>, statuses: &[Status]) -> Report {
+        let mut summary = Summary::default();
+        for status in statuses {
+            summary.totals.add(&RowResult {
+                status: *status,
+                ..crate::output::row_result(None, Usd::default(), None)
+            });
+        }
         Report { summary, stop }
     }
 
     #[test]
     fn run_outcomes_map_to_the_documented_codes() {
-        assert_eq!(for_run(&report(None, 0)), OK);
-        assert_eq!(for_run(&report(None, 2)), ROWS_FAILED);
-        assert_eq!(for_run(&report(Some(Stop::Interrupted), 2)), INTERRUPTED);
+        use Status::*;
+        assert_eq!(for_run(&report(None, &[Completed])), OK);
+        for other in [Failed, NotRun, Accepted] {
+            assert_eq!(for_run(&report(None, &[Completed, other])), ROWS_FAILED);
+        }
+        let signal = |s| Some(Stop::Signal(s));
+        assert_eq!(
+            for_run(&report(signal(Signal::Interrupt), &[Failed])),
+            INTERRUPTED
+        );
+        assert_eq!(for_run(&report(signal(Signal::Terminate), &[])), 143);
+        assert_eq!(for_run(&report(signal(Signal::Hangup), &[])), 129);
         let rejected = Stop::Rejected {
             code: "UNAUTHORIZED".into(),
             message: String::new(),
         };
-        assert_eq!(for_run(&report(Some(rejected), 2)), ABORTED);
-        assert_eq!(
-            for_run(&report(
-                Some(Stop::Budget {
-                    limit: Usd::default()
-                }),
-                0
-            )),
-            ABORTED
-        );
+        assert_eq!(for_run(&report(Some(rejected), &[Failed])), ABORTED);
+        for stop in [
+            Stop::Budget {
+                limit: Usd::default(),
+            },
+            Stop::Disk("gone".into()),
+            Stop::Unreachable {
+                url: "http://x".into(),
+                after: std::time::Duration::from_secs(30),
+            },
+        ] {
+            assert_eq!(for_run(&report(Some(stop), &[Completed])), ABORTED);
+        }
     }
 
     #[test]
@@ -115,6 +142,12 @@ mod tests {
             max: Usd::from_micros(1),
         };
         assert_eq!(e.code(), INVALID);
-        let _ = (OK, ROWS_FAILED, ABORTED, INTERRUPTED);
+        let e = Error::Run(RunError::OtherGateway {
+            dir: "out".into(),
+            made_by: "a".into(),
+            this: "b".into(),
+            hint: String::new(),
+        });
+        assert_eq!(e.code(), INVALID);
     }
 }

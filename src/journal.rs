@@ -5,24 +5,34 @@
 //! moment. Every step that costs money or produces files is written here, and
 //! synced to disk, *before* the next step depends on it:
 //!
+//! - `run` when a run starts, with the gateway it talks to: one output folder
+//!   belongs to one gateway;
 //! - `intent` before a submit is sent: if nothing follows it, the request may
 //!   have been accepted, and the row is never resubmitted without the user's
-//!   say-so (`--retry-failed`);
+//!   say-so (`--retry-failed`). An intent forgets any earlier request id;
 //! - `not_accepted` when a submit provably was not accepted (connection
-//!   refused, 429, 5xx, status `ERROR`): the row may be submitted again;
+//!   refused, 429, 503, the documented 500, status `ERROR`): the row may be
+//!   submitted again;
 //! - `submitted` with the request id the moment it is known: a resumed run
 //!   polls it instead of paying again;
+//! - `unfinished` when a run leaves a row without a verdict (it gave up
+//!   submitting, or could not collect an accepted request): a plain rerun
+//!   picks it up where it stands;
 //! - `done` once the files are renamed into place, with their SHA-256;
-//! - `failed` with the error and whether it may have been charged.
+//! - `failed` with the vendor's (or our) final verdict and whether it may
+//!   have been charged.
 //!
-//! Replay is a fold over those lines by row key. A crash can cut the last line
-//! short; it is ignored, and removed before new lines are appended.
+//! Replay is a fold over those lines by row key, over bytes: a crash can cut
+//! the last line short, even inside a UTF-8 character; [`Journal::open`]
+//! removes such a tail before anything reads the journal, and keeps the fold
+//! in memory, up to date with every line it appends, so a run reads the file
+//! once.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -39,24 +49,36 @@ pub enum Charged {
     Possibly,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// One journal line.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "e", rename_all = "snake_case")]
 pub enum Entry {
-    /// A run started (informational; `rows` is the size of its plan).
+    /// A run started (`rows` is the size of its plan).
     Run {
         at_ms: u64,
         manifest: String,
         rows: u64,
         version: String,
+        /// The gateway's origin, or `simulated` (absent in older journals).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gateway: Option<String>,
     },
     Intent {
         key: String,
         at_ms: u64,
+        /// What the submit may cost (absent in older journals).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        price_micros: u64,
     },
     NotAccepted {
         key: String,
         code: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        message: String,
     },
     Submitted {
         key: String,
@@ -67,6 +89,13 @@ pub enum Entry {
         /// Image URLs the submit itself returned, if any.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         images: Vec<String>,
+    },
+    /// The run left the row without a verdict; where it stands is unchanged.
+    Unfinished {
+        key: String,
+        at_ms: u64,
+        code: String,
+        message: String,
     },
     Done {
         key: String,
@@ -88,6 +117,13 @@ pub enum Entry {
     },
 }
 
+/// Why a run left a row without a verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Left {
+    pub code: String,
+    pub message: String,
+}
+
 /// What the journal knows of one row.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Record {
@@ -98,6 +134,10 @@ pub struct Record {
     pub images: Vec<String>,
     pub submitted_at_ms: Option<u64>,
     pub finished_at_ms: Option<u64>,
+    /// What the latest submit may have cost (0 if the journal predates it).
+    pub price_micros: u64,
+    /// Set when the latest run left the row unfinished.
+    pub left: Option<Left>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -122,12 +162,14 @@ pub enum State {
     },
 }
 
-/// Replayed journal: the records by key, and the newest run's plan size.
+/// Replayed journal: the records by key, and what the runs said of themselves.
 #[derive(Clone, Debug, Default)]
 pub struct Replay {
     pub records: HashMap<String, Record>,
     pub last_run_rows: Option<u64>,
     pub last_run_manifest: Option<String>,
+    /// The gateway the folder belongs to (the first one a run recorded).
+    pub gateway: Option<String>,
     pub lines: usize,
 }
 
@@ -135,14 +177,31 @@ impl Replay {
     pub fn apply(&mut self, entry: Entry) {
         self.lines += 1;
         match entry {
-            Entry::Run { rows, manifest, .. } => {
+            Entry::Run {
+                rows,
+                manifest,
+                gateway,
+                ..
+            } => {
                 self.last_run_rows = Some(rows);
                 self.last_run_manifest = Some(manifest);
+                if self.gateway.is_none() {
+                    self.gateway = gateway;
+                }
             }
-            Entry::Intent { key, .. } => {
+            Entry::Intent {
+                key, price_micros, ..
+            } => {
                 let r = self.records.entry(key).or_default();
                 r.attempts += 1;
                 r.state = State::Uncertain;
+                // A new submit: whatever an earlier one left is not this one's.
+                r.ticket = None;
+                r.images.clear();
+                r.submitted_at_ms = None;
+                r.finished_at_ms = None;
+                r.price_micros = price_micros;
+                r.left = None;
             }
             Entry::NotAccepted { key, .. } => {
                 let r = self.records.entry(key).or_default();
@@ -162,6 +221,13 @@ impl Replay {
                 r.images = images;
                 r.submitted_at_ms = Some(at_ms);
                 r.finished_at_ms = None;
+                r.left = None;
+            }
+            Entry::Unfinished {
+                key, code, message, ..
+            } => {
+                let r = self.records.entry(key).or_default();
+                r.left = Some(Left { code, message });
             }
             Entry::Done {
                 key,
@@ -177,6 +243,7 @@ impl Replay {
                     cost_micros,
                 };
                 r.finished_at_ms = Some(at_ms);
+                r.left = None;
             }
             Entry::Failed {
                 key,
@@ -194,51 +261,9 @@ impl Replay {
                     cost_micros,
                 };
                 r.finished_at_ms = Some(at_ms);
+                r.left = None;
             }
         }
-    }
-}
-
-/// Rows by state, money and failures, in one pass over a replayed journal.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Tally {
-    pub pending: u64,
-    pub uncertain: u64,
-    pub in_flight: u64,
-    pub completed: u64,
-    pub failed: u64,
-    pub cost_micros: u64,
-    pub possibly_charged_micros: u64,
-    pub failures_by_code: std::collections::BTreeMap<String, u64>,
-}
-
-impl Replay {
-    pub fn tally(&self) -> Tally {
-        let mut t = Tally::default();
-        for rec in self.records.values() {
-            match &rec.state {
-                State::Pending => t.pending += 1,
-                State::Uncertain => t.uncertain += 1,
-                State::Submitted => t.in_flight += 1,
-                State::Done { cost_micros, .. } => {
-                    t.completed += 1;
-                    t.cost_micros += cost_micros;
-                }
-                State::Failed {
-                    code,
-                    charged,
-                    cost_micros,
-                    ..
-                } => {
-                    t.failed += 1;
-                    *t.failures_by_code.entry(code.clone()).or_default() += 1;
-                    if *charged == Charged::Possibly {
-                        t.possibly_charged_micros += cost_micros;
-                    }
-                }
-            }
-        }
-        t
     }
 }
 
@@ -255,56 +280,66 @@ pub enum JournalError {
         line: usize,
         reason: String,
     },
+    #[error(
+        "the journal {0} could not be written earlier in this run; nothing more is written to it"
+    )]
+    Broken(PathBuf),
 }
 
-/// Reads a journal; a missing file is an empty journal.
-pub fn replay(dir: &Path) -> Result<Replay, JournalError> {
-    let path = dir.join(FILE_NAME);
-    let io = |source| JournalError::Io {
-        path: path.clone(),
-        source,
-    };
-    let mut text = String::new();
-    match File::open(&path) {
-        Ok(mut f) => {
-            f.read_to_string(&mut text).map_err(io)?;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Replay::default()),
-        Err(e) => return Err(io(e)),
-    }
+/// Folds the whole lines of `bytes`; returns the replay and the length of
+/// the whole lines (what follows is a line cut short by a crash).
+fn parse(path: &Path, bytes: &[u8]) -> Result<(Replay, usize), JournalError> {
+    let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     let mut replay = Replay::default();
-    // Only whole lines count: a crash may leave the last one without its newline.
-    let whole = match text.rfind('\n') {
-        Some(end) => &text[..=end],
-        None => "",
-    };
-    for (n, line) in whole.lines().enumerate() {
-        if line.trim().is_empty() {
+    for (n, line) in bytes[..whole].split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let entry: Entry = serde_json::from_str(line).map_err(|e| JournalError::Corrupt {
-            path: path.clone(),
+        let entry: Entry = serde_json::from_slice(line).map_err(|e| JournalError::Corrupt {
+            path: path.to_path_buf(),
             line: n + 1,
             reason: e.to_string(),
         })?;
         replay.apply(entry);
     }
-    Ok(replay)
+    Ok((replay, whole))
 }
 
-/// The journal open for appending. Every line is synced before `append` returns.
+/// Reads a journal without changing it (a missing file is an empty journal;
+/// a line cut short at the end is ignored).
+pub fn read(dir: &Path) -> Result<Replay, JournalError> {
+    let path = dir.join(FILE_NAME);
+    match std::fs::read(&path) {
+        Ok(bytes) => parse(&path, &bytes).map(|(replay, _)| replay),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Replay::default()),
+        Err(source) => Err(JournalError::Io { path, source }),
+    }
+}
+
+/// The journal open for appending, with its replay kept current. Every line
+/// is synced before `append` returns.
 ///
 /// Writes are small and synchronous (a `Mutex` around the file): a line must
-/// be on disk before the step it guards, so there is nothing to gain from
-/// making them asynchronous.
+/// be on disk before the step it guards.
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
-    file: Mutex<File>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    file: File,
+    /// Bytes of whole lines in the file.
+    len: u64,
+    /// A write failed: nothing more is appended (a half line may be there).
+    broken: bool,
+    replay: Replay,
 }
 
 impl Journal {
-    /// Opens (or creates) `dir/journal.jsonl`, dropping a last line cut short.
+    /// Opens (or creates) `dir/journal.jsonl`, reads it once, removes a last
+    /// line cut short, and replays it.
     pub fn open(dir: &Path) -> Result<Journal, JournalError> {
         let path = dir.join(FILE_NAME);
         let io = |source| JournalError::Io {
@@ -319,29 +354,62 @@ impl Journal {
             .map_err(io)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
-        let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        if keep < bytes.len() {
-            file.set_len(keep as u64).map_err(io)?;
-            file.seek(SeekFrom::End(0)).map_err(io)?;
+        let (replay, whole) = parse(&path, &bytes)?;
+        if whole < bytes.len() {
+            file.set_len(whole as u64).map_err(io)?;
             file.sync_all().map_err(io)?;
         }
-        crate::api::sync_dir(dir);
+        crate::disk::sync_dir(dir);
         Ok(Journal {
             path,
-            file: Mutex::new(file),
+            inner: Mutex::new(Inner {
+                file,
+                len: whole as u64,
+                broken: false,
+                replay,
+            }),
         })
     }
 
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes and syncs one line, then folds it into the replay.
     pub fn append(&self, entry: &Entry) -> Result<(), JournalError> {
         let mut line = serde_json::to_vec(entry).expect("journal entries serialise");
         line.push(b'\n');
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        file.write_all(&line)
-            .and_then(|()| file.sync_data())
-            .map_err(|source| JournalError::Io {
+        let mut inner = self.lock();
+        if inner.broken {
+            return Err(JournalError::Broken(self.path.clone()));
+        }
+        let written = inner
+            .file
+            .write_all(&line)
+            .and_then(|()| inner.file.sync_data());
+        if let Err(source) = written {
+            // Take back a half-written line, so that the journal stays readable.
+            let len = inner.len;
+            let _ = inner.file.set_len(len);
+            inner.broken = true;
+            return Err(JournalError::Io {
                 path: self.path.clone(),
                 source,
-            })
+            });
+        }
+        inner.len += line.len() as u64;
+        inner.replay.apply(entry.clone());
+        Ok(())
+    }
+
+    /// Reads the replay as it stands.
+    pub fn with_replay<R>(&self, f: impl FnOnce(&Replay) -> R) -> R {
+        f(&self.lock().replay)
+    }
+
+    /// A copy of the replay as it stands.
+    pub fn snapshot(&self) -> Replay {
+        self.with_replay(Replay::clone)
     }
 }
 
@@ -363,6 +431,15 @@ mod tests {
             request_id: id.into(),
             status_url: None,
             response_url: None,
+            sync_images: 0,
+        }
+    }
+
+    fn intent(key: &str, at_ms: u64) -> Entry {
+        Entry::Intent {
+            key: key.into(),
+            at_ms,
+            price_micros: 50_000,
         }
     }
 
@@ -372,18 +449,13 @@ mod tests {
         let j = Journal::open(dir.path()).unwrap();
         let k = |s: &str| s.to_string();
         for e in [
-            Entry::Intent {
-                key: k("a"),
-                at_ms: 1,
-            },
+            intent("a", 1),
             Entry::NotAccepted {
                 key: k("a"),
                 code: k("HTTP_500"),
+                message: String::new(),
             },
-            Entry::Intent {
-                key: k("a"),
-                at_ms: 2,
-            },
+            intent("a", 2),
             Entry::Submitted {
                 key: k("a"),
                 at_ms: 3,
@@ -397,29 +469,25 @@ mod tests {
                 sha256: vec![k("ff")],
                 cost_micros: 50_000,
             },
-            Entry::Intent {
-                key: k("b"),
-                at_ms: 4,
-            },
-            Entry::Intent {
-                key: k("c"),
-                at_ms: 5,
-            },
+            intent("b", 4),
+            intent("c", 5),
             Entry::Submitted {
                 key: k("c"),
                 at_ms: 6,
                 ticket: Some(ticket("r2")),
                 images: vec![],
             },
+            Entry::Unfinished {
+                key: k("c"),
+                at_ms: 7,
+                code: k("POLL_TIMEOUT"),
+                message: k("slow"),
+            },
         ] {
             j.append(&e).unwrap();
         }
-        let r = replay(dir.path()).unwrap();
-        let t = r.tally();
-        assert_eq!(
-            (t.completed, t.uncertain, t.in_flight, t.cost_micros),
-            (1, 1, 1, 50_000)
-        );
+        let r = read(dir.path()).unwrap();
+        assert_eq!(r.lines, 9);
         let a = &r.records["a"];
         assert_eq!(a.attempts, 2);
         assert!(matches!(
@@ -435,19 +503,40 @@ mod tests {
             State::Uncertain,
             "an intent alone may have been accepted"
         );
-        assert_eq!(r.records["c"].state, State::Submitted);
-        assert_eq!(r.records["c"].ticket.as_ref().unwrap().request_id, "r2");
+        let c = &r.records["c"];
+        assert_eq!(
+            c.state,
+            State::Submitted,
+            "unfinished leaves the state alone"
+        );
+        assert_eq!(c.ticket.as_ref().unwrap().request_id, "r2");
+        assert_eq!(c.left.as_ref().unwrap().code, "POLL_TIMEOUT");
+        assert_eq!(c.price_micros, 50_000);
+        // The in-memory fold is the file's.
+        assert_eq!(j.snapshot().records, r.records);
+    }
+
+    #[test]
+    fn an_intent_forgets_an_earlier_request_id() {
+        let mut r = Replay::default();
+        r.apply(intent("a", 1));
+        r.apply(Entry::Submitted {
+            key: "a".into(),
+            at_ms: 2,
+            ticket: Some(ticket("old")),
+            images: vec!["http://x/1.png".into()],
+        });
+        r.apply(intent("a", 3));
+        let a = &r.records["a"];
+        assert_eq!(a.state, State::Uncertain);
+        assert_eq!((a.ticket.clone(), a.images.len()), (None, 0));
     }
 
     #[test]
     fn a_line_cut_by_a_crash_is_ignored_then_removed() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(dir.path()).unwrap();
-        j.append(&Entry::Intent {
-            key: "a".into(),
-            at_ms: 1,
-        })
-        .unwrap();
+        j.append(&intent("a", 1)).unwrap();
         drop(j);
         let path = dir.path().join(FILE_NAME);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
@@ -455,18 +544,48 @@ mod tests {
             .unwrap();
         drop(f);
         assert_eq!(
-            replay(dir.path()).unwrap().records["a"].state,
+            read(dir.path()).unwrap().records["a"].state,
             State::Uncertain
         );
         let j = Journal::open(dir.path()).unwrap();
         j.append(&Entry::NotAccepted {
             key: "a".into(),
             code: "X".into(),
+            message: String::new(),
         })
         .unwrap();
-        let r = replay(dir.path()).unwrap();
+        let r = read(dir.path()).unwrap();
         assert_eq!(r.records["a"].state, State::Pending);
         assert_eq!(r.lines, 2);
+    }
+
+    #[test]
+    fn a_line_cut_inside_a_character_is_repaired() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        j.append(&intent("a", 1)).unwrap();
+        drop(j);
+        let path = dir.path().join(FILE_NAME);
+        let whole = std::fs::read(&path).unwrap();
+        let failed = Entry::Failed {
+            key: "a".into(),
+            at_ms: 2,
+            code: "FAILED".into(),
+            message: "l’image a échoué".into(),
+            charged: Charged::Possibly,
+            cost_micros: 0,
+        };
+        let line = serde_json::to_vec(&failed).unwrap();
+        let cut = line.iter().position(|b| *b >= 0x80).unwrap() + 1;
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&line[..cut]).unwrap();
+        drop(f);
+        assert!(read(dir.path()).is_ok(), "a reader ignores the cut line");
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), whole, "the cut line is gone");
+        j.append(&failed).unwrap();
+        let r = read(dir.path()).unwrap();
+        assert!(matches!(r.records["a"].state, State::Failed { .. }));
     }
 
     #[test]
@@ -477,13 +596,29 @@ mod tests {
             "garbage\n{\"e\":\"intent\",\"key\":\"a\",\"at_ms\":1}\n",
         )
         .unwrap();
-        let err = replay(dir.path()).unwrap_err();
+        let err = read(dir.path()).unwrap_err();
         assert!(err.to_string().contains("damaged at line 1"), "{err}");
+        assert!(Journal::open(dir.path()).is_err());
     }
 
     #[test]
     fn a_missing_journal_is_empty() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(replay(dir.path()).unwrap().records.is_empty());
+        assert!(read(dir.path()).unwrap().records.is_empty());
+    }
+
+    #[test]
+    fn older_lines_still_read() {
+        let mut r = Replay::default();
+        let old = r#"{"e":"run","at_ms":1,"manifest":"m.yaml","rows":2,"version":"0.1.0"}
+{"e":"intent","key":"a","at_ms":2}
+{"e":"not_accepted","key":"a","code":"HTTP_500"}
+"#;
+        for line in old.lines() {
+            r.apply(serde_json::from_str(line).unwrap());
+        }
+        assert_eq!(r.gateway, None);
+        assert_eq!(r.records["a"].state, State::Pending);
+        assert_eq!(r.records["a"].price_micros, 0);
     }
 }

@@ -31,11 +31,14 @@
 //!   for tests and `run --simulate`).
 //! - [`run`]: concurrency, rate, polling, retries, budget, cancellation.
 //! - [`journal`]: the append-only state file and its replay on resume.
-//! - [`output`]: file names, atomic writes, results.csv, summary.json.
+//! - [`output`]: file names, results.csv, summary.json, and what a journal
+//!   record means for them (shared with `status`).
+//! - [`disk`]: durable renames, atomic writes, bounded reads of user files.
 //! - [`progress`]: the progress display; reads state only.
 
 pub mod api;
 pub mod cli;
+pub mod disk;
 pub mod exit;
 pub mod journal;
 pub mod manifest;
@@ -45,13 +48,15 @@ pub mod progress;
 pub mod run;
 pub mod sim;
 
+use std::collections::HashSet;
+use std::future::Future;
 use std::process::ExitCode;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use cli::{Cli, Command, PlanArgs, RunArgs, SimArgs, StatusArgs};
 use exit::Error;
+use run::Signal;
 
 /// Runs one command line; the exit code is decided in [`exit`].
 pub async fn run(cli: Cli) -> ExitCode {
@@ -77,17 +82,11 @@ pub fn load_plan(path: &std::path::Path) -> Result<plan::Plan, Error> {
     Ok(plan)
 }
 
-/// The budget in force (the lower of `--max-cost` and the manifest's
-/// `budget_usd`); a plan estimated above it is refused before anything is sent.
-fn budget(flag: Option<plan::Usd>, plan: &plan::Plan) -> Result<Option<plan::Usd>, Error> {
-    let max = match (flag, plan.budget_usd) {
+/// The budget in force: the lower of `--max-cost` and the manifest's `budget_usd`.
+fn budget_limit(flag: Option<plan::Usd>, plan: &plan::Plan) -> Option<plan::Usd> {
+    match (flag, plan.budget_usd) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
-    };
-    let cost = plan.totals().cost();
-    match max {
-        Some(max) if cost > max => Err(Error::OverBudget { cost, max }),
-        _ => Ok(max),
     }
 }
 
@@ -100,7 +99,11 @@ fn plan_command(args: &PlanArgs) -> Result<u8, Error> {
         }
         other => other?,
     };
-    let max = budget(args.max_cost, &plan)?;
+    let max = budget_limit(args.max_cost, &plan);
+    let cost = plan.totals().cost();
+    if let Some(max) = max.filter(|max| cost > *max) {
+        return Err(Error::OverBudget { cost, max });
+    }
     let summary = plan::Summary::new(&plan, args.rows, max);
     if args.json {
         let json = serde_json::to_string_pretty(&summary).expect("a summary always serialises");
@@ -111,46 +114,35 @@ fn plan_command(args: &PlanArgs) -> Result<u8, Error> {
     Ok(exit::OK)
 }
 
-/// Validates everything (manifest, budget, key, URL, output folder), then runs.
+/// Validates everything (manifest, key, URL, output folder, what this run
+/// would newly spend against the budget), then runs.
 async fn run_command(args: RunArgs) -> Result<u8, Error> {
     let plan = load_plan(&args.manifest)?;
-    let max_cost = budget(args.max_cost, &plan)?;
-    let (base_url, key, simulator) = if args.simulate {
-        let cfg = sim::SimConfig {
-            min_latency_ms: 500,
-            max_latency_ms: 2500,
-            ..sim::SimConfig::default()
-        };
-        let handle = sim::start(cfg, std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .map_err(|e| Error::Io(format!("cannot start the simulator: {e}")))?;
+    let max_cost = budget_limit(args.max_cost, &plan);
+    // The gateway: its origin (where the key may go) names the folder's owner.
+    let (key, gateway) = if args.simulate {
         let key = api::ApiKey::new("simulated").expect("a valid key");
-        (handle.url(), key, Some(handle))
+        (key, run::SIMULATED.to_string())
     } else {
         let url = reqwest::Url::parse(&args.base_url)
-            .map_err(|_| Error::BaseUrl(args.base_url.clone()))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(Error::BaseUrl(args.base_url.clone()));
-        }
-        (
-            args.base_url.clone(),
-            api::ApiKey::load(args.api_key_file.as_deref())?,
-            None,
-        )
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .ok_or_else(|| Error::BaseUrl(args.base_url.clone()))?;
+        let key = api::ApiKey::load(args.api_key_file.as_deref())?;
+        (key, url.origin().ascii_serialization())
     };
-    let client = api::Client::new(api::ClientConfig::new(&base_url, key))
-        .map_err(|e| Error::Io(e.to_string()))?;
     let out_dir = args
         .out
         .clone()
-        .unwrap_or_else(|| output::default_dir(&plan));
+        .unwrap_or_else(|| output::default_dir(&plan, args.simulate));
     if out_dir.exists() && !out_dir.is_dir() {
         return Err(Error::Io(format!(
-            "--out {} is a file, not a folder",
+            "--out {}: is a file, not a folder",
             out_dir.display()
         )));
     }
     let mut settings = run::Settings::new(out_dir);
+    settings.gateway = gateway;
     settings.concurrency = args.concurrency as usize;
     settings.rate_per_sec = args.rate;
     settings.max_cost = max_cost;
@@ -161,18 +153,33 @@ async fn run_command(args: RunArgs) -> Result<u8, Error> {
     } else {
         progress::Mode::Auto
     };
-    if simulator.is_some() {
-        eprintln!("batchgen: running against the built-in simulator (no key, no money)");
+    let opened = run::open(Arc::new(plan), settings)?;
+    if let Some(max) = max_cost.filter(|max| opened.to_spend() > *max) {
+        return Err(Error::RunOverBudget {
+            cost: opened.to_spend(),
+            max,
+            spent: opened.before().cost_usd,
+        });
     }
-    let t = plan.totals();
-    eprintln!(
-        "batchgen: {} rows, {} images, {} estimated → {}",
-        t.requests(),
-        t.images(),
-        t.cost(),
-        settings.out_dir.display()
-    );
-    let report = run::execute(Arc::new(plan), client, settings, interrupts()).await?;
+    let (base_url, simulator) = if args.simulate {
+        let cfg = sim::SimConfig {
+            min_latency_ms: 500,
+            max_latency_ms: 2500,
+            ..sim::SimConfig::default()
+        };
+        let handle = sim::start(cfg, std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .map_err(|e| Error::Io(format!("cannot start the simulator: {e}")))?;
+        eprintln!("batchgen: running against the built-in simulator (no key, no money)");
+        (handle.url(), Some(handle))
+    } else {
+        (args.base_url.clone(), None)
+    };
+    let mut client_cfg = api::ClientConfig::new(&base_url, key);
+    client_cfg.submit_timeout = Duration::from_secs(args.submit_timeout);
+    let client = api::Client::new(client_cfg).map_err(|e| Error::Io(e.to_string()))?;
+    eprintln!("{}", opened.describe());
+    let report = opened.execute(client, signals()).await?;
     if let Some(sim) = simulator {
         sim.stop().await;
     }
@@ -183,82 +190,184 @@ async fn run_command(args: RunArgs) -> Result<u8, Error> {
     Ok(exit::for_run(&report))
 }
 
-/// Resolves on the first Ctrl-C; a second one exits at once (the journal is
-/// synced line by line, so it is intact).
-fn interrupts() -> impl std::future::Future<Output = ()> + Send + 'static {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+/// Resolves on the first Ctrl-C, SIGTERM or SIGHUP; a second one exits at
+/// once with that signal's code (the journal is synced line by line, so it
+/// is intact). The handlers are installed before this returns.
+fn signals() -> impl Future<Output = Signal> + Send + 'static {
+    let (tx, rx) = tokio::sync::oneshot::channel::<Signal>();
+    let mut signals = Signals::install();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_err() {
+        let Some(first) = signals.next().await else {
             return;
-        }
-        eprintln!("batchgen: interrupted: no new requests; finishing those in flight (Ctrl-C again to quit now)");
-        let _ = tx.send(());
-        if tokio::signal::ctrl_c().await.is_ok() {
+        };
+        eprintln!(
+            "batchgen: {}: no new requests; finishing those in flight (send it again to quit now)",
+            first.name()
+        );
+        let _ = tx.send(first);
+        if let Some(second) = signals.next().await {
             eprintln!(
-                "batchgen: quitting now; the journal is intact: rerun the same command to resume"
+                "batchgen: {}: quitting now; the journal is intact: rerun the same command to resume",
+                second.name()
             );
-            std::process::exit(i32::from(exit::INTERRUPTED));
+            std::process::exit(i32::from(second.exit_code()));
         }
     });
     async move {
-        let _ = rx.await;
+        match rx.await {
+            Ok(signal) => signal,
+            Err(_) => std::future::pending().await,
+        }
     }
 }
 
-/// `batchgen status DIR`: what the journal knows, without the manifest.
+/// The signals that ask batchgen to stop, heard from the moment of `install`.
+struct Signals {
+    #[cfg(unix)]
+    streams: [Option<tokio::signal::unix::Signal>; 3],
+}
+
+impl Signals {
+    #[cfg(unix)]
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            streams: [
+                SignalKind::interrupt(),
+                SignalKind::terminate(),
+                SignalKind::hangup(),
+            ]
+            .map(|kind| signal(kind).ok()),
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn install() -> Signals {
+        Signals {}
+    }
+
+    /// The next signal (`None` if none can be heard).
+    #[cfg(unix)]
+    async fn next(&mut self) -> Option<Signal> {
+        async fn recv(
+            stream: &mut Option<tokio::signal::unix::Signal>,
+            which: Signal,
+        ) -> Option<Signal> {
+            match stream {
+                Some(s) => s.recv().await.map(|()| which),
+                None => std::future::pending().await,
+            }
+        }
+        if self.streams.iter().all(Option::is_none) {
+            return None;
+        }
+        let [int, term, hup] = &mut self.streams;
+        tokio::select! {
+            s = recv(int, Signal::Interrupt) => s,
+            s = recv(term, Signal::Terminate) => s,
+            s = recv(hup, Signal::Hangup) => s,
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn next(&mut self) -> Option<Signal> {
+        tokio::signal::ctrl_c()
+            .await
+            .ok()
+            .map(|()| Signal::Interrupt)
+    }
+}
+
+/// `batchgen status DIR`: what the journal knows, counted as `run` counts
+/// it (the rows of the newest run's plan), without the manifest.
 fn status_command(args: &StatusArgs) -> Result<u8, Error> {
     if !args.dir.join(journal::FILE_NAME).is_file() {
         return Err(Error::NoRun(args.dir.display().to_string()));
     }
-    let replay = journal::replay(&args.dir).map_err(run::RunError::from)?;
-    let t = replay.tally();
-    let total = replay.last_run_rows.unwrap_or(replay.records.len() as u64);
-    let known = t.pending + t.uncertain + t.in_flight + t.completed + t.failed;
-    let not_started = total.saturating_sub(known) + t.pending;
-    let spent = plan::Usd::from_micros(t.cost_micros);
-    let possibly = plan::Usd::from_micros(t.possibly_charged_micros);
+    let replay = journal::read(&args.dir).map_err(run::RunError::from)?;
+    let keys = output::read_plan_keys(&args.dir).map_err(|e| {
+        Error::Io(format!(
+            "{}: {e}",
+            args.dir.join(output::PLAN_KEYS).display()
+        ))
+    })?;
+    let mut totals = output::Totals::default();
+    let mut add = |rec: Option<&journal::Record>| {
+        totals.add(&output::row_result(rec, plan::Usd::default(), None));
+    };
+    let earlier = match &keys {
+        Some(keys) => {
+            for key in keys {
+                add(replay.records.get(key));
+            }
+            let set: HashSet<&str> = keys.iter().map(String::as_str).collect();
+            output::Earlier::of(&replay, |k| set.contains(k))
+        }
+        // A folder from before plans recorded their keys: every row it knows.
+        None => {
+            let rows = replay.last_run_rows.unwrap_or(0);
+            for rec in replay.records.values() {
+                add(Some(rec));
+            }
+            for _ in (replay.records.len() as u64)..rows {
+                add(None);
+            }
+            output::Earlier::default()
+        }
+    };
+    let by = |s: output::Status| totals.count(s);
     if args.json {
         let json = serde_json::json!({
             "manifest": replay.last_run_manifest,
-            "rows": total,
-            "completed": t.completed,
-            "failed": t.failed,
-            "in_flight": t.in_flight,
-            "uncertain": t.uncertain,
-            "not_started": not_started,
-            "cost_usd": spent,
-            "possibly_charged_usd": possibly,
-            "failures_by_code": t.failures_by_code,
+            "gateway": replay.gateway,
+            "rows": totals.rows,
+            "rows_by_status": totals.rows_by_status,
+            "completed": by(output::Status::Completed),
+            "failed": by(output::Status::Failed),
+            "not_run": by(output::Status::NotRun),
+            "accepted": by(output::Status::Accepted),
+            // The names of older versions, kept for scripts.
+            "in_flight": by(output::Status::Accepted),
+            "not_started": by(output::Status::NotRun),
+            "uncertain": totals.uncertain,
+            "images": totals.images,
+            "cost_usd": totals.cost_usd,
+            "possibly_charged_usd": totals.possibly_charged_usd,
+            "failures_by_code": totals.failures_by_code,
+            "accepted_by_code": totals.accepted_by_code,
+            "not_in_manifest": earlier,
         });
         print_stdout(&format!("{json:#}\n"));
     } else {
         let mut text = format!(
-            "{}: {} rows from {}\n  {} completed, {} failed, {} in flight (accepted, not yet collected), {} uncertain, {} not started\n  {} spent",
+            "{}: from {} (gateway: {})\n  {}\n  {} images · {} spent",
             args.dir.display(),
-            total,
             replay.last_run_manifest.as_deref().unwrap_or("?"),
-            t.completed,
-            t.failed,
-            t.in_flight,
-            t.uncertain,
-            not_started,
-            spent,
+            replay.gateway.as_deref().unwrap_or("?"),
+            totals.rows_line(),
+            totals.images,
+            totals.cost_usd,
         );
-        if possibly > plan::Usd::default() {
-            text.push_str(&format!(", {possibly} possibly charged for failed rows"));
+        if totals.possibly_charged_usd > plan::Usd::default() {
+            text.push_str(&format!(
+                " · {} possibly charged for rows not completed",
+                totals.possibly_charged_usd
+            ));
         }
         text.push('\n');
-        for (code, n) in &t.failures_by_code {
-            text.push_str(&format!("  failed: {n} × {code}\n"));
+        text.push_str(&totals.detail_lines());
+        if let Some(line) = earlier.line() {
+            text.push_str(&line);
         }
         print_stdout(&text);
     }
     Ok(exit::OK)
 }
 
-/// Serves the simulator on loopback until Ctrl-C, then prints its ledger.
+/// Serves the simulator on loopback until Ctrl-C or SIGTERM, then prints its ledger.
 async fn sim_command(args: SimArgs) -> Result<u8, Error> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], args.port));
+    let mut signals = Signals::install();
     let handle = sim::start(args.config, addr)
         .await
         .map_err(|e| Error::Io(format!("cannot listen on {addr}: {e}")))?;
@@ -266,7 +375,7 @@ async fn sim_command(args: SimArgs) -> Result<u8, Error> {
         "batchgen sim: listening on {} (Ctrl-C to stop)\n",
         handle.url()
     ));
-    let _ = tokio::signal::ctrl_c().await;
+    let _ = signals.next().await;
     let ledger = handle.ledger();
     handle.stop().await;
     let summary = serde_json::json!({

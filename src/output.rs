@@ -6,22 +6,28 @@
 //! (a temporary file beside the target, renamed into place), so a crash
 //! leaves the previous version, never half a file.
 //!
-//! Results are computed from the plan and the journal, not from memory, so
-//! they say exactly what a resumed run would find.
+//! Results are computed from the journal, not from a run's memory, and one
+//! function ([`row_result`]) says what a journal record means, so `run`,
+//! `status`, results.csv and summary.json always count the same rows the
+//! same way.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::disk::write_atomic;
 use crate::journal::{Charged, Record, Replay, State};
 use crate::plan::{Kind, Plan, Row, Usd};
 
 pub const IMAGES_DIR: &str = "images";
 pub const RESULTS_CSV: &str = "results.csv";
 pub const SUMMARY_JSON: &str = "summary.json";
+/// The keys of the newest run's plan, one per line in plan order, so that
+/// `status` counts the rows `run` counts without the manifest.
+pub const PLAN_KEYS: &str = ".plan-keys";
 
 /// `results.csv` columns, in order. Add, never rename.
 pub const COLUMNS: &[&str] = &[
@@ -53,24 +59,46 @@ pub const COLUMNS: &[&str] = &[
     "error_message",
 ];
 
-/// A row's status word in `results.csv`.
+/// A row's status word in `results.csv`. Add, never rename.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Completed,
+    /// A final verdict (the vendor's `FAILED`, a 4xx), a submit that may have
+    /// been accepted without an answer, or a row that gave up submitting
+    /// (never accepted: a plain rerun submits it again).
     Failed,
+    /// Nothing was sent, or nothing was accepted, before the run stopped.
     NotRun,
+    /// Accepted by the gateway (it holds a request id) and not collected:
+    /// a plain rerun collects it without paying again.
+    Accepted,
 }
 
 impl Status {
+    pub const ALL: [Status; 4] = [
+        Status::Completed,
+        Status::Failed,
+        Status::NotRun,
+        Status::Accepted,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Completed => "completed",
             Status::Failed => "failed",
             Status::NotRun => "not_run",
+            Status::Accepted => "accepted",
         }
     }
 }
+
+/// The code of a submit whose answer never arrived.
+pub const SUBMIT_UNCERTAIN: &str = "SUBMIT_UNCERTAIN";
+
+pub const UNCERTAIN_MESSAGE: &str =
+    "a submit was sent and its answer never arrived: it may have been accepted and charged. \
+It is not sent again unless you rerun with --retry-failed";
 
 /// The file-name stems rows use for their images: the row id, unless a file
 /// of another row (an older version of the manifest) already has that name.
@@ -119,24 +147,6 @@ fn file_stem(relative: &str) -> Option<String> {
     name.rsplit_once('_').map(|(stem, _)| stem.to_string())
 }
 
-/// Writes `path` atomically with what `fill` writes.
-pub fn write_atomic(
-    path: &Path,
-    fill: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
-    {
-        let mut w = std::io::BufWriter::new(tmp.as_file());
-        fill(&mut w)?;
-        w.flush()?;
-    }
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    crate::api::sync_dir(dir);
-    Ok(())
-}
-
 /// One row's line of `results.csv`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RowResult {
@@ -153,14 +163,17 @@ pub struct RowResult {
     pub error_message: String,
 }
 
-/// What the journal says of a row, as a result. `stop_code` explains rows
-/// the run never reached (`INTERRUPTED`, `UNAUTHORIZED`, `BUDGET`, …).
-pub fn row_result(
-    plan: &Plan,
-    row: &Row,
-    rec: Option<&Record>,
-    stop_code: Option<&str>,
-) -> RowResult {
+impl RowResult {
+    /// A submit that may have been accepted without an answer.
+    pub fn is_uncertain(&self) -> bool {
+        self.status == Status::Failed && self.error_code == SUBMIT_UNCERTAIN
+    }
+}
+
+/// What the journal says of a row. `price` is what the row costs if every
+/// image it asks for is made (used when the journal predates recording it);
+/// `stop_code` explains rows the run never reached (`INTERRUPTED`, `BUDGET`, …).
+pub fn row_result(rec: Option<&Record>, price: Usd, stop_code: Option<&str>) -> RowResult {
     let mut r = RowResult {
         status: Status::NotRun,
         request_id: None,
@@ -175,23 +188,40 @@ pub fn row_result(
         error_message: String::new(),
     };
     let Some(rec) = rec else { return r };
+    let price = match rec.price_micros {
+        0 => price,
+        m => Usd::from_micros(m),
+    };
     r.request_id = rec.ticket.as_ref().map(|t| t.request_id.clone());
     r.attempts = rec.attempts;
     r.submitted_at_ms = rec.submitted_at_ms;
     r.finished_at_ms = rec.finished_at_ms;
+    let left = |r: &mut RowResult| {
+        if let Some(left) = &rec.left {
+            r.error_code = left.code.clone();
+            r.error_message = left.message.clone();
+        }
+    };
     match &rec.state {
+        State::Pending if rec.left.is_some() => {
+            // It gave up submitting: nothing was accepted, nothing charged.
+            r.status = Status::Failed;
+            left(&mut r);
+        }
         State::Pending => {}
         State::Uncertain => {
             r.status = Status::Failed;
-            r.error_code = "SUBMIT_UNCERTAIN".into();
+            r.error_code = SUBMIT_UNCERTAIN.into();
             r.error_message = UNCERTAIN_MESSAGE.into();
-            r.possibly_charged = row_price(plan, row);
-            r.finished_at_ms = None;
+            r.possibly_charged = price;
         }
         State::Submitted => {
+            r.status = Status::Accepted;
             r.error_code = "IN_FLIGHT".into();
             r.error_message =
                 "submitted and not yet collected: rerun the same command to collect it".into();
+            left(&mut r);
+            r.possibly_charged = price;
         }
         State::Done {
             files,
@@ -221,10 +251,6 @@ pub fn row_result(
     r
 }
 
-pub const UNCERTAIN_MESSAGE: &str =
-    "a submit was sent and its answer never arrived: it may have been accepted and charged. \
-It is not sent again unless you rerun with --retry-failed";
-
 /// What a row costs if every image it asks for is made.
 pub fn row_price(plan: &Plan, row: &Row) -> Usd {
     let req = plan.request(row);
@@ -233,19 +259,159 @@ pub fn row_price(plan: &Plan, row: &Row) -> Usd {
         .times(u64::from(req.images()))
 }
 
+/// Rows by status, images and money: what `run`, `status` and summary.json
+/// all report, added up the same way.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Totals {
+    pub rows: u64,
+    pub rows_by_status: BTreeMap<&'static str, u64>,
+    pub images: u64,
+    pub cost_usd: Usd,
+    /// Money that may have been charged for rows not completed: uncertain
+    /// submits, `FAILED` requests, accepted requests not yet collected.
+    pub possibly_charged_usd: Usd,
+    /// Failed rows whose submit may have been accepted (`SUBMIT_UNCERTAIN`).
+    pub uncertain: u64,
+    pub failures_by_code: BTreeMap<String, u64>,
+    /// Why accepted rows were not collected (`POLL_TIMEOUT`, `DISK`, …).
+    pub accepted_by_code: BTreeMap<String, u64>,
+}
+
+impl Default for Totals {
+    fn default() -> Totals {
+        Totals {
+            rows: 0,
+            rows_by_status: Status::ALL.iter().map(|s| (s.as_str(), 0)).collect(),
+            images: 0,
+            cost_usd: Usd::default(),
+            possibly_charged_usd: Usd::default(),
+            uncertain: 0,
+            failures_by_code: BTreeMap::new(),
+            accepted_by_code: BTreeMap::new(),
+        }
+    }
+}
+
+impl Totals {
+    pub fn add(&mut self, r: &RowResult) {
+        self.rows += 1;
+        *self.rows_by_status.entry(r.status.as_str()).or_default() += 1;
+        match r.status {
+            Status::Completed => {
+                self.images += r.files.len() as u64;
+                self.cost_usd = self.cost_usd + r.cost;
+            }
+            Status::Failed => {
+                *self
+                    .failures_by_code
+                    .entry(r.error_code.clone())
+                    .or_default() += 1;
+            }
+            Status::Accepted => {
+                *self
+                    .accepted_by_code
+                    .entry(r.error_code.clone())
+                    .or_default() += 1;
+            }
+            Status::NotRun => {}
+        }
+        self.uncertain += u64::from(r.is_uncertain());
+        self.possibly_charged_usd = self.possibly_charged_usd + r.possibly_charged;
+    }
+
+    pub fn count(&self, status: Status) -> u64 {
+        self.rows_by_status
+            .get(status.as_str())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// `12 rows: 10 completed, 1 failed, 0 not run, 1 accepted to collect`.
+    pub fn rows_line(&self) -> String {
+        let mut out = format!(
+            "{} rows: {} completed, {} failed, {} not run",
+            self.rows,
+            self.count(Status::Completed),
+            self.count(Status::Failed),
+            self.count(Status::NotRun),
+        );
+        if self.count(Status::Accepted) > 0 {
+            out.push_str(&format!(
+                ", {} accepted to collect (rerun to collect them)",
+                self.count(Status::Accepted)
+            ));
+        }
+        if self.uncertain > 0 {
+            out.push_str(&format!(" ({} uncertain)", self.uncertain));
+        }
+        out
+    }
+
+    /// The money lines: spent, possibly charged, and the reasons rows did
+    /// not complete.
+    pub fn detail_lines(&self) -> String {
+        let mut out = String::new();
+        for (code, n) in &self.failures_by_code {
+            out.push_str(&format!("  failed: {n} × {code}\n"));
+        }
+        for (code, n) in &self.accepted_by_code {
+            out.push_str(&format!("  accepted, to collect: {n} × {code}\n"));
+        }
+        out
+    }
+}
+
+/// Rows the folder's journal holds that the current plan does not: paid for
+/// earlier, by an older version of the manifest.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Earlier {
+    pub rows: u64,
+    pub completed: u64,
+    pub images: u64,
+    pub cost_usd: Usd,
+    pub possibly_charged_usd: Usd,
+}
+
+impl Earlier {
+    /// The records of `replay` whose keys `in_plan` does not hold.
+    pub fn of(replay: &Replay, in_plan: impl Fn(&str) -> bool) -> Earlier {
+        let mut t = Totals::default();
+        for (key, rec) in &replay.records {
+            if !in_plan(key) {
+                t.add(&row_result(Some(rec), Usd::default(), None));
+            }
+        }
+        Earlier {
+            rows: t.rows,
+            completed: t.count(Status::Completed),
+            images: t.images,
+            cost_usd: t.cost_usd,
+            possibly_charged_usd: t.possibly_charged_usd,
+        }
+    }
+
+    pub fn line(&self) -> Option<String> {
+        (self.rows > 0).then(|| {
+            format!(
+                "  not in this manifest: {} rows paid for by earlier runs in this folder ({} completed, {} images, {} spent, {} possibly charged)\n",
+                self.rows, self.completed, self.images, self.cost_usd, self.possibly_charged_usd
+            )
+        })
+    }
+}
+
 /// Run totals, as printed and as `summary.json`.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
     pub manifest: String,
     pub out_dir: String,
-    pub rows: u64,
-    pub rows_by_status: BTreeMap<&'static str, u64>,
-    pub images: u64,
-    pub cost_usd: Usd,
+    /// The gateway's origin, or `simulated`.
+    pub gateway: String,
+    #[serde(flatten)]
+    pub totals: Totals,
     pub cost_usd_by_kind: BTreeMap<&'static str, Usd>,
-    /// Failed rows that may have been charged (status FAILED, lost results, uncertain submits).
-    pub possibly_charged_usd: Usd,
-    pub failures_by_code: BTreeMap<String, u64>,
+    /// Rows of earlier manifests in this folder, and what they cost.
+    pub not_in_manifest: Earlier,
     /// Why the run stopped early, if it did.
     pub stopped: Option<String>,
     pub wall_time_s: f64,
@@ -258,30 +424,34 @@ pub struct Summary {
 
 impl Summary {
     pub fn to_text(&self) -> String {
-        let by = |s: &str| self.rows_by_status.get(s).copied().unwrap_or(0);
+        let t = &self.totals;
         let mut out = format!(
-            "{} rows: {} completed, {} failed, {} not run · {} images · {} spent (text_to_image {}, image_to_image {})",
-            self.rows,
-            by("completed"),
-            by("failed"),
-            by("not_run"),
-            self.images,
-            self.cost_usd,
-            self.cost_usd_by_kind.get("text_to_image").copied().unwrap_or_default(),
-            self.cost_usd_by_kind.get("image_to_image").copied().unwrap_or_default(),
+            "{} · {} images · {} spent (text_to_image {}, image_to_image {})",
+            t.rows_line(),
+            t.images,
+            t.cost_usd,
+            self.cost_usd_by_kind
+                .get("text_to_image")
+                .copied()
+                .unwrap_or_default(),
+            self.cost_usd_by_kind
+                .get("image_to_image")
+                .copied()
+                .unwrap_or_default(),
         );
-        if self.possibly_charged_usd > Usd::default() {
+        if t.possibly_charged_usd > Usd::default() {
             out.push_str(&format!(
-                " · {} possibly charged for failed rows",
-                self.possibly_charged_usd
+                " · {} possibly charged for rows not completed",
+                t.possibly_charged_usd
             ));
         }
         out.push_str(&format!(
             " · this run: {} rows, {} images in {:.1} s ({:.1} images/min)\n",
             self.rows_this_run, self.images_this_run, self.wall_time_s, self.images_per_minute
         ));
-        for (code, n) in &self.failures_by_code {
-            out.push_str(&format!("  failed: {n} × {code}\n"));
+        out.push_str(&t.detail_lines());
+        if let Some(line) = self.not_in_manifest.line() {
+            out.push_str(&line);
         }
         if let Some(why) = &self.stopped {
             out.push_str(&format!("  stopped early: {why}\n"));
@@ -294,51 +464,33 @@ impl Summary {
     }
 }
 
-/// Writes `results.csv` and `summary.json` for `plan` from the journal.
-pub fn write(
+/// Writes `results.csv` for `plan` from the journal; returns the totals and
+/// the cost by kind.
+pub fn write_results(
     plan: &Plan,
     replay: &Replay,
     out_dir: &Path,
-    stop: Option<(&str, String)>,
-    wall: Duration,
-    this_run: (u64, u64),
-) -> std::io::Result<Summary> {
-    let mut s = Summary {
-        manifest: plan.manifest.display().to_string(),
-        out_dir: out_dir.display().to_string(),
-        rows: plan.rows.len() as u64,
-        stopped: stop.as_ref().map(|(_, why)| why.clone()),
-        wall_time_s: wall.as_secs_f64(),
-        rows_this_run: this_run.0,
-        images_this_run: this_run.1,
-        ..Summary::default()
-    };
-    for status in [Status::Completed, Status::Failed, Status::NotRun] {
-        s.rows_by_status.insert(status.as_str(), 0);
-    }
-    for kind in Kind::ALL {
-        s.cost_usd_by_kind.insert(kind.as_str(), Usd::default());
-    }
-    let stop_code = stop.as_ref().map(|(code, _)| *code);
+    stop_code: Option<&str>,
+) -> std::io::Result<(Totals, BTreeMap<&'static str, Usd>)> {
+    let mut totals = Totals::default();
+    let mut by_kind: BTreeMap<&'static str, Usd> = Kind::ALL
+        .iter()
+        .map(|k| (k.as_str(), Usd::default()))
+        .collect();
     write_atomic(&out_dir.join(RESULTS_CSV), |w| {
         let mut csv = csv::Writer::from_writer(w);
         csv.write_record(COLUMNS)?;
         for row in &plan.rows {
             let key = row.key.to_string();
-            let r = row_result(plan, row, replay.records.get(&key), stop_code);
             let req = plan.request(row);
             let kind = req.kind();
-            *s.rows_by_status.entry(r.status.as_str()).or_default() += 1;
+            let price = plan.pricing.per_image(kind).times(u64::from(req.images()));
+            let r = row_result(replay.records.get(&key), price, stop_code);
+            totals.add(&r);
             if r.status == Status::Completed {
-                s.images += r.files.len() as u64;
-                s.cost_usd = s.cost_usd + r.cost;
-                let by_kind = s.cost_usd_by_kind.entry(kind.as_str()).or_default();
-                *by_kind = *by_kind + r.cost;
+                let k = by_kind.entry(kind.as_str()).or_default();
+                *k = *k + r.cost;
             }
-            if r.status == Status::Failed {
-                *s.failures_by_code.entry(r.error_code.clone()).or_default() += 1;
-            }
-            s.possibly_charged_usd = s.possibly_charged_usd + r.possibly_charged;
             let opt = |v: Option<String>| v.unwrap_or_default();
             let latency = match (r.submitted_at_ms, r.finished_at_ms) {
                 (Some(a), Some(b)) if b >= a => format!("{:.3}", (b - a) as f64 / 1000.0),
@@ -389,6 +541,43 @@ pub fn write(
         }
         csv.flush()
     })?;
+    Ok((totals, by_kind))
+}
+
+/// What a run's end writes besides results.csv.
+pub struct RunEnd<'a> {
+    pub gateway: &'a str,
+    /// The stop's code and description, if the run stopped early.
+    pub stop: Option<(&'a str, String)>,
+    pub wall: Duration,
+    /// Rows and images finished by this run.
+    pub this_run: (u64, u64),
+}
+
+/// Writes `results.csv` and `summary.json` for `plan` from the journal.
+pub fn write(
+    plan: &Plan,
+    replay: &Replay,
+    out_dir: &Path,
+    end: RunEnd<'_>,
+) -> std::io::Result<Summary> {
+    let stop_code = end.stop.as_ref().map(|(code, _)| *code);
+    let (totals, cost_usd_by_kind) = write_results(plan, replay, out_dir, stop_code)?;
+    let keys: HashSet<String> = plan.rows.iter().map(|r| r.key.to_string()).collect();
+    let mut s = Summary {
+        manifest: plan.manifest.display().to_string(),
+        out_dir: out_dir.display().to_string(),
+        gateway: end.gateway.to_string(),
+        totals,
+        cost_usd_by_kind,
+        not_in_manifest: Earlier::of(replay, |k| keys.contains(k)),
+        stopped: end.stop.as_ref().map(|(_, why)| why.clone()),
+        wall_time_s: end.wall.as_secs_f64(),
+        rows_this_run: end.this_run.0,
+        images_this_run: end.this_run.1,
+        rows_per_minute: 0.0,
+        images_per_minute: 0.0,
+    };
     let minutes = (s.wall_time_s / 60.0).max(1e-9);
     s.rows_per_minute = s.rows_this_run as f64 / minutes;
     s.images_per_minute = s.images_this_run as f64 / minutes;
@@ -398,6 +587,25 @@ pub fn write(
         w.write_all(b"\n")
     })?;
     Ok(s)
+}
+
+/// Records which keys the current plan holds, for `status`.
+pub fn write_plan_keys(plan: &Plan, out_dir: &Path) -> std::io::Result<()> {
+    write_atomic(&out_dir.join(PLAN_KEYS), |w| {
+        for row in &plan.rows {
+            writeln!(w, "{}", row.key)?;
+        }
+        Ok(())
+    })
+}
+
+/// The keys of the newest run's plan, if the folder records them.
+pub fn read_plan_keys(out_dir: &Path) -> std::io::Result<Option<Vec<String>>> {
+    match std::fs::read_to_string(out_dir.join(PLAN_KEYS)) {
+        Ok(text) => Ok(Some(text.lines().map(str::to_string).collect())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// `2026-11-25T14:23:11.123Z` from milliseconds since the Unix epoch.
@@ -424,14 +632,22 @@ pub fn rfc3339(ms: u64) -> String {
     )
 }
 
-/// The output folder a manifest gets by default: `out/NAME`.
-pub fn default_dir(plan: &Plan) -> PathBuf {
-    Path::new("out").join(&plan.name)
+/// The output folder a manifest gets by default: `out/NAME`, or
+/// `out/NAME-sim` against the simulator, so simulated placeholders never
+/// share a folder with a paid data set.
+pub fn default_dir(plan: &Plan, simulated: bool) -> PathBuf {
+    let name = if simulated {
+        format!("{}-sim", plan.name)
+    } else {
+        plan.name.clone()
+    };
+    Path::new("out").join(name)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::{Entry, Left};
 
     #[test]
     fn timestamps_are_rfc3339_utc() {
@@ -443,7 +659,7 @@ mod tests {
     #[test]
     fn stems_never_leave_the_folder_and_never_collide() {
         let mut replay = Replay::default();
-        replay.apply(crate::journal::Entry::Done {
+        replay.apply(Entry::Done {
             key: "k1".into(),
             at_ms: 0,
             files: vec!["images/cat_s1_0.png".into()],
@@ -464,23 +680,57 @@ mod tests {
     }
 
     #[test]
-    fn atomic_writes_replace_whole_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f.txt");
-        write_atomic(&p, |w| w.write_all(b"one")).unwrap();
-        write_atomic(&p, |w| w.write_all(b"two")).unwrap();
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "two");
-        let failed = write_atomic(&p, |_| Err(std::io::Error::other("boom")));
-        assert!(failed.is_err());
+    fn every_record_reads_as_one_status() {
+        let price = Usd::from_micros(50_000);
+        let rec = |state: State, left: Option<&str>| Record {
+            state,
+            left: left.map(|c| Left {
+                code: c.into(),
+                message: "why".into(),
+            }),
+            ..Record::default()
+        };
+        let r = |rec: Option<&Record>| row_result(rec, price, Some("INTERRUPTED"));
+        let none = r(None);
         assert_eq!(
-            std::fs::read_to_string(&p).unwrap(),
-            "two",
-            "a failed write leaves the old file"
+            (none.status, none.error_code.as_str()),
+            (Status::NotRun, "INTERRUPTED")
         );
+        let pending = r(Some(&rec(State::Pending, None)));
+        assert_eq!(pending.status, Status::NotRun);
+        let gave_up = r(Some(&rec(State::Pending, Some("CONNECTION_FAILED"))));
         assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "no temporary file is left"
+            (
+                gave_up.status,
+                gave_up.error_code.as_str(),
+                gave_up.possibly_charged
+            ),
+            (Status::Failed, "CONNECTION_FAILED", Usd::default())
+        );
+        let uncertain = r(Some(&rec(State::Uncertain, None)));
+        assert!(uncertain.is_uncertain());
+        assert_eq!(uncertain.possibly_charged, price);
+        let accepted = r(Some(&rec(State::Submitted, Some("DISK"))));
+        assert_eq!(
+            (
+                accepted.status,
+                accepted.error_code.as_str(),
+                accepted.possibly_charged
+            ),
+            (Status::Accepted, "DISK", price)
+        );
+        let mut t = Totals::default();
+        for x in [&none, &pending, &gave_up, &uncertain, &accepted] {
+            t.add(x);
+        }
+        assert_eq!(t.rows, 5);
+        assert_eq!(t.count(Status::Failed), 2);
+        assert_eq!(t.uncertain, 1);
+        assert_eq!(t.possibly_charged_usd, Usd::from_micros(100_000));
+        assert_eq!(t.accepted_by_code["DISK"], 1);
+        assert_eq!(
+            t.rows_line(),
+            "5 rows: 0 completed, 2 failed, 2 not run, 1 accepted to collect (rerun to collect them) (1 uncertain)"
         );
     }
 }

@@ -40,6 +40,8 @@ pub enum Event {
         cost: Usd,
     },
     Failed,
+    /// An accepted row left for a rerun to collect.
+    Left,
     /// A warning or error about one row, already naming it.
     Say(String),
 }
@@ -52,6 +54,8 @@ pub struct Counts {
     pub already: u64,
     pub completed: u64,
     pub failed: u64,
+    /// Accepted rows this run left for a rerun to collect.
+    pub left: u64,
     pub submitting: u64,
     pub polling: u64,
     pub downloading: u64,
@@ -61,12 +65,12 @@ pub struct Counts {
 
 impl Counts {
     fn done(&self) -> u64 {
-        self.already + self.completed + self.failed
+        self.already + self.completed + self.failed + self.left
     }
 
     fn line(&self, elapsed: Duration) -> String {
         let secs = elapsed.as_secs_f64().max(0.001);
-        let rate = (self.completed + self.failed) as f64 / secs;
+        let rate = (self.completed + self.failed + self.left) as f64 / secs;
         let left = self.total.saturating_sub(self.done());
         let eta = if rate > 0.0 {
             format!("{:.0}s", left as f64 / rate)
@@ -119,6 +123,7 @@ pub async fn collect(
                         counts.spent = counts.spent + cost;
                     }
                     Event::Failed => counts.failed += 1,
+                    Event::Left => counts.left += 1,
                     // Warnings and errors are shown even with --quiet.
                     Event::Say(text) => match &bar {
                         Some(bar) => bar.println(&text),

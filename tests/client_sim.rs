@@ -74,7 +74,7 @@ async fn generate(client: &Client, req: &Request) -> Vec<String> {
 
 fn sha256_file(path: &Path) -> String {
     use sha2::{Digest, Sha256};
-    api::hex(&Sha256::digest(std::fs::read(path).unwrap()))
+    batchgen::disk::hex(&Sha256::digest(std::fs::read(path).unwrap()))
 }
 
 /// Every file on disk is byte for byte one the simulator served.
@@ -382,6 +382,7 @@ async fn a_submit_that_times_out_after_sending_may_have_been_accepted() {
         }
     });
     let mut cfg = ClientConfig::new(&url, ApiKey::new(KEY).unwrap());
+    cfg.submit_timeout = Duration::from_millis(300);
     cfg.request_timeout = Duration::from_millis(300);
     let client = Client::new(cfg).unwrap();
     let e = expect_err(client.submit(&small("cat", 1)).await);
@@ -393,6 +394,7 @@ async fn a_submit_that_times_out_after_sending_may_have_been_accepted() {
         request_id: "x".into(),
         status_url: None,
         response_url: None,
+        sync_images: 0,
     };
     assert_eq!(expect_err(client.status(&ticket).await).class, Class::Retry);
 }
@@ -440,6 +442,7 @@ async fn unknown_request_ids_are_not_found() {
             request_id: "glm-image_nope".into(),
             status_url: None,
             response_url: None,
+            sync_images: 0,
         };
         let e = expect_err(client.status(&t).await);
         assert_eq!(

@@ -94,7 +94,7 @@ fn summary(out: &Path) -> serde_json::Value {
 }
 
 fn sha256_file(path: &Path) -> String {
-    batchgen::api::hex(&Sha256::digest(std::fs::read(path).unwrap()))
+    batchgen::disk::hex(&Sha256::digest(std::fs::read(path).unwrap()))
 }
 
 /// Every completed row's files exist, match their recorded SHA-256, and are
@@ -223,15 +223,16 @@ async fn rerunning_a_finished_run_sends_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_rows_are_exit_1_and_retried_only_when_asked() {
-    let failing = start(SimConfig {
+    let sim = start(SimConfig {
         failed_rate: 1.0,
         ..quick()
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let m = write(dir.path(), "m.yaml", "defaults: {image_size: {width: 32, height: 32}}\njobs: [{id: a, prompt: cat, seed: 1}, {id: big, prompt: dog, seed: 2, num_images: 20}]\n");
+    // The gateway refuses more than 1000 steps: a 400, the row's own fault.
+    let m = write(dir.path(), "m.yaml", "defaults: {image_size: {width: 32, height: 32}}\njobs: [{id: a, prompt: cat, seed: 1}, {id: big, prompt: dog, seed: 2, num_inference_steps: 5000}]\n");
     let out = dir.path().join("out");
-    let o = run(&m, &out, &failing.url(), &[]).await;
+    let o = run(&m, &out, &sim.url(), &[]).await;
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
     let rows = results(&out);
     assert_eq!(
@@ -251,15 +252,17 @@ async fn failed_rows_are_exit_1_and_retried_only_when_asked() {
     );
     assert_eq!(summary(&out)["failures_by_code"]["FAILED"], 1);
 
-    let healthy = start(quick()).await;
-    let o = run(&m, &out, &healthy.url(), &[]).await;
+    // The same gateway, healed.
+    sim.set_config(quick());
+    let calls = sim.ledger().submit_calls;
+    let o = run(&m, &out, &sim.url(), &[]).await;
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(
-        healthy.ledger().submit_calls,
-        0,
-        "failed rows wait for --retry-failed"
+        sim.ledger().submit_calls,
+        calls,
+        "final verdicts wait for --retry-failed"
     );
-    let o = run(&m, &out, &healthy.url(), &["--retry-failed"]).await;
+    let o = run(&m, &out, &sim.url(), &["--retry-failed"]).await;
     assert_eq!(o.status.code(), Some(1), "the 400 fails again");
     assert_eq!(results(&out)[0]["status"], "completed");
     assert_eq!(results(&out)[0]["attempts"], "2");
@@ -403,7 +406,7 @@ async fn an_empty_wallet_aborts_and_keeps_what_was_made() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn budgets_refuse_plans_and_stop_spending() {
+async fn budgets_cap_what_a_run_newly_spends() {
     let sim = start(SimConfig {
         failed_rate: 1.0,
         ..quick()
@@ -415,25 +418,53 @@ async fn budgets_refuse_plans_and_stop_spending() {
     // The plan costs $0.10: refused before anything is sent.
     let o = run(&m, &out, &sim.url(), &["--max-cost", "0.09"]).await;
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o.stderr).contains("exceeds the budget"));
+    assert!(
+        text(&o.stderr)
+            .contains("this run would newly spend up to $0.10, above the budget of $0.09"),
+        "{}",
+        text(&o.stderr)
+    );
     assert_eq!(sim.ledger().submit_calls, 0);
     // Both rows fail, possibly charged: $0.10 may be gone.
     assert_eq!(run(&m, &out, &sim.url(), &[]).await.status.code(), Some(1));
-    // Retrying them would take the spend to $0.20: only one fits in $0.15.
-    let healthy = start(quick()).await;
+    assert_eq!(summary(&out)["possibly_charged_usd"], 0.1);
+    // Retrying both would newly spend $0.10: refused under $0.05, run under $0.10.
+    sim.set_config(quick());
     let o = run(
         &m,
         &out,
-        &healthy.url(),
-        &["--retry-failed", "--max-cost", "0.15", "--concurrency", "1"],
+        &sim.url(),
+        &["--retry-failed", "--max-cost", "0.05"],
     )
     .await;
-    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
-    assert_eq!(healthy.ledger().accepted, 1);
-    assert!(summary(&out)["stopped"]
-        .as_str()
-        .unwrap()
-        .contains("budget"));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert_eq!(sim.ledger().accepted, 2, "nothing more was sent");
+    let o = run(
+        &m,
+        &out,
+        &sim.url(),
+        &["--retry-failed", "--max-cost", "0.10"],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+
+    // A nightly manifest grows past its budget: only its new rows count.
+    write(dir.path(), "m.yaml", "budget_usd: 0.10\ndefaults: {image_size: {width: 32, height: 32}}\nseeds: [1, 2, 3]\njobs: [{id: a, prompt: cat}]\n");
+    let o = run(&m, &out, &sim.url(), &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let stderr = text(&o.stderr);
+    assert!(
+        stderr.contains(
+            "batchgen: 3 rows (2 finished earlier, $0.10 spent); 1 to submit, $0.05 at most"
+        ),
+        "the plan line shows spent and to-spend apart: {stderr}"
+    );
+    assert_eq!(sim.ledger().accepted, 5);
+    assert_eq!(
+        summary(&out)["cost_usd"],
+        0.15,
+        "money spent in the folder is never hidden"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -739,6 +770,7 @@ async fn a_request_accepted_long_ago_is_collected_not_paid_again() {
         .append(&Entry::Intent {
             key: key.clone(),
             at_ms: long_ago,
+            price_micros: 50_000,
         })
         .unwrap();
     journal

@@ -7,6 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub const ENV_VAR: &str = "PIXAZO_API_KEY";
+/// A key file larger than this is not a key file.
+pub const MAX_KEY_FILE_BYTES: u64 = 64 << 10;
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey(Arc<str>);
@@ -23,8 +25,8 @@ pub enum KeyError {
     Missing,
     #[error("the API key in {0} is empty")]
     Empty(String),
-    #[error("cannot read the API key file {path}: {reason}")]
-    Unreadable { path: String, reason: String },
+    #[error("cannot read the API key file {0}")]
+    Unreadable(String),
     #[error("the API key holds characters an HTTP header cannot carry")]
     NotAHeader,
 }
@@ -46,11 +48,9 @@ impl ApiKey {
     pub fn load(file: Option<&Path>) -> Result<ApiKey, KeyError> {
         match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| KeyError::Unreadable {
-                    path: path.display().to_string(),
-                    reason: e.kind().to_string(),
-                })?;
-                ApiKey::new(&text).map_err(|e| match e {
+                let bytes = crate::disk::read_regular(path, MAX_KEY_FILE_BYTES)
+                    .map_err(|e| KeyError::Unreadable(e.to_string()))?;
+                ApiKey::new(&String::from_utf8_lossy(&bytes)).map_err(|e| match e {
                     KeyError::Empty(_) => KeyError::Empty(path.display().to_string()),
                     other => other,
                 })

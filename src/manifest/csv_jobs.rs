@@ -14,14 +14,8 @@ pub(super) fn load(
     file: &Arc<Path>,
     problems: &mut Vec<Diagnostic>,
 ) -> Result<Vec<Job>, LoadError> {
-    let io_err = |source| LoadError::Io {
-        path: file.to_path_buf(),
-        source,
-    };
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_path(file)
-        .map_err(|e| io_err(into_io(e)))?;
+    let source = crate::disk::open_regular(file, super::MAX_CSV_BYTES)?;
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(source);
     let header_loc = Loc {
         file: file.clone(),
         pos: Pos::Row { row: 0, line: 1 },
@@ -72,6 +66,12 @@ pub(super) fn load(
         let row = index + 1;
         let record = match record {
             Ok(r) => r,
+            Err(e) if e.is_io_error() => {
+                return Err(LoadError::Read(crate::disk::ReadError {
+                    path: file.to_path_buf(),
+                    why: crate::disk::Why::Other(into_io(e)),
+                }));
+            }
             Err(e) => {
                 let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
                 let loc = Loc {

@@ -12,6 +12,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// The largest YAML manifest read.
+pub const MAX_YAML_BYTES: u64 = 16 << 20;
+/// The largest CSV (manifest or `jobs_from:`) read.
+pub const MAX_CSV_BYTES: u64 = 1 << 30;
+
 /// Every request parameter of the gateway, as a manifest key.
 pub const PARAMS: &[&str] = &[
     "prompt",
@@ -273,11 +278,8 @@ impl serde::Serialize for Diagnostic {
 /// Why a manifest could not be read at all (as opposed to read with problems).
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot read {0}")]
+    Read(#[from] crate::disk::ReadError),
     #[error("{0}")]
     Invalid(Diagnostic),
     #[error("manifest {0} must end in .yaml, .yml or .csv")]
@@ -305,8 +307,9 @@ pub fn load(path: &Path) -> Result<Manifest, LoadError> {
     };
     match ext.as_deref() {
         Some("yaml" | "yml") => {
-            let text = read(path)?;
-            let root = yaml::parse(&file, &text)
+            let bytes = crate::disk::read_regular(path, MAX_YAML_BYTES)?;
+            let text = yaml_text(path, &bytes)?;
+            let root = yaml::parse(&file, text)
                 .map_err(|(loc, msg)| LoadError::Invalid(Diagnostic::error(&loc, msg)))?;
             read_top(&mut m, root)?;
         }
@@ -318,10 +321,19 @@ pub fn load(path: &Path) -> Result<Manifest, LoadError> {
     Ok(m)
 }
 
-fn read(path: &Path) -> Result<String, LoadError> {
-    std::fs::read_to_string(path).map_err(|source| LoadError::Io {
-        path: path.to_path_buf(),
-        source,
+/// A YAML file's text: UTF-8, with a byte-order mark at its start accepted.
+fn yaml_text<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, LoadError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    std::str::from_utf8(bytes).map_err(|e| {
+        let line = bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1;
+        LoadError::Invalid(Diagnostic::error(
+            &Loc::line(&Arc::from(path), line),
+            "the file is not UTF-8 text",
+        ))
     })
 }
 

@@ -3,6 +3,11 @@
 //! Why this exists: validation errors must name the line of the value at fault,
 //! and serde-based YAML loaders throw positions away once a value is parsed. We
 //! build the tree from `yaml-rust2`'s marked event stream instead.
+//!
+//! An alias (`*name`) repeats the value its anchor names, so a few hundred
+//! bytes of nested aliases can describe billions of values. The tree is
+//! capped at [`MAX_VALUES`] values, aliases expanded; past it, parsing stops
+//! with the line of the value that crossed it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,6 +17,9 @@ use yaml_rust2::scanner::{Marker, TScalarStyle};
 use yaml_rust2::Yaml;
 
 use super::{Loc, Node, Value};
+
+/// The most values a manifest's tree may hold once aliases are expanded.
+pub const MAX_VALUES: usize = 2_000_000;
 
 /// Parses `text` (read from `file`) into a located tree.
 ///
@@ -23,6 +31,8 @@ pub(crate) fn parse(file: &Arc<Path>, text: &str) -> Result<Node, (Loc, String)>
         anchors: Vec::new(),
         root: None,
         documents: 0,
+        values: 0,
+        too_many: None,
     };
     let mut parser = Parser::new_from_str(text);
     parser.load(&mut builder, true).map_err(|e| {
@@ -31,6 +41,15 @@ pub(crate) fn parse(file: &Arc<Path>, text: &str) -> Result<Node, (Loc, String)>
             format!("YAML syntax error: {}", e.info()),
         )
     })?;
+    if let Some(loc) = builder.too_many {
+        return Err((
+            loc,
+            format!(
+                "the manifest holds more than {MAX_VALUES} values once its aliases (`*name`) are expanded: \
+write fewer, or move jobs to a `jobs_from:` CSV"
+            ),
+        ));
+    }
     if builder.documents > 1 {
         return Err((
             Loc::line(file, 1),
@@ -47,15 +66,39 @@ struct Builder {
     file: Arc<Path>,
     /// Open collections; a mapping's pending key is kept beside it.
     stack: Vec<(Node, usize, Option<Node>)>,
-    anchors: Vec<(usize, Node)>,
+    /// Anchored values, with how many values each holds.
+    anchors: Vec<(usize, Node, usize)>,
     root: Option<Node>,
     documents: usize,
+    /// Values in the tree so far, aliases expanded.
+    values: usize,
+    /// Where the tree passed [`MAX_VALUES`]; nothing more is built after.
+    too_many: Option<Loc>,
+}
+
+/// How many values `node` holds, itself included.
+fn size(node: &Node) -> usize {
+    1 + match &node.value {
+        Value::List(items) => items.iter().map(size).sum(),
+        Value::Map(entries) => entries.iter().map(|(k, v)| size(k) + size(v)).sum(),
+        _ => 0,
+    }
 }
 
 impl Builder {
+    /// Counts `n` more values; false (and building stops) past the cap.
+    fn count(&mut self, n: usize, loc: &Loc) -> bool {
+        self.values = self.values.saturating_add(n);
+        if self.values > MAX_VALUES && self.too_many.is_none() {
+            self.too_many = Some(loc.clone());
+        }
+        self.too_many.is_none()
+    }
+
     fn insert(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
-            self.anchors.push((anchor, node.clone()));
+            let n = size(&node);
+            self.anchors.push((anchor, node.clone(), n));
         }
         match self.stack.last_mut() {
             None => self.root = Some(node),
@@ -73,7 +116,17 @@ impl Builder {
 
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
+        if self.too_many.is_some() {
+            return;
+        }
         let loc = Loc::line(&self.file, mark.line());
+        let new_value = matches!(
+            ev,
+            Event::SequenceStart(..) | Event::MappingStart(..) | Event::Scalar(..)
+        );
+        if new_value && !self.count(1, &loc) {
+            return;
+        }
         match ev {
             Event::DocumentStart => self.documents += 1,
             Event::SequenceStart(anchor, _) => self.stack.push((
@@ -112,17 +165,22 @@ impl MarkedEventReceiver for Builder {
                 self.insert(Node { value, loc }, anchor);
             }
             Event::Alias(id) => {
-                let node = self
-                    .anchors
-                    .iter()
-                    .rev()
-                    .find(|(a, _)| *a == id)
-                    .map(|(_, n)| n.clone())
-                    .unwrap_or(Node {
-                        value: Value::Null,
-                        loc,
-                    });
-                self.insert(node, 0);
+                let anchored = |b: &Builder| b.anchors.iter().rposition(|(a, _, _)| *a == id);
+                let Some(at) = anchored(self) else {
+                    self.insert(
+                        Node {
+                            value: Value::Null,
+                            loc,
+                        },
+                        0,
+                    );
+                    return;
+                };
+                // Counted before it is copied: a bomb is refused, never built.
+                if self.count(self.anchors[at].2, &loc) {
+                    let node = self.anchors[at].1.clone();
+                    self.insert(node, 0);
+                }
             }
             Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
         }
@@ -170,6 +228,27 @@ mod tests {
         let err = parse(&Arc::from(Path::new("t.yaml")), "a: 1\nb: [1, 2\n").unwrap_err();
         assert!(err.1.contains("YAML syntax error"), "{}", err.1);
         assert!(matches!(err.0.pos, super::super::Pos::Line(n) if n >= 2));
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_at_its_line_without_being_built() {
+        let mut text = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for (i, name) in ["b", "c", "d", "e", "f", "g", "h", "i", "j"]
+            .iter()
+            .enumerate()
+        {
+            let prev = ["a", "b", "c", "d", "e", "f", "g", "h", "i"][i];
+            let items = vec![format!("*{prev}"); 10].join(", ");
+            text.push_str(&format!("{name}: &{name} [{items}]\n"));
+        }
+        assert!(text.len() < 512, "{}", text.len());
+        let err = parse(&Arc::from(Path::new("t.yaml")), &text).unwrap_err();
+        assert!(err.1.contains("aliases"), "{}", err.1);
+        assert_eq!(
+            err.0.pos,
+            super::super::Pos::Line(7),
+            "the line that crossed the cap"
+        );
     }
 
     #[test]

@@ -25,7 +25,8 @@ use sha2::{Digest, Sha256};
 
 use crate::manifest::{entry, stray_key, Diagnostic, Field, Job, Loc, Manifest, Node, Value};
 pub use params::{
-    image_mime, ImageInput, ImageSize, Kind, OutputFormat, ParamValue, Request, SIZE_PRESETS,
+    image_mime, ImageInput, ImageSize, Kind, OutputFormat, ParamValue, Request,
+    MAX_LOCAL_IMAGE_BYTES, MAX_NUM_IMAGES, SIZE_PRESETS,
 };
 pub use report::{Summary, SummaryRow};
 

@@ -32,6 +32,12 @@ pub const MAX_SEED: u64 = (1 << 53) - 1;
 /// The vendor advises prompts of at most this many characters.
 pub const PROMPT_ADVISED_CHARS: usize = 500;
 pub const MAX_IMAGE_URLS: usize = 4;
+/// The most images one request may ask for. The vendor publishes no bound;
+/// this is the common one of its model family, and it bounds what a single
+/// reply (images inline with `sync_mode`) may hold.
+pub const MAX_NUM_IMAGES: u32 = 4;
+/// The largest local image file sent inline as a data URI.
+pub const MAX_LOCAL_IMAGE_BYTES: u64 = 10 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -303,7 +309,7 @@ pub(crate) fn parse(name: &str, node: &Node) -> Result<ParamValue, String> {
         "num_inference_steps" => ParamValue::Steps(parse_positive(node)?),
         "guidance_scale" => ParamValue::Guidance(parse_number(node)?),
         "seed" => ParamValue::Seed(parse_seed(node)?),
-        "num_images" => ParamValue::NumImages(parse_positive(node)?),
+        "num_images" => ParamValue::NumImages(parse_num_images(node)?),
         "enable_safety_checker" => ParamValue::SafetyChecker(parse_bool(node)?),
         "output_format" => ParamValue::OutputFormat(parse_format(node)?),
         "sync_mode" => ParamValue::SyncMode(parse_bool(node)?),
@@ -338,6 +344,15 @@ fn parse_positive(node: &Node) -> Result<u32, String> {
         _ => Err(format!(
             "expected a positive integer, found {}",
             node.describe()
+        )),
+    }
+}
+
+fn parse_num_images(node: &Node) -> Result<u32, String> {
+    match parse_positive(node)? {
+        n if n <= MAX_NUM_IMAGES => Ok(n),
+        n => Err(format!(
+            "at most {MAX_NUM_IMAGES} images per request, found {n}: add seeds instead"
         )),
     }
 }
@@ -517,24 +532,28 @@ fn image_input(text: &str, at: &Node) -> Result<ImageInput, String> {
         ));
     }
     let path = at.loc.base_dir().join(text);
+    // A regular file under the cap (checked before it is opened, so a FIFO
+    // cannot hang planning), starting like an image.
     let mut head = [0u8; 12];
-    let read = std::fs::File::open(&path).and_then(|mut f| {
+    let read = crate::disk::open_regular(&path, MAX_LOCAL_IMAGE_BYTES).and_then(|mut f| {
         use std::io::Read;
-        let meta = f.metadata()?;
-        if !meta.is_file() {
-            return Err(std::io::Error::other("not a regular file"));
-        }
         let mut n = 0;
         while n < head.len() {
-            match f.read(&mut head[n..])? {
-                0 => break,
-                k => n += k,
+            match f.read(&mut head[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) => {
+                    return Err(crate::disk::ReadError {
+                        path: path.clone(),
+                        why: crate::disk::Why::Other(e),
+                    })
+                }
             }
         }
         Ok(n)
     });
     match read {
-        Err(e) => Err(format!("cannot read local image {}: {e}", path.display())),
+        Err(e) => Err(format!("local image {e}")),
         Ok(n) if image_mime(&head[..n]).is_none() => Err(format!(
             "local image {} is not a PNG, JPEG or WebP file",
             path.display()

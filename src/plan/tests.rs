@@ -299,7 +299,7 @@ jobs:
         "DIR/m.yaml:13: job `b`: seed: expected an integer, found `1.5`",
         "DIR/m.yaml:14: job `b`: image_urls: 1 to 4 images are accepted, found 5",
         "DIR/m.yaml:17: job `c`: image_size: width must be from 16 to 4096 pixels, found `0`",
-        "DIR/m.yaml:18: job `c`: image_urls: cannot read local image DIR/missing.png",
+        "DIR/m.yaml:18: job `c`: image_urls: local image DIR/missing.png: no such file",
         "DIR/m.yaml:19: job `c`: enable_safety_checker: expected true or false, found \"maybe\"",
         "DIR/m.yaml:20: job `c`: id: id `c` is already used by the job at DIR/m.yaml:15",
     ];

@@ -1,20 +1,28 @@
 //! Stage 3 of 4: run a plan against the gateway, never paying twice.
 //!
-//! Why this exists: this is where money is spent. The scheduler here decides
-//! which rows need work (from the journal, so a killed run resumes), bounds
-//! the requests in flight (`--concurrency`, a semaphore whose permit each row
-//! holds from submit to its last file) and the submit rate (`--rate`, shared
-//! with every row, slowed by 429s), keeps the spend under the budget, and
-//! stops submitting when told to. [`row`] drives one row through its life.
+//! Why this exists: this is where money is spent. [`open`] takes the output
+//! folder (one process, one gateway), reads its journal once and decides
+//! where every row starts ([`start`]), so the caller can check what this run
+//! would newly spend against the budget before anything is sent. Then
+//! [`Opened::execute`] bounds the requests in flight (`--concurrency`, a
+//! semaphore whose permit each row holds from submit to its last file) and
+//! the submit rate (`--rate`, shared, slowed by 429s), keeps new spending
+//! under the budget, and stops submitting when told to. [`row`] drives one
+//! row through its life.
 //!
-//! Cancellation: `shutdown` (Ctrl-C) and any stop-the-run error set one stop
-//! flag. From then on no new submit is sent, rows waiting to submit end as
-//! not run, and rows already accepted are still polled and downloaded, so
-//! what was paid for is collected. Killing the process outright is safe too:
-//! the journal is synced before every step it guards.
+//! Cancellation: a signal (Ctrl-C, SIGTERM, SIGHUP) and any stop-the-run
+//! error set one stop flag. From then on no new submit is sent and rows
+//! waiting to submit end as not run. After a *soft* stop (a signal, the
+//! budget, a rejected key) rows already accepted are still polled and
+//! downloaded, so what was paid for is collected. After a *hard* stop (the
+//! local disk failed, the gateway is unreachable) nothing more can be
+//! collected now: accepted rows are left as they stand, and a plain rerun
+//! collects them. Killing the process outright is safe too: the journal is
+//! synced before every step it guards.
 
 mod limiter;
 mod row;
+mod start;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -23,30 +31,45 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::Instant;
 
-use crate::api::{Backoff, Client, Ticket};
-use crate::journal::{self, Charged, Entry, Journal, JournalError, State};
-use crate::output::{self, Stems, Summary};
+use crate::api::{ApiError, Backoff, Client, PART_PREFIX};
+use crate::disk;
+use crate::journal::{self, Entry, Journal, JournalError};
+use crate::output::{self, RunEnd, Stems, Summary, Totals};
 use crate::plan::{Plan, Usd};
 use crate::progress::{self, Counts, Event};
 pub use limiter::RateLimiter;
+use start::{decide, Start};
+
+/// The gateway name a simulated run records.
+pub const SIMULATED: &str = "simulated";
 
 /// How a run behaves; built from the command line and validated before work starts.
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub out_dir: PathBuf,
+    /// Which gateway this run talks to: its origin, or [`SIMULATED`].
+    pub gateway: String,
     pub concurrency: usize,
     pub rate_per_sec: f64,
+    /// What this run may newly spend.
     pub max_cost: Option<Usd>,
     pub retry_failed: bool,
     /// The wait before the first poll and between polls (jittered ±20%).
     pub poll_interval: Duration,
-    /// How long a run polls one accepted request before giving up on it (`POLL_TIMEOUT`).
+    /// How long a run polls one accepted request before leaving it (`POLL_TIMEOUT`).
     pub row_deadline: Duration,
-    /// Submits per row per run that may fail before the row is failed (429s do not count).
+    /// Submits per row per run that may fail before the row gives up (429s do not count).
     pub max_attempts: u32,
+    /// Status calls in a row that may fail before the row is left to a rerun.
+    pub max_status_failures: u32,
     pub download_attempts: u32,
     pub backoff: Backoff,
+    /// How long every connection to the gateway may fail before the run stops.
+    pub unreachable_after: Duration,
+    /// How often results.csv is rewritten while the run works.
+    pub results_every: Duration,
     pub progress: progress::Mode,
 }
 
@@ -54,6 +77,7 @@ impl Settings {
     pub fn new(out_dir: PathBuf) -> Settings {
         Settings {
             out_dir,
+            gateway: String::new(),
             concurrency: 8,
             rate_per_sec: 2.0,
             max_cost: None,
@@ -61,9 +85,42 @@ impl Settings {
             poll_interval: Duration::from_millis(2500),
             row_deadline: Duration::from_secs(20 * 60),
             max_attempts: 8,
+            max_status_failures: 6,
             download_attempts: 6,
             backoff: Backoff::default(),
+            unreachable_after: Duration::from_secs(30),
+            results_every: Duration::from_secs(30),
             progress: progress::Mode::Auto,
+        }
+    }
+}
+
+/// A signal that asks the run to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// SIGTERM (what Kubernetes, systemd and CI send first).
+    Terminate,
+    /// SIGHUP (the terminal went away).
+    Hangup,
+}
+
+impl Signal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Interrupt => "Ctrl-C",
+            Signal::Terminate => "SIGTERM",
+            Signal::Hangup => "SIGHUP",
+        }
+    }
+
+    /// The exit code of a run it stopped: 128 + the signal's number.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Signal::Interrupt => 130,
+            Signal::Terminate => 143,
+            Signal::Hangup => 129,
         }
     }
 }
@@ -71,38 +128,61 @@ impl Settings {
 /// Why a run stopped submitting before its end.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stop {
-    /// Ctrl-C.
-    Interrupted,
-    /// 401, 403, `INSUFFICIENT_FUNDS`: no later request can succeed.
-    Rejected { code: String, message: String },
-    /// The next submit would have taken the spend past the budget.
-    Budget { limit: Usd },
+    Signal(Signal),
+    /// 401, 403, `INSUFFICIENT_FUNDS`, a redirect: no later request can succeed.
+    Rejected {
+        code: String,
+        message: String,
+    },
+    /// The next submit would have taken this run's spending past the budget.
+    Budget {
+        limit: Usd,
+    },
     /// The journal or the output folder cannot be written.
     Disk(String),
+    /// Every connection to the gateway has failed for a while.
+    Unreachable {
+        url: String,
+        after: Duration,
+    },
 }
 
 impl Stop {
     /// The `error_code` of rows this stop left unrun.
     pub fn code(&self) -> &str {
         match self {
-            Stop::Interrupted => "INTERRUPTED",
+            Stop::Signal(Signal::Interrupt) => "INTERRUPTED",
+            Stop::Signal(Signal::Terminate) => "TERMINATED",
+            Stop::Signal(Signal::Hangup) => "HANGUP",
             Stop::Rejected { code, .. } => code,
             Stop::Budget { .. } => "BUDGET",
             Stop::Disk(_) => "DISK",
+            Stop::Unreachable { .. } => "GATEWAY_UNREACHABLE",
         }
     }
 
     pub fn describe(&self) -> String {
         match self {
-            Stop::Interrupted => "interrupted (Ctrl-C)".into(),
+            Stop::Signal(s) => format!("interrupted ({})", s.name()),
             Stop::Rejected { code, message } => {
                 format!("the gateway refused the run: {code}: {message}")
             }
             Stop::Budget { limit } => {
-                format!("the next request would take the spend past the budget of {limit}")
+                format!(
+                    "the next request would take this run's spending past the budget of {limit}"
+                )
             }
-            Stop::Disk(why) => format!("cannot write the output: {why}"),
+            Stop::Disk(why) => format!("cannot write the output, so nothing more is spent: {why}"),
+            Stop::Unreachable { url, after } => format!(
+                "gateway unreachable at {url}: every connection failed for {} s",
+                after.as_secs()
+            ),
         }
+    }
+
+    /// Nothing more can be collected in this run either.
+    pub fn is_hard(&self) -> bool {
+        matches!(self, Stop::Disk(_) | Stop::Unreachable { .. })
     }
 }
 
@@ -124,24 +204,308 @@ pub enum RunError {
     },
     #[error("another batchgen run is using {0}; wait for it to end (a folder is run by one process at a time)")]
     Locked(PathBuf),
+    #[error("{dir} was made against {made_by}, not {this}: one folder holds the results of one gateway. {hint}")]
+    OtherGateway {
+        dir: PathBuf,
+        made_by: String,
+        this: String,
+        hint: String,
+    },
 }
 
-/// Where a row's work starts in this run.
-#[derive(Clone, Debug)]
-enum Start {
-    Submit,
-    Poll {
-        ticket: Ticket,
-        since_ms: u64,
-    },
-    Download {
-        images: Vec<String>,
-        ticket: Option<Ticket>,
-    },
-    End,
+/// The output folder, taken for this run, with every row's start decided.
+pub struct Opened {
+    plan: Arc<Plan>,
+    settings: Settings,
+    journal: Journal,
+    _lock: std::fs::File,
+    /// Rows with work to do, accepted ones first, then new ones in plan order.
+    starts: Vec<(usize, Start)>,
+    /// Verdicts the decisions reached (lost results), journaled at the start.
+    verdicts: Vec<Entry>,
+    /// Rows already finished for good (this run does nothing for them).
+    finished: u64,
+    /// What the folder already holds for this plan.
+    before: Totals,
+    /// What this run would spend if every row it submits makes every image.
+    to_spend: Usd,
+    to_submit: u64,
 }
 
-/// The spend already committed (done, possibly charged, in flight) and the limit.
+/// Takes the output folder: creates it (durably), locks it, checks that it
+/// belongs to this gateway, removes temporary files a killed run left,
+/// replays the journal once and decides where every row starts.
+pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
+    let out_dir = settings.out_dir.clone();
+    let images_dir = out_dir.join(output::IMAGES_DIR);
+    let output_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RunError::Output { path, source }
+    };
+    disk::create_dir_durable(&images_dir).map_err(output_err(&images_dir))?;
+    let lock = lock(&out_dir)?;
+    let journal = Journal::open(&out_dir)?;
+    if let Some(made_by) = journal.with_replay(|r| r.gateway.clone()) {
+        if made_by != settings.gateway {
+            return Err(other_gateway(&out_dir, made_by, &settings.gateway));
+        }
+    }
+    disk::remove_stray(&images_dir, PART_PREFIX);
+    disk::remove_stray(&out_dir, disk::TEMP_PREFIX);
+
+    let mut resumed = Vec::new();
+    let mut fresh = Vec::new();
+    let mut verdicts = Vec::new();
+    let mut finished = 0;
+    let mut to_spend = Usd::default();
+    let mut before = Totals::default();
+    journal.with_replay(|replay| {
+        for (i, row) in plan.rows.iter().enumerate() {
+            let key = row.key.to_string();
+            let price = output::row_price(&plan, row);
+            let rec = replay.records.get(&key);
+            before.add(&output::row_result(rec, price, None));
+            let d = decide(rec, &key, price, settings.retry_failed, |files, sha| {
+                files_intact(&out_dir, files, sha)
+            });
+            verdicts.extend(d.record);
+            match d.start {
+                Start::End => finished += 1,
+                Start::Submit => {
+                    to_spend = to_spend + price;
+                    fresh.push((i, Start::Submit));
+                }
+                other => resumed.push((i, other)),
+            }
+        }
+    });
+    let to_submit = fresh.len() as u64;
+    resumed.extend(fresh);
+    Ok(Opened {
+        plan,
+        settings,
+        journal,
+        _lock: lock,
+        starts: resumed,
+        verdicts,
+        finished,
+        before,
+        to_spend,
+        to_submit,
+    })
+}
+
+fn other_gateway(dir: &Path, made_by: String, this: &str) -> RunError {
+    let hint = if made_by == SIMULATED {
+        format!(
+            "Its images are the simulator's placeholders. Run into another folder (--out), or remove {} to start over.",
+            dir.display()
+        )
+    } else {
+        "Run into another folder (--out), or give the --base-url it was made with to resume it."
+            .to_string()
+    };
+    let name = |g: &str| {
+        if g == SIMULATED {
+            "the built-in simulator (--simulate)".to_string()
+        } else {
+            format!("the gateway at {g}")
+        }
+    };
+    RunError::OtherGateway {
+        dir: dir.to_path_buf(),
+        made_by: name(&made_by),
+        this: name(this),
+        hint,
+    }
+}
+
+impl Opened {
+    /// What this run would newly spend at most (every row it submits making
+    /// every image it asks for).
+    pub fn to_spend(&self) -> Usd {
+        self.to_spend
+    }
+
+    /// What the folder already holds for this plan.
+    pub fn before(&self) -> &Totals {
+        &self.before
+    }
+
+    /// The line printed before a run: already done and spent, then what
+    /// this run will do and may spend.
+    pub fn describe(&self) -> String {
+        let b = &self.before;
+        let rows = self.plan.rows.len() as u64;
+        let mut text = format!("batchgen: {rows} rows");
+        if self.finished > 0 || b.cost_usd > Usd::default() {
+            text.push_str(&format!(
+                " ({} finished earlier, {} spent",
+                self.finished, b.cost_usd
+            ));
+            if b.possibly_charged_usd > Usd::default() {
+                text.push_str(&format!(", {} possibly charged", b.possibly_charged_usd));
+            }
+            text.push(')');
+        }
+        let collect = self.starts.len() as u64 - self.to_submit;
+        if collect > 0 {
+            text.push_str(&format!("; {collect} accepted earlier to collect"));
+        }
+        text.push_str(&format!(
+            "; {} to submit, {} at most → {}",
+            self.to_submit,
+            self.to_spend,
+            self.settings.out_dir.display()
+        ));
+        text
+    }
+
+    /// Runs the rows, then writes `results.csv` and `summary.json`. Returns
+    /// when every row has ended or been left.
+    pub async fn execute(
+        self,
+        client: Client,
+        shutdown: impl Future<Output = Signal> + Send + 'static,
+    ) -> Result<Report, RunError> {
+        let Opened {
+            plan,
+            settings,
+            journal,
+            _lock,
+            starts,
+            verdicts,
+            finished,
+            ..
+        } = self;
+        let started = Instant::now();
+        let out_dir = settings.out_dir.clone();
+        journal.append(&Entry::Run {
+            at_ms: journal::now_ms(),
+            manifest: plan.manifest.display().to_string(),
+            rows: plan.rows.len() as u64,
+            version: env!("CARGO_PKG_VERSION").into(),
+            gateway: Some(settings.gateway.clone()),
+        })?;
+        for entry in &verdicts {
+            journal.append(entry)?;
+        }
+        let output_err = |source| RunError::Output {
+            path: out_dir.clone(),
+            source,
+        };
+        output::write_plan_keys(&plan, &out_dir).map_err(output_err)?;
+        let stems = journal.with_replay(Stems::from_journal);
+        journal
+            .with_replay(|r| output::write_results(&plan, r, &out_dir, None))
+            .map_err(output_err)?;
+
+        let (stop_tx, _) = watch::channel(None);
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let counts = Counts {
+            total: plan.rows.len() as u64,
+            already: finished,
+            ..Counts::default()
+        };
+        let collector = tokio::spawn(progress::collect(settings.progress, counts, events_rx));
+        let ctx = Arc::new(Ctx {
+            plan: plan.clone(),
+            client,
+            journal,
+            limiter: RateLimiter::new(settings.rate_per_sec),
+            budget: Mutex::new(Budget {
+                limit: settings.max_cost,
+                committed: Usd::default(),
+            }),
+            stop: stop_tx,
+            events: events_tx,
+            stems,
+            images_dir: out_dir.join(output::IMAGES_DIR),
+            refused_since: Mutex::new(None),
+            settings,
+        });
+        // Background pieces, each aborted when the rows are done.
+        let watchers = [
+            tokio::spawn({
+                let ctx = ctx.clone();
+                async move {
+                    let signal = shutdown.await;
+                    ctx.stop(Stop::Signal(signal));
+                }
+            }),
+            tokio::spawn(watch_reachability(ctx.clone())),
+            tokio::spawn(rewrite_results(ctx.clone())),
+        ];
+
+        let permits = Arc::new(Semaphore::new(ctx.settings.concurrency));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (index, start) in starts {
+            let permit = permits
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            if matches!(start, Start::Submit) && ctx.stopped() {
+                continue; // left unrun; the results say why
+            }
+            tasks.spawn(row::drive(ctx.clone(), index, start, permit));
+            while tasks.try_join_next().is_some() {}
+        }
+        while tasks.join_next().await.is_some() {}
+        for w in watchers {
+            w.abort();
+            let _ = w.await;
+        }
+        let stop = ctx.stop.borrow().clone();
+        let gateway = ctx.settings.gateway.clone();
+        let ctx = Arc::into_inner(ctx).expect("every task holding the context has ended");
+        drop(ctx.events);
+        let counts = collector.await.unwrap_or_default();
+
+        let stop_pair = stop.as_ref().map(|s| (s.code(), s.describe()));
+        let end = RunEnd {
+            gateway: &gateway,
+            stop: stop_pair,
+            wall: started.elapsed(),
+            this_run: (
+                counts.completed + counts.failed + counts.left,
+                counts.images,
+            ),
+        };
+        let summary = ctx
+            .journal
+            .with_replay(|replay| output::write(&plan, replay, &out_dir, end))
+            .map_err(output_err)?;
+        Ok(Report { summary, stop })
+    }
+}
+
+/// Holds an exclusive lock on `DIR/.lock` while the run lives.
+fn lock(dir: &Path) -> Result<std::fs::File, RunError> {
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| RunError::Output { path, source })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(_) => Err(RunError::Locked(dir.to_path_buf())),
+    }
+}
+
+/// Every file of a completed row is there, with the bytes we saved.
+fn files_intact(out_dir: &Path, files: &[String], sha256: &[String]) -> bool {
+    files.len() == sha256.len()
+        && files.iter().zip(sha256).all(|(f, want)| {
+            std::fs::read(out_dir.join(f))
+                .map(|bytes| disk::hex(&Sha256::digest(&bytes)) == *want)
+                .unwrap_or(false)
+        })
+}
+
+/// What this run has committed to spend, and its limit.
 #[derive(Debug)]
 struct Budget {
     limit: Option<Usd>,
@@ -174,6 +538,8 @@ struct Ctx {
     events: mpsc::UnboundedSender<Event>,
     stems: Stems,
     images_dir: PathBuf,
+    /// When the gateway last started refusing every connection.
+    refused_since: Mutex<Option<Instant>>,
 }
 
 impl Ctx {
@@ -191,6 +557,24 @@ impl Ctx {
 
     fn stopped(&self) -> bool {
         self.stop.borrow().is_some()
+    }
+
+    /// The stop, if it is one after which nothing can be collected.
+    fn hard_stop(&self) -> Option<Stop> {
+        self.stop.borrow().clone().filter(Stop::is_hard)
+    }
+
+    /// Resolves when the run stops hard. Cancelled by dropping it.
+    async fn until_hard_stop(&self) -> Stop {
+        let mut rx = self.stop.subscribe();
+        let stop = match rx.wait_for(|s| s.as_ref().is_some_and(Stop::is_hard)).await {
+            Ok(s) => s.clone(),
+            Err(_) => None,
+        };
+        match stop {
+            Some(stop) => stop,
+            None => std::future::pending().await,
+        }
     }
 
     /// Appends to the journal; a journal that cannot be written stops the run.
@@ -211,236 +595,55 @@ impl Ctx {
     fn budget(&self) -> std::sync::MutexGuard<'_, Budget> {
         self.budget.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
 
-/// Runs `plan` into `settings.out_dir`, then writes `results.csv` and
-/// `summary.json`. Returns when every row has ended or been left unrun.
-pub async fn execute(
-    plan: Arc<Plan>,
-    client: Client,
-    settings: Settings,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<Report, RunError> {
-    let started = tokio::time::Instant::now();
-    let out_dir = settings.out_dir.clone();
-    let images_dir = out_dir.join(output::IMAGES_DIR);
-    std::fs::create_dir_all(&images_dir).map_err(|source| RunError::Output {
-        path: images_dir.clone(),
-        source,
-    })?;
-    let _lock = lock(&out_dir)?;
-
-    let replay = journal::replay(&out_dir)?;
-    let journal = Journal::open(&out_dir)?;
-    journal.append(&Entry::Run {
-        at_ms: journal::now_ms(),
-        manifest: plan.manifest.display().to_string(),
-        rows: plan.rows.len() as u64,
-        version: env!("CARGO_PKG_VERSION").into(),
-    })?;
-    let stems = Stems::from_journal(&replay);
-
-    // Decide each row's start from what the journal knows.
-    let mut resumed = Vec::new();
-    let mut fresh = Vec::new();
-    let mut already = 0u64;
-    let mut committed = Usd::default();
-    for (i, row) in plan.rows.iter().enumerate() {
-        let key = row.key.to_string();
-        let price = output::row_price(&plan, row);
-        let start = start_for(
-            &out_dir,
-            &journal,
-            &settings,
-            replay.records.get(&key),
-            &key,
-            price,
-        )?;
-        if let Some(rec) = replay.records.get(&key) {
-            committed = committed + spent(rec, price, &start);
-        }
-        match start {
-            Start::End => already += 1,
-            Start::Submit => fresh.push((i, start)),
-            _ => {
-                committed = committed + price;
-                resumed.push((i, start));
+    /// Notes whether a keyed call reached the gateway at all.
+    fn observe<T>(&self, result: &Result<T, ApiError>) {
+        let mut since = self.refused_since.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Err(e) if e.is_unreachable() => {
+                since.get_or_insert_with(Instant::now);
             }
+            _ => *since = None,
         }
     }
+}
 
-    let (stop_tx, _) = watch::channel(None);
-    let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let counts = Counts {
-        total: plan.rows.len() as u64,
-        already,
-        ..Counts::default()
-    };
-    let collector = tokio::spawn(progress::collect(settings.progress, counts, events_rx));
-    let ctx = Arc::new(Ctx {
-        plan: plan.clone(),
-        client,
-        journal,
-        limiter: RateLimiter::new(settings.rate_per_sec),
-        budget: Mutex::new(Budget {
-            limit: settings.max_cost,
-            committed,
-        }),
-        stop: stop_tx,
-        events: events_tx,
-        stems,
-        images_dir,
-        settings,
-    });
-    let watcher = {
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            ctx.stop(Stop::Interrupted);
+/// Stops the run once every connection to the gateway has failed for
+/// `unreachable_after`, however many rows are waiting. Cancelled by abort.
+async fn watch_reachability(ctx: Arc<Ctx>) {
+    let after = ctx.settings.unreachable_after;
+    let mut tick = tokio::time::interval(Duration::from_millis(250).min(after));
+    loop {
+        tick.tick().await;
+        let since = *ctx.refused_since.lock().unwrap_or_else(|e| e.into_inner());
+        if since.is_some_and(|t| t.elapsed() >= after) {
+            ctx.stop(Stop::Unreachable {
+                url: ctx.client.base_url().to_string(),
+                after,
+            });
+            return;
+        }
+    }
+}
+
+/// Rewrites results.csv every `results_every`, so a killed run leaves a
+/// recent one. A write that fails stops spending. Cancelled by abort.
+async fn rewrite_results(ctx: Arc<Ctx>) {
+    let every = ctx.settings.results_every;
+    let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+    loop {
+        tick.tick().await;
+        let snapshot = ctx.journal.snapshot();
+        let (plan, dir) = (ctx.plan.clone(), ctx.settings.out_dir.clone());
+        let written = tokio::task::spawn_blocking(move || {
+            output::write_results(&plan, &snapshot, &dir, None)
         })
-    };
-
-    // Accepted rows first (they cost nothing more), then new ones in plan order.
-    let permits = Arc::new(Semaphore::new(ctx.settings.concurrency));
-    let mut tasks = tokio::task::JoinSet::new();
-    for (index, start) in resumed.into_iter().chain(fresh) {
-        let permit = permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        if matches!(start, Start::Submit) && ctx.stopped() {
-            continue; // left unrun; the results say why
+        .await;
+        if let Ok(Err(e)) = written {
+            ctx.stop(Stop::Disk(format!(
+                "{}: {e}",
+                ctx.settings.out_dir.join(output::RESULTS_CSV).display()
+            )));
         }
-        tasks.spawn(row::drive(ctx.clone(), index, start, permit));
-        while tasks.try_join_next().is_some() {}
     }
-    while tasks.join_next().await.is_some() {}
-    watcher.abort();
-    let stop = ctx.stop.borrow().clone();
-    drop(ctx);
-    let counts = collector.await.unwrap_or_default();
-
-    let replay = journal::replay(&out_dir)?;
-    let stop_pair = stop.as_ref().map(|s| (s.code(), s.describe()));
-    let this_run = (counts.completed + counts.failed, counts.images);
-    let summary = output::write(
-        &plan,
-        &replay,
-        &out_dir,
-        stop_pair,
-        started.elapsed(),
-        this_run,
-    )
-    .map_err(|source| RunError::Output {
-        path: out_dir.clone(),
-        source,
-    })?;
-    Ok(Report { summary, stop })
-}
-
-/// Holds an exclusive lock on `DIR/.lock` while the run lives.
-fn lock(dir: &Path) -> Result<std::fs::File, RunError> {
-    let path = dir.join(".lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|source| RunError::Output { path, source })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(_) => Err(RunError::Locked(dir.to_path_buf())),
-    }
-}
-
-/// The spend a journal record already commits us to (besides in-flight rows).
-fn spent(rec: &journal::Record, price: Usd, start: &Start) -> Usd {
-    match (&rec.state, start) {
-        (State::Done { cost_micros, .. }, Start::End) => Usd::from_micros(*cost_micros),
-        (
-            State::Failed {
-                charged: Charged::Possibly,
-                cost_micros,
-                ..
-            },
-            _,
-        ) => Usd::from_micros(*cost_micros),
-        (State::Uncertain, _) => price,
-        _ => Usd::default(),
-    }
-}
-
-/// Failures whose request is still worth polling under `--retry-failed`.
-const RESUMABLE: &[&str] = &["POLL_TIMEOUT", "DOWNLOAD_FAILED", "FILES_MISSING"];
-
-fn start_for(
-    out_dir: &Path,
-    journal: &Journal,
-    settings: &Settings,
-    rec: Option<&journal::Record>,
-    key: &str,
-    price: Usd,
-) -> Result<Start, RunError> {
-    let Some(rec) = rec else {
-        return Ok(Start::Submit);
-    };
-    let resume = |rec: &journal::Record| match (&rec.ticket, rec.images.is_empty()) {
-        (_, false) => Some(Start::Download {
-            images: rec.images.clone(),
-            ticket: rec.ticket.clone(),
-        }),
-        (Some(t), true) => Some(Start::Poll {
-            ticket: t.clone(),
-            since_ms: rec.submitted_at_ms.unwrap_or_else(journal::now_ms),
-        }),
-        (None, true) => None,
-    };
-    let fail = |code: &str, message: &str| -> Result<Start, RunError> {
-        journal.append(&Entry::Failed {
-            key: key.to_string(),
-            at_ms: journal::now_ms(),
-            code: code.into(),
-            message: message.into(),
-            charged: Charged::Possibly,
-            cost_micros: price.micros(),
-        })?;
-        Ok(Start::End)
-    };
-    Ok(match &rec.state {
-        State::Pending => Start::Submit,
-        State::Uncertain if settings.retry_failed => Start::Submit,
-        State::Uncertain => return fail("SUBMIT_UNCERTAIN", output::UNCERTAIN_MESSAGE),
-        State::Submitted => match resume(rec) {
-            Some(start) => start,
-            None => return fail("RESULT_LOST", "accepted with images that were never saved; rerun with --retry-failed to pay for it again"),
-        },
-        State::Done { files, sha256, .. } => {
-            if files_intact(out_dir, files, sha256) {
-                Start::End
-            } else {
-                match resume(rec) {
-                    Some(start) => start,
-                    None => return fail("FILES_MISSING", "its files are missing or damaged and the request cannot be polled again"),
-                }
-            }
-        }
-        State::Failed { code, .. } if settings.retry_failed => {
-            match resume(rec).filter(|_| RESUMABLE.contains(&code.as_str())) {
-                Some(start) => start,
-                None => Start::Submit,
-            }
-        }
-        State::Failed { .. } => Start::End,
-    })
-}
-
-/// Every file of a completed row is there, with the bytes we saved.
-fn files_intact(out_dir: &Path, files: &[String], sha256: &[String]) -> bool {
-    files.len() == sha256.len()
-        && files.iter().zip(sha256).all(|(f, want)| {
-            std::fs::read(out_dir.join(f))
-                .map(|bytes| crate::api::hex(&Sha256::digest(&bytes)) == *want)
-                .unwrap_or(false)
-        })
 }

@@ -2,11 +2,16 @@
 //!
 //! Every step that costs money or produces files is journaled first (see
 //! [`crate::journal`]). Errors follow the client's classification: a row
-//! failure is written down and counted, never `?`-ed out of the run.
+//! failure is written down and counted, never `?`-ed out of the run. A row
+//! ends one of three ways: a verdict (`done`, or `failed` when the answer is
+//! final or the submit's fate unknown), or *left* (`unfinished`): it gave up
+//! submitting without being accepted, or it holds a request id this run
+//! could not collect. A plain rerun takes a left row up where it stands.
 //!
 //! Cancellation: a row waiting to submit gives up when the run stops; once a
 //! submit may have been sent, the row is carried to its end (polls and
-//! downloads ignore the stop), so that what was paid for is collected.
+//! downloads ignore a soft stop), so that what was paid for is collected. A
+//! hard stop (disk, unreachable gateway) leaves it at its next step.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,9 +19,9 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Ctx, Start, Stop};
-use crate::api::{self, backoff::unit_random, ApiError, Class, Status, Ticket};
+use crate::api::{self, backoff::unit_random, ApiError, Backoff, Class, Status, Ticket};
 use crate::journal::{now_ms, Charged, Entry};
-use crate::output::{self, IMAGES_DIR};
+use crate::output::{self, IMAGES_DIR, SUBMIT_UNCERTAIN};
 use crate::plan::{Request, Usd};
 use crate::progress::{Event, Stage};
 
@@ -26,7 +31,7 @@ struct RowRun {
     id: String,
     req: Request,
     price: Usd,
-    /// Whether `price` is counted in the run's committed spend.
+    /// Whether `price` is counted in this run's committed spending.
     reserved: bool,
     /// Failed submits this run (429s excepted).
     failures: u32,
@@ -46,7 +51,7 @@ pub(super) async fn drive(
         id: ctx.plan.row_id(&row),
         req: ctx.plan.request(&row),
         price: output::row_price(&ctx.plan, &row),
-        reserved: !matches!(start, Start::Submit),
+        reserved: false,
         failures: 0,
         ctx,
     };
@@ -88,6 +93,12 @@ impl RowRun {
             }
             self.reserved = true;
         }
+        // Built before the intent: a request that cannot be sent never
+        // looks as if it might have been.
+        let prepared = match ctx.client.prepare(&self.req) {
+            Ok(p) => p,
+            Err(e) => return self.fail(&e.code, &e.message, Charged::No),
+        };
         let mut stop = ctx.stop.subscribe();
         tokio::select! {
             _ = ctx.limiter.acquire() => {}
@@ -99,70 +110,84 @@ impl RowRun {
         if !ctx.record(&Entry::Intent {
             key: self.key.clone(),
             at_ms: now_ms(),
+            price_micros: self.price.micros(),
         }) {
             self.release();
             return Start::End;
         }
         ctx.event(Event::Enter(Stage::Submitting));
-        let result = ctx.client.submit(&self.req).await;
+        let result = ctx.client.send(&prepared).await;
         ctx.event(Event::Leave(Stage::Submitting));
-        match result {
-            Ok(sub) => {
-                ctx.limiter.accepted();
-                let urls: Vec<String> = match &sub.status {
-                    Some(Status::Completed(images)) => images
-                        .iter()
-                        .filter(|u| !u.starts_with("data:"))
-                        .cloned()
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                if !ctx.record(&Entry::Submitted {
-                    key: self.key.clone(),
-                    at_ms: now_ms(),
-                    ticket: sub.ticket.clone(),
-                    images: urls,
-                }) {
-                    return Start::End;
+        ctx.observe(&result);
+        let e = match result {
+            Ok(sub) => return self.accepted(sub).await,
+            Err(e) => e,
+        };
+        match e.class {
+            Class::Retry => {
+                if e.is_rate_limited() {
+                    ctx.limiter.slow_down(e.retry_after);
                 }
-                match (sub.status, sub.ticket) {
-                    (Some(Status::Completed(images)), ticket) => Start::Download { images, ticket },
-                    (Some(Status::Failed(m)), _) => self.fail("FAILED", &m, Charged::Possibly),
-                    (Some(Status::Error(m)), _) => self.not_accepted("ERROR", &m, None).await,
-                    (_, Some(ticket)) => Start::Poll {
-                        ticket,
-                        since_ms: now_ms(),
-                    },
-                    (_, None) => self.fail(
-                        "BAD_RESPONSE",
-                        "the gateway accepted the submit without a request id",
-                        Charged::Possibly,
-                    ),
-                }
+                self.not_accepted(&e.code, &e.to_string(), Some(&e)).await
             }
-            Err(e) => match e.class {
-                Class::Retry => {
-                    if e.is_rate_limited() {
-                        ctx.limiter.slow_down(e.retry_after);
-                    }
-                    self.not_accepted(&e.code, &e.to_string(), Some(&e)).await
-                }
-                Class::Unsure => self.fail(
-                    "SUBMIT_UNCERTAIN",
-                    &format!("{e}; {}", output::UNCERTAIN_MESSAGE),
-                    Charged::Possibly,
-                ),
-                Class::FailRow => self.fail(&e.code, &e.message, Charged::No),
-                Class::StopRun | Class::NotFound => {
-                    ctx.record(&Entry::NotAccepted {
-                        key: self.key.clone(),
-                        code: e.code.clone(),
-                    });
-                    self.release();
+            Class::Unsure => self.fail(
+                SUBMIT_UNCERTAIN,
+                &format!("{e}; {}", output::UNCERTAIN_MESSAGE),
+                Charged::Possibly,
+            ),
+            Class::FailRow => self.fail(&e.code, &e.message, Charged::No),
+            // A refusal (401, 403, no funds, a redirect): nothing was accepted.
+            Class::StopRun | Class::NotFound | Class::Local => {
+                ctx.record(&Entry::NotAccepted {
+                    key: self.key.clone(),
+                    code: e.code.clone(),
+                    message: e.message.clone(),
+                });
+                self.release();
+                if e.is_local() {
+                    ctx.stop(Stop::Disk(e.message.clone()));
+                } else {
                     self.stop_run(&e);
-                    Start::End
                 }
+                Start::End
+            }
+        }
+    }
+
+    /// The gateway accepted the submit: its request id is journaled before
+    /// anything else happens to it.
+    async fn accepted(&mut self, sub: api::Submitted) -> Start {
+        let ctx = self.ctx.clone();
+        ctx.limiter.accepted();
+        let urls: Vec<String> = match &sub.status {
+            Some(Status::Completed(images)) => images
+                .iter()
+                .filter(|u| !u.starts_with("data:"))
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        };
+        if !ctx.record(&Entry::Submitted {
+            key: self.key.clone(),
+            at_ms: now_ms(),
+            ticket: sub.ticket.clone(),
+            images: urls,
+        }) {
+            return Start::End;
+        }
+        match (sub.status, sub.ticket) {
+            (Some(Status::Completed(images)), ticket) => Start::Download { images, ticket },
+            (Some(Status::Failed(m)), _) => self.fail("FAILED", &m, Charged::Possibly),
+            (Some(Status::Error(m)), _) => self.not_accepted("ERROR", &m, None).await,
+            (_, Some(ticket)) => Start::Poll {
+                ticket,
+                since_ms: now_ms(),
             },
+            (_, None) => self.fail(
+                "BAD_RESPONSE",
+                "the gateway accepted the submit without a request id",
+                Charged::Possibly,
+            ),
         }
     }
 
@@ -173,6 +198,7 @@ impl RowRun {
         if !ctx.record(&Entry::NotAccepted {
             key: self.key.clone(),
             code: code.to_string(),
+            message: message.to_string(),
         }) {
             self.release();
             return Start::End;
@@ -182,11 +208,16 @@ impl RowRun {
         }
         self.failures += 1;
         if self.failures >= ctx.settings.max_attempts {
-            return self.fail(
-                code,
-                &format!("gave up after {} attempts: {message}", self.failures),
-                Charged::No,
+            // Never accepted, nothing charged: a plain rerun submits it again.
+            self.release();
+            let message = format!(
+                "gave up after {} attempts, none accepted (nothing charged; a rerun submits it again): {message}",
+                self.failures
             );
+            self.record_left(code, &message);
+            ctx.event(Event::Failed);
+            self.say(format!("error: row {}: {code}: {message}", self.id));
+            return Start::End;
         }
         let delay = ctx
             .settings
@@ -211,6 +242,11 @@ impl RowRun {
         // long after its submit gets the full time too.
         let elapsed = Duration::from_millis(now_ms().saturating_sub(since_ms));
         let deadline = tokio::time::Instant::now() + settings.row_deadline;
+        // Failed status calls back off from the polling interval.
+        let backoff = Backoff {
+            base: settings.poll_interval,
+            cap: settings.backoff.cap.max(settings.poll_interval),
+        };
         let mut wait = jitter(settings.poll_interval).saturating_sub(elapsed);
         let mut errors = 0u32;
         let mut polls = 0u32;
@@ -219,16 +255,24 @@ impl RowRun {
             if polls > 0 && tokio::time::Instant::now() + wait >= deadline {
                 leave();
                 let message = format!(
-                    "request {} did not finish within {} s; rerun with --retry-failed to poll it again",
+                    "request {} did not finish within {} s",
                     ticket.request_id,
                     settings.row_deadline.as_secs()
                 );
-                return self.fail("POLL_TIMEOUT", &message, Charged::Possibly);
+                return self.leave_accepted("POLL_TIMEOUT", &message, &ticket);
             }
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                stop = ctx.until_hard_stop() => {
+                    leave();
+                    return self.leave_accepted(stop.code(), &stop.describe(), &ticket);
+                }
+            }
             polls += 1;
             wait = jitter(settings.poll_interval);
-            match ctx.client.status(&ticket).await {
+            let result = ctx.client.status(&ticket).await;
+            ctx.observe(&result);
+            match result {
                 Ok(Status::Pending(_)) => errors = 0,
                 Ok(Status::Completed(images)) => {
                     leave();
@@ -247,8 +291,14 @@ impl RowRun {
                     return self.not_accepted("ERROR", &m, None).await;
                 }
                 Err(e) if e.is_retryable() || e.may_have_been_accepted() => {
-                    wait = wait.max(settings.backoff.delay(errors, e.retry_after));
                     errors += 1;
+                    if errors >= settings.max_status_failures && ctx.hard_stop().is_none() {
+                        leave();
+                        let message =
+                            format!("{errors} status calls in a row failed, the last with {e}");
+                        return self.leave_accepted(&e.code, &message, &ticket);
+                    }
+                    wait = wait.max(backoff.delay(errors - 1, e.retry_after));
                 }
                 Err(e) if e.is_not_found() => {
                     leave();
@@ -260,9 +310,8 @@ impl RowRun {
                 }
                 Err(e) if e.stops_run() => {
                     leave();
-                    // The journal keeps the ticket: a later run polls it again.
                     self.stop_run(&e);
-                    return Start::End;
+                    return self.leave_accepted(&e.code, &e.message, &ticket);
                 }
                 Err(e) => {
                     leave();
@@ -272,9 +321,12 @@ impl RowRun {
         }
     }
 
-    async fn download(&mut self, images: Vec<String>, ticket: Option<Ticket>) -> Start {
+    async fn download(&mut self, mut images: Vec<String>, ticket: Option<Ticket>) -> Start {
         let ctx = self.ctx.clone();
         let settings = &ctx.settings;
+        let request = ticket
+            .as_ref()
+            .map_or(String::new(), |t| t.request_id.clone());
         if images.is_empty() {
             return self.fail(
                 "NO_IMAGES",
@@ -282,10 +334,23 @@ impl RowRun {
                 Charged::Possibly,
             );
         }
+        let asked = self.req.images() as usize;
+        if images.len() > asked {
+            self.say(format!(
+                "warning: row {}: the gateway sent {} images for a request of {asked}; the extra ones are ignored (and not paid for)",
+                self.id,
+                images.len()
+            ));
+            images.truncate(asked);
+        }
         ctx.event(Event::Enter(Stage::Downloading));
         let stem = ctx.stems.stem(&self.id, &self.key);
         let (mut files, mut sha256) = (Vec::new(), Vec::new());
         for (n, image) in images.iter().enumerate() {
+            if let Some(stop) = ctx.hard_stop() {
+                ctx.event(Event::Leave(Stage::Downloading));
+                return self.leave_collectable(stop.code(), &stop.describe(), &request);
+            }
             let name = format!("{stem}_{n}");
             let got = api::retry(&settings.backoff, settings.download_attempts, |_| {
                 ctx.client.download(image, &ctx.images_dir, &name)
@@ -299,17 +364,15 @@ impl RowRun {
                 }
                 Err(e) => {
                     ctx.event(Event::Leave(Stage::Downloading));
-                    let request = ticket.as_ref().map_or("", |t| t.request_id.as_str());
-                    let code = if e.is_not_found() {
-                        "DOWNLOAD_LOST"
-                    } else {
-                        "DOWNLOAD_FAILED"
-                    };
-                    return self.fail(
-                        code,
-                        &format!("image {n} of request {request}: {e}"),
-                        Charged::Possibly,
-                    );
+                    let message = format!("image {n} of request {request}: {e}");
+                    if e.is_local() {
+                        ctx.stop(Stop::Disk(e.message.clone()));
+                        return self.leave_collectable(&e.code, &message, &request);
+                    }
+                    if e.is_not_found() {
+                        return self.fail("DOWNLOAD_LOST", &message, Charged::Possibly);
+                    }
+                    return self.leave_collectable("DOWNLOAD_FAILED", &message, &request);
                 }
             }
         }
@@ -342,7 +405,7 @@ impl RowRun {
         Start::End
     }
 
-    /// Records the row as failed. `Charged::No` frees its share of the budget.
+    /// Records a verdict. `Charged::No` frees its share of the budget.
     fn fail(&mut self, code: &str, message: &str, charged: Charged) -> Start {
         let cost = match charged {
             Charged::No => Usd::default(),
@@ -362,6 +425,34 @@ impl RowRun {
         self.ctx.event(Event::Failed);
         self.say(format!("error: row {}: {code}: {message}", self.id));
         Start::End
+    }
+
+    /// Leaves an accepted row for a rerun to collect; it keeps its request id.
+    fn leave_accepted(&mut self, code: &str, message: &str, ticket: &Ticket) -> Start {
+        self.leave_collectable(code, message, &ticket.request_id)
+    }
+
+    fn leave_collectable(&mut self, code: &str, message: &str, request: &str) -> Start {
+        let message = if request.is_empty() {
+            format!("{message}; accepted: rerun the same command to collect it")
+        } else {
+            format!(
+                "{message}; accepted as request {request}: rerun the same command to collect it"
+            )
+        };
+        self.record_left(code, &message);
+        self.ctx.event(Event::Left);
+        self.say(format!("warning: row {}: {code}: {message}", self.id));
+        Start::End
+    }
+
+    fn record_left(&self, code: &str, message: &str) {
+        self.ctx.record(&Entry::Unfinished {
+            key: self.key.clone(),
+            at_ms: now_ms(),
+            code: code.to_string(),
+            message: message.to_string(),
+        });
     }
 
     fn stop_run(&self, e: &ApiError) {

@@ -35,7 +35,8 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use crate::api::wire::{self, code, Output, Phase, Reply, WireImage};
-use crate::api::{hex, Format};
+use crate::api::Format;
+use crate::disk::hex;
 use crate::plan::{Kind, SIZE_PRESETS};
 
 /// How the simulator behaves. Every field is a `batchgen sim` flag.
@@ -50,7 +51,8 @@ pub struct SimConfig {
     /// Longest time from submit to a finished request, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 4000)]
     pub max_latency_ms: u64,
-    /// How submit answers: `queued` (a request_id to poll) or `images` (finished images at once).
+    /// How submit answers: `queued` (a request_id to poll), `images` (finished images at once) or
+    /// `completed-id` (COMPLETED with a request_id but no images).
     #[arg(long, value_enum, default_value_t = SubmitShape::Queued)]
     pub submit_shape: SubmitShape,
     /// How a finished status reads: `workflow` (status + output.media_url), `images` (images[].url,
@@ -90,6 +92,32 @@ pub struct SimConfig {
     /// Charge per image-to-image image, USD.
     #[arg(long, value_name = "USD", default_value_t = 0.05)]
     pub price_image_to_image: f64,
+    /// Share of submits accepted and charged, then answered 502 with a proxy's HTML page
+    /// (a front end that gave up waiting for a gateway that did the work).
+    #[arg(long, value_name = "RATE", default_value_t = 0.0)]
+    pub submit_502_rate: f64,
+    /// Share of submits accepted and charged, then never answered (until the simulator stops).
+    #[arg(long, value_name = "RATE", default_value_t = 0.0)]
+    pub submit_hang_rate: f64,
+    /// Share of submits answered with a 307 redirect to --redirect-to (not accepted).
+    #[arg(long, value_name = "RATE", default_value_t = 0.0)]
+    pub submit_redirect_rate: f64,
+    /// Share of status calls answered with a 307 redirect to --redirect-to.
+    #[arg(long, value_name = "RATE", default_value_t = 0.0)]
+    pub status_redirect_rate: f64,
+    /// Where redirects point (another origin: a client must not follow with the key).
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:9/elsewhere"
+    )]
+    pub redirect_to: String,
+    /// Share of status replies padded past 8 MiB (an oversized reply).
+    #[arg(long, value_name = "RATE", default_value_t = 0.0)]
+    pub oversized_rate: f64,
+    /// Finished requests carry this many images more than were asked for (charged for those asked).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub extra_images: u32,
     /// Seed of the fault draws (same seed, same faults).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub fault_seed: u64,
@@ -114,6 +142,13 @@ impl Default for SimConfig {
             wallet_usd: None,
             price_text_to_image: 0.05,
             price_image_to_image: 0.05,
+            submit_502_rate: 0.0,
+            submit_hang_rate: 0.0,
+            submit_redirect_rate: 0.0,
+            status_redirect_rate: 0.0,
+            redirect_to: "http://127.0.0.1:9/elsewhere".into(),
+            oversized_rate: 0.0,
+            extra_images: 0,
             fault_seed: 0,
         }
     }
@@ -123,6 +158,8 @@ impl Default for SimConfig {
 pub enum SubmitShape {
     Queued,
     Images,
+    /// `COMPLETED` with a request id and no images: the images are polled for.
+    CompletedId,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -189,11 +226,18 @@ impl SimHandle {
         self.sim.state.lock().expect("sim state").ledger.clone()
     }
 
+    /// Changes how the simulator behaves from now on (its requests, ledger
+    /// and wallet balance stay).
+    pub fn set_config(&self, cfg: SimConfig) {
+        *self.sim.cfg.write().expect("sim config") = Arc::new(cfg);
+    }
+
     /// Stops accepting connections and waits for the server to end.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        self.sim.stopping.send_replace(true);
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
@@ -205,6 +249,7 @@ impl Drop for SimHandle {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        self.sim.stopping.send_replace(true);
     }
 }
 
@@ -231,9 +276,11 @@ pub async fn start(cfg: SimConfig, addr: SocketAddr) -> std::io::Result<SimHandl
 }
 
 struct Sim {
-    cfg: SimConfig,
+    cfg: std::sync::RwLock<Arc<SimConfig>>,
     base_url: String,
     state: Mutex<SimState>,
+    /// Set when the simulator stops: replies held back give up.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -267,7 +314,8 @@ struct Job {
     width: u32,
     height: u32,
     format: Format,
-    count: u32,
+    /// Images a finished reply names: those asked (`delivered`), plus `--extra-images`.
+    served: u32,
     sync: bool,
     processing_at: Instant,
     done_at: Instant,
@@ -288,6 +336,9 @@ struct Ask {
     count: u32,
     sync: bool,
 }
+
+/// The size of an oversized reply (`--oversized-rate`).
+const OVERSIZED_BYTES: usize = 8 << 20;
 
 fn router(sim: Arc<Sim>) -> Router {
     Router::new()
@@ -312,13 +363,19 @@ impl Sim {
             .wallet_usd
             .map(|usd| (usd.max(0.0) * 1e6).round() as u64);
         Sim {
-            cfg,
+            cfg: std::sync::RwLock::new(Arc::new(cfg)),
             base_url,
             state: Mutex::new(SimState {
                 wallet_micros,
                 ..SimState::default()
             }),
+            stopping: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// The configuration in force.
+    fn cfg(&self) -> Arc<SimConfig> {
+        self.cfg.read().expect("sim config").clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SimState> {
@@ -331,7 +388,7 @@ impl Sim {
             return false;
         }
         let h = Sha256::new()
-            .chain_update(self.cfg.fault_seed.to_le_bytes())
+            .chain_update(self.cfg().fault_seed.to_le_bytes())
             .chain_update(what.as_bytes())
             .chain_update(n.to_le_bytes())
             .finalize();
@@ -345,7 +402,7 @@ impl Sim {
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
             .unwrap_or("");
-        match &self.cfg.key {
+        match &self.cfg().key {
             Some(k) => !k.is_empty() && given == k,
             None => !given.is_empty(),
         }
@@ -353,16 +410,17 @@ impl Sim {
 
     fn price_micros(&self, kind: Kind) -> u64 {
         let usd = match kind {
-            Kind::TextToImage => self.cfg.price_text_to_image,
-            Kind::ImageToImage => self.cfg.price_image_to_image,
+            Kind::TextToImage => self.cfg().price_text_to_image,
+            Kind::ImageToImage => self.cfg().price_image_to_image,
         };
         (usd.max(0.0) * 1e6).round() as u64
     }
 
     fn latency(&self, id: &str) -> Duration {
+        let cfg = self.cfg();
         let (lo, hi) = (
-            self.cfg.min_latency_ms,
-            self.cfg.max_latency_ms.max(self.cfg.min_latency_ms),
+            cfg.min_latency_ms,
+            cfg.max_latency_ms.max(cfg.min_latency_ms),
         );
         let h = Sha256::digest(id.as_bytes());
         let x = u64::from_le_bytes(h[..8].try_into().expect("8 bytes"));
@@ -412,7 +470,15 @@ async fn submit_i2i(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes
 }
 
 async fn submit(sim: Arc<Sim>, kind: Kind, headers: HeaderMap, body: Bytes) -> Response {
-    sim.lock().ledger.submit_calls += 1;
+    let cfg = sim.cfg();
+    let calls = {
+        let mut st = sim.lock();
+        st.ledger.submit_calls += 1;
+        st.ledger.submit_calls
+    };
+    if sim.chance(cfg.submit_redirect_rate, "submit-redirect", calls) {
+        return redirect(&sim, "submit_redirect");
+    }
     if !sim.key_ok(&headers) {
         return reject(
             &sim,
@@ -422,7 +488,7 @@ async fn submit(sim: Arc<Sim>, kind: Kind, headers: HeaderMap, body: Bytes) -> R
             "Missing or invalid Ocp-Apim-Subscription-Key header",
         );
     }
-    if let Some(limit) = sim.cfg.rate_limit {
+    if let Some(limit) = cfg.rate_limit {
         let now = Instant::now();
         let mut st = sim.lock();
         while st
@@ -438,7 +504,7 @@ async fn submit(sim: Arc<Sim>, kind: Kind, headers: HeaderMap, body: Bytes) -> R
                 .entry(code::RATE_LIMIT_EXCEEDED.into())
                 .or_default() += 1;
             drop(st);
-            let secs = sim.cfg.retry_after_secs;
+            let secs = cfg.retry_after_secs;
             let mut resp = error(
                 kind,
                 StatusCode::TOO_MANY_REQUESTS,
@@ -486,15 +552,15 @@ async fn submit(sim: Arc<Sim>, kind: Kind, headers: HeaderMap, body: Bytes) -> R
         *n
     };
     if sim.chance(
-        sim.cfg.submit_5xx_rate,
+        cfg.submit_5xx_rate,
         &format!("submit-5xx:{canonical}"),
         attempt,
     ) {
         return injected_500(&sim, kind, "submit_5xx");
     }
-    let outcome = if sim.chance(sim.cfg.error_rate, &format!("error:{canonical}"), attempt) {
+    let outcome = if sim.chance(cfg.error_rate, &format!("error:{canonical}"), attempt) {
         Outcome::Error
-    } else if sim.chance(sim.cfg.failed_rate, &format!("failed:{canonical}"), attempt) {
+    } else if sim.chance(cfg.failed_rate, &format!("failed:{canonical}"), attempt) {
         Outcome::Failed
     } else {
         Outcome::Completed
@@ -538,7 +604,7 @@ async fn submit(sim: Arc<Sim>, kind: Kind, headers: HeaderMap, body: Bytes) -> R
             &h[16..20],
             &h[20..32]
         );
-        let immediate = sim.cfg.submit_shape == SubmitShape::Images;
+        let immediate = cfg.submit_shape != SubmitShape::Queued;
         let latency = if immediate {
             Duration::ZERO
         } else {
@@ -546,7 +612,7 @@ async fn submit(sim: Arc<Sim>, kind: Kind, headers: HeaderMap, body: Bytes) -> R
         };
         let now = Instant::now();
         st.ledger.accepted += 1;
-        *st.ledger.submissions.entry(canonical).or_default() += 1;
+        *st.ledger.submissions.entry(canonical.clone()).or_default() += 1;
         st.ledger.in_flight += 1;
         st.ledger.max_in_flight = st.ledger.max_in_flight.max(st.ledger.in_flight);
         st.jobs.insert(
@@ -558,19 +624,52 @@ async fn submit(sim: Arc<Sim>, kind: Kind, headers: HeaderMap, body: Bytes) -> R
                 width: ask.width,
                 height: ask.height,
                 format: ask.format,
-                count: ask.count,
+                served: ask.count + cfg.extra_images,
                 sync: ask.sync,
                 processing_at: now + latency.mul_f64(0.3),
                 done_at: now + latency,
                 outcome,
                 polls: 0,
-                download_attempts: vec![0; ask.count as usize],
+                download_attempts: vec![0; (ask.count + cfg.extra_images) as usize],
                 delivered: vec![false; ask.count as usize],
                 open: true,
             },
         );
         (id, immediate)
     };
+    // Accepted and charged; what the client hears may still go wrong.
+    if sim.chance(
+        cfg.submit_502_rate,
+        &format!("submit-502:{canonical}"),
+        attempt,
+    ) {
+        sim.lock().count_fault("submit_502");
+        return proxy_page(StatusCode::BAD_GATEWAY, "502 Bad Gateway");
+    }
+    if sim.chance(
+        cfg.submit_hang_rate,
+        &format!("submit-hang:{canonical}"),
+        attempt,
+    ) {
+        sim.lock().count_fault("submit_hang");
+        let mut stopping = sim.stopping.subscribe();
+        let _ = stopping.wait_for(|stop| *stop).await;
+        return proxy_page(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Time-out");
+    }
+    let status_url = match kind {
+        Kind::TextToImage => format!("{}{}{id}", sim.base_url, wire::TEXT_TO_IMAGE_STATUS),
+        Kind::ImageToImage => format!("{}{}", sim.base_url, wire::IMAGE_TO_IMAGE_STATUS),
+    };
+    if cfg.submit_shape == SubmitShape::CompletedId {
+        return Json(Reply {
+            request_id: Some(id),
+            status: Some(Phase::Completed.as_str().into()),
+            status_url: Some(status_url.clone()),
+            response_url: Some(status_url),
+            ..Reply::default()
+        })
+        .into_response();
+    }
     if immediate {
         let mut reply = finished_reply(&sim, &id).await;
         if outcome != Outcome::Completed {
@@ -578,10 +677,6 @@ async fn submit(sim: Arc<Sim>, kind: Kind, headers: HeaderMap, body: Bytes) -> R
         }
         return Json(reply).into_response();
     }
-    let status_url = match kind {
-        Kind::TextToImage => format!("{}{}{id}", sim.base_url, wire::TEXT_TO_IMAGE_STATUS),
-        Kind::ImageToImage => format!("{}{}", sim.base_url, wire::IMAGE_TO_IMAGE_STATUS),
-    };
     Json(Reply {
         request_id: Some(id),
         status: Some(Phase::Queued.as_str().into()),
@@ -590,6 +685,27 @@ async fn submit(sim: Arc<Sim>, kind: Kind, headers: HeaderMap, body: Bytes) -> R
         ..Reply::default()
     })
     .into_response()
+}
+
+/// What a reverse proxy in front of a gateway answers when it gives up:
+/// an HTML page, not the vendor's JSON.
+fn proxy_page(status: StatusCode, title: &str) -> Response {
+    let html = format!(
+        "<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n<hr><center>nginx/1.25.3</center>\r\n</body>\r\n</html>\r\n"
+    );
+    (status, [(header::CONTENT_TYPE, "text/html")], html).into_response()
+}
+
+/// A 307 to `--redirect-to`: a client that follows it sends its key there.
+fn redirect(sim: &Sim, fault: &str) -> Response {
+    sim.lock().count_fault(fault);
+    let to = sim.cfg().redirect_to.clone();
+    (
+        StatusCode::TEMPORARY_REDIRECT,
+        [(header::LOCATION, to)],
+        "moved",
+    )
+        .into_response()
 }
 
 fn validation_code(kind: Kind) -> &'static str {
@@ -755,7 +871,15 @@ async fn status_i2i(
 }
 
 async fn status(sim: Arc<Sim>, kind: Kind, id: String, headers: HeaderMap) -> Response {
-    sim.lock().ledger.status_calls += 1;
+    let cfg = sim.cfg();
+    let calls = {
+        let mut st = sim.lock();
+        st.ledger.status_calls += 1;
+        st.ledger.status_calls
+    };
+    if sim.chance(cfg.status_redirect_rate, "status-redirect", calls) {
+        return redirect(&sim, "status_redirect");
+    }
     if !sim.key_ok(&headers) {
         return reject(
             &sim,
@@ -788,8 +912,18 @@ async fn status(sim: Arc<Sim>, kind: Kind, id: String, headers: HeaderMap) -> Re
         };
         (job.polls, phase)
     };
-    if sim.chance(sim.cfg.status_5xx_rate, &format!("status-5xx:{id}"), polls) {
+    if sim.chance(cfg.status_5xx_rate, &format!("status-5xx:{id}"), polls) {
         return injected_500(&sim, kind, "status_5xx");
+    }
+    if sim.chance(cfg.oversized_rate, &format!("oversized:{id}"), polls) {
+        sim.lock().count_fault("oversized");
+        return Json(Reply {
+            request_id: Some(id),
+            status: Some(Phase::Processing.as_str().into()),
+            description: Some("x".repeat(OVERSIZED_BYTES)),
+            ..Reply::default()
+        })
+        .into_response();
     }
     if phase != Phase::Completed {
         let word = status_word(&sim, &id, phase);
@@ -806,7 +940,7 @@ async fn status(sim: Arc<Sim>, kind: Kind, id: String, headers: HeaderMap) -> Re
 /// Mixed shape: some requests spell status words in lower or title case.
 fn status_word(sim: &Sim, id: &str, phase: Phase) -> String {
     let word = phase.as_str();
-    if sim.cfg.status_shape != StatusShape::Mixed {
+    if sim.cfg().status_shape != StatusShape::Mixed {
         return word.into();
     }
     match Sha256::digest(id.as_bytes())[0] % 3 {
@@ -819,13 +953,14 @@ fn status_word(sim: &Sim, id: &str, phase: Phase) -> String {
 /// The reply for a finished request; delivering a terminal reply (or its
 /// inline images) may close the request in the ledger.
 async fn finished_reply(sim: &Arc<Sim>, id: &str) -> Reply {
+    let cfg = sim.cfg();
     let (outcome, format, count, sync, spec) = {
         let st = sim.lock();
         let job = &st.jobs[id];
         (
             job.outcome,
             job.format,
-            job.count,
+            job.served,
             job.sync,
             (job.prompt.clone(), job.seed, job.width, job.height),
         )
@@ -884,7 +1019,7 @@ async fn finished_reply(sim: &Arc<Sim>, id: &str) -> Reply {
                     .map(|n| sim.image_url(id, n, format))
                     .collect()
             };
-            let workflow = match sim.cfg.status_shape {
+            let workflow = match cfg.status_shape {
                 StatusShape::Workflow => true,
                 StatusShape::Images => false,
                 StatusShape::Mixed => Sha256::digest(id.as_bytes())[1] % 2 == 0,
@@ -936,6 +1071,7 @@ async fn file(
     State(sim): State<Arc<Sim>>,
     UrlPath((id, name)): UrlPath<(String, String)>,
 ) -> Response {
+    let cfg = sim.cfg();
     let not_found = || (StatusCode::NOT_FOUND, "no such file").into_response();
     let Some(n) = name.split('.').next().and_then(|s| s.parse::<usize>().ok()) else {
         return not_found();
@@ -947,7 +1083,7 @@ async fn file(
             return not_found();
         };
         if job.outcome != Outcome::Completed
-            || n >= job.count as usize
+            || n >= job.served as usize
             || Instant::now() < job.done_at
         {
             return not_found();
@@ -966,14 +1102,14 @@ async fn file(
     };
     let path = format!("/files/{id}/{name}");
     if sim.chance(
-        sim.cfg.download_5xx_rate,
+        cfg.download_5xx_rate,
         &format!("download-5xx:{path}"),
         attempt,
     ) {
         sim.lock().count_fault("download_5xx");
         return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
     }
-    let truncate = sim.chance(sim.cfg.truncate_rate, &format!("truncate:{path}"), attempt);
+    let truncate = sim.chance(cfg.truncate_rate, &format!("truncate:{path}"), attempt);
     let (prompt, seed, w, h, format) = spec;
     let mut bytes = tokio::task::spawn_blocking(move || render::image(&prompt, seed, w, h, format))
         .await
@@ -986,7 +1122,9 @@ async fn file(
         } else {
             st.ledger.files.insert(path, hex(&Sha256::digest(&bytes)));
             let job = st.jobs.get_mut(&id).expect("job exists");
-            job.delivered[n] = true;
+            if let Some(d) = job.delivered.get_mut(n) {
+                *d = true;
+            }
             if job.delivered.iter().all(|d| *d) {
                 close(&mut st, &id, Outcome::Completed);
             }

@@ -1,0 +1,564 @@
+//! The calls that carry the key: submit, status, result.
+//!
+//! Why this exists apart from downloads: these calls carry
+//! `Ocp-Apim-Subscription-Key`, so they go only to the gateway's own origin
+//! (checked on every call, including URLs a journal replays), never follow a
+//! redirect, send a request id as one escaped path segment, and read replies
+//! only up to a cap and a deadline.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use reqwest::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
+use reqwest::Url;
+
+use super::error::{
+    http_error, ours, redirected, retry_after_header, summarise, transport_error, Op,
+};
+use super::wire::{self, Phase, Reply};
+use super::{ApiError, ApiKey, Class, Status, Submitted, Ticket};
+use crate::plan::{ImageInput, Kind, Request};
+
+pub const DEFAULT_BASE_URL: &str = "https://gateway.pixazo.ai";
+/// The longest request id we accept from a gateway.
+pub const MAX_REQUEST_ID: usize = 256;
+
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub base_url: String,
+    pub key: ApiKey,
+    pub connect_timeout: Duration,
+    /// A whole submit call, reply included (`--submit-timeout`). Long, since
+    /// a `sync_mode` submit answers only once its images are made.
+    pub submit_timeout: Duration,
+    /// A whole status or result call.
+    pub request_timeout: Duration,
+    /// Longest silence while a download streams.
+    pub read_timeout: Duration,
+    /// A whole download.
+    pub download_timeout: Duration,
+    pub max_download_bytes: u64,
+    /// The largest submit, status or result reply read; a reply that carries
+    /// images inline (`sync_mode`) gets room for them on top.
+    pub max_reply_bytes: u64,
+}
+
+impl ClientConfig {
+    pub fn new(base_url: &str, key: ApiKey) -> ClientConfig {
+        ClientConfig {
+            base_url: base_url.trim_end_matches('/').to_string(),
+            key,
+            connect_timeout: Duration::from_secs(10),
+            submit_timeout: Duration::from_secs(180),
+            request_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(60),
+            download_timeout: Duration::from_secs(300),
+            max_download_bytes: 64 << 20,
+            max_reply_bytes: 4 << 20,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Client {
+    /// For calls that carry the key: redirects are never followed.
+    pub(super) keyed: reqwest::Client,
+    /// For downloads, which never carry the key.
+    pub(super) plain: reqwest::Client,
+    origin: String,
+    pub(super) cfg: ClientConfig,
+}
+
+/// A submit ready to send: its body built, local files read. Built before
+/// the journal's `intent`, so that a request that cannot be sent never
+/// looks as if it might have been.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    kind: Kind,
+    body: serde_json::Value,
+    sync_images: u32,
+}
+
+impl Client {
+    pub fn new(cfg: ClientConfig) -> Result<Client, ApiError> {
+        let bad = |why: &str| ApiError::new(Class::StopRun, "BAD_BASE_URL", why);
+        let base = Url::parse(&cfg.base_url).map_err(|_| bad("not a URL"))?;
+        if !matches!(base.scheme(), "http" | "https") || base.host().is_none() {
+            return Err(bad("give an http(s) URL with a host"));
+        }
+        let origin = base.origin().ascii_serialization();
+        let build = |redirects| {
+            reqwest::Client::builder()
+                .connect_timeout(cfg.connect_timeout)
+                .read_timeout(cfg.read_timeout)
+                .redirect(redirects)
+                .user_agent(concat!("batchgen/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| ApiError::new(Class::StopRun, "CLIENT", e.to_string()))
+        };
+        Ok(Client {
+            keyed: build(reqwest::redirect::Policy::none())?,
+            plain: build(reqwest::redirect::Policy::limited(5))?,
+            origin,
+            cfg,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.cfg.base_url
+    }
+
+    /// The gateway's origin (`https://host:port`): where the key may go.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Builds a submit's body, reading local image files (bounded) and
+    /// inlining them as data URIs.
+    pub fn prepare(&self, req: &Request) -> Result<Prepared, ApiError> {
+        Ok(Prepared {
+            kind: req.kind(),
+            body: submit_body(req)?,
+            sync_images: if req.sync_mode == Some(true) {
+                req.images()
+            } else {
+                0
+            },
+        })
+    }
+
+    /// Prepares and sends one request.
+    pub async fn submit(&self, req: &Request) -> Result<Submitted, ApiError> {
+        let prepared = self.prepare(req)?;
+        self.send(&prepared).await
+    }
+
+    /// Sends a prepared submit.
+    pub async fn send(&self, prepared: &Prepared) -> Result<Submitted, ApiError> {
+        let path = match prepared.kind {
+            Kind::TextToImage => wire::TEXT_TO_IMAGE_SUBMIT,
+            Kind::ImageToImage => wire::IMAGE_TO_IMAGE_SUBMIT,
+        };
+        let url = self.endpoint(path)?;
+        let timeout = self.cfg.submit_timeout;
+        let cap = self.reply_cap(prepared.sync_images);
+        let reply = self
+            .call(Op::Submit, url, &prepared.body, cap, timeout)
+            .await?;
+        let unsure = |why: &str| Err(ApiError::new(Class::Unsure, ours::BAD_RESPONSE, why));
+        let ticket = match reply.request_id.clone() {
+            None => None,
+            Some(id) if check_request_id(&id).is_err() => {
+                return unsure("the gateway accepted the submit but sent an unusable request_id")
+            }
+            Some(request_id) => Some(Ticket {
+                kind: prepared.kind,
+                request_id,
+                status_url: self.same_origin(reply.status_url.as_deref()),
+                response_url: self.same_origin(reply.response_url.as_deref()),
+                sync_images: prepared.sync_images,
+            }),
+        };
+        let status = match (self.terminal_status(&reply), &ticket) {
+            // COMPLETED without images: the images are fetched by polling.
+            (Some(Status::Completed(images)), Some(_)) if images.is_empty() => None,
+            (Some(Status::Completed(images)), None) if images.is_empty() => None,
+            (status, _) => status,
+        };
+        if ticket.is_none() && status.is_none() {
+            // Accepted (200) yet unreadable: we may have paid and cannot poll.
+            return unsure(
+                "the gateway accepted the submit but sent neither a request_id nor images",
+            );
+        }
+        Ok(Submitted { ticket, status })
+    }
+
+    /// Asks where an accepted request stands.
+    pub async fn status(&self, ticket: &Ticket) -> Result<Status, ApiError> {
+        let url = match self.same_origin(ticket.status_url.as_deref()) {
+            Some(u) => self.checked(&u)?,
+            None => self.status_endpoint(ticket)?,
+        };
+        let body = serde_json::json!({ "request_id": ticket.request_id });
+        let cap = self.reply_cap(ticket.sync_images);
+        let timeout = self.cfg.request_timeout;
+        let reply = self.call(Op::Status, url, &body, cap, timeout).await?;
+        if let Some(status) = self.terminal_status(&reply) {
+            if status == Status::Completed(Vec::new()) {
+                return self.fetch_result(ticket).await;
+            }
+            return Ok(status);
+        }
+        Ok(Status::Pending(reply.phase().unwrap_or(Phase::Processing)))
+    }
+
+    /// A `COMPLETED` status without images: the result is at `response_url`.
+    async fn fetch_result(&self, ticket: &Ticket) -> Result<Status, ApiError> {
+        let missing = || {
+            ApiError::new(
+                Class::Retry,
+                ours::BAD_RESPONSE,
+                "the request is COMPLETED but the reply names no image",
+            )
+        };
+        let Some(url) = self.same_origin(ticket.response_url.as_deref()) else {
+            return Err(missing());
+        };
+        let body = serde_json::json!({ "request_id": ticket.request_id });
+        let cap = self.reply_cap(ticket.sync_images);
+        let timeout = self.cfg.request_timeout;
+        let reply = self
+            .call(Op::Status, self.checked(&url)?, &body, cap, timeout)
+            .await?;
+        let images = reply.images();
+        if images.is_empty() {
+            return Err(missing());
+        }
+        Ok(Status::Completed(images))
+    }
+
+    /// The documented status endpoint of `ticket`; a text-to-image request
+    /// id is one escaped path segment, whatever it holds.
+    fn status_endpoint(&self, ticket: &Ticket) -> Result<Url, ApiError> {
+        check_request_id(&ticket.request_id).map_err(|why| {
+            ApiError::new(
+                Class::FailRow,
+                "BAD_REQUEST_ID",
+                format!("cannot poll request id {:?}: {why}", ticket.request_id),
+            )
+        })?;
+        match ticket.kind {
+            Kind::TextToImage => {
+                let mut url = self.endpoint(wire::TEXT_TO_IMAGE_STATUS)?;
+                url.path_segments_mut()
+                    .map_err(|()| self.not_a_base())?
+                    .pop_if_empty()
+                    .push(&ticket.request_id);
+                Ok(url)
+            }
+            Kind::ImageToImage => self.endpoint(wire::IMAGE_TO_IMAGE_STATUS),
+        }
+    }
+
+    /// `base_url` followed by a documented path.
+    fn endpoint(&self, path: &str) -> Result<Url, ApiError> {
+        Url::parse(&format!("{}{path}", self.cfg.base_url)).map_err(|_| self.not_a_base())
+    }
+
+    fn not_a_base(&self) -> ApiError {
+        ApiError::new(
+            Class::StopRun,
+            "BAD_BASE_URL",
+            "the base URL cannot take a path",
+        )
+    }
+
+    /// A server-given URL, kept only if it is on the gateway's own origin:
+    /// the key is sent to it, and the key goes nowhere else.
+    fn same_origin(&self, url: Option<&str>) -> Option<String> {
+        let parsed = Url::parse(url?).ok()?;
+        (parsed.origin().ascii_serialization() == self.origin).then(|| parsed.to_string())
+    }
+
+    /// Parses a URL that [`Client::same_origin`] kept.
+    fn checked(&self, url: &str) -> Result<Url, ApiError> {
+        Url::parse(url).map_err(|_| self.not_a_base())
+    }
+
+    /// The most bytes a reply may hold: the base cap, plus room for images
+    /// sent inline as base64.
+    fn reply_cap(&self, inline_images: u32) -> u64 {
+        let per_image = self.cfg.max_download_bytes / 3 * 4 + 1024;
+        self.cfg
+            .max_reply_bytes
+            .saturating_add(per_image.saturating_mul(u64::from(inline_images)))
+    }
+
+    /// Replaces the key wherever a gateway echoed it.
+    fn redact(&self, text: String) -> String {
+        let key = self.cfg.key.expose();
+        if text.contains(key) {
+            text.replace(key, "<redacted>")
+        } else {
+            text
+        }
+    }
+
+    /// How a reply says the request ended, if it does (messages redacted).
+    fn terminal_status(&self, reply: &Reply) -> Option<Status> {
+        Some(match terminal_status(reply)? {
+            Status::Failed(m) => Status::Failed(self.redact(m)),
+            Status::Error(m) => Status::Error(self.redact(m)),
+            other => other,
+        })
+    }
+
+    /// POSTs JSON with the key to `url` (on the gateway's origin, or refused
+    /// before anything is sent); returns the reply or a classified error.
+    async fn call(
+        &self,
+        op: Op,
+        url: Url,
+        body: &serde_json::Value,
+        cap: u64,
+        timeout: Duration,
+    ) -> Result<Reply, ApiError> {
+        if url.origin().ascii_serialization() != self.origin {
+            return Err(ApiError::new(
+                Class::StopRun,
+                "FOREIGN_ORIGIN",
+                format!(
+                    "refused to send the key to {}: only {} gets it",
+                    url.origin().ascii_serialization(),
+                    self.origin
+                ),
+            ));
+        }
+        self.exchange(op, url, body, cap, timeout)
+            .await
+            .map_err(|mut e| {
+                e.message = self.redact(std::mem::take(&mut e.message));
+                e
+            })
+    }
+
+    async fn exchange(
+        &self,
+        op: Op,
+        url: Url,
+        body: &serde_json::Value,
+        cap: u64,
+        timeout: Duration,
+    ) -> Result<Reply, ApiError> {
+        let mut key = HeaderValue::from_str(self.cfg.key.expose()).map_err(|_| {
+            ApiError::new(
+                Class::StopRun,
+                "BAD_KEY",
+                "the API key is not a valid header",
+            )
+        })?;
+        key.set_sensitive(true);
+        let send = self
+            .keyed
+            .post(url)
+            .header(wire::KEY_HEADER, key)
+            .header(CACHE_CONTROL, "no-cache")
+            .timeout(timeout)
+            .json(body)
+            .send();
+        let mut response = send.await.map_err(|e| transport_error(op, &e))?;
+        let status = response.status();
+        if status.is_redirection() {
+            let location = response.headers().get(LOCATION);
+            return Err(redirected(status, location.and_then(|l| l.to_str().ok())));
+        }
+        let retry_after = retry_after_header(response.headers());
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        let uncertain = if op == Op::Submit {
+            Class::Unsure
+        } else {
+            Class::Retry
+        };
+        let too_large = || {
+            ApiError::new(
+                uncertain,
+                ours::REPLY_TOO_LARGE,
+                format!("the reply is larger than {}", crate::disk::human_bytes(cap)),
+            )
+        };
+        if response.content_length().is_some_and(|n| n > cap) {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| transport_error(op, &e))?
+        {
+            if (bytes.len() + chunk.len()) as u64 > cap {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        if !status.is_success() {
+            return Err(http_error(
+                op,
+                status,
+                content_type.as_deref(),
+                &bytes,
+                retry_after,
+            ));
+        }
+        let reply: Reply = serde_json::from_slice(&bytes).map_err(|_| {
+            ApiError::new(
+                uncertain,
+                ours::BAD_RESPONSE,
+                format!(
+                    "unreadable reply: {}",
+                    summarise(content_type.as_deref(), &bytes)
+                ),
+            )
+        })?;
+        // Some gateways answer 200 with an error body.
+        if reply.phase().is_none()
+            && reply.images().is_empty()
+            && reply.request_id.is_none()
+            && reply.error_parts().is_some()
+        {
+            return Err(http_error(
+                op,
+                status,
+                content_type.as_deref(),
+                &bytes,
+                retry_after,
+            ));
+        }
+        Ok(reply)
+    }
+}
+
+/// Whether `id` can be sent back to the gateway safely.
+fn check_request_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() || id == "." || id == ".." {
+        return Err("empty or a dot path");
+    }
+    if id.len() > MAX_REQUEST_ID {
+        return Err("too long");
+    }
+    if id.chars().any(char::is_control) {
+        return Err("holds control characters");
+    }
+    Ok(())
+}
+
+/// The JSON body of a submit: the request's parameters, with local image
+/// files read (regular files under the size cap) and inlined as data URIs.
+pub fn submit_body(req: &Request) -> Result<serde_json::Value, ApiError> {
+    let mut body = serde_json::to_value(req)
+        .map_err(|e| ApiError::new(Class::FailRow, "INTERNAL", e.to_string()))?;
+    if let Some(inputs) = &req.image_urls {
+        let mut urls = Vec::with_capacity(inputs.len());
+        for input in inputs.iter() {
+            urls.push(match input {
+                ImageInput::Url(u) => u.clone(),
+                ImageInput::File { path, .. } => {
+                    let data = crate::disk::read_regular(path, crate::plan::MAX_LOCAL_IMAGE_BYTES)
+                        .map_err(|e| {
+                            ApiError::new(Class::FailRow, "INPUT_UNREADABLE", e.to_string())
+                        })?;
+                    let mime = crate::plan::image_mime(&data).unwrap_or("application/octet-stream");
+                    format!(
+                        "data:{mime};base64,{}",
+                        base64::engine::general_purpose::STANDARD.encode(&data)
+                    )
+                }
+            });
+        }
+        body["image_urls"] = serde_json::json!(urls);
+    }
+    Ok(body)
+}
+
+/// How a reply says the request ended, if it does.
+fn terminal_status(reply: &Reply) -> Option<Status> {
+    let message = || {
+        reply
+            .error_parts()
+            .map(|(_, m)| super::one_line(&m))
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| "no reason given".into())
+    };
+    match reply.phase() {
+        Some(Phase::Completed) => Some(Status::Completed(reply.images())),
+        Some(Phase::Failed) => Some(Status::Failed(message())),
+        Some(Phase::Error) => Some(Status::Error(message())),
+        Some(Phase::Queued | Phase::Processing) => None,
+        None => {
+            let images = reply.images();
+            (!images.is_empty()).then_some(Status::Completed(images))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(base: &str) -> Client {
+        Client::new(ClientConfig::new(base, ApiKey::new("k").unwrap())).unwrap()
+    }
+
+    #[test]
+    fn the_key_only_goes_to_the_gateways_own_origin() {
+        let client = client("http://127.0.0.1:9000/");
+        assert_eq!(client.base_url(), "http://127.0.0.1:9000");
+        let same = "http://127.0.0.1:9000/v2/requests/status/x";
+        assert_eq!(client.same_origin(Some(same)), Some(same.to_string()));
+        for other in [
+            "http://evil.example/steal",
+            "https://127.0.0.1:9000/x",
+            "http://127.0.0.1:9001/x",
+            "not a url",
+        ] {
+            assert_eq!(client.same_origin(Some(other)), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn a_request_id_is_one_escaped_path_segment() {
+        let client = client("http://127.0.0.1:9000/prefix");
+        let ticket = |id: &str| Ticket {
+            kind: Kind::TextToImage,
+            request_id: id.into(),
+            status_url: None,
+            response_url: None,
+            sync_images: 0,
+        };
+        let url = |id: &str| client.status_endpoint(&ticket(id)).map(|u| u.to_string());
+        assert_eq!(
+            url("glm-image_1").unwrap(),
+            "http://127.0.0.1:9000/prefix/v2/requests/status/glm-image_1"
+        );
+        assert_eq!(
+            url("../../admin/ledger?x=1#f").unwrap(),
+            "http://127.0.0.1:9000/prefix/v2/requests/status/..%2F..%2Fadmin%2Fledger%3Fx=1%23f"
+        );
+        for bad in ["", ".", "..", "a\nb"] {
+            assert_eq!(url(bad).unwrap_err().code, "BAD_REQUEST_ID", "{bad:?}");
+        }
+        assert!(url(&"x".repeat(MAX_REQUEST_ID + 1)).is_err());
+    }
+
+    #[test]
+    fn only_http_base_urls_with_a_host() {
+        for bad in ["ftp://x", "not a url", "http://", "file:///etc"] {
+            let cfg = ClientConfig::new(bad, ApiKey::new("k").unwrap());
+            assert!(Client::new(cfg).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn terminal_statuses_from_either_shape() {
+        let r: Reply = serde_json::from_str(r#"{"images":[{"url":"u"}]}"#).unwrap();
+        assert_eq!(
+            terminal_status(&r),
+            Some(Status::Completed(vec!["u".into()]))
+        );
+        let r: Reply = serde_json::from_str(r#"{"status":"failed","error":"nsfw"}"#).unwrap();
+        assert_eq!(terminal_status(&r), Some(Status::Failed("nsfw".into())));
+        let r: Reply = serde_json::from_str(r#"{"status":"Processing"}"#).unwrap();
+        assert_eq!(terminal_status(&r), None);
+    }
+
+    #[test]
+    fn inline_images_widen_the_reply_cap() {
+        let c = client("http://127.0.0.1:9000");
+        assert_eq!(c.reply_cap(0), 4 << 20);
+        assert!(c.reply_cap(2) > 2 * (64 << 20));
+    }
+}

@@ -1,0 +1,319 @@
+//! The few filesystem rules every stage shares.
+//!
+//! Why this exists: a crash must never leave half a file, a rename must be
+//! durable before the journal says it happened, files we write honour the
+//! user's umask, and files we read on the user's behalf (manifests, CSVs,
+//! local images, the key file) are regular files of bounded size, so a FIFO
+//! cannot hang a run and a huge file cannot exhaust memory. Errors name the
+//! file and say what is wrong in words, not as a bare OS phrase.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// Makes a rename or a new entry in `dir` durable (best effort: not every
+/// platform can sync a folder).
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Creates `dir` and its missing parents, syncing each new entry in its
+/// parent so that the folder itself survives a crash.
+pub fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let missing: Vec<&Path> = dir.ancestors().take_while(|a| !a.exists()).collect();
+    std::fs::create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        match created.parent() {
+            Some(p) if !p.as_os_str().is_empty() => sync_dir(p),
+            _ => sync_dir(Path::new(".")),
+        }
+    }
+    Ok(())
+}
+
+/// A temporary file in `dir` whose name starts with `prefix`, created with
+/// the permissions of an ordinary new file (0666 less the umask), so that
+/// what it becomes is readable as any other file the user writes.
+pub fn temp_in(dir: &Path, prefix: &str) -> std::io::Result<tempfile::NamedTempFile> {
+    let mut b = tempfile::Builder::new();
+    b.prefix(prefix);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        b.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    b.tempfile_in(dir)
+}
+
+/// Prefix of temporary files written by [`write_atomic`].
+pub const TEMP_PREFIX: &str = ".tmp-";
+
+/// Writes `path` atomically with what `fill` writes: a temporary file beside
+/// it, synced, renamed into place, and the rename synced.
+pub fn write_atomic(
+    path: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<&File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = temp_in(dir, TEMP_PREFIX)?;
+    {
+        let mut w = std::io::BufWriter::new(tmp.as_file());
+        fill(&mut w)?;
+        w.flush()?;
+    }
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Removes files in `dir` whose names start with `prefix` (temporary files
+/// a killed run left behind). Returns how many were removed.
+pub fn remove_stray(dir: &Path, prefix: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
+/// Why a file we were asked to read cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {why}", path.display())]
+pub struct ReadError {
+    pub path: PathBuf,
+    pub why: Why,
+}
+
+#[derive(Debug)]
+pub enum Why {
+    Missing,
+    Denied,
+    /// A folder, FIFO, socket or device: reading it could hang or never end.
+    NotRegular(&'static str),
+    TooLarge {
+        size: u64,
+        cap: u64,
+    },
+    Other(std::io::Error),
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Why::Missing => f.write_str("no such file"),
+            Why::Denied => f.write_str("permission denied"),
+            Why::NotRegular(kind) => write!(f, "is {kind}, not a regular file"),
+            Why::TooLarge { size, cap } => write!(
+                f,
+                "is {}, larger than the {} allowed",
+                human_bytes(*size),
+                human_bytes(*cap)
+            ),
+            Why::Other(e) => write!(f, "cannot be read ({e})"),
+        }
+    }
+}
+
+impl Why {
+    fn of(e: std::io::Error) -> Why {
+        match e.kind() {
+            std::io::ErrorKind::NotFound => Why::Missing,
+            std::io::ErrorKind::PermissionDenied => Why::Denied,
+            _ => Why::Other(e),
+        }
+    }
+}
+
+/// `1.5 MiB`, `64 MiB`, `512 bytes`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (unit, size) in UNITS {
+        if n >= size {
+            let x = n as f64 / size as f64;
+            return if x.fract() == 0.0 {
+                format!("{x:.0} {unit}")
+            } else {
+                format!("{x:.1} {unit}")
+            };
+        }
+    }
+    format!("{n} bytes")
+}
+
+/// What a non-regular file is, for messages.
+fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_dir() {
+        return "a folder";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "a device";
+        }
+    }
+    "not a regular file"
+}
+
+/// Opens `path` for reading if it is a regular file of at most `cap` bytes.
+/// The type is checked before opening, so a FIFO is refused, not waited on.
+/// The reader fails (rather than stopping short) if the file grows past `cap`.
+pub fn open_regular(path: &Path, cap: u64) -> Result<Capped<File>, ReadError> {
+    let err = |why| ReadError {
+        path: path.to_path_buf(),
+        why,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| err(Why::of(e)))?;
+    if !meta.is_file() {
+        return Err(err(Why::NotRegular(kind_of(&meta))));
+    }
+    if meta.len() > cap {
+        return Err(err(Why::TooLarge {
+            size: meta.len(),
+            cap,
+        }));
+    }
+    let file = File::open(path).map_err(|e| err(Why::of(e)))?;
+    Ok(Capped {
+        inner: file,
+        left: cap,
+    })
+}
+
+/// Reads all of a regular file of at most `cap` bytes.
+pub fn read_regular(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
+    let mut reader = open_regular(path, cap)?;
+    let mut bytes = Vec::new();
+    reader.read_to_end(&mut bytes).map_err(|e| ReadError {
+        path: path.to_path_buf(),
+        why: match e.kind() {
+            std::io::ErrorKind::FileTooLarge => Why::TooLarge { size: cap + 1, cap },
+            _ => Why::of(e),
+        },
+    })?;
+    Ok(bytes)
+}
+
+/// A reader that fails with `FileTooLarge` once more than its cap is read.
+#[derive(Debug)]
+pub struct Capped<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // Ask for one byte past the cap, so that growth is seen, not hidden.
+        let want = buf.len().min(self.left.saturating_add(1) as usize);
+        let n = self.inner.read(&mut buf[..want])?;
+        if n as u64 > self.left {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                "the file grew past its size limit while being read",
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_writes_replace_whole_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.txt");
+        write_atomic(&p, |w| w.write_all(b"one")).unwrap();
+        write_atomic(&p, |w| w.write_all(b"two")).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "two");
+        let failed = write_atomic(&p, |_| Err(std::io::Error::other("boom")));
+        assert!(failed.is_err());
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "two",
+            "a failed write leaves the old file"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file is left"
+        );
+    }
+
+    #[test]
+    fn reads_are_bounded_and_only_of_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"12345").unwrap();
+        assert_eq!(read_regular(&p, 5).unwrap(), b"12345");
+        let e = read_regular(&p, 4).unwrap_err();
+        assert!(matches!(e.why, Why::TooLarge { size: 5, cap: 4 }), "{e}");
+        assert!(e.to_string().contains("larger than the 4 bytes allowed"));
+        let e = read_regular(dir.path(), 10).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("{}: is a folder, not a regular file", dir.path().display())
+        );
+        let e = read_regular(&dir.path().join("none"), 10).unwrap_err();
+        assert!(e.to_string().ends_with(": no such file"), "{e}");
+    }
+
+    #[test]
+    fn a_reader_notices_growth_past_its_cap() {
+        let mut r = Capped {
+            inner: &b"abcdef"[..],
+            left: 4,
+        };
+        let mut out = Vec::new();
+        let e = r.read_to_end(&mut out).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::FileTooLarge);
+    }
+
+    #[test]
+    fn sizes_read_like_people_write_them() {
+        assert_eq!(human_bytes(512), "512 bytes");
+        assert_eq!(human_bytes(64 << 20), "64 MiB");
+        assert_eq!(human_bytes(3 << 29), "1.5 GiB");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn stray_temporary_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".part-abc"), b"x").unwrap();
+        std::fs::write(dir.path().join("keep.png"), b"x").unwrap();
+        assert_eq!(remove_stray(dir.path(), ".part-"), 1);
+        assert!(dir.path().join("keep.png").exists());
+    }
+}

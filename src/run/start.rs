@@ -1,0 +1,242 @@
+//! Where each row's work starts in a run, decided from what the journal
+//! knows, before anything is sent.
+//!
+//! Why this exists apart from the scheduler: this is the rule that keeps a
+//! rerun from paying twice, and it is a pure function of a journal record
+//! (and whether the row's files are intact), so it is tested on its own.
+//!
+//! A plain rerun submits rows never accepted and collects every row holding
+//! a live request id; `--retry-failed` adds final verdicts (`FAILED`, 4xx)
+//! and submits whose answer never arrived.
+
+use crate::api::Ticket;
+use crate::journal::{now_ms, Charged, Entry, Record, State};
+use crate::plan::Usd;
+
+/// Where a row's work starts in this run.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Start {
+    Submit,
+    Poll {
+        ticket: Ticket,
+        since_ms: u64,
+    },
+    Download {
+        images: Vec<String>,
+        ticket: Option<Ticket>,
+    },
+    End,
+}
+
+/// A row's start, and a verdict to journal first if the decision is one.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Decision {
+    pub start: Start,
+    pub record: Option<Entry>,
+}
+
+impl From<Start> for Decision {
+    fn from(start: Start) -> Decision {
+        Decision {
+            start,
+            record: None,
+        }
+    }
+}
+
+/// Verdicts older versions wrote for rows whose request was still
+/// collectable; a rerun collects those too.
+const COLLECTABLE_VERDICTS: &[&str] = &["POLL_TIMEOUT", "DOWNLOAD_FAILED"];
+
+/// Decides where row `key` starts. `files_intact` checks a completed row's
+/// files against their recorded hashes.
+pub(crate) fn decide(
+    rec: Option<&Record>,
+    key: &str,
+    price: Usd,
+    retry_failed: bool,
+    files_intact: impl FnOnce(&[String], &[String]) -> bool,
+) -> Decision {
+    let Some(rec) = rec else {
+        return Start::Submit.into();
+    };
+    let verdict = |code: &str, message: &str| Decision {
+        start: Start::End,
+        record: Some(Entry::Failed {
+            key: key.to_string(),
+            at_ms: now_ms(),
+            code: code.into(),
+            message: message.into(),
+            charged: Charged::Possibly,
+            cost_micros: price.micros(),
+        }),
+    };
+    match &rec.state {
+        State::Pending => Start::Submit.into(),
+        State::Uncertain if retry_failed => Start::Submit.into(),
+        // Reads as failed SUBMIT_UNCERTAIN until the user decides.
+        State::Uncertain => Start::End.into(),
+        State::Submitted => match resume(rec) {
+            Some(start) => start.into(),
+            None => verdict(
+                "RESULT_LOST",
+                "accepted with images that were never saved; rerun with --retry-failed to pay for it again",
+            ),
+        },
+        State::Done { files, sha256, .. } => {
+            if files_intact(files, sha256) {
+                Start::End.into()
+            } else {
+                match resume(rec) {
+                    Some(start) => start.into(),
+                    None => verdict(
+                        "FILES_MISSING",
+                        "its files are missing or damaged and the request cannot be polled again",
+                    ),
+                }
+            }
+        }
+        State::Failed { code, .. } => {
+            let collectable = COLLECTABLE_VERDICTS.contains(&code.as_str());
+            match (resume(rec).filter(|_| collectable), retry_failed) {
+                (Some(start), _) => start.into(),
+                (None, true) => Start::Submit.into(),
+                (None, false) => Start::End.into(),
+            }
+        }
+    }
+}
+
+/// Where an accepted row picks up: its images if the journal has them, else
+/// its request id.
+fn resume(rec: &Record) -> Option<Start> {
+    match (&rec.ticket, rec.images.is_empty()) {
+        (_, false) => Some(Start::Download {
+            images: rec.images.clone(),
+            ticket: rec.ticket.clone(),
+        }),
+        (Some(t), true) => Some(Start::Poll {
+            ticket: t.clone(),
+            since_ms: rec.submitted_at_ms.unwrap_or_else(now_ms),
+        }),
+        (None, true) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::Left;
+    use crate::plan::Kind;
+
+    fn ticket() -> Ticket {
+        Ticket {
+            kind: Kind::TextToImage,
+            request_id: "r1".into(),
+            status_url: None,
+            response_url: None,
+            sync_images: 0,
+        }
+    }
+
+    fn rec(state: State, ticket: Option<Ticket>) -> Record {
+        Record {
+            state,
+            ticket,
+            submitted_at_ms: Some(5),
+            ..Record::default()
+        }
+    }
+
+    fn start(rec: &Record, retry_failed: bool, intact: bool) -> Start {
+        decide(
+            Some(rec),
+            "k",
+            Usd::from_micros(50_000),
+            retry_failed,
+            |_, _| intact,
+        )
+        .start
+    }
+
+    fn failed(code: &str, charged: Charged) -> State {
+        State::Failed {
+            code: code.into(),
+            message: String::new(),
+            charged,
+            cost_micros: 0,
+        }
+    }
+
+    #[test]
+    fn a_plain_rerun_submits_what_was_never_accepted() {
+        assert_eq!(
+            decide(None, "k", Usd::default(), false, |_, _| true).start,
+            Start::Submit
+        );
+        let mut gave_up = rec(State::Pending, None);
+        gave_up.left = Some(Left {
+            code: "CONNECTION_FAILED".into(),
+            message: String::new(),
+        });
+        assert_eq!(start(&gave_up, false, true), Start::Submit);
+    }
+
+    #[test]
+    fn a_plain_rerun_collects_every_live_request_id() {
+        let mut left = rec(State::Submitted, Some(ticket()));
+        left.left = Some(Left {
+            code: "DISK".into(),
+            message: String::new(),
+        });
+        let poll = Start::Poll {
+            ticket: ticket(),
+            since_ms: 5,
+        };
+        assert_eq!(start(&left, false, true), poll);
+        // Older versions wrote these as verdicts.
+        let old = rec(failed("POLL_TIMEOUT", Charged::Possibly), Some(ticket()));
+        assert_eq!(start(&old, false, true), poll);
+        // A completed row whose file was damaged is fetched again.
+        let done = rec(
+            State::Done {
+                files: vec!["images/a_0.png".into()],
+                sha256: vec!["x".into()],
+                cost_micros: 1,
+            },
+            Some(ticket()),
+        );
+        assert_eq!(start(&done, false, true), Start::End);
+        assert_eq!(start(&done, false, false), poll);
+    }
+
+    #[test]
+    fn verdicts_and_uncertain_submits_wait_for_retry_failed() {
+        for state in [
+            failed("FAILED", Charged::Possibly),
+            failed("INVALID_PARAMETER", Charged::No),
+            failed("SUBMIT_UNCERTAIN", Charged::Possibly),
+            State::Uncertain,
+        ] {
+            let r = rec(state.clone(), None);
+            assert_eq!(start(&r, false, true), Start::End, "{state:?}");
+            assert_eq!(start(&r, true, true), Start::Submit, "{state:?}");
+        }
+    }
+
+    #[test]
+    fn an_accepted_row_with_nothing_to_poll_is_a_verdict() {
+        let d = decide(
+            Some(&rec(State::Submitted, None)),
+            "k",
+            Usd::from_micros(7),
+            false,
+            |_, _| true,
+        );
+        assert_eq!(d.start, Start::End);
+        assert!(matches!(
+            d.record,
+            Some(Entry::Failed { ref code, cost_micros: 7, .. }) if code == "RESULT_LOST"
+        ));
+    }
+}
