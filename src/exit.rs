@@ -76,12 +76,17 @@ pub fn for_run(report: &Report) -> u8 {
 
 /// Prints `err` (diagnostics first, then the one-line reason) and gives its code.
 pub fn report(err: &Error) -> ExitCode {
-    if let Error::Invalid(invalid) = err {
-        for d in &invalid.diagnostics {
-            eprintln!("{d}");
+    match err {
+        Error::Invalid(invalid) => {
+            for d in &invalid.diagnostics {
+                eprintln!("{d}");
+            }
+            eprintln!("error: {err}");
         }
+        // A located diagnostic already says `error: FILE:LINE: …`.
+        Error::Load(LoadError::Invalid(d)) => eprintln!("{d}"),
+        _ => eprintln!("error: {err}"),
     }
-    eprintln!("error: {err}");
     ExitCode::from(err.code())
 }
 

@@ -138,6 +138,10 @@ pub struct Record {
     pub price_micros: u64,
     /// Set when the latest run left the row unfinished.
     pub left: Option<Left>,
+    /// What earlier submits of this row may have cost: ones whose answer
+    /// never came, `FAILED` ones, and results paid for and then lost. A
+    /// retry never hides them.
+    pub earlier_micros: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -193,6 +197,16 @@ impl Replay {
                 key, price_micros, ..
             } => {
                 let r = self.records.entry(key).or_default();
+                r.earlier_micros += match &r.state {
+                    State::Uncertain => r.price_micros,
+                    State::Failed {
+                        charged: Charged::Possibly,
+                        cost_micros,
+                        ..
+                    }
+                    | State::Done { cost_micros, .. } => *cost_micros,
+                    _ => 0,
+                };
                 r.attempts += 1;
                 r.state = State::Uncertain;
                 // A new submit: whatever an earlier one left is not this one's.
@@ -530,6 +544,24 @@ mod tests {
         let a = &r.records["a"];
         assert_eq!(a.state, State::Uncertain);
         assert_eq!((a.ticket.clone(), a.images.len()), (None, 0));
+        assert_eq!(a.earlier_micros, 0, "an accepted submit is not lost money");
+    }
+
+    #[test]
+    fn what_earlier_attempts_may_have_cost_is_kept() {
+        let mut r = Replay::default();
+        r.apply(intent("a", 1));
+        r.apply(Entry::Failed {
+            key: "a".into(),
+            at_ms: 2,
+            code: "FAILED".into(),
+            message: String::new(),
+            charged: Charged::Possibly,
+            cost_micros: 50_000,
+        });
+        r.apply(intent("a", 3));
+        r.apply(intent("a", 4));
+        assert_eq!(r.records["a"].earlier_micros, 100_000);
     }
 
     #[test]

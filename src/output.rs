@@ -248,6 +248,7 @@ pub fn row_result(rec: Option<&Record>, price: Usd, stop_code: Option<&str>) -> 
             }
         }
     }
+    r.possibly_charged = r.possibly_charged + Usd::from_micros(rec.earlier_micros);
     r
 }
 
@@ -267,8 +268,9 @@ pub struct Totals {
     pub rows_by_status: BTreeMap<&'static str, u64>,
     pub images: u64,
     pub cost_usd: Usd,
-    /// Money that may have been charged for rows not completed: uncertain
-    /// submits, `FAILED` requests, accepted requests not yet collected.
+    /// Money that may have been charged and is not in `cost_usd`: uncertain
+    /// submits, `FAILED` requests, accepted requests not yet collected, and
+    /// earlier attempts of rows retried since.
     pub possibly_charged_usd: Usd,
     /// Failed rows whose submit may have been accepted (`SUBMIT_UNCERTAIN`).
     pub uncertain: u64,

@@ -2,6 +2,8 @@
 //! ephemeral loopback port: every response shape, every error class, retries,
 //! downloads, and the key kept secret.
 
+mod support;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -626,4 +628,146 @@ async fn retry_gives_up_and_never_retries_what_it_must_not() {
         .await;
         assert_eq!(calls, 1, "{class:?} is not retried");
     }
+}
+
+/// A gateway on loopback that answers every call with `reply` (status, body)
+/// and records what it was sent.
+async fn fake_gateway(status: u16, reply: &'static str) -> support::Recorder {
+    support::Recorder::start(move |_| {
+        (
+            status,
+            vec![("content-type".into(), "application/json".into())],
+            reply.as_bytes().to_vec(),
+        )
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_request_id_travels_as_one_escaped_path_segment() {
+    let gw = fake_gateway(
+        200,
+        r#"{"request_id":"../../admin/ledger?x=1#f","status":"QUEUED"}"#,
+    )
+    .await;
+    let client = client_for(&gw.url, KEY);
+    let ticket = client
+        .submit(&small("cat", 1))
+        .await
+        .unwrap()
+        .ticket
+        .unwrap();
+    assert_eq!(ticket.request_id, "../../admin/ledger?x=1#f");
+    let _ = client.status(&ticket).await;
+    let paths: Vec<String> = gw.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/glm-image/v1/glm-image-request",
+            "/v2/requests/status/..%2F..%2Fadmin%2Fledger%3Fx=1%23f"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_unusable_request_id_makes_a_submit_uncertain() {
+    let gw = fake_gateway(200, r#"{"request_id":"..","status":"QUEUED"}"#).await;
+    let e = expect_err(client_for(&gw.url, KEY).submit(&small("cat", 1)).await);
+    assert_eq!((e.class, e.code.as_str()), (Class::Unsure, "BAD_RESPONSE"));
+}
+
+#[tokio::test]
+async fn oversized_replies_are_refused_unread() {
+    let gw = support::Recorder::start(|_| (200, vec![], vec![b' '; 5 << 20])).await;
+    let client = client_for(&gw.url, KEY);
+    let e = expect_err(client.submit(&small("cat", 1)).await);
+    assert_eq!(
+        (e.class, e.code.as_str()),
+        (Class::Unsure, "REPLY_TOO_LARGE"),
+        "{e}"
+    );
+    let e = expect_err(
+        client
+            .status(&Ticket {
+                kind: Kind::TextToImage,
+                request_id: "r".into(),
+                status_url: None,
+                response_url: None,
+                sync_images: 0,
+            })
+            .await,
+    );
+    assert_eq!(
+        (e.class, e.code.as_str()),
+        (Class::Retry, "REPLY_TOO_LARGE")
+    );
+}
+
+#[tokio::test]
+async fn a_key_the_gateway_echoes_is_redacted() {
+    let gw = fake_gateway(
+        401,
+        r#"{"error":{"code":"UNAUTHORIZED","message":"key sk-test-secret-42 is not valid"}}"#,
+    )
+    .await;
+    let e = expect_err(client_for(&gw.url, KEY).submit(&small("cat", 1)).await);
+    assert_eq!(e.class, Class::StopRun);
+    assert_eq!(e.message, "key <redacted> is not valid");
+}
+
+#[tokio::test]
+async fn a_redirect_is_an_error_and_never_followed() {
+    let elsewhere = support::Recorder::ok().await;
+    let location = format!("{}/steal", elsewhere.url);
+    let gw = support::Recorder::start(move |_| {
+        (307, vec![("location".into(), location.clone())], vec![])
+    })
+    .await;
+    let e = expect_err(client_for(&gw.url, KEY).submit(&small("cat", 1)).await);
+    assert_eq!(
+        (e.class, e.code.as_str(), e.http_status),
+        (Class::StopRun, "REDIRECTED", Some(307))
+    );
+    assert!(
+        e.message.contains(&elsewhere.url),
+        "names where it pointed: {e}"
+    );
+    assert!(elsewhere.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_download_has_an_overall_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A file server that promises 100 kB and drips a byte every 20 ms.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/slow.png", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n";
+                if sock.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                loop {
+                    if sock.write_all(b"x").await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            });
+        }
+    });
+    let mut cfg = ClientConfig::new("http://127.0.0.1:9", ApiKey::new(KEY).unwrap());
+    cfg.download_timeout = Duration::from_millis(500);
+    let client = Client::new(cfg).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let e = expect_err(client.download(&url, dir.path(), "x").await);
+    assert_eq!((e.class, e.code.as_str()), (Class::Retry, "TIMEOUT"), "{e}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing is left behind"
+    );
 }

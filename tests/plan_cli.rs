@@ -236,3 +236,138 @@ fn warnings_go_to_stderr_and_do_not_fail() {
     );
     assert!(text(&out.stderr).contains("job `long`: prompt: the prompt has 600 characters"));
 }
+
+fn plan(path: &Path) -> Output {
+    batchgen(&["plan", path.to_str().unwrap()])
+}
+
+#[test]
+fn an_alias_bomb_is_refused_with_its_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    // A few hundred bytes that would expand to a billion values.
+    let mut yaml = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+    for pair in names.windows(2) {
+        let items = vec![format!("*{}", pair[0]); 9].join(",");
+        yaml.push_str(&format!("{}: &{} [{items}]\n", pair[1], pair[1]));
+    }
+    assert!(yaml.len() < 400);
+    let m = write(dir.path(), "bomb.yaml", &yaml);
+    let out = plan(&m);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with(&format!("error: {}:7: ", m.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains("once its aliases (`*name`) are expanded"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_byte_order_mark_is_accepted_in_yaml_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = write(
+        dir.path(),
+        "bom.yaml",
+        "\u{feff}jobs: [{id: a, prompt: cat}]\n",
+    );
+    let out = plan(&m);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[cfg(unix)]
+#[test]
+fn manifests_and_local_images_must_be_regular_files_under_a_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe.yaml");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let out = plan(&fifo);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("pipe.yaml: is a FIFO (named pipe), not a regular file"),
+        "{}",
+        text(&out.stderr)
+    );
+    let csv_fifo = dir.path().join("more.csv");
+    assert!(Command::new("mkfifo")
+        .arg(&csv_fifo)
+        .status()
+        .unwrap()
+        .success());
+    let m = write(dir.path(), "m.yaml", "jobs_from: more.csv\n");
+    let out = plan(&m);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("more.csv: is a FIFO"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Sparse files: large to the reader, nothing on disk.
+    let big = dir.path().join("big.yaml");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(17 << 20)
+        .unwrap();
+    let out = plan(&big);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("big.yaml: is 17 MiB, larger than the 16 MiB allowed"),
+        "{}",
+        text(&out.stderr)
+    );
+    let image = dir.path().join("huge.png");
+    let f = std::fs::File::create(&image).unwrap();
+    use std::io::Write;
+    (&f).write_all(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").unwrap();
+    f.set_len(11 << 20).unwrap();
+    let m = write(
+        dir.path(),
+        "edit.yaml",
+        "jobs: [{id: e, prompt: red, image_urls: [huge.png]}]\n",
+    );
+    let out = plan(&m);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("huge.png: is 11 MiB, larger than the 10 MiB allowed"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A run refuses it before anything is written.
+    let out_dir = dir.path().join("out");
+    let out = batchgen(&[
+        "run",
+        m.to_str().unwrap(),
+        "--simulate",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!out_dir.exists(), "no folder, no journal, no intent");
+}
+
+#[test]
+fn num_images_has_an_upper_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = write(
+        dir.path(),
+        "m.yaml",
+        "jobs: [{id: a, prompt: cat, num_images: 5}]\n",
+    );
+    let out = plan(&m);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("job `a`: num_images: at most 4 images per request, found 5"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -2,133 +2,12 @@
 //! The simulator runs in this test process, so its ledger is the witness of
 //! what was submitted, charged and served.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+mod support;
 
-use batchgen::sim::{self, Ledger, SimConfig, SimHandle, StatusShape};
-use sha2::{Digest, Sha256};
+use std::process::Command;
 
-const KEY: &str = "sk-SECRET-run-test-4711";
-
-fn quick() -> SimConfig {
-    SimConfig {
-        key: Some(KEY.into()),
-        min_latency_ms: 20,
-        max_latency_ms: 120,
-        ..SimConfig::default()
-    }
-}
-
-async fn start(cfg: SimConfig) -> SimHandle {
-    sim::start(cfg, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
-}
-
-fn command(manifest: &Path, out: &Path, url: &str, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchgen"));
-    cmd.arg("run")
-        .arg(manifest)
-        .arg("--out")
-        .arg(out)
-        .args(["--base-url", url, "--poll-interval-ms", "40", "--quiet"])
-        .args(if extra.contains(&"--rate") {
-            &[][..]
-        } else {
-            &["--rate", "200"][..]
-        })
-        .args(extra)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("PIXAZO_API_KEY", KEY);
-    cmd
-}
-
-/// Runs the binary without blocking the runtime that serves the simulator.
-async fn run(manifest: &Path, out: &Path, url: &str, extra: &[&str]) -> Output {
-    let mut cmd = command(manifest, out, url, extra);
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, body).unwrap();
-    p
-}
-
-/// A manifest of one small prompt (`a`, "cat") over seeds 1..=count.
-fn seed_sweep(dir: &Path, count: u32) -> PathBuf {
-    write(
-        dir,
-        "m.yaml",
-        &format!("defaults: {{image_size: {{width: 32, height: 32}}}}\nseeds: {{from: 1, count: {count}}}\njobs: [{{id: a, prompt: cat}}]\n"),
-    )
-}
-
-/// results.csv as one map per row.
-fn results(out: &Path) -> Vec<HashMap<String, String>> {
-    let mut r = csv::Reader::from_path(out.join("results.csv")).unwrap();
-    let headers = r.headers().unwrap().clone();
-    r.records()
-        .map(|rec| {
-            let rec = rec.unwrap();
-            headers
-                .iter()
-                .map(String::from)
-                .zip(rec.iter().map(String::from))
-                .collect()
-        })
-        .collect()
-}
-
-fn summary(out: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap()
-}
-
-fn sha256_file(path: &Path) -> String {
-    batchgen::disk::hex(&Sha256::digest(std::fs::read(path).unwrap()))
-}
-
-/// Every completed row's files exist, match their recorded SHA-256, and are
-/// byte for byte what the simulator served.
-fn assert_files_are_what_was_served(out: &Path, ledger: &Ledger) {
-    for row in results(out) {
-        if row["status"] != "completed" {
-            continue;
-        }
-        let files: Vec<&str> = row["files"].split(';').collect();
-        let shas: Vec<&str> = row["sha256"].split(';').collect();
-        assert_eq!(files.len(), shas.len());
-        for (f, sha) in files.iter().zip(shas) {
-            let path = out.join(f);
-            assert!(
-                path.starts_with(out.join("images")),
-                "{f} is outside images/"
-            );
-            assert_eq!(sha256_file(&path), sha, "{f}");
-            assert!(
-                ledger.files.values().any(|s| s == sha),
-                "{f} was never served"
-            );
-        }
-    }
-}
-
-fn assert_never_paid_twice(ledger: &Ledger) {
-    assert!(
-        ledger.paid_twice().is_empty(),
-        "paid twice: {:?}",
-        ledger.paid_twice()
-    );
-}
+use batchgen::sim::{self, SimConfig, StatusShape};
+use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mixed_manifest_end_to_end() {
@@ -346,31 +225,6 @@ async fn a_rejected_key_aborts_with_exit_3_and_leaks_nowhere() {
     assert_no_secret(&out, &o);
 }
 
-fn assert_no_secret(out: &Path, o: &Output) {
-    assert!(!text(&o.stdout).contains(KEY) && !text(&o.stderr).contains(KEY));
-    for entry in walk(out) {
-        let bytes = std::fs::read(&entry).unwrap();
-        assert!(
-            !bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()),
-            "the key is in {}",
-            entry.display()
-        );
-    }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            files.extend(walk(&p));
-        } else {
-            files.push(p);
-        }
-    }
-    files
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_key_appears_in_no_output_of_a_good_run() {
     let sim = start(quick()).await;
@@ -455,7 +309,7 @@ async fn budgets_cap_what_a_run_newly_spends() {
     let stderr = text(&o.stderr);
     assert!(
         stderr.contains(
-            "batchgen: 3 rows (2 finished earlier, $0.10 spent); 1 to submit, $0.05 at most"
+            "batchgen: 3 rows (2 finished earlier, $0.10 spent, $0.10 possibly charged); 1 to submit, $0.05 at most"
         ),
         "the plan line shows spent and to-spend apart: {stderr}"
     );
@@ -597,51 +451,6 @@ async fn status_summarises_a_run_from_its_journal() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "no journal there");
-}
-
-/// Starts `cmd`, waits until its journal holds `n` submitted requests, sends
-/// it `signals` (200 ms apart) and returns what it printed.
-async fn signal_when_submitted(
-    mut cmd: Command,
-    out: &Path,
-    n: usize,
-    signals: &[&'static str],
-) -> Output {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let (out, signals) = (out.to_path_buf(), signals.to_vec());
-    tokio::task::spawn_blocking(move || {
-        let mut child = cmd.spawn().unwrap();
-        wait_for_journal(&mut child, &out, "\"e\":\"submitted\"", n);
-        let pid = child.id().to_string();
-        for signal in signals {
-            assert!(Command::new("kill")
-                .args([signal, &pid])
-                .status()
-                .unwrap()
-                .success());
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap()
-}
-
-/// Waits until the journal holds at least `n` lines matching `needle`.
-fn wait_for_journal(child: &mut std::process::Child, out: &Path, needle: &str, n: usize) {
-    for _ in 0..3000 {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("batchgen ended early ({status}) before {n} × {needle}");
-        }
-        let count = std::fs::read_to_string(out.join("journal.jsonl"))
-            .map(|t| t.matches(needle).count())
-            .unwrap_or(0);
-        if count >= n {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("the journal never reached {n} × {needle}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -121,6 +121,13 @@ fn help_documents_every_fault_flag() {
         "--wallet-usd",
         "--price-text-to-image",
         "--price-image-to-image",
+        "--submit-502-rate",
+        "--submit-hang-rate",
+        "--submit-redirect-rate",
+        "--status-redirect-rate",
+        "--redirect-to",
+        "--oversized-rate",
+        "--extra-images",
         "--fault-seed",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");

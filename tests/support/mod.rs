@@ -1,0 +1,323 @@
+//! What the binary's tests share: a simulator in the test process (its
+//! ledger is the witness of what was submitted, charged and served), the
+//! binary run with a clean environment, readers of its outputs, and a
+//! recording server that stands for "somewhere else" on loopback.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use batchgen::sim::{self, Ledger, SimConfig, SimHandle};
+use sha2::{Digest, Sha256};
+
+pub const KEY: &str = "sk-SECRET-run-test-4711";
+
+pub fn quick() -> SimConfig {
+    SimConfig {
+        key: Some(KEY.into()),
+        min_latency_ms: 20,
+        max_latency_ms: 120,
+        ..SimConfig::default()
+    }
+}
+
+pub async fn start(cfg: SimConfig) -> SimHandle {
+    sim::start(cfg, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+pub fn command(manifest: &Path, out: &Path, url: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchgen"));
+    cmd.arg("run")
+        .arg(manifest)
+        .arg("--out")
+        .arg(out)
+        .args(["--base-url", url, "--poll-interval-ms", "40", "--quiet"])
+        .args(if extra.contains(&"--rate") {
+            &[][..]
+        } else {
+            &["--rate", "200"][..]
+        })
+        .args(extra)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("PIXAZO_API_KEY", KEY);
+    cmd
+}
+
+/// Runs the binary without blocking the runtime that serves the simulator.
+pub async fn run(manifest: &Path, out: &Path, url: &str, extra: &[&str]) -> Output {
+    let mut cmd = command(manifest, out, url, extra);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+pub fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+/// A manifest of one small prompt (`a`, "cat") over seeds 1..=count.
+pub fn seed_sweep(dir: &Path, count: u32) -> PathBuf {
+    write(
+        dir,
+        "m.yaml",
+        &format!("defaults: {{image_size: {{width: 32, height: 32}}}}\nseeds: {{from: 1, count: {count}}}\njobs: [{{id: a, prompt: cat}}]\n"),
+    )
+}
+
+/// results.csv as one map per row.
+pub fn results(out: &Path) -> Vec<HashMap<String, String>> {
+    let mut r = csv::Reader::from_path(out.join("results.csv")).unwrap();
+    let headers = r.headers().unwrap().clone();
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            headers
+                .iter()
+                .map(String::from)
+                .zip(rec.iter().map(String::from))
+                .collect()
+        })
+        .collect()
+}
+
+pub fn summary(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap()
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    batchgen::disk::hex(&Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// Every completed row's files exist, match their recorded SHA-256, and are
+/// byte for byte what the simulator served.
+pub fn assert_files_are_what_was_served(out: &Path, ledger: &Ledger) {
+    for row in results(out) {
+        if row["status"] != "completed" {
+            continue;
+        }
+        let files: Vec<&str> = row["files"].split(';').collect();
+        let shas: Vec<&str> = row["sha256"].split(';').collect();
+        assert_eq!(files.len(), shas.len());
+        for (f, sha) in files.iter().zip(shas) {
+            let path = out.join(f);
+            assert!(
+                path.starts_with(out.join("images")),
+                "{f} is outside images/"
+            );
+            assert_eq!(sha256_file(&path), sha, "{f}");
+            assert!(
+                ledger.files.values().any(|s| s == sha),
+                "{f} was never served"
+            );
+        }
+    }
+}
+
+pub fn assert_never_paid_twice(ledger: &Ledger) {
+    assert!(
+        ledger.paid_twice().is_empty(),
+        "paid twice: {:?}",
+        ledger.paid_twice()
+    );
+}
+
+pub fn assert_no_secret(out: &Path, o: &Output) {
+    assert!(!text(&o.stdout).contains(KEY) && !text(&o.stderr).contains(KEY));
+    for entry in walk(out) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(
+            !bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()),
+            "the key is in {}",
+            entry.display()
+        );
+    }
+}
+
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files.extend(walk(&p));
+        } else {
+            files.push(p);
+        }
+    }
+    files
+}
+
+/// Starts `cmd`, waits until its journal holds `n` submitted requests, sends
+/// it `signals` (200 ms apart) and returns what it printed.
+pub async fn signal_when_submitted(
+    mut cmd: Command,
+    out: &Path,
+    n: usize,
+    signals: &[&'static str],
+) -> Output {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let (out, signals) = (out.to_path_buf(), signals.to_vec());
+    tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn().unwrap();
+        wait_for_journal(&mut child, &out, "\"e\":\"submitted\"", n);
+        let pid = child.id().to_string();
+        for signal in signals {
+            assert!(Command::new("kill")
+                .args([signal, &pid])
+                .status()
+                .unwrap()
+                .success());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits until the journal holds at least `n` lines matching `needle`.
+pub fn wait_for_journal(child: &mut std::process::Child, out: &Path, needle: &str, n: usize) {
+    for _ in 0..3000 {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("batchgen ended early ({status}) before {n} × {needle}");
+        }
+        let count = std::fs::read_to_string(out.join("journal.jsonl"))
+            .map(|t| t.matches(needle).count())
+            .unwrap_or(0);
+        if count >= n {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the journal never reached {n} × {needle}");
+}
+
+/// One request a [`Recorder`] received.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What a [`Recorder`] answers: status, headers, body.
+pub type Answer = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// A plain HTTP/1.1 server on loopback that records every request and
+/// answers each with what `answer` says. It stands for "somewhere else":
+/// a redirect target, a foreign `status_url`, a hostile gateway.
+pub struct Recorder {
+    pub url: String,
+    pub received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Recorder {
+    pub async fn start(answer: impl Fn(&Received) -> Answer + Send + Sync + 'static) -> Recorder {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let (log, answer) = (received.clone(), Arc::new(answer));
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let (log, answer) = (log.clone(), answer.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 8192];
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+                    let mut lines = head.split("\r\n");
+                    let mut first = lines.next().unwrap_or("").split(' ');
+                    let method = first.next().unwrap_or("").to_string();
+                    let path = first.next().unwrap_or("").to_string();
+                    let headers: Vec<(String, String)> = lines
+                        .filter_map(|l| l.split_once(':'))
+                        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+                        .collect();
+                    let len: usize = headers
+                        .iter()
+                        .find(|(n, _)| n == "content-length")
+                        .and_then(|(_, v)| v.parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let req = Received {
+                        method,
+                        path,
+                        headers,
+                        body: buf[head_end..].to_vec(),
+                    };
+                    let (status, extra, body) = answer(&req);
+                    log.lock().unwrap().push(req);
+                    let mut out = format!(
+                        "HTTP/1.1 {status} X\r\nconnection: close\r\ncontent-length: {}\r\n",
+                        body.len()
+                    );
+                    for (n, v) in extra {
+                        out.push_str(&format!("{n}: {v}\r\n"));
+                    }
+                    out.push_str("\r\n");
+                    let _ = sock.write_all(out.as_bytes()).await;
+                    let _ = sock.write_all(&body).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        Recorder { url, received }
+    }
+
+    /// Answers every request `200 ok`.
+    pub async fn ok() -> Recorder {
+        Recorder::start(|_| (200, vec![], b"ok".to_vec())).await
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+/// Runs `batchgen ARGS` to its end with a clean environment.
+pub async fn batchgen(args: &[&str], dir: &Path) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchgen"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
