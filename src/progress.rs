@@ -77,8 +77,13 @@ impl Counts {
         } else {
             "?".into()
         };
+        let left = if self.left > 0 {
+            format!(", {} left to collect", self.left)
+        } else {
+            String::new()
+        };
         format!(
-            "{}/{} rows done ({} failed) · in flight: {} submitting, {} polling, {} downloading · {} images · {} spent · {:.2} rows/s · ETA {eta}",
+            "{}/{} rows done ({} failed{left}) · in flight: {} submitting, {} polling, {} downloading · {} images · {} spent · {:.2} rows/s · ETA {eta}",
             self.done(),
             self.total,
             self.failed,
