@@ -470,129 +470,18 @@ async fn stray_temporary_files_are_removed_and_outputs_honour_the_umask() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_drains_like_ctrl_c_and_a_second_one_quits() {
-    let sim = start(SimConfig {
-        min_latency_ms: 400,
-        max_latency_ms: 800,
-        ..quick()
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let m = seed_sweep(dir.path(), 30);
-    let out = dir.path().join("out");
-    let cmd = command(
-        &m,
-        &out,
-        &sim.url(),
-        &["--concurrency", "4", "--rate", "10"],
-    );
-    let o = signal_when_submitted(cmd, &out, 3, &["-TERM"]).await;
-    assert_eq!(o.status.code(), Some(143), "{}", text(&o.stderr));
-    assert_eq!(
-        sim.ledger().in_flight,
-        0,
-        "everything accepted was collected"
-    );
-    let rows = results(&out);
-    assert!(rows
-        .iter()
-        .all(|r| r["status"] == "completed" || r["error_code"] == "TERMINATED"));
-    assert!(summary(&out)["stopped"]
-        .as_str()
-        .unwrap()
-        .contains("SIGTERM"));
+async fn sigterm_drains_like_ctrl_c() {
+    assert_one_signal_drains("-TERM", 143, "TERMINATED").await;
+}
 
-    // Twice: out at once, the journal intact, and a rerun collects.
-    let slow = start(SimConfig {
-        min_latency_ms: 3000,
-        max_latency_ms: 4000,
-        ..quick()
-    })
-    .await;
-    let out2 = dir.path().join("out2");
-    let cmd = command(
-        &m,
-        &out2,
-        &slow.url(),
-        &["--concurrency", "4", "--rate", "50"],
-    );
-    let o = signal_when_submitted(cmd, &out2, 2, &["-TERM", "-TERM"]).await;
-    assert_eq!(o.status.code(), Some(143), "{}", text(&o.stderr));
-    assert!(text(&o.stderr).contains("the journal is intact"));
-    assert!(slow.ledger().in_flight > 0, "it left before they ended");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_quits_at_once() {
+    assert_two_signals_quit("-TERM", 143).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_drains_like_ctrl_c() {
-    let sim = start(SimConfig {
-        min_latency_ms: 400,
-        max_latency_ms: 800,
-        ..quick()
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let m = seed_sweep(dir.path(), 20);
-    let out = dir.path().join("out");
-    let cmd = command(
-        &m,
-        &out,
-        &sim.url(),
-        &["--concurrency", "4", "--rate", "10"],
-    );
-    let o = signal_when_submitted(cmd, &out, 2, &["-HUP"]).await;
-    assert_eq!(o.status.code(), Some(129), "{}", text(&o.stderr));
-    assert_eq!(sim.ledger().in_flight, 0);
-    assert!(results(&out)
-        .iter()
-        .all(|r| r["status"] == "completed" || r["error_code"] == "HANGUP"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_first_run_leaves_results_and_a_torn_journal_is_repaired() {
-    let sim = start(SimConfig {
-        min_latency_ms: 300,
-        max_latency_ms: 600,
-        ..quick()
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let m = seed_sweep(dir.path(), 12);
-    let out = dir.path().join("out");
-    let cmd = command(
-        &m,
-        &out,
-        &sim.url(),
-        &["--concurrency", "3", "--rate", "20"],
-    );
-    signal_when_submitted(cmd, &out, 2, &["-KILL"]).await;
-    assert_eq!(
-        results(&out).len(),
-        12,
-        "results.csv is there from the start"
-    );
-    // The kill tore the journal's last line inside a character.
-    let journal = out.join("journal.jsonl");
-    let mut bytes = std::fs::read(&journal).unwrap();
-    bytes.extend_from_slice(
-        "{\"e\":\"failed\",\"key\":\"x\",\"message\":\"é"
-            .as_bytes()
-            .split_last()
-            .unwrap()
-            .1,
-    );
-    std::fs::write(&journal, &bytes).unwrap();
-    let o = batchgen(&["status", out.to_str().unwrap()], dir.path()).await;
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    let o = run(&m, &out, &sim.url(), &[]).await;
-    assert!(
-        matches!(o.status.code(), Some(0 | 1)),
-        "{}",
-        text(&o.stderr)
-    );
-    assert_eq!(rows_with(&out, "completed") + rows_with(&out, "failed"), 12);
-    assert_never_paid_twice(&sim.ledger());
-    let text = std::fs::read_to_string(&journal).expect("the journal is UTF-8 again");
-    assert!(text.ends_with('\n'));
+    assert_one_signal_drains("-HUP", 129, "HANGUP").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -473,6 +473,24 @@ async fn sigkill_mid_run_then_resume_pays_nothing_twice() {
     signal_when_submitted(cmd, &out, 6, &["-KILL"]).await;
     let at_kill = sim.ledger();
     assert!(at_kill.completed < 24, "the kill came mid-run");
+    assert_eq!(
+        results(&out).len(),
+        24,
+        "results.csv is there from the start"
+    );
+    // Say the kill tore the journal's last line inside a character.
+    let journal = out.join("journal.jsonl");
+    let mut torn = std::fs::read(&journal).unwrap();
+    let line = "{\"e\":\"failed\",\"key\":\"x\",\"message\":\"é".as_bytes();
+    torn.extend_from_slice(&line[..line.len() - 1]);
+    std::fs::write(&journal, &torn).unwrap();
+    assert!(std::str::from_utf8(&torn).is_err());
+    let o = Command::new(env!("CARGO_BIN_EXE_batchgen"))
+        .args(["status"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
 
     let o = run(&m, &out, &sim.url(), &[]).await;
     assert!(
@@ -505,6 +523,8 @@ async fn sigkill_mid_run_then_resume_pays_nothing_twice() {
         uncertain <= 6,
         "at most the rows in flight at the kill are uncertain"
     );
+    let repaired = std::fs::read_to_string(&journal).expect("the journal is whole UTF-8 again");
+    assert!(repaired.ends_with('\n'));
     // The user may accept that risk explicitly.
     let o = run(&m, &out, &sim.url(), &["--retry-failed"]).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
@@ -513,40 +533,7 @@ async fn sigkill_mid_run_then_resume_pays_nothing_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_stops_submitting_finishes_in_flight_and_exits_130() {
-    let sim = start(SimConfig {
-        min_latency_ms: 400,
-        max_latency_ms: 800,
-        ..quick()
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let m = seed_sweep(dir.path(), 30);
-    let out = dir.path().join("out");
-    let cmd = command(
-        &m,
-        &out,
-        &sim.url(),
-        &["--concurrency", "4", "--rate", "10"],
-    );
-    let o = signal_when_submitted(cmd, &out, 3, &["-INT"]).await;
-    assert_eq!(o.status.code(), Some(130), "{}", text(&o.stderr));
-    let ledger = sim.ledger();
-    assert_eq!(ledger.in_flight, 0, "everything accepted was collected");
-    let rows = results(&out);
-    assert!(
-        rows.iter()
-            .all(|r| r["status"] == "completed" || r["error_code"] == "INTERRUPTED"),
-        "{rows:#?}"
-    );
-    assert_eq!(
-        rows.iter().filter(|r| r["status"] == "completed").count() as u64,
-        ledger.accepted
-    );
-    // The same command finishes the job.
-    let o = run(&m, &out, &sim.url(), &[]).await;
-    assert_eq!(o.status.code(), Some(0));
-    assert_eq!(sim.ledger().accepted, 30);
-    assert_never_paid_twice(&sim.ledger());
+    assert_one_signal_drains("-INT", 130, "INTERRUPTED").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -603,47 +590,5 @@ async fn a_request_accepted_long_ago_is_collected_not_paid_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_twice_exits_at_once_with_the_journal_intact() {
-    // Slow requests: a single Ctrl-C would wait for them; a second one must not.
-    let sim = start(SimConfig {
-        min_latency_ms: 3000,
-        max_latency_ms: 4000,
-        ..quick()
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let m = seed_sweep(dir.path(), 8);
-    let out = dir.path().join("out");
-    let cmd = command(
-        &m,
-        &out,
-        &sim.url(),
-        &["--concurrency", "4", "--rate", "50"],
-    );
-    let o = signal_when_submitted(cmd, &out, 2, &["-INT", "-INT"]).await;
-    assert_eq!(o.status.code(), Some(130), "{}", text(&o.stderr));
-    assert!(
-        text(&o.stderr).contains("the journal is intact"),
-        "{}",
-        text(&o.stderr)
-    );
-    assert!(
-        sim.ledger().in_flight > 0,
-        "it left before the accepted requests ended"
-    );
-    // The journal holds their ids: the rerun collects them and pays for nothing twice.
-    let o = run(&m, &out, &sim.url(), &[]).await;
-    assert!(
-        matches!(o.status.code(), Some(0 | 1)),
-        "{}",
-        text(&o.stderr)
-    );
-    let ledger = sim.ledger();
-    assert_never_paid_twice(&ledger);
-    assert_eq!(ledger.in_flight, 0, "every accepted request was collected");
-    for r in results(&out) {
-        assert!(
-            r["status"] == "completed" || r["error_code"] == "SUBMIT_UNCERTAIN",
-            "{r:?}"
-        );
-    }
+    assert_two_signals_quit("-INT", 130).await;
 }

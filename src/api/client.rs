@@ -315,110 +315,93 @@ impl Client {
                 ),
             ));
         }
-        self.exchange(op, url, body, cap, timeout)
-            .await
-            .map_err(|mut e| {
-                e.message = self.redact(std::mem::take(&mut e.message));
-                e
-            })
-    }
-
-    async fn exchange(
-        &self,
-        op: Op,
-        url: Url,
-        body: &serde_json::Value,
-        cap: u64,
-        timeout: Duration,
-    ) -> Result<Reply, ApiError> {
-        let mut key = HeaderValue::from_str(self.cfg.key.expose()).map_err(|_| {
-            ApiError::new(
-                Class::StopRun,
-                "BAD_KEY",
-                "the API key is not a valid header",
-            )
-        })?;
-        key.set_sensitive(true);
-        let send = self
-            .keyed
-            .post(url)
-            .header(wire::KEY_HEADER, key)
-            .header(CACHE_CONTROL, "no-cache")
-            .timeout(timeout)
-            .json(body)
-            .send();
-        let mut response = send.await.map_err(|e| transport_error(op, &e))?;
-        let status = response.status();
-        if status.is_redirection() {
-            let location = response.headers().get(LOCATION);
-            return Err(redirected(status, location.and_then(|l| l.to_str().ok())));
-        }
-        let retry_after = retry_after_header(response.headers());
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(String::from);
-        let uncertain = if op == Op::Submit {
-            Class::Unsure
-        } else {
-            Class::Retry
-        };
-        let too_large = || {
-            ApiError::new(
-                uncertain,
-                ours::REPLY_TOO_LARGE,
-                format!("the reply is larger than {}", crate::disk::human_bytes(cap)),
-            )
-        };
-        if response.content_length().is_some_and(|n| n > cap) {
-            return Err(too_large());
-        }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| transport_error(op, &e))?
-        {
-            if (bytes.len() + chunk.len()) as u64 > cap {
+        let exchange = async {
+            let mut key = HeaderValue::from_str(self.cfg.key.expose()).map_err(|_| {
+                ApiError::new(
+                    Class::StopRun,
+                    "BAD_KEY",
+                    "the API key is not a valid header",
+                )
+            })?;
+            key.set_sensitive(true);
+            let send = self
+                .keyed
+                .post(url)
+                .header(wire::KEY_HEADER, key)
+                .header(CACHE_CONTROL, "no-cache")
+                .timeout(timeout)
+                .json(body)
+                .send();
+            let mut response = send.await.map_err(|e| transport_error(op, &e))?;
+            let status = response.status();
+            if status.is_redirection() {
+                let location = response.headers().get(LOCATION);
+                return Err(redirected(status, location.and_then(|l| l.to_str().ok())));
+            }
+            let retry_after = retry_after_header(response.headers());
+            let content_type = response
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from);
+            let uncertain = if op == Op::Submit {
+                Class::Unsure
+            } else {
+                Class::Retry
+            };
+            let too_large = || {
+                ApiError::new(
+                    uncertain,
+                    ours::REPLY_TOO_LARGE,
+                    format!("the reply is larger than {}", crate::disk::human_bytes(cap)),
+                )
+            };
+            if response.content_length().is_some_and(|n| n > cap) {
                 return Err(too_large());
             }
-            bytes.extend_from_slice(&chunk);
-        }
-        if !status.is_success() {
-            return Err(http_error(
-                op,
-                status,
-                content_type.as_deref(),
-                &bytes,
-                retry_after,
-            ));
-        }
-        let reply: Reply = serde_json::from_slice(&bytes).map_err(|_| {
-            ApiError::new(
-                uncertain,
-                ours::BAD_RESPONSE,
-                format!(
-                    "unreadable reply: {}",
-                    summarise(content_type.as_deref(), &bytes)
-                ),
-            )
-        })?;
-        // Some gateways answer 200 with an error body.
-        if reply.phase().is_none()
-            && reply.images().is_empty()
-            && reply.request_id.is_none()
-            && reply.error_parts().is_some()
-        {
-            return Err(http_error(
-                op,
-                status,
-                content_type.as_deref(),
-                &bytes,
-                retry_after,
-            ));
-        }
-        Ok(reply)
+            let mut bytes = Vec::new();
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| transport_error(op, &e))?
+            {
+                if (bytes.len() + chunk.len()) as u64 > cap {
+                    return Err(too_large());
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            let reply: Option<Reply> = serde_json::from_slice(&bytes).ok();
+            // Some gateways answer 200 with an error body.
+            let says_error = |r: &Reply| {
+                r.phase().is_none()
+                    && r.images().is_empty()
+                    && r.request_id.is_none()
+                    && r.error_parts().is_some()
+            };
+            match reply {
+                Some(r) if status.is_success() && !says_error(&r) => Ok(r),
+                None if status.is_success() => Err(ApiError::new(
+                    uncertain,
+                    ours::BAD_RESPONSE,
+                    format!(
+                        "unreadable reply: {}",
+                        summarise(content_type.as_deref(), &bytes)
+                    ),
+                )),
+                _ => Err(http_error(
+                    op,
+                    status,
+                    content_type.as_deref(),
+                    &bytes,
+                    retry_after,
+                )),
+            }
+        };
+        let result: Result<Reply, ApiError> = exchange.await;
+        result.map_err(|mut e| {
+            e.message = self.redact(std::mem::take(&mut e.message));
+            e
+        })
     }
 }
 

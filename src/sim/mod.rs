@@ -373,6 +373,14 @@ impl Sim {
         }
     }
 
+    /// Adds one to a ledger counter; returns its new value.
+    fn count(&self, counter: fn(&mut Ledger) -> &mut u64) -> u64 {
+        let mut st = self.lock();
+        let n = counter(&mut st.ledger);
+        *n += 1;
+        *n
+    }
+
     /// The configuration in force.
     fn cfg(&self) -> Arc<SimConfig> {
         self.cfg.read().expect("sim config").clone()
@@ -471,11 +479,7 @@ async fn submit_i2i(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes
 
 async fn submit(sim: Arc<Sim>, kind: Kind, headers: HeaderMap, body: Bytes) -> Response {
     let cfg = sim.cfg();
-    let calls = {
-        let mut st = sim.lock();
-        st.ledger.submit_calls += 1;
-        st.ledger.submit_calls
-    };
+    let calls = sim.count(|l| &mut l.submit_calls);
     if sim.chance(cfg.submit_redirect_rate, "submit-redirect", calls) {
         return redirect(&sim, "submit_redirect");
     }
@@ -872,11 +876,7 @@ async fn status_i2i(
 
 async fn status(sim: Arc<Sim>, kind: Kind, id: String, headers: HeaderMap) -> Response {
     let cfg = sim.cfg();
-    let calls = {
-        let mut st = sim.lock();
-        st.ledger.status_calls += 1;
-        st.ledger.status_calls
-    };
+    let calls = sim.count(|l| &mut l.status_calls);
     if sim.chance(cfg.status_redirect_rate, "status-redirect", calls) {
         return redirect(&sim, "status_redirect");
     }

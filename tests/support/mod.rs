@@ -321,3 +321,89 @@ pub async fn batchgen(args: &[&str], dir: &Path) -> Output {
         .await
         .unwrap()
 }
+
+/// Sends `signal` once mid-run: no new submits, every accepted request
+/// collected, results written, exit `exit`; rows never reached say `code`,
+/// and the same command then finishes the job without paying twice.
+pub async fn assert_one_signal_drains(signal: &'static str, exit: i32, code: &str) {
+    let sim = start(SimConfig {
+        min_latency_ms: 400,
+        max_latency_ms: 800,
+        ..quick()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = seed_sweep(dir.path(), 30);
+    let out = dir.path().join("out");
+    let cmd = command(
+        &m,
+        &out,
+        &sim.url(),
+        &["--concurrency", "4", "--rate", "10"],
+    );
+    let o = signal_when_submitted(cmd, &out, 3, &[signal]).await;
+    assert_eq!(o.status.code(), Some(exit), "{}", text(&o.stderr));
+    let ledger = sim.ledger();
+    assert_eq!(ledger.in_flight, 0, "everything accepted was collected");
+    let rows = results(&out);
+    assert!(
+        rows.iter()
+            .all(|r| r["status"] == "completed" || r["error_code"] == code),
+        "{rows:#?}"
+    );
+    assert_eq!(
+        rows.iter().filter(|r| r["status"] == "completed").count() as u64,
+        ledger.accepted
+    );
+    let o = run(&m, &out, &sim.url(), &[]).await;
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(sim.ledger().accepted, 30);
+    assert_never_paid_twice(&sim.ledger());
+}
+
+/// Sends `signal` twice: out at once (exit `exit`) with the journal intact,
+/// before slow accepted requests end; a rerun collects them and pays for
+/// nothing twice.
+pub async fn assert_two_signals_quit(signal: &'static str, exit: i32) {
+    let sim = start(SimConfig {
+        min_latency_ms: 3000,
+        max_latency_ms: 4000,
+        ..quick()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = seed_sweep(dir.path(), 8);
+    let out = dir.path().join("out");
+    let cmd = command(
+        &m,
+        &out,
+        &sim.url(),
+        &["--concurrency", "4", "--rate", "50"],
+    );
+    let o = signal_when_submitted(cmd, &out, 2, &[signal, signal]).await;
+    assert_eq!(o.status.code(), Some(exit), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("the journal is intact"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(
+        sim.ledger().in_flight > 0,
+        "it left before the accepted requests ended"
+    );
+    let o = run(&m, &out, &sim.url(), &[]).await;
+    assert!(
+        matches!(o.status.code(), Some(0 | 1)),
+        "{}",
+        text(&o.stderr)
+    );
+    let ledger = sim.ledger();
+    assert_never_paid_twice(&ledger);
+    assert_eq!(ledger.in_flight, 0, "every accepted request was collected");
+    for r in results(&out) {
+        assert!(
+            r["status"] == "completed" || r["error_code"] == "SUBMIT_UNCERTAIN",
+            "{r:?}"
+        );
+    }
+}
