@@ -97,48 +97,16 @@ async fn a_redirected_status_call_leaves_the_row_collectable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_journal_cannot_send_the_key_elsewhere() {
-    use batchgen::api::{ApiKey, Client, ClientConfig};
-    use batchgen::journal::{now_ms, Entry, Journal};
     let elsewhere = Recorder::ok().await;
     let sim = start(quick()).await;
     let dir = tempfile::tempdir().unwrap();
-    let m = write(
-        dir.path(),
-        "m.yaml",
-        "defaults: {image_size: {width: 32, height: 32}}\njobs: [{id: a, prompt: cat, seed: 1}]\n",
-    );
     // A journal whose ticket points its status and result URLs elsewhere.
-    let plan = batchgen::plan::expand(&batchgen::manifest::load(&m).unwrap()).unwrap();
-    let row = plan.rows[0];
-    let client = Client::new(ClientConfig::new(&sim.url(), ApiKey::new(KEY).unwrap())).unwrap();
-    let mut ticket = client
-        .submit(&plan.request(&row))
-        .await
-        .unwrap()
-        .ticket
-        .unwrap();
-    ticket.status_url = Some(format!("{}/v2/requests/status/x", elsewhere.url));
-    ticket.response_url = Some(format!("{}/result", elsewhere.url));
-    let out = dir.path().join("out");
-    std::fs::create_dir_all(&out).unwrap();
-    let journal = Journal::open(&out).unwrap();
-    let key = row.key.to_string();
-    for e in [
-        Entry::Intent {
-            key: key.clone(),
-            at_ms: now_ms(),
-            price_micros: 50_000,
-        },
-        Entry::Submitted {
-            key,
-            at_ms: now_ms(),
-            ticket: Some(ticket),
-            images: vec![],
-        },
-    ] {
-        journal.append(&e).unwrap();
-    }
-    drop(journal);
+    let now = batchgen::journal::now_ms();
+    let (m, out) = accepted_earlier(&sim, dir.path(), now, |ticket| {
+        ticket.status_url = Some(format!("{}/v2/requests/status/x", elsewhere.url));
+        ticket.response_url = Some(format!("{}/result", elsewhere.url));
+    })
+    .await;
     let o = run(&m, &out, &sim.url(), &[]).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     assert_untouched(&elsewhere);

@@ -538,46 +538,11 @@ async fn ctrl_c_stops_submitting_finishes_in_flight_and_exits_130() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_accepted_long_ago_is_collected_not_paid_again() {
-    use batchgen::api::{ApiKey, Client, ClientConfig};
-    use batchgen::journal::{now_ms, Entry, Journal};
     let sim = start(quick()).await;
     let dir = tempfile::tempdir().unwrap();
-    let m = write(
-        dir.path(),
-        "m.yaml",
-        "defaults: {image_size: {width: 32, height: 32}}\njobs: [{id: a, prompt: cat, seed: 1}]\n",
-    );
     // A run submitted this row two hours ago, recorded the id, then died.
-    let plan = batchgen::plan::expand(&batchgen::manifest::load(&m).unwrap()).unwrap();
-    let row = plan.rows[0];
-    let client = Client::new(ClientConfig::new(&sim.url(), ApiKey::new(KEY).unwrap())).unwrap();
-    let ticket = client
-        .submit(&plan.request(&row))
-        .await
-        .unwrap()
-        .ticket
-        .unwrap();
-    let out = dir.path().join("out");
-    std::fs::create_dir_all(&out).unwrap();
-    let journal = Journal::open(&out).unwrap();
-    let long_ago = now_ms() - 2 * 3600 * 1000;
-    let key = row.key.to_string();
-    journal
-        .append(&Entry::Intent {
-            key: key.clone(),
-            at_ms: long_ago,
-            price_micros: 50_000,
-        })
-        .unwrap();
-    journal
-        .append(&Entry::Submitted {
-            key,
-            at_ms: long_ago,
-            ticket: Some(ticket),
-            images: vec![],
-        })
-        .unwrap();
-    drop(journal);
+    let long_ago = batchgen::journal::now_ms() - 2 * 3600 * 1000;
+    let (m, out) = accepted_earlier(&sim, dir.path(), long_ago, |_| {}).await;
 
     let o = run(&m, &out, &sim.url(), &[]).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));

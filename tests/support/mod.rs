@@ -407,3 +407,53 @@ pub async fn assert_two_signals_quit(signal: &'static str, exit: i32) {
         );
     }
 }
+
+/// A one-row manifest (`dir/m.yaml`) and an output folder (`dir/out`) whose
+/// journal says the row was accepted at `at_ms`, as a run that died right
+/// after recording the request id leaves it. The request was really
+/// submitted to `sim`; `edit` may change its ticket before it is journaled.
+/// Returns the manifest and the folder.
+pub async fn accepted_earlier(
+    sim: &SimHandle,
+    dir: &Path,
+    at_ms: u64,
+    edit: impl FnOnce(&mut batchgen::api::Ticket),
+) -> (PathBuf, PathBuf) {
+    use batchgen::api::{ApiKey, Client, ClientConfig};
+    use batchgen::journal::{Entry, Journal};
+    let m = write(
+        dir,
+        "m.yaml",
+        "defaults: {image_size: {width: 32, height: 32}}\njobs: [{id: a, prompt: cat, seed: 1}]\n",
+    );
+    let plan = batchgen::plan::expand(&batchgen::manifest::load(&m).unwrap()).unwrap();
+    let row = plan.rows[0];
+    let client = Client::new(ClientConfig::new(&sim.url(), ApiKey::new(KEY).unwrap())).unwrap();
+    let mut ticket = client
+        .submit(&plan.request(&row))
+        .await
+        .unwrap()
+        .ticket
+        .unwrap();
+    edit(&mut ticket);
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let journal = Journal::open(&out).unwrap();
+    let key = row.key.to_string();
+    journal
+        .append(&Entry::Intent {
+            key: key.clone(),
+            at_ms,
+            price_micros: 50_000,
+        })
+        .unwrap();
+    journal
+        .append(&Entry::Submitted {
+            key,
+            at_ms,
+            ticket: Some(ticket),
+            images: vec![],
+        })
+        .unwrap();
+    (m, out)
+}
