@@ -507,3 +507,44 @@ async fn run_status_and_summary_count_the_same_rows() {
     assert!(human.contains("not in this manifest: 3 rows"), "{human}");
     assert!(text(&o.stdout).contains("uncertain"), "{human}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_are_rewritten_while_a_run_works() {
+    // Row a_s1 completes; row a_s2's submit is taken and never answered, so
+    // the run cannot end: only a rewrite mid-run can show a_s1 completed.
+    let sim = start(SimConfig {
+        submit_hang_rate: 0.5,
+        fault_seed: 16,
+        ..quick()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = seed_sweep(dir.path(), 2);
+    let out = dir.path().join("out");
+    let mut cmd = command(&m, &out, &sim.url(), &["--concurrency", "1"]);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let watched = out.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn().unwrap();
+        let first_completed = || {
+            std::fs::read_to_string(watched.join("results.csv"))
+                .is_ok_and(|t| t.lines().nth(1).is_some_and(|l| l.contains(",completed,")))
+        };
+        for _ in 0..9000 {
+            assert!(child.try_wait().unwrap().is_none(), "the run ended");
+            if first_completed() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(first_completed(), "results.csv was never rewritten");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    })
+    .await
+    .unwrap();
+    assert_eq!(sim.ledger().faults["submit_hang"], 1);
+    let rows = results(&out);
+    assert_eq!(rows[0]["status"], "completed", "a killed run leaves it");
+}

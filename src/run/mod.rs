@@ -424,7 +424,11 @@ impl Opened {
             refused_since: Mutex::new(None),
             settings,
         });
-        // Background pieces, each aborted when the rows are done.
+        // Background pieces: the watchers are aborted when the rows are done;
+        // the results writer is told to end, so that no write of its lands
+        // after the final one.
+        let (rows_done, rows_done_rx) = watch::channel(false);
+        let writer = tokio::spawn(rewrite_results(ctx.clone(), rows_done_rx));
         let watchers = [
             tokio::spawn({
                 let ctx = ctx.clone();
@@ -434,7 +438,6 @@ impl Opened {
                 }
             }),
             tokio::spawn(watch_reachability(ctx.clone())),
-            tokio::spawn(rewrite_results(ctx.clone())),
         ];
 
         let permits = Arc::new(Semaphore::new(ctx.settings.concurrency));
@@ -456,6 +459,8 @@ impl Opened {
             w.abort();
             let _ = w.await;
         }
+        rows_done.send_replace(true);
+        let _ = writer.await;
         let stop = ctx.stop.borrow().clone();
         let gateway = ctx.settings.gateway.clone();
         let ctx = Arc::into_inner(ctx).expect("every task holding the context has ended");
@@ -627,12 +632,16 @@ async fn watch_reachability(ctx: Arc<Ctx>) {
 }
 
 /// Rewrites results.csv every `results_every`, so a killed run leaves a
-/// recent one. A write that fails stops spending. Cancelled by abort.
-async fn rewrite_results(ctx: Arc<Ctx>) {
+/// recent one. A write that fails stops spending. Ends, between writes, once
+/// `rows_done` is set.
+async fn rewrite_results(ctx: Arc<Ctx>, mut rows_done: watch::Receiver<bool>) {
     let every = ctx.settings.results_every;
     let mut tick = tokio::time::interval_at(Instant::now() + every, every);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = rows_done.wait_for(|done| *done) => return,
+        }
         let snapshot = ctx.journal.snapshot();
         let (plan, dir) = (ctx.plan.clone(), ctx.settings.out_dir.clone());
         let written = tokio::task::spawn_blocking(move || {
