@@ -330,30 +330,63 @@ pub fn read(dir: &Path) -> Result<Replay, JournalError> {
     }
 }
 
-/// The journal open for appending, with its replay kept current. Every line
-/// is synced before `append` returns.
+/// The journal open for appending, with its replay kept current.
 ///
-/// Writes are small and synchronous (a `Mutex` around the file): a line must
-/// be on disk before the step it guards.
+/// One writer thread owns the file and commits in groups: it takes every
+/// line waiting, writes them, syncs once, folds them into the replay, and
+/// only then tells each caller its line is durable. A line is on disk before
+/// `append` returns, as before, but concurrent rows share one sync instead
+/// of queueing on one each, and no runtime worker ever blocks on the disk.
+///
+/// Cancellation: dropping an `append` future does not take its line back
+/// (it may still be written); dropping the `Journal` lets the writer finish
+/// what it was given, then stops it.
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
-    inner: Mutex<Inner>,
+    queue: Option<std::sync::mpsc::Sender<Job>>,
+    shared: std::sync::Arc<Mutex<Shared>>,
+    writer: Option<std::thread::JoinHandle<()>>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    file: File,
-    /// Bytes of whole lines in the file.
-    len: u64,
+struct Shared {
+    replay: Replay,
     /// A write failed: nothing more is appended (a half line may be there).
     broken: bool,
-    replay: Replay,
 }
+
+/// One line to commit, and whom to tell.
+struct Job {
+    line: Vec<u8>,
+    entry: Entry,
+    done: Done,
+}
+
+enum Done {
+    Async(tokio::sync::oneshot::Sender<Result<(), std::io::ErrorKind>>),
+    Blocking(std::sync::mpsc::SyncSender<Result<(), std::io::ErrorKind>>),
+}
+
+impl Done {
+    fn send(self, result: Result<(), std::io::ErrorKind>) {
+        match self {
+            Done::Async(tx) => {
+                let _ = tx.send(result);
+            }
+            Done::Blocking(tx) => {
+                let _ = tx.send(result);
+            }
+        }
+    }
+}
+
+/// The most lines one sync covers.
+const MAX_GROUP: usize = 4096;
 
 impl Journal {
     /// Opens (or creates) `dir/journal.jsonl`, reads it once, removes a last
-    /// line cut short, and replays it.
+    /// line cut short, replays it, and starts its writer.
     pub fn open(dir: &Path) -> Result<Journal, JournalError> {
         let path = dir.join(FILE_NAME);
         let io = |source| JournalError::Io {
@@ -374,46 +407,67 @@ impl Journal {
             file.sync_all().map_err(io)?;
         }
         crate::disk::sync_dir(dir);
+        let shared = std::sync::Arc::new(Mutex::new(Shared {
+            replay,
+            broken: false,
+        }));
+        let (queue, jobs) = std::sync::mpsc::channel();
+        let writer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("batchgen-journal".into())
+                .spawn(move || write_groups(file, whole as u64, jobs, shared))
+                .map_err(io)?
+        };
         Ok(Journal {
             path,
-            inner: Mutex::new(Inner {
-                file,
-                len: whole as u64,
-                broken: false,
-                replay,
-            }),
+            queue: Some(queue),
+            shared,
+            writer: Some(writer),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Writes and syncs one line, then folds it into the replay.
-    pub fn append(&self, entry: &Entry) -> Result<(), JournalError> {
+    fn job(&self, entry: &Entry, done: Done) -> Result<(), JournalError> {
         let mut line = serde_json::to_vec(entry).expect("journal entries serialise");
         line.push(b'\n');
-        let mut inner = self.lock();
-        if inner.broken {
-            return Err(JournalError::Broken(self.path.clone()));
+        let job = Job {
+            line,
+            entry: entry.clone(),
+            done,
+        };
+        match &self.queue {
+            Some(q) if q.send(job).is_ok() => Ok(()),
+            _ => Err(JournalError::Broken(self.path.clone())),
         }
-        let written = inner
-            .file
-            .write_all(&line)
-            .and_then(|()| inner.file.sync_data());
-        if let Err(source) = written {
-            // Take back a half-written line, so that the journal stays readable.
-            let len = inner.len;
-            let _ = inner.file.set_len(len);
-            inner.broken = true;
-            return Err(JournalError::Io {
+    }
+
+    fn result(&self, r: Option<Result<(), std::io::ErrorKind>>) -> Result<(), JournalError> {
+        match r {
+            Some(Ok(())) => Ok(()),
+            Some(Err(kind)) => Err(JournalError::Io {
                 path: self.path.clone(),
-                source,
-            });
+                source: kind.into(),
+            }),
+            None => Err(JournalError::Broken(self.path.clone())),
         }
-        inner.len += line.len() as u64;
-        inner.replay.apply(entry.clone());
-        Ok(())
+    }
+
+    /// Writes one line and returns once it is synced and folded into the replay.
+    pub async fn append(&self, entry: &Entry) -> Result<(), JournalError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.job(entry, Done::Async(tx))?;
+        self.result(rx.await.ok())
+    }
+
+    /// [`Journal::append`] for code that is not async (it blocks its thread).
+    pub fn append_blocking(&self, entry: &Entry) -> Result<(), JournalError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.job(entry, Done::Blocking(tx))?;
+        self.result(rx.recv().ok())
     }
 
     /// Reads the replay as it stands.
@@ -424,6 +478,65 @@ impl Journal {
     /// A copy of the replay as it stands.
     pub fn snapshot(&self) -> Replay {
         self.with_replay(Replay::clone)
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// The writer thread: commits waiting lines in groups until every sender is gone.
+fn write_groups(
+    mut file: File,
+    mut len: u64,
+    jobs: std::sync::mpsc::Receiver<Job>,
+    shared: std::sync::Arc<Mutex<Shared>>,
+) {
+    let mut buf = Vec::new();
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        buf.clear();
+        for job in &group {
+            buf.extend_from_slice(&job.line);
+        }
+        let broken = shared.lock().unwrap_or_else(|e| e.into_inner()).broken;
+        let written = if broken {
+            Err(std::io::ErrorKind::BrokenPipe)
+        } else {
+            file.write_all(&buf)
+                .and_then(|()| file.sync_data())
+                .map_err(|e| e.kind())
+        };
+        let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
+        match written {
+            Ok(()) => {
+                len += buf.len() as u64;
+                for job in &group {
+                    sh.replay.apply(job.entry.clone());
+                }
+            }
+            Err(_) if !broken => {
+                // Take back a half-written group, so that the journal stays readable.
+                let _ = file.set_len(len);
+                sh.broken = true;
+            }
+            Err(_) => {}
+        }
+        drop(sh);
+        for job in group {
+            job.done.send(written);
+        }
     }
 }
 
@@ -498,7 +611,7 @@ mod tests {
                 message: k("slow"),
             },
         ] {
-            j.append(&e).unwrap();
+            j.append_blocking(&e).unwrap();
         }
         let r = read(dir.path()).unwrap();
         assert_eq!(r.lines, 9);
@@ -568,7 +681,7 @@ mod tests {
     fn a_line_cut_by_a_crash_is_ignored_then_removed() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(dir.path()).unwrap();
-        j.append(&intent("a", 1)).unwrap();
+        j.append_blocking(&intent("a", 1)).unwrap();
         drop(j);
         let path = dir.path().join(FILE_NAME);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
@@ -580,7 +693,7 @@ mod tests {
             State::Uncertain
         );
         let j = Journal::open(dir.path()).unwrap();
-        j.append(&Entry::NotAccepted {
+        j.append_blocking(&Entry::NotAccepted {
             key: "a".into(),
             code: "X".into(),
             message: String::new(),
@@ -595,7 +708,7 @@ mod tests {
     fn a_line_cut_inside_a_character_is_repaired() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(dir.path()).unwrap();
-        j.append(&intent("a", 1)).unwrap();
+        j.append_blocking(&intent("a", 1)).unwrap();
         drop(j);
         let path = dir.path().join(FILE_NAME);
         let whole = std::fs::read(&path).unwrap();
@@ -615,7 +728,7 @@ mod tests {
         assert!(read(dir.path()).is_ok(), "a reader ignores the cut line");
         let j = Journal::open(dir.path()).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), whole, "the cut line is gone");
-        j.append(&failed).unwrap();
+        j.append_blocking(&failed).unwrap();
         let r = read(dir.path()).unwrap();
         assert!(matches!(r.records["a"].state, State::Failed { .. }));
     }

@@ -153,7 +153,12 @@ async fn run_command(args: RunArgs) -> Result<u8, Error> {
     } else {
         progress::Mode::Auto
     };
-    let opened = run::open(Arc::new(plan), settings)?;
+    // Reading the folder (its journal, and the files of completed rows) is
+    // blocking work: it runs off the async workers.
+    let plan = Arc::new(plan);
+    let opened = tokio::task::spawn_blocking(move || run::open(plan, settings))
+        .await
+        .map_err(|e| Error::Io(format!("cannot read the output folder: {e}")))??;
     if let Some(max) = max_cost.filter(|max| opened.to_spend() > *max) {
         return Err(Error::RunOverBudget {
             cost: opened.to_spend(),

@@ -547,10 +547,10 @@ pub fn write_results(
 }
 
 /// What a run's end writes besides results.csv.
-pub struct RunEnd<'a> {
-    pub gateway: &'a str,
+pub struct RunEnd {
+    pub gateway: String,
     /// The stop's code and description, if the run stopped early.
-    pub stop: Option<(&'a str, String)>,
+    pub stop: Option<(String, String)>,
     pub wall: Duration,
     /// Rows and images finished by this run.
     pub this_run: (u64, u64),
@@ -561,15 +561,15 @@ pub fn write(
     plan: &Plan,
     replay: &Replay,
     out_dir: &Path,
-    end: RunEnd<'_>,
+    end: RunEnd,
 ) -> std::io::Result<Summary> {
-    let stop_code = end.stop.as_ref().map(|(code, _)| *code);
+    let stop_code = end.stop.as_ref().map(|(code, _)| code.as_str());
     let (totals, cost_usd_by_kind) = write_results(plan, replay, out_dir, stop_code)?;
     let keys: HashSet<String> = plan.rows.iter().map(|r| r.key.to_string()).collect();
     let mut s = Summary {
         manifest: plan.manifest.display().to_string(),
         out_dir: out_dir.display().to_string(),
-        gateway: end.gateway.to_string(),
+        gateway: end.gateway,
         totals,
         cost_usd_by_kind,
         not_in_manifest: Earlier::of(replay, |k| keys.contains(k)),

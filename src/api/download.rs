@@ -7,11 +7,11 @@
 //! collectable). Every download is bounded in size, in silence and in total
 //! time.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt as _;
 
 use super::error::{http_error, ours, retry_after_header, transport_error, Op};
 use super::{image, ApiError, Class, Client, ImageInfo};
@@ -45,14 +45,21 @@ impl Client {
         let local = |e: std::io::Error| {
             ApiError::new(Class::Local, ours::DISK, format!("{}: {e}", dir.display()))
         };
-        let mut part = disk::temp_in(dir, PART_PREFIX).map_err(local)?;
+        // File work runs on the blocking pool, never on an async worker.
+        let folder = dir.to_path_buf();
+        let part = tokio::task::spawn_blocking(move || disk::temp_in(&folder, PART_PREFIX))
+            .await
+            .map_err(|e| local(std::io::Error::other(e)))?
+            .map_err(local)?;
+        let file = part.as_file().try_clone().map_err(local)?;
+        let mut out = tokio::io::BufWriter::with_capacity(1 << 18, tokio::fs::File::from_std(file));
         let mut hasher = Sha256::new();
         let mut bytes: u64 = 0;
         if image.starts_with("data:") {
             let data = decode_data_uri(image)?;
             hasher.update(&data);
             bytes = data.len() as u64;
-            part.write_all(&data).map_err(local)?;
+            out.write_all(&data).await.map_err(local)?;
         } else {
             let mut response = self
                 .plain
@@ -90,7 +97,7 @@ impl Client {
                     return Err(too_large());
                 }
                 hasher.update(&chunk);
-                part.write_all(&chunk).map_err(local)?;
+                out.write_all(&chunk).await.map_err(local)?;
             }
             if expected.is_some_and(|n| n != bytes) {
                 return Err(ApiError::new(
@@ -100,12 +107,13 @@ impl Client {
                 ));
             }
         }
+        out.flush().await.map_err(local)?;
+        drop(out);
         let sha256 = disk::hex(&hasher.finalize());
         let dir = dir.to_path_buf();
         let stem = stem.to_string();
         tokio::task::spawn_blocking(move || {
             let local = |e: std::io::Error| ApiError::new(Class::Local, ours::DISK, e.to_string());
-            part.flush().map_err(local)?;
             let written = std::fs::read(part.path()).map_err(local)?;
             let info = image::inspect(&written)
                 .map_err(|e| ApiError::new(Class::Retry, "CORRUPT_DOWNLOAD", e.to_string()))?;

@@ -195,6 +195,14 @@ impl Request {
     }
 
     /// Images this request produces (the API default is 1).
+    /// Whether sending it reads local image files.
+    pub fn reads_local_files(&self) -> bool {
+        self.image_urls
+            .iter()
+            .flat_map(|urls| urls.iter())
+            .any(|u| matches!(u, ImageInput::File { .. }))
+    }
+
     pub fn images(&self) -> u32 {
         self.num_images.unwrap_or(1)
     }

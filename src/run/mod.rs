@@ -380,25 +380,30 @@ impl Opened {
         } = self;
         let started = Instant::now();
         let out_dir = settings.out_dir.clone();
-        journal.append(&Entry::Run {
-            at_ms: journal::now_ms(),
-            manifest: plan.manifest.display().to_string(),
-            rows: plan.rows.len() as u64,
-            version: env!("CARGO_PKG_VERSION").into(),
-            gateway: Some(settings.gateway.clone()),
-        })?;
+        journal
+            .append(&Entry::Run {
+                at_ms: journal::now_ms(),
+                manifest: plan.manifest.display().to_string(),
+                rows: plan.rows.len() as u64,
+                version: env!("CARGO_PKG_VERSION").into(),
+                gateway: Some(settings.gateway.clone()),
+            })
+            .await?;
         for entry in &verdicts {
-            journal.append(entry)?;
+            journal.append(entry).await?;
         }
         let output_err = |source| RunError::Output {
             path: out_dir.clone(),
             source,
         };
-        output::write_plan_keys(&plan, &out_dir).map_err(output_err)?;
         let stems = journal.with_replay(Stems::from_journal);
-        journal
-            .with_replay(|r| output::write_results(&plan, r, &out_dir, None))
-            .map_err(output_err)?;
+        let (first, snapshot, dir) = (plan.clone(), journal.snapshot(), out_dir.clone());
+        blocking(move || {
+            output::write_plan_keys(&first, &dir)?;
+            output::write_results(&first, &snapshot, &dir, None).map(drop)
+        })
+        .await
+        .map_err(output_err)?;
 
         let (stop_tx, _) = watch::channel(None);
         let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -467,22 +472,31 @@ impl Opened {
         drop(ctx.events);
         let counts = collector.await.unwrap_or_default();
 
-        let stop_pair = stop.as_ref().map(|s| (s.code(), s.describe()));
         let end = RunEnd {
-            gateway: &gateway,
-            stop: stop_pair,
+            gateway,
+            stop: stop.as_ref().map(|s| (s.code().to_string(), s.describe())),
             wall: started.elapsed(),
             this_run: (
                 counts.completed + counts.failed + counts.left,
                 counts.images,
             ),
         };
-        let summary = ctx
-            .journal
-            .with_replay(|replay| output::write(&plan, replay, &out_dir, end))
-            .map_err(output_err)?;
+        let (journal, dir) = (ctx.journal, out_dir.clone());
+        let summary =
+            blocking(move || journal.with_replay(|replay| output::write(&plan, replay, &dir, end)))
+                .await
+                .map_err(output_err)?;
         Ok(Report { summary, stop })
     }
+}
+
+/// Runs file work on the blocking pool, off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 /// Holds an exclusive lock on `DIR/.lock` while the run lives.
@@ -583,8 +597,8 @@ impl Ctx {
     }
 
     /// Appends to the journal; a journal that cannot be written stops the run.
-    fn record(&self, entry: &Entry) -> bool {
-        match self.journal.append(entry) {
+    async fn record(&self, entry: &Entry) -> bool {
+        match self.journal.append(entry).await {
             Ok(()) => true,
             Err(e) => {
                 self.stop(Stop::Disk(e.to_string()));
@@ -644,11 +658,8 @@ async fn rewrite_results(ctx: Arc<Ctx>, mut rows_done: watch::Receiver<bool>) {
         }
         let snapshot = ctx.journal.snapshot();
         let (plan, dir) = (ctx.plan.clone(), ctx.settings.out_dir.clone());
-        let written = tokio::task::spawn_blocking(move || {
-            output::write_results(&plan, &snapshot, &dir, None)
-        })
-        .await;
-        if let Ok(Err(e)) = written {
+        let written = blocking(move || output::write_results(&plan, &snapshot, &dir, None)).await;
+        if let Err(e) = written {
             ctx.stop(Stop::Disk(format!(
                 "{}: {e}",
                 ctx.settings.out_dir.join(output::RESULTS_CSV).display()

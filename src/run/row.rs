@@ -95,9 +95,18 @@ impl RowRun {
         }
         // Built before the intent: a request that cannot be sent never
         // looks as if it might have been.
-        let prepared = match ctx.client.prepare(&self.req) {
+        let prepared = if self.req.reads_local_files() {
+            // Local images are read on the blocking pool.
+            let (client, req) = (ctx.client.clone(), self.req.clone());
+            tokio::task::spawn_blocking(move || client.prepare(&req))
+                .await
+                .unwrap_or_else(|e| Err(ApiError::new(Class::FailRow, "INTERNAL", e.to_string())))
+        } else {
+            ctx.client.prepare(&self.req)
+        };
+        let prepared = match prepared {
             Ok(p) => p,
-            Err(e) => return self.fail(&e.code, &e.message, Charged::No),
+            Err(e) => return self.fail(&e.code, &e.message, Charged::No).await,
         };
         let mut stop = ctx.stop.subscribe();
         tokio::select! {
@@ -107,11 +116,14 @@ impl RowRun {
                 return Start::End;
             }
         }
-        if !ctx.record(&Entry::Intent {
-            key: self.key.clone(),
-            at_ms: now_ms(),
-            price_micros: self.price.micros(),
-        }) {
+        if !ctx
+            .record(&Entry::Intent {
+                key: self.key.clone(),
+                at_ms: now_ms(),
+                price_micros: self.price.micros(),
+            })
+            .await
+        {
             self.release();
             return Start::End;
         }
@@ -130,19 +142,23 @@ impl RowRun {
                 }
                 self.not_accepted(&e.code, &e.to_string(), Some(&e)).await
             }
-            Class::Unsure => self.fail(
-                SUBMIT_UNCERTAIN,
-                &format!("{e}; {}", output::UNCERTAIN_MESSAGE),
-                Charged::Possibly,
-            ),
-            Class::FailRow => self.fail(&e.code, &e.message, Charged::No),
+            Class::Unsure => {
+                self.fail(
+                    SUBMIT_UNCERTAIN,
+                    &format!("{e}; {}", output::UNCERTAIN_MESSAGE),
+                    Charged::Possibly,
+                )
+                .await
+            }
+            Class::FailRow => self.fail(&e.code, &e.message, Charged::No).await,
             // A refusal (401, 403, no funds, a redirect): nothing was accepted.
             Class::StopRun | Class::NotFound | Class::Local => {
                 ctx.record(&Entry::NotAccepted {
                     key: self.key.clone(),
                     code: e.code.clone(),
                     message: e.message.clone(),
-                });
+                })
+                .await;
                 self.release();
                 if e.is_local() {
                     ctx.stop(Stop::Disk(e.message.clone()));
@@ -167,27 +183,33 @@ impl RowRun {
                 .collect(),
             _ => Vec::new(),
         };
-        if !ctx.record(&Entry::Submitted {
-            key: self.key.clone(),
-            at_ms: now_ms(),
-            ticket: sub.ticket.clone(),
-            images: urls,
-        }) {
+        if !ctx
+            .record(&Entry::Submitted {
+                key: self.key.clone(),
+                at_ms: now_ms(),
+                ticket: sub.ticket.clone(),
+                images: urls,
+            })
+            .await
+        {
             return Start::End;
         }
         match (sub.status, sub.ticket) {
             (Some(Status::Completed(images)), ticket) => Start::Download { images, ticket },
-            (Some(Status::Failed(m)), _) => self.fail("FAILED", &m, Charged::Possibly),
+            (Some(Status::Failed(m)), _) => self.fail("FAILED", &m, Charged::Possibly).await,
             (Some(Status::Error(m)), _) => self.not_accepted("ERROR", &m, None).await,
             (_, Some(ticket)) => Start::Poll {
                 ticket,
                 since_ms: now_ms(),
             },
-            (_, None) => self.fail(
-                "BAD_RESPONSE",
-                "the gateway accepted the submit without a request id",
-                Charged::Possibly,
-            ),
+            (_, None) => {
+                self.fail(
+                    "BAD_RESPONSE",
+                    "the gateway accepted the submit without a request id",
+                    Charged::Possibly,
+                )
+                .await
+            }
         }
     }
 
@@ -195,11 +217,14 @@ impl RowRun {
     /// (after a backoff; a 429 waits in the shared rate limiter instead).
     async fn not_accepted(&mut self, code: &str, message: &str, err: Option<&ApiError>) -> Start {
         let ctx = self.ctx.clone();
-        if !ctx.record(&Entry::NotAccepted {
-            key: self.key.clone(),
-            code: code.to_string(),
-            message: message.to_string(),
-        }) {
+        if !ctx
+            .record(&Entry::NotAccepted {
+                key: self.key.clone(),
+                code: code.to_string(),
+                message: message.to_string(),
+            })
+            .await
+        {
             self.release();
             return Start::End;
         }
@@ -214,7 +239,7 @@ impl RowRun {
                 "gave up after {} attempts, none accepted (nothing charged; a rerun submits it again): {message}",
                 self.failures
             );
-            self.record_left(code, &message);
+            self.record_left(code, &message).await;
             ctx.event(Event::Failed);
             self.say(format!("error: row {}: {code}: {message}", self.id));
             return Start::End;
@@ -259,13 +284,13 @@ impl RowRun {
                     ticket.request_id,
                     settings.row_deadline.as_secs()
                 );
-                return self.leave_accepted("POLL_TIMEOUT", &message, &ticket);
+                return self.leave_accepted("POLL_TIMEOUT", &message, &ticket).await;
             }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 stop = ctx.until_hard_stop() => {
                     leave();
-                    return self.leave_accepted(stop.code(), &stop.describe(), &ticket);
+                    return self.leave_accepted(stop.code(), &stop.describe(), &ticket).await;
                 }
             }
             polls += 1;
@@ -283,7 +308,7 @@ impl RowRun {
                 }
                 Ok(Status::Failed(m)) => {
                     leave();
-                    return self.fail("FAILED", &m, Charged::Possibly);
+                    return self.fail("FAILED", &m, Charged::Possibly).await;
                 }
                 Ok(Status::Error(m)) => {
                     leave();
@@ -296,7 +321,7 @@ impl RowRun {
                         leave();
                         let message =
                             format!("{errors} status calls in a row failed, the last with {e}");
-                        return self.leave_accepted(&e.code, &message, &ticket);
+                        return self.leave_accepted(&e.code, &message, &ticket).await;
                     }
                     wait = wait.max(backoff.delay(errors - 1, e.retry_after));
                 }
@@ -306,16 +331,16 @@ impl RowRun {
                         "the gateway no longer knows request {}: it was paid for and its result is gone",
                         ticket.request_id
                     );
-                    return self.fail("NOT_FOUND", &message, Charged::Possibly);
+                    return self.fail("NOT_FOUND", &message, Charged::Possibly).await;
                 }
                 Err(e) if e.stops_run() => {
                     leave();
                     self.stop_run(&e);
-                    return self.leave_accepted(&e.code, &e.message, &ticket);
+                    return self.leave_accepted(&e.code, &e.message, &ticket).await;
                 }
                 Err(e) => {
                     leave();
-                    return self.fail(&e.code, &e.message, Charged::Possibly);
+                    return self.fail(&e.code, &e.message, Charged::Possibly).await;
                 }
             }
         }
@@ -328,11 +353,13 @@ impl RowRun {
             .as_ref()
             .map_or(String::new(), |t| t.request_id.clone());
         if images.is_empty() {
-            return self.fail(
-                "NO_IMAGES",
-                "the request completed without images",
-                Charged::Possibly,
-            );
+            return self
+                .fail(
+                    "NO_IMAGES",
+                    "the request completed without images",
+                    Charged::Possibly,
+                )
+                .await;
         }
         let asked = self.req.images() as usize;
         if images.len() > asked {
@@ -349,7 +376,9 @@ impl RowRun {
         for (n, image) in images.iter().enumerate() {
             if let Some(stop) = ctx.hard_stop() {
                 ctx.event(Event::Leave(Stage::Downloading));
-                return self.leave_collectable(stop.code(), &stop.describe(), &request);
+                return self
+                    .leave_collectable(stop.code(), &stop.describe(), &request)
+                    .await;
             }
             let name = format!("{stem}_{n}");
             let got = api::retry(&settings.backoff, settings.download_attempts, |_| {
@@ -367,12 +396,16 @@ impl RowRun {
                     let message = format!("image {n} of request {request}: {e}");
                     if e.is_local() {
                         ctx.stop(Stop::Disk(e.message.clone()));
-                        return self.leave_collectable(&e.code, &message, &request);
+                        return self.leave_collectable(&e.code, &message, &request).await;
                     }
                     if e.is_not_found() {
-                        return self.fail("DOWNLOAD_LOST", &message, Charged::Possibly);
+                        return self
+                            .fail("DOWNLOAD_LOST", &message, Charged::Possibly)
+                            .await;
                     }
-                    return self.leave_collectable("DOWNLOAD_FAILED", &message, &request);
+                    return self
+                        .leave_collectable("DOWNLOAD_FAILED", &message, &request)
+                        .await;
                 }
             }
         }
@@ -383,13 +416,16 @@ impl RowRun {
             .per_image(self.req.kind())
             .times(files.len() as u64);
         let count = files.len() as u64;
-        if !ctx.record(&Entry::Done {
-            key: self.key.clone(),
-            at_ms: now_ms(),
-            files,
-            sha256,
-            cost_micros: cost.micros(),
-        }) {
+        if !ctx
+            .record(&Entry::Done {
+                key: self.key.clone(),
+                at_ms: now_ms(),
+                files,
+                sha256,
+                cost_micros: cost.micros(),
+            })
+            .await
+        {
             return Start::End;
         }
         // The reservation was for every image asked; keep only what was made.
@@ -406,19 +442,21 @@ impl RowRun {
     }
 
     /// Records a verdict. `Charged::No` frees its share of the budget.
-    fn fail(&mut self, code: &str, message: &str, charged: Charged) -> Start {
+    async fn fail(&mut self, code: &str, message: &str, charged: Charged) -> Start {
         let cost = match charged {
             Charged::No => Usd::default(),
             Charged::Possibly => self.price,
         };
-        self.ctx.record(&Entry::Failed {
-            key: self.key.clone(),
-            at_ms: now_ms(),
-            code: code.to_string(),
-            message: message.to_string(),
-            charged,
-            cost_micros: cost.micros(),
-        });
+        self.ctx
+            .record(&Entry::Failed {
+                key: self.key.clone(),
+                at_ms: now_ms(),
+                code: code.to_string(),
+                message: message.to_string(),
+                charged,
+                cost_micros: cost.micros(),
+            })
+            .await;
         if charged == Charged::No {
             self.release();
         }
@@ -428,11 +466,12 @@ impl RowRun {
     }
 
     /// Leaves an accepted row for a rerun to collect; it keeps its request id.
-    fn leave_accepted(&mut self, code: &str, message: &str, ticket: &Ticket) -> Start {
+    async fn leave_accepted(&mut self, code: &str, message: &str, ticket: &Ticket) -> Start {
         self.leave_collectable(code, message, &ticket.request_id)
+            .await
     }
 
-    fn leave_collectable(&mut self, code: &str, message: &str, request: &str) -> Start {
+    async fn leave_collectable(&mut self, code: &str, message: &str, request: &str) -> Start {
         let message = if request.is_empty() {
             format!("{message}; accepted: rerun the same command to collect it")
         } else {
@@ -440,19 +479,21 @@ impl RowRun {
                 "{message}; accepted as request {request}: rerun the same command to collect it"
             )
         };
-        self.record_left(code, &message);
+        self.record_left(code, &message).await;
         self.ctx.event(Event::Left);
         self.say(format!("warning: row {}: {code}: {message}", self.id));
         Start::End
     }
 
-    fn record_left(&self, code: &str, message: &str) {
-        self.ctx.record(&Entry::Unfinished {
-            key: self.key.clone(),
-            at_ms: now_ms(),
-            code: code.to_string(),
-            message: message.to_string(),
-        });
+    async fn record_left(&self, code: &str, message: &str) {
+        self.ctx
+            .record(&Entry::Unfinished {
+                key: self.key.clone(),
+                at_ms: now_ms(),
+                code: code.to_string(),
+                message: message.to_string(),
+            })
+            .await;
     }
 
     fn stop_run(&self, e: &ApiError) {

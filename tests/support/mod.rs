@@ -441,14 +441,14 @@ pub async fn accepted_earlier(
     let journal = Journal::open(&out).unwrap();
     let key = row.key.to_string();
     journal
-        .append(&Entry::Intent {
+        .append_blocking(&Entry::Intent {
             key: key.clone(),
             at_ms,
             price_micros: 50_000,
         })
         .unwrap();
     journal
-        .append(&Entry::Submitted {
+        .append_blocking(&Entry::Submitted {
             key,
             at_ms,
             ticket: Some(ticket),
