@@ -42,9 +42,10 @@ pub struct RunArgs {
     /// Most requests in flight (submitted and not yet finished).
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: u32,
-    /// Most submissions per second (slowed further when the gateway answers 429).
-    #[arg(long, value_name = "PER_SEC", default_value_t = 2.0, value_parser = parse_rate)]
-    pub rate: f64,
+    /// Most submissions per second, a ceiling (default: none; the rate is found from the gateway,
+    /// slowing down when it answers 429).
+    #[arg(long, value_name = "PER_SEC", value_parser = parse_rate)]
+    pub rate: Option<f64>,
     /// Refuse a run that would newly spend more than this many US dollars, and never let this run's spending exceed it.
     #[arg(long, value_name = "USD", value_parser = parse_usd)]
     pub max_cost: Option<Usd>,
@@ -63,9 +64,13 @@ pub struct RunArgs {
     /// Read the API key from this file instead of PIXAZO_API_KEY.
     #[arg(long, value_name = "FILE")]
     pub api_key_file: Option<PathBuf>,
-    /// Wait before the first poll and between polls, in milliseconds (the vendor asks for 2000-3000).
-    #[arg(long, value_name = "MS", default_value_t = 2500, value_parser = clap::value_parser!(u64).range(10..=600_000))]
-    pub poll_interval_ms: u64,
+    /// Poll on a fixed schedule: the first poll and every next one this many milliseconds apart.
+    /// Default: a schedule learned from the gateway's latencies, polls of a request at least 2 s apart.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub poll_interval_ms: Option<u64>,
+    /// Pay again for rows whose result the gateway lost after charging for it (RESULT_LOST).
+    #[arg(long)]
+    pub resubmit_lost: bool,
     /// The longest a submit may take, reply included; one without an answer by then may have been
     /// accepted and is not sent again. Long by default: a sync_mode submit answers with its images.
     #[arg(long, value_name = "SECS", default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..=3600))]

@@ -47,6 +47,15 @@ pub const FILE_NAME: &str = "journal.jsonl";
 pub enum Charged {
     No,
     Possibly,
+    /// Paid for: the gateway accepted and finished it (its result was lost).
+    Yes,
+}
+
+impl Charged {
+    /// Whether it counts as money that may be gone.
+    pub fn maybe(self) -> bool {
+        self != Charged::No
+    }
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -104,6 +113,10 @@ pub enum Entry {
         files: Vec<String>,
         sha256: Vec<String>,
         cost_micros: u64,
+        /// When its request was last seen pending and first seen done, in
+        /// milliseconds since its submit (absent if it was never polled).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seen_ms: Option<[u64; 2]>,
     },
     Failed {
         key: String,
@@ -138,6 +151,8 @@ pub struct Record {
     pub price_micros: u64,
     /// Set when the latest run left the row unfinished.
     pub left: Option<Left>,
+    /// When the request was last seen pending and first seen done (ms since submit).
+    pub seen_ms: Option<[u64; 2]>,
     /// What earlier submits of this row may have cost: ones whose answer
     /// never came, `FAILED` ones, and results paid for and then lost. A
     /// retry never hides them.
@@ -200,7 +215,7 @@ impl Replay {
                 r.earlier_micros += match &r.state {
                     State::Uncertain => r.price_micros,
                     State::Failed {
-                        charged: Charged::Possibly,
+                        charged: Charged::Possibly | Charged::Yes,
                         cost_micros,
                         ..
                     }
@@ -249,8 +264,10 @@ impl Replay {
                 files,
                 sha256,
                 cost_micros,
+                seen_ms,
             } => {
                 let r = self.records.entry(key).or_default();
+                r.seen_ms = seen_ms;
                 r.state = State::Done {
                     files,
                     sha256,
@@ -595,6 +612,7 @@ mod tests {
                 files: vec![k("images/a_0.png")],
                 sha256: vec![k("ff")],
                 cost_micros: 50_000,
+                seen_ms: Some([2_000, 3_000]),
             },
             intent("b", 4),
             intent("c", 5),

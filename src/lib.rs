@@ -147,7 +147,8 @@ async fn run_command(args: RunArgs) -> Result<u8, Error> {
     settings.rate_per_sec = args.rate;
     settings.max_cost = max_cost;
     settings.retry_failed = args.retry_failed;
-    settings.poll_interval = Duration::from_millis(args.poll_interval_ms);
+    settings.poll_interval = args.poll_interval_ms.map(Duration::from_millis);
+    settings.resubmit_lost = args.resubmit_lost;
     settings.progress = if args.quiet {
         progress::Mode::Quiet
     } else {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::disk::write_atomic;
-use crate::journal::{Charged, Record, Replay, State};
+use crate::journal::{Record, Replay, State};
 use crate::plan::{Kind, Plan, Row, Usd};
 
 pub const IMAGES_DIR: &str = "images";
@@ -95,6 +95,10 @@ impl Status {
 
 /// The code of a submit whose answer never arrived.
 pub const SUBMIT_UNCERTAIN: &str = "SUBMIT_UNCERTAIN";
+/// The code of a request paid for whose result the gateway no longer has.
+pub const RESULT_LOST: &str = "RESULT_LOST";
+/// Codes of rows paid for whose images are gone: sent again only with `--resubmit-lost`.
+pub const LOST: &[&str] = &[RESULT_LOST, "DOWNLOAD_LOST", "FILES_MISSING", "NOT_FOUND"];
 
 pub const UNCERTAIN_MESSAGE: &str =
     "a submit was sent and its answer never arrived: it may have been accepted and charged. \
@@ -243,7 +247,7 @@ pub fn row_result(rec: Option<&Record>, price: Usd, stop_code: Option<&str>) -> 
             r.status = Status::Failed;
             r.error_code = code.clone();
             r.error_message = message.clone();
-            if *charged == Charged::Possibly {
+            if charged.maybe() {
                 r.possibly_charged = Usd::from_micros(*cost_micros);
             }
         }
@@ -422,6 +426,10 @@ pub struct Summary {
     pub images_this_run: u64,
     pub rows_per_minute: f64,
     pub images_per_minute: f64,
+    /// Submits this run that the gateway answered 429 (rate limited).
+    pub rate_limited: u64,
+    /// Status calls this run made.
+    pub status_calls: u64,
 }
 
 impl Summary {
@@ -554,6 +562,10 @@ pub struct RunEnd {
     pub wall: Duration,
     /// Rows and images finished by this run.
     pub this_run: (u64, u64),
+    /// Submits this run that the gateway answered 429.
+    pub rate_limited: u64,
+    /// Status calls this run made.
+    pub status_calls: u64,
 }
 
 /// Writes `results.csv` and `summary.json` for `plan` from the journal.
@@ -579,6 +591,8 @@ pub fn write(
         images_this_run: end.this_run.1,
         rows_per_minute: 0.0,
         images_per_minute: 0.0,
+        rate_limited: end.rate_limited,
+        status_calls: end.status_calls,
     };
     let minutes = (s.wall_time_s / 60.0).max(1e-9);
     s.rows_per_minute = s.rows_this_run as f64 / minutes;
@@ -667,6 +681,7 @@ mod tests {
             files: vec!["images/cat_s1_0.png".into()],
             sha256: vec!["x".into()],
             cost_micros: 0,
+            seen_ms: None,
         });
         let stems = Stems::from_journal(&replay);
         assert_eq!(stems.stem("cat_s1", "k1"), "cat_s1", "its own files");

@@ -21,11 +21,14 @@
 //! synced before every step it guards.
 
 mod limiter;
+mod poll;
 mod row;
 mod start;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,7 +43,7 @@ use crate::output::{self, RunEnd, Stems, Summary, Totals};
 use crate::plan::{Plan, Usd};
 use crate::progress::{self, Counts, Event};
 pub use limiter::RateLimiter;
-use start::{decide, Start};
+use start::{decide, Flags, Start};
 
 /// The gateway name a simulated run records.
 pub const SIMULATED: &str = "simulated";
@@ -52,12 +55,16 @@ pub struct Settings {
     /// Which gateway this run talks to: its origin, or [`SIMULATED`].
     pub gateway: String,
     pub concurrency: usize,
-    pub rate_per_sec: f64,
+    /// `--rate`: a ceiling on submits per second (none: found from the gateway).
+    pub rate_per_sec: Option<f64>,
     /// What this run may newly spend.
     pub max_cost: Option<Usd>,
     pub retry_failed: bool,
-    /// The wait before the first poll and between polls (jittered ±20%).
-    pub poll_interval: Duration,
+    /// `--poll-interval-ms`: a fixed schedule, the first poll and every next
+    /// one this far apart (±20%). None: a schedule learned from the run.
+    pub poll_interval: Option<Duration>,
+    /// `--resubmit-lost`: pay again for results the gateway lost.
+    pub resubmit_lost: bool,
     /// How long a run polls one accepted request before leaving it (`POLL_TIMEOUT`).
     pub row_deadline: Duration,
     /// Submits per row per run that may fail before the row gives up (429s do not count).
@@ -79,10 +86,11 @@ impl Settings {
             out_dir,
             gateway: String::new(),
             concurrency: 8,
-            rate_per_sec: 2.0,
+            rate_per_sec: None,
             max_cost: None,
             retry_failed: false,
-            poll_interval: Duration::from_millis(2500),
+            poll_interval: None,
+            resubmit_lost: false,
             row_deadline: Duration::from_secs(20 * 60),
             max_attempts: 8,
             max_status_failures: 6,
@@ -223,6 +231,8 @@ pub struct Opened {
     starts: Vec<(usize, Start)>,
     /// Verdicts the decisions reached (lost results), journaled at the start.
     verdicts: Vec<Entry>,
+    /// What earlier runs saw of each kind of request's latency, in seconds.
+    seeds: HashMap<poll::ModelKey, Vec<(f64, f64)>>,
     /// Rows already finished for good (this run does nothing for them).
     finished: u64,
     /// What the folder already holds for this plan.
@@ -259,13 +269,28 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
     let mut finished = 0;
     let mut to_spend = Usd::default();
     let mut before = Totals::default();
+    let mut seeds: HashMap<poll::ModelKey, Vec<(f64, f64)>> = HashMap::new();
+    let flags = Flags {
+        retry_failed: settings.retry_failed,
+        resubmit_lost: settings.resubmit_lost,
+    };
     journal.with_replay(|replay| {
         for (i, row) in plan.rows.iter().enumerate() {
             let key = row.key.to_string();
-            let price = output::row_price(&plan, row);
+            let req = plan.request(row);
+            let price = plan
+                .pricing
+                .per_image(req.kind())
+                .times(u64::from(req.images()));
             let rec = replay.records.get(&key);
             before.add(&output::row_result(rec, price, None));
-            let d = decide(rec, &key, price, settings.retry_failed, |files, sha| {
+            if let Some([lo, hi]) = rec.and_then(|r| r.seen_ms) {
+                seeds
+                    .entry((req.kind(), req.images()))
+                    .or_default()
+                    .push((lo as f64 / 1000.0, hi as f64 / 1000.0));
+            }
+            let d = decide(rec, &key, price, flags, |files, sha| {
                 files_intact(&out_dir, files, sha)
             });
             verdicts.extend(d.record);
@@ -288,6 +313,7 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
         _lock: lock,
         starts: resumed,
         verdicts,
+        seeds,
         finished,
         before,
         to_spend,
@@ -375,6 +401,7 @@ impl Opened {
             _lock,
             starts,
             verdicts,
+            seeds,
             finished,
             ..
         } = self;
@@ -426,7 +453,18 @@ impl Opened {
             events: events_tx,
             stems,
             images_dir: out_dir.join(output::IMAGES_DIR),
+            schedule: match settings.poll_interval {
+                Some(interval) => poll::Schedule::Fixed(interval),
+                None => {
+                    let learned = poll::Learned::default();
+                    for (key, intervals) in seeds {
+                        learned.seed(key, intervals);
+                    }
+                    poll::Schedule::Adaptive(learned)
+                }
+            },
             refused_since: Mutex::new(None),
+            status_calls: AtomicU64::new(0),
             settings,
         });
         // Background pieces: the watchers are aborted when the rows are done;
@@ -480,6 +518,8 @@ impl Opened {
                 counts.completed + counts.failed + counts.left,
                 counts.images,
             ),
+            rate_limited: ctx.limiter.rate_limited(),
+            status_calls: ctx.status_calls.load(Ordering::Relaxed),
         };
         let (journal, dir) = (ctx.journal, out_dir.clone());
         let summary =
@@ -557,8 +597,10 @@ struct Ctx {
     events: mpsc::UnboundedSender<Event>,
     stems: Stems,
     images_dir: PathBuf,
+    schedule: poll::Schedule,
     /// When the gateway last started refusing every connection.
     refused_since: Mutex<Option<Instant>>,
+    status_calls: AtomicU64,
 }
 
 impl Ctx {

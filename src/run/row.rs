@@ -18,10 +18,15 @@ use std::time::Duration;
 
 use tokio::sync::OwnedSemaphorePermit;
 
+use std::sync::atomic::Ordering;
+
+use tokio::time::Instant;
+
+use super::poll::{self, Schedule};
 use super::{Ctx, Start, Stop};
 use crate::api::{self, backoff::unit_random, ApiError, Backoff, Class, Status, Ticket};
 use crate::journal::{now_ms, Charged, Entry};
-use crate::output::{self, IMAGES_DIR, SUBMIT_UNCERTAIN};
+use crate::output::{self, IMAGES_DIR, RESULT_LOST, SUBMIT_UNCERTAIN};
 use crate::plan::{Request, Usd};
 use crate::progress::{Event, Stage};
 
@@ -35,6 +40,9 @@ struct RowRun {
     reserved: bool,
     /// Failed submits this run (429s excepted).
     failures: u32,
+    /// When its request was last seen pending and first seen done, in
+    /// seconds since its submit (journaled with its files, to seed later runs).
+    seen: Option<(f64, f64)>,
 }
 
 /// Drives row `index` from `start` to its end. The permit is held throughout:
@@ -53,6 +61,7 @@ pub(super) async fn drive(
         price: output::row_price(&ctx.plan, &row),
         reserved: false,
         failures: 0,
+        seen: None,
         ctx,
     };
     let mut next = start;
@@ -138,7 +147,7 @@ impl RowRun {
         match e.class {
             Class::Retry => {
                 if e.is_rate_limited() {
-                    ctx.limiter.slow_down(e.retry_after);
+                    ctx.limiter.throttled(e.retry_after);
                 }
                 self.not_accepted(&e.code, &e.to_string(), Some(&e)).await
             }
@@ -263,21 +272,44 @@ impl RowRun {
         let settings = &ctx.settings;
         ctx.event(Event::Enter(Stage::Polling));
         let leave = || ctx.event(Event::Leave(Stage::Polling));
+        // When it was submitted, on this run's clock (maybe in an earlier run).
+        let now = Instant::now();
+        let submitted = now
+            .checked_sub(Duration::from_millis(now_ms().saturating_sub(since_ms)))
+            .unwrap_or(now);
+        let since = |t: Instant| t.saturating_duration_since(submitted).as_secs_f64();
         // The deadline bounds how long this run waits, so a request resumed
         // long after its submit gets the full time too.
-        let elapsed = Duration::from_millis(now_ms().saturating_sub(since_ms));
-        let deadline = tokio::time::Instant::now() + settings.row_deadline;
-        // Failed status calls back off from the polling interval.
-        let backoff = Backoff {
-            base: settings.poll_interval,
-            cap: settings.backoff.cap.max(settings.poll_interval),
+        let deadline = now + settings.row_deadline;
+        let key = (self.req.kind(), self.req.images());
+        let mut changes = match &ctx.schedule {
+            Schedule::Adaptive(learned) => Some(learned.changes()),
+            Schedule::Fixed(_) => None,
         };
-        let mut wait = jitter(settings.poll_interval).saturating_sub(elapsed);
+        // Failed status calls back off from the polling pace.
+        let pace = match &ctx.schedule {
+            Schedule::Fixed(interval) => *interval,
+            Schedule::Adaptive(_) => Duration::from_secs_f64(poll::MIN_GAP),
+        };
+        let backoff = Backoff {
+            base: pace,
+            cap: settings.backoff.cap.max(pace),
+        };
+        let mut not_before = now;
+        let mut last_poll: Option<Instant> = None;
+        let mut last_pending: Option<f64> = None;
         let mut errors = 0u32;
-        let mut polls = 0u32;
         loop {
+            let planned = match &ctx.schedule {
+                Schedule::Fixed(interval) => last_poll.unwrap_or(submitted) + jitter(*interval),
+                Schedule::Adaptive(learned) => {
+                    let t = learned.next_poll(key, since(Instant::now()), last_pending);
+                    submitted + Duration::from_secs_f64(t)
+                }
+            };
+            let wake = planned.max(not_before);
             // Checked before each poll but the first: a request is always asked once.
-            if polls > 0 && tokio::time::Instant::now() + wait >= deadline {
+            if last_poll.is_some() && wake >= deadline {
                 leave();
                 let message = format!(
                     "request {} did not finish within {} s",
@@ -287,20 +319,34 @@ impl RowRun {
                 return self.leave_accepted("POLL_TIMEOUT", &message, &ticket).await;
             }
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep_until(wake) => {}
                 stop = ctx.until_hard_stop() => {
                     leave();
                     return self.leave_accepted(stop.code(), &stop.describe(), &ticket).await;
                 }
+                // The estimate moved: plan again.
+                Some(Ok(())) = async { match changes.as_mut() {
+                    Some(rx) => Some(rx.changed().await),
+                    None => std::future::pending().await,
+                } } => continue,
             }
-            polls += 1;
-            wait = jitter(settings.poll_interval);
+            let sent = Instant::now();
+            last_poll = Some(sent);
+            ctx.status_calls.fetch_add(1, Ordering::Relaxed);
             let result = ctx.client.status(&ticket).await;
             ctx.observe(&result);
             match result {
-                Ok(Status::Pending(_)) => errors = 0,
+                Ok(Status::Pending(_)) => {
+                    errors = 0;
+                    last_pending = Some(since(sent));
+                }
                 Ok(Status::Completed(images)) => {
                     leave();
+                    if let Schedule::Adaptive(learned) = &ctx.schedule {
+                        let seen = (last_pending.unwrap_or(0.0), since(Instant::now()));
+                        learned.learn(key, seen.0, seen.1);
+                        self.seen = Some(seen);
+                    }
                     return Start::Download {
                         images,
                         ticket: Some(ticket),
@@ -323,15 +369,15 @@ impl RowRun {
                             format!("{errors} status calls in a row failed, the last with {e}");
                         return self.leave_accepted(&e.code, &message, &ticket).await;
                     }
-                    wait = wait.max(backoff.delay(errors - 1, e.retry_after));
+                    not_before = Instant::now() + backoff.delay(errors - 1, e.retry_after);
                 }
                 Err(e) if e.is_not_found() => {
                     leave();
                     let message = format!(
-                        "the gateway no longer knows request {}: it was paid for and its result is gone",
+                        "the gateway no longer knows request {}: it was paid for and its result is gone; rerun with --resubmit-lost to pay for it again",
                         ticket.request_id
                     );
-                    return self.fail("NOT_FOUND", &message, Charged::Possibly).await;
+                    return self.fail(RESULT_LOST, &message, Charged::Yes).await;
                 }
                 Err(e) if e.stops_run() => {
                     leave();
@@ -423,6 +469,9 @@ impl RowRun {
                 files,
                 sha256,
                 cost_micros: cost.micros(),
+                seen_ms: self
+                    .seen
+                    .map(|(lo, hi)| [(lo * 1000.0) as u64, (hi * 1000.0) as u64]),
             })
             .await
         {
@@ -445,7 +494,7 @@ impl RowRun {
     async fn fail(&mut self, code: &str, message: &str, charged: Charged) -> Start {
         let cost = match charged {
             Charged::No => Usd::default(),
-            Charged::Possibly => self.price,
+            Charged::Possibly | Charged::Yes => self.price,
         };
         self.ctx
             .record(&Entry::Failed {

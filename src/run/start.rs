@@ -11,6 +11,7 @@
 
 use crate::api::Ticket;
 use crate::journal::{now_ms, Charged, Entry, Record, State};
+use crate::output::{LOST, RESULT_LOST};
 use crate::plan::Usd;
 
 /// Where a row's work starts in this run.
@@ -48,13 +49,22 @@ impl From<Start> for Decision {
 /// collectable; a rerun collects those too.
 const COLLECTABLE_VERDICTS: &[&str] = &["POLL_TIMEOUT", "DOWNLOAD_FAILED"];
 
+/// What the user allows a rerun to pay for again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Flags {
+    /// `--retry-failed`: final verdicts and submits whose answer never came.
+    pub retry_failed: bool,
+    /// `--resubmit-lost`: results the gateway lost after charging for them.
+    pub resubmit_lost: bool,
+}
+
 /// Decides where row `key` starts. `files_intact` checks a completed row's
 /// files against their recorded hashes.
 pub(crate) fn decide(
     rec: Option<&Record>,
     key: &str,
     price: Usd,
-    retry_failed: bool,
+    flags: Flags,
     files_intact: impl FnOnce(&[String], &[String]) -> bool,
 ) -> Decision {
     let Some(rec) = rec else {
@@ -67,20 +77,20 @@ pub(crate) fn decide(
             at_ms: now_ms(),
             code: code.into(),
             message: message.into(),
-            charged: Charged::Possibly,
+            charged: Charged::Yes,
             cost_micros: price.micros(),
         }),
     };
     match &rec.state {
         State::Pending => Start::Submit.into(),
-        State::Uncertain if retry_failed => Start::Submit.into(),
+        State::Uncertain if flags.retry_failed => Start::Submit.into(),
         // Reads as failed SUBMIT_UNCERTAIN until the user decides.
         State::Uncertain => Start::End.into(),
         State::Submitted => match resume(rec) {
             Some(start) => start.into(),
             None => verdict(
-                "RESULT_LOST",
-                "accepted with images that were never saved; rerun with --retry-failed to pay for it again",
+                RESULT_LOST,
+                "accepted with images that were never saved; rerun with --resubmit-lost to pay for it again",
             ),
         },
         State::Done { files, sha256, .. } => {
@@ -91,14 +101,20 @@ pub(crate) fn decide(
                     Some(start) => start.into(),
                     None => verdict(
                         "FILES_MISSING",
-                        "its files are missing or damaged and the request cannot be polled again",
+                        "its files are missing or damaged and the request cannot be polled again; rerun with --resubmit-lost to pay for it again",
                     ),
                 }
             }
         }
         State::Failed { code, .. } => {
             let collectable = COLLECTABLE_VERDICTS.contains(&code.as_str());
-            match (resume(rec).filter(|_| collectable), retry_failed) {
+            // Paying again for a lost result is its own decision.
+            let allowed = if LOST.contains(&code.as_str()) {
+                flags.resubmit_lost
+            } else {
+                flags.retry_failed
+            };
+            match (resume(rec).filter(|_| collectable), allowed) {
                 (Some(start), _) => start.into(),
                 (None, true) => Start::Submit.into(),
                 (None, false) => Start::End.into(),
@@ -149,13 +165,13 @@ mod tests {
     }
 
     fn start(rec: &Record, retry_failed: bool, intact: bool) -> Start {
-        decide(
-            Some(rec),
-            "k",
-            Usd::from_micros(50_000),
+        let flags = Flags {
             retry_failed,
-            |_, _| intact,
-        )
+            resubmit_lost: false,
+        };
+        decide(Some(rec), "k", Usd::from_micros(50_000), flags, |_, _| {
+            intact
+        })
         .start
     }
 
@@ -171,7 +187,7 @@ mod tests {
     #[test]
     fn a_plain_rerun_submits_what_was_never_accepted() {
         assert_eq!(
-            decide(None, "k", Usd::default(), false, |_, _| true).start,
+            decide(None, "k", Usd::default(), Flags::default(), |_, _| true).start,
             Start::Submit
         );
         let mut gave_up = rec(State::Pending, None);
@@ -225,18 +241,38 @@ mod tests {
     }
 
     #[test]
-    fn an_accepted_row_with_nothing_to_poll_is_a_verdict() {
+    fn an_accepted_row_with_nothing_to_poll_is_a_lost_result() {
         let d = decide(
             Some(&rec(State::Submitted, None)),
             "k",
             Usd::from_micros(7),
-            false,
+            Flags::default(),
             |_, _| true,
         );
         assert_eq!(d.start, Start::End);
         assert!(matches!(
             d.record,
-            Some(Entry::Failed { ref code, cost_micros: 7, .. }) if code == "RESULT_LOST"
+            Some(Entry::Failed { ref code, cost_micros: 7, charged: Charged::Yes, .. })
+                if code == "RESULT_LOST"
         ));
+    }
+
+    #[test]
+    fn a_lost_result_is_paid_again_only_with_resubmit_lost() {
+        let lost = rec(failed(RESULT_LOST, Charged::Yes), Some(ticket()));
+        let with = |retry_failed, resubmit_lost| {
+            let flags = Flags {
+                retry_failed,
+                resubmit_lost,
+            };
+            decide(Some(&lost), "k", Usd::default(), flags, |_, _| true).start
+        };
+        assert_eq!(with(false, false), Start::End);
+        assert_eq!(
+            with(true, false),
+            Start::End,
+            "--retry-failed is not enough"
+        );
+        assert_eq!(with(false, true), Start::Submit);
     }
 }

@@ -1,0 +1,446 @@
+//! When to ask about an accepted request: a schedule learned from the run.
+//!
+//! Why this exists: a fixed clock either asks too often (status calls are
+//! wasted on requests that cannot be done yet) or too late (a finished
+//! request waits, holding its slot). So the run learns how long requests
+//! take and asks near the moment each is likely to finish.
+//!
+//! What is learned: every collected request teaches an interval, (the last
+//! time it was seen pending, the first time it was seen done], in seconds
+//! since its submit. The distribution of latencies is estimated from those
+//! intervals on a grid by the self-consistency (EM) algorithm for interval-
+//! censored data (Turnbull's estimator), warm-started from the previous
+//! estimate. From it a dynamic programme picks the poll times that minimise
+//! the expected time a finished request waits plus [`CALL_COST`] seconds per
+//! status call, with polls of one request at least [`MIN_GAP`] apart (the
+//! vendor's advice). Requests of different kinds or image counts are learned
+//! apart.
+//!
+//! Before anything is learned, first polls are staggered (each request a
+//! little later than the one before), so the first completions teach the
+//! latency quickly; a request that has not been polled yet is re-planned as
+//! soon as the estimate changes. A few requests (2%) are asked a little
+//! early once the estimate is settled, so that a gateway that gets faster is
+//! noticed. Earlier runs of the same folder seed the estimate.
+//!
+//! Cancellation: nothing here waits; rows sleep until the time this gives,
+//! and wake early when [`Learned::changes`] says the estimate moved.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::api::backoff::unit_random;
+use crate::plan::Kind;
+
+/// The vendor asks for 2–3 s between polls of one request.
+pub const MIN_GAP: f64 = 2.0;
+/// Past the learned horizon, poll this often.
+const TAIL_GAP: f64 = 2.5;
+/// What one status call is worth, in seconds a finished request may wait.
+pub const CALL_COST: f64 = 0.4;
+/// The finest grid step, in seconds.
+const FINEST: f64 = 0.05;
+/// The most grid bins (the step grows for long latencies).
+const MAX_BINS: usize = 800;
+/// Intervals kept per kind of request (the most recent).
+const WINDOW: usize = 1024;
+/// EM iterations per update (warm-started, so few are needed).
+const EM_ROUNDS: usize = 60;
+/// Cold start: the first poll of the first request, and how each next one
+/// is later than the last.
+const COLD_FIRST: f64 = 1.0;
+const COLD_GROWTH: f64 = 1.07;
+const COLD_LAST: f64 = 20.0;
+/// Share of first polls asked early once the estimate is settled.
+const EXPLORE: f64 = 0.02;
+/// Jitter added to every planned poll, at most.
+const JITTER: f64 = 0.02;
+
+/// Which requests share a latency distribution.
+pub type ModelKey = (Kind, u32);
+
+/// How a run schedules its polls.
+#[derive(Debug)]
+pub enum Schedule {
+    /// `--poll-interval-ms`: the first poll and every next one this far apart (±20%).
+    Fixed(Duration),
+    Adaptive(Learned),
+}
+
+/// The latency estimates of a run, one per kind of request.
+#[derive(Debug)]
+pub struct Learned {
+    models: Mutex<HashMap<ModelKey, Learner>>,
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Learned {
+    fn default() -> Learned {
+        Learned {
+            models: Mutex::new(HashMap::new()),
+            changed: watch::channel(0).0,
+        }
+    }
+}
+
+impl Learned {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ModelKey, Learner>> {
+        self.models.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bumps whenever an estimate moves: sleeping rows re-plan.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// The next poll of a request `elapsed` seconds after its submit, in
+    /// seconds since its submit (never before `elapsed`). `last_pending`:
+    /// when it was last seen pending, if it was.
+    pub fn next_poll(&self, key: ModelKey, elapsed: f64, last_pending: Option<f64>) -> f64 {
+        let mut models = self.lock();
+        let m = models.entry(key).or_default();
+        let t = m.next_poll(elapsed, last_pending);
+        t.max(elapsed) + JITTER * unit_random()
+    }
+
+    /// A request was seen pending at `lo` and done at `hi` (seconds since
+    /// submit; `lo` is 0 if it was never seen pending).
+    pub fn learn(&self, key: ModelKey, lo: f64, hi: f64) {
+        let moved = self.lock().entry(key).or_default().learn(lo, hi, true);
+        if moved {
+            self.changed.send_modify(|v| *v += 1);
+        }
+    }
+
+    /// What earlier runs saw, before this run polls anything.
+    pub fn seed(&self, key: ModelKey, intervals: impl IntoIterator<Item = (f64, f64)>) {
+        let mut models = self.lock();
+        let m = models.entry(key).or_default();
+        for (lo, hi) in intervals {
+            m.learn(lo, hi, false);
+        }
+        m.refit();
+    }
+}
+
+/// One kind of request's intervals and the schedule fitted to them.
+#[derive(Debug, Default)]
+struct Learner {
+    intervals: VecDeque<(f64, f64)>,
+    since_fit: usize,
+    fit: Option<Fit>,
+    /// Cold first polls planned so far.
+    cold: u32,
+}
+
+impl Learner {
+    /// Adds an interval; refits when due. True if the estimate moved.
+    fn learn(&mut self, lo: f64, hi: f64, refit: bool) -> bool {
+        if !(hi.is_finite() && hi > 0.0 && lo >= 0.0) {
+            return false;
+        }
+        self.intervals.push_back((lo.min(hi), hi));
+        if self.intervals.len() > WINDOW {
+            self.intervals.pop_front();
+        }
+        self.since_fit += 1;
+        let due = self.intervals.len() <= 32 || self.since_fit >= 8;
+        if refit && due {
+            self.refit();
+            return true;
+        }
+        false
+    }
+
+    fn refit(&mut self) {
+        if self.intervals.is_empty() {
+            return;
+        }
+        self.since_fit = 0;
+        self.fit = Some(Fit::new(&self.intervals, self.fit.as_ref()));
+    }
+
+    fn next_poll(&mut self, elapsed: f64, last_pending: Option<f64>) -> f64 {
+        let earliest = last_pending.map_or(elapsed, |s| elapsed.max(s + MIN_GAP));
+        let Some(fit) = &self.fit else {
+            // Nothing learned yet: stagger first polls; then the vendor's pace.
+            return match last_pending {
+                Some(_) => earliest,
+                None => {
+                    let t = COLD_FIRST * COLD_GROWTH.powi(self.cold.min(200) as i32);
+                    self.cold += 1;
+                    earliest.max(t.min(COLD_LAST))
+                }
+            };
+        };
+        let planned = fit.next(earliest, last_pending);
+        let settled = self.intervals.len() >= 32;
+        if last_pending.is_none() && settled && unit_random() < EXPLORE {
+            // Now and then ask early, to notice a gateway that got faster.
+            return earliest.max(planned * (0.5 + 0.5 * unit_random()));
+        }
+        planned
+    }
+}
+
+/// A latency estimate on a grid and the optimal polls for it.
+#[derive(Debug)]
+struct Fit {
+    /// Grid step and number of bins; bin `j` (1..=n) is `((j-1)·step, j·step]`,
+    /// bin `n + 1` is everything later.
+    step: f64,
+    n: usize,
+    /// Mass of each bin (index 0 unused).
+    mass: Vec<f64>,
+    /// Survival at each grid point `k·step` (k = 0..=n).
+    survive: Vec<f64>,
+    /// Prefix sums of mass and of mass times each bin's middle.
+    cum: Vec<f64>,
+    cum_t: Vec<f64>,
+    /// Expected future cost (unnormalised) after a pending poll at grid point k.
+    after: Vec<f64>,
+    /// The least gap between two polls of a request, in bins.
+    gap: usize,
+}
+
+impl Fit {
+    fn new(intervals: &VecDeque<(f64, f64)>, previous: Option<&Fit>) -> Fit {
+        let top = intervals.iter().map(|(_, hi)| *hi).fold(0.0f64, f64::max);
+        let horizon = (top * 1.25).max(5.0);
+        let step = (horizon / MAX_BINS as f64).max(FINEST);
+        let n = (horizon / step).ceil() as usize;
+        // Bins each interval covers: (lo, hi] meets bins first..=last.
+        let cover: Vec<(usize, usize)> = intervals
+            .iter()
+            .map(|&(lo, hi)| {
+                let first = ((lo / step).floor() as usize + 1).min(n + 1);
+                let last = ((hi / step).ceil() as usize).clamp(first, n + 1);
+                (first, last)
+            })
+            .collect();
+        let mut mass = match previous {
+            Some(p) => p.regrid(step, n),
+            None => vec![1.0 / (n + 1) as f64; n + 2],
+        };
+        mass[0] = 0.0;
+        // Turnbull's self-consistency iterations.
+        let mut prefix = vec![0.0; n + 2];
+        let mut weight = vec![0.0; n + 3];
+        for _ in 0..EM_ROUNDS {
+            for j in 1..=n + 1 {
+                prefix[j] = prefix[j - 1] + mass[j];
+            }
+            weight.iter_mut().for_each(|w| *w = 0.0);
+            for &(a, b) in &cover {
+                let p = prefix[b] - prefix[a - 1];
+                if p > 0.0 {
+                    weight[a] += 1.0 / p;
+                    weight[b + 1] -= 1.0 / p;
+                }
+            }
+            let total = cover.len() as f64;
+            let mut w = 0.0;
+            for j in 1..=n + 1 {
+                w += weight[j];
+                mass[j] *= w / total;
+            }
+            let sum: f64 = mass.iter().sum();
+            if sum > 0.0 {
+                mass.iter_mut().for_each(|m| *m /= sum);
+            }
+        }
+        Fit::plan(step, n, mass)
+    }
+
+    /// This estimate's mass on another grid.
+    fn regrid(&self, step: f64, n: usize) -> Vec<f64> {
+        let mut out = vec![0.0; n + 2];
+        for j in 1..=self.n + 1 {
+            let mid = if j <= self.n {
+                (j as f64 - 0.5) * self.step
+            } else {
+                f64::INFINITY
+            };
+            let k = if mid.is_finite() {
+                ((mid / step).ceil() as usize).clamp(1, n + 1)
+            } else {
+                n + 1
+            };
+            out[k] += self.mass[j];
+        }
+        // Keep every bin possible, so that new evidence can move mass anywhere.
+        let floor = 1e-6 / (n + 1) as f64;
+        out.iter_mut().skip(1).for_each(|m| *m += floor);
+        out
+    }
+
+    /// The dynamic programme: expected cost after a pending poll at each grid point.
+    fn plan(step: f64, n: usize, mass: Vec<f64>) -> Fit {
+        let mut cum = vec![0.0; n + 2];
+        let mut cum_t = vec![0.0; n + 2];
+        for j in 1..=n + 1 {
+            let mid = (j as f64 - 0.5) * step;
+            cum[j] = cum[j - 1] + mass[j];
+            cum_t[j] = cum_t[j - 1] + mass[j] * mid.min(n as f64 * step);
+        }
+        let survive: Vec<f64> = (0..=n).map(|k| (1.0 - cum[k]).max(0.0)).collect();
+        let gap = (MIN_GAP / step).ceil() as usize;
+        let mut fit = Fit {
+            step,
+            n,
+            mass,
+            survive,
+            cum,
+            cum_t,
+            after: vec![0.0; n + 1],
+            gap,
+        };
+        // Past the horizon: polls every TAIL_GAP, about one and a half of them.
+        let tail = fit.survive[n] * (2.0 * CALL_COST + TAIL_GAP / 2.0);
+        for a in (0..=n).rev() {
+            fit.after[a] = if a + gap > n {
+                fit.survive[a] * CALL_COST + fit.delay(a, n) + tail
+            } else {
+                (a + gap..=n)
+                    .map(|b| fit.cost(a, b))
+                    .fold(f64::INFINITY, f64::min)
+            };
+        }
+        fit
+    }
+
+    /// Expected wait of requests finishing in (a, b] if polled at b.
+    fn delay(&self, a: usize, b: usize) -> f64 {
+        let t = b as f64 * self.step;
+        t * (self.cum[b] - self.cum[a]) - (self.cum_t[b] - self.cum_t[a])
+    }
+
+    /// Expected cost (unnormalised) of polling at b after pending at a.
+    fn cost(&self, a: usize, b: usize) -> f64 {
+        self.survive[a] * CALL_COST + self.delay(a, b) + self.after[b]
+    }
+
+    /// The best poll at or after `earliest` seconds, given the last pending
+    /// poll (none: not polled since submit).
+    fn next(&self, earliest: f64, last_pending: Option<f64>) -> f64 {
+        let a = last_pending.map_or(0, |s| ((s / self.step).floor() as usize).min(self.n));
+        let mut from = ((earliest / self.step).ceil() as usize).max(1);
+        if last_pending.is_some() {
+            from = from.max(a + self.gap);
+        }
+        if from > self.n || self.survive[a] <= 1e-9 {
+            // Beyond what was learned: the vendor's pace.
+            return match last_pending {
+                Some(s) => earliest.max(s + TAIL_GAP),
+                None => earliest,
+            };
+        }
+        let best = (from..=self.n)
+            .min_by(|&x, &y| self.cost(a, x).total_cmp(&self.cost(a, y)))
+            .unwrap_or(from);
+        best as f64 * self.step
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn learned(intervals: &[(f64, f64)]) -> Learner {
+        let mut l = Learner::default();
+        for &(lo, hi) in intervals {
+            l.learn(lo, hi, false);
+        }
+        l.refit();
+        l
+    }
+
+    fn plan(l: &Fit, mut last: Option<f64>, latency: f64) -> Vec<f64> {
+        let mut polls = Vec::new();
+        let mut now = 0.0;
+        loop {
+            let t = l.next(now, last);
+            polls.push(t);
+            if t >= latency || polls.len() > 50 {
+                return polls;
+            }
+            last = Some(t);
+            now = t;
+        }
+    }
+
+    #[test]
+    fn a_fixed_latency_is_polled_once_just_after_it() {
+        // Staggered first polls around 3 s taught (2.9, 3.0] and wider.
+        let mut intervals = vec![(2.9, 3.0), (0.0, 3.05), (2.5, 4.5), (1.2, 3.2)];
+        intervals.extend([(0.0, 3.02); 40]);
+        let l = learned(&intervals);
+        let fit = l.fit.as_ref().unwrap();
+        let polls = plan(fit, None, 3.0);
+        assert_eq!(polls.len(), 1, "{polls:?}");
+        assert!(polls[0] >= 3.0 && polls[0] <= 3.06, "{polls:?}");
+    }
+
+    #[test]
+    fn a_spread_latency_is_polled_a_few_times_at_least_two_seconds_apart() {
+        // Latencies spread evenly over 5-15 s, each seen within a second.
+        let intervals: Vec<(f64, f64)> = (0..400)
+            .map(|i| {
+                let l = 5.0 + 10.0 * (i as f64 + 0.5) / 400.0;
+                (l - 0.5, l + 0.5)
+            })
+            .collect();
+        let l = learned(&intervals);
+        let fit = l.fit.as_ref().unwrap();
+        let mut calls = 0.0;
+        let mut wait = 0.0;
+        for i in 0..100 {
+            let latency = 5.0 + 10.0 * (i as f64 + 0.5) / 100.0;
+            let polls = plan(fit, None, latency);
+            assert!(
+                polls[0] >= 4.5,
+                "no poll before anything can finish: {polls:?}"
+            );
+            for w in polls.windows(2) {
+                assert!(w[1] - w[0] >= MIN_GAP - 1e-9, "{polls:?}");
+            }
+            calls += polls.len() as f64;
+            wait += polls.last().unwrap() - latency;
+        }
+        let (calls, wait) = (calls / 100.0, wait / 100.0);
+        assert!(calls < 2.6, "{calls} calls per request");
+        assert!(wait < 1.35, "{wait} s waited per request");
+    }
+
+    #[test]
+    fn cold_first_polls_are_staggered_then_the_vendors_pace() {
+        let mut l = Learner::default();
+        let firsts: Vec<f64> = (0..5).map(|_| l.next_poll(0.0, None)).collect();
+        assert_eq!(firsts[0], COLD_FIRST);
+        assert!(firsts.windows(2).all(|w| w[1] > w[0]), "{firsts:?}");
+        assert_eq!(l.next_poll(1.5, Some(1.5)), 1.5 + MIN_GAP);
+    }
+
+    #[test]
+    fn a_request_past_everything_learned_is_asked_at_once() {
+        let l = learned(&[(2.9, 3.0); 10]);
+        let fit = l.fit.as_ref().unwrap();
+        assert_eq!(fit.next(7200.0, None), 7200.0, "resumed two hours later");
+        assert_eq!(fit.next(30.0, Some(29.0)), 29.0 + TAIL_GAP);
+    }
+
+    #[test]
+    fn the_estimate_moves_when_the_gateway_slows_down() {
+        let mut l = learned(&[(2.9, 3.0); 40]);
+        let before = l.fit.as_ref().unwrap().next(0.0, None);
+        for _ in 0..200 {
+            l.learn(3.0, 5.0, true);
+            l.learn(4.9, 5.1, true);
+        }
+        let after = l.fit.as_ref().unwrap().next(0.0, None);
+        assert!(before < 3.1 && after > 4.0, "{before} → {after}");
+    }
+}
