@@ -354,6 +354,8 @@ pub fn read(dir: &Path) -> Result<Replay, JournalError> {
 /// only then tells each caller its line is durable. A line is on disk before
 /// `append` returns, as before, but concurrent rows share one sync instead
 /// of queueing on one each, and no runtime worker ever blocks on the disk.
+/// Before a group with `done` lines, the folders holding their files are
+/// synced once, so that the renames a `done` line records are durable first.
 ///
 /// Cancellation: dropping an `append` future does not take its line back
 /// (it may still be written); dropping the `Journal` lets the writer finish
@@ -430,10 +432,10 @@ impl Journal {
         }));
         let (queue, jobs) = std::sync::mpsc::channel();
         let writer = {
-            let shared = shared.clone();
+            let (shared, dir) = (shared.clone(), dir.to_path_buf());
             std::thread::Builder::new()
                 .name("batchgen-journal".into())
-                .spawn(move || write_groups(file, whole as u64, jobs, shared))
+                .spawn(move || write_groups(&dir, file, whole as u64, jobs, shared))
                 .map_err(io)?
         };
         Ok(Journal {
@@ -509,6 +511,7 @@ impl Drop for Journal {
 
 /// The writer thread: commits waiting lines in groups until every sender is gone.
 fn write_groups(
+    dir: &Path,
     mut file: File,
     mut len: u64,
     jobs: std::sync::mpsc::Receiver<Job>,
@@ -526,6 +529,20 @@ fn write_groups(
         buf.clear();
         for job in &group {
             buf.extend_from_slice(&job.line);
+        }
+        let mut folders: Vec<PathBuf> = group
+            .iter()
+            .filter_map(|job| match &job.entry {
+                Entry::Done { files, .. } => Some(files),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|f| dir.join(f).parent().map(Path::to_path_buf))
+            .collect();
+        folders.sort();
+        folders.dedup();
+        for folder in &folders {
+            crate::disk::sync_dir(folder);
         }
         let broken = shared.lock().unwrap_or_else(|e| e.into_inner()).broken;
         let written = if broken {

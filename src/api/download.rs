@@ -5,13 +5,13 @@
 //! do), and writes to our disk, so a failure here is either the network's
 //! (retry) or ours (`Class::Local`: stop spending, the request stays
 //! collectable). Every download is bounded in size, in silence and in total
-//! time.
+//! time. File work happens on the blocking pool, once per image for most.
 
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt as _;
+use std::io::Write as _;
 
 use super::error::{http_error, ours, retry_after_header, transport_error, Op};
 use super::{image, ApiError, Class, Client, ImageInfo};
@@ -42,24 +42,9 @@ impl Client {
         dir: &Path,
         stem: &str,
     ) -> Result<Downloaded, ApiError> {
-        let local = |e: std::io::Error| {
-            ApiError::new(Class::Local, ours::DISK, format!("{}: {e}", dir.display()))
-        };
-        // File work runs on the blocking pool, never on an async worker.
-        let folder = dir.to_path_buf();
-        let part = tokio::task::spawn_blocking(move || disk::temp_in(&folder, PART_PREFIX))
-            .await
-            .map_err(|e| local(std::io::Error::other(e)))?
-            .map_err(local)?;
-        let file = part.as_file().try_clone().map_err(local)?;
-        let mut out = tokio::io::BufWriter::with_capacity(1 << 18, tokio::fs::File::from_std(file));
-        let mut hasher = Sha256::new();
-        let mut bytes: u64 = 0;
+        let mut sink = Sink::new(dir);
         if image.starts_with("data:") {
-            let data = decode_data_uri(image)?;
-            hasher.update(&data);
-            bytes = data.len() as u64;
-            out.write_all(&data).await.map_err(local)?;
+            sink.push(&decode_data_uri(image)?).await?;
         } else {
             let mut response = self
                 .plain
@@ -92,35 +77,121 @@ impl Client {
                 .await
                 .map_err(|e| transport_error(Op::Download, &e))?
             {
-                bytes += chunk.len() as u64;
-                if bytes > max {
+                if sink.bytes + chunk.len() as u64 > max {
                     return Err(too_large());
                 }
-                hasher.update(&chunk);
-                out.write_all(&chunk).await.map_err(local)?;
+                sink.push(&chunk).await?;
             }
-            if expected.is_some_and(|n| n != bytes) {
+            if expected.is_some_and(|n| n != sink.bytes) {
                 return Err(ApiError::new(
                     Class::Retry,
                     "TRUNCATED",
-                    format!("received {bytes} of {} bytes", expected.unwrap_or(0)),
+                    format!("received {} of {} bytes", sink.bytes, expected.unwrap_or(0)),
                 ));
             }
         }
-        out.flush().await.map_err(local)?;
-        drop(out);
+        sink.finish(stem).await
+    }
+}
+
+/// Bytes a download keeps in memory before it spills to its temporary file.
+const IN_MEMORY: usize = 1 << 20;
+
+/// Where a download's bytes go: memory first (most images are whole before
+/// they pass [`IN_MEMORY`], so they cost one trip to the blocking pool), a
+/// temporary file beside the destination beyond that.
+struct Sink {
+    dir: PathBuf,
+    buf: Vec<u8>,
+    part: Option<tempfile::NamedTempFile>,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+fn local(dir: &Path) -> impl Fn(std::io::Error) -> ApiError + '_ {
+    move |e| ApiError::new(Class::Local, ours::DISK, format!("{}: {e}", dir.display()))
+}
+
+/// File work on the blocking pool, never on an async worker.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::new(Class::Local, "INTERNAL", e.to_string()))?
+}
+
+impl Sink {
+    fn new(dir: &Path) -> Sink {
+        Sink {
+            dir: dir.to_path_buf(),
+            buf: Vec::new(),
+            part: None,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    async fn push(&mut self, chunk: &[u8]) -> Result<(), ApiError> {
+        self.hasher.update(chunk);
+        self.bytes += chunk.len() as u64;
+        self.buf.extend_from_slice(chunk);
+        if self.buf.len() >= IN_MEMORY {
+            let (dir, part, buf) = (
+                self.dir.clone(),
+                self.part.take(),
+                std::mem::take(&mut self.buf),
+            );
+            self.part = Some(
+                blocking(move || {
+                    let mut part = match part {
+                        Some(p) => p,
+                        None => disk::temp_in(&dir, PART_PREFIX).map_err(local(&dir))?,
+                    };
+                    part.write_all(&buf).map_err(local(&dir))?;
+                    Ok(part)
+                })
+                .await?,
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks that the bytes are one whole PNG or JPEG, writes and syncs
+    /// them, and renames them to `stem.EXT`. The rename is made durable by
+    /// whoever records it (the journal syncs the folder before a `done` line).
+    async fn finish(self, stem: &str) -> Result<Downloaded, ApiError> {
+        let Sink {
+            dir,
+            buf,
+            part,
+            hasher,
+            bytes,
+        } = self;
         let sha256 = disk::hex(&hasher.finalize());
-        let dir = dir.to_path_buf();
         let stem = stem.to_string();
-        tokio::task::spawn_blocking(move || {
-            let local = |e: std::io::Error| ApiError::new(Class::Local, ours::DISK, e.to_string());
-            let written = std::fs::read(part.path()).map_err(local)?;
-            let info = image::inspect(&written)
-                .map_err(|e| ApiError::new(Class::Retry, "CORRUPT_DOWNLOAD", e.to_string()))?;
-            part.as_file().sync_all().map_err(local)?;
+        blocking(move || {
+            let corrupt =
+                |e: image::Invalid| ApiError::new(Class::Retry, "CORRUPT_DOWNLOAD", e.to_string());
+            let io = local(&dir);
+            let (part, info) = match part {
+                // Checked before a file exists: a bad download leaves nothing.
+                None => {
+                    let info = image::inspect(&buf).map_err(corrupt)?;
+                    let mut part = disk::temp_in(&dir, PART_PREFIX).map_err(&io)?;
+                    part.write_all(&buf).map_err(&io)?;
+                    (part, info)
+                }
+                Some(mut part) => {
+                    part.write_all(&buf).map_err(&io)?;
+                    let whole = std::fs::read(part.path()).map_err(&io)?;
+                    let info = image::inspect(&whole).map_err(corrupt)?;
+                    (part, info)
+                }
+            };
+            part.as_file().sync_all().map_err(&io)?;
             let path = dir.join(format!("{stem}.{}", info.format.extension()));
-            part.persist(&path).map_err(|e| local(e.error))?;
-            disk::sync_dir(&dir);
+            part.persist(&path).map_err(|e| io(e.error))?;
             Ok(Downloaded {
                 path,
                 bytes,
@@ -129,7 +200,6 @@ impl Client {
             })
         })
         .await
-        .map_err(|e| ApiError::new(Class::Local, "INTERNAL", e.to_string()))?
     }
 }
 

@@ -452,7 +452,9 @@ impl Opened {
             stop: stop_tx,
             events: events_tx,
             stems,
-            images_dir: out_dir.join(output::IMAGES_DIR),
+            // Absolute, so that no temporary file costs a look-up of the working folder.
+            images_dir: std::path::absolute(out_dir.join(output::IMAGES_DIR))
+                .unwrap_or_else(|_| out_dir.join(output::IMAGES_DIR)),
             schedule: match settings.poll_interval {
                 Some(interval) => poll::Schedule::Fixed(interval),
                 None => {
@@ -485,12 +487,16 @@ impl Opened {
 
         let permits = Arc::new(Semaphore::new(ctx.settings.concurrency));
         let mut tasks = tokio::task::JoinSet::new();
-        for (index, start) in starts {
+        let total = starts.len();
+        for (started, (index, start)) in starts.into_iter().enumerate() {
             let permit = permits
                 .clone()
                 .acquire_owned()
                 .await
                 .expect("the semaphore is never closed");
+            if let poll::Schedule::Adaptive(learned) = &ctx.schedule {
+                learned.rows_ahead(total - started, ctx.settings.concurrency);
+            }
             if matches!(start, Start::Submit) && ctx.stopped() {
                 continue; // left unrun; the results say why
             }

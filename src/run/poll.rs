@@ -19,9 +19,11 @@
 //! Before anything is learned, first polls are staggered (each request a
 //! little later than the one before), so the first completions teach the
 //! latency quickly; a request that has not been polled yet is re-planned as
-//! soon as the estimate changes. A few requests (2%) are asked a little
-//! early once the estimate is settled, so that a gateway that gets faster is
-//! noticed. Earlier runs of the same folder seed the estimate.
+//! soon as the estimate changes. While many rows are still to start, a few
+//! requests (1%) are asked a little early once the estimate is settled, so
+//! that a gateway that gets faster is noticed (near a run's end there is no
+//! future to gain, and an early ask only delays its last rows). Earlier runs
+//! of the same folder seed the estimate.
 //!
 //! Cancellation: nothing here waits; rows sleep until the time this gives,
 //! and wake early when [`Learned::changes`] says the estimate moved.
@@ -42,22 +44,26 @@ const TAIL_GAP: f64 = 2.5;
 /// What one status call is worth, in seconds a finished request may wait.
 pub const CALL_COST: f64 = 0.4;
 /// The finest grid step, in seconds.
-const FINEST: f64 = 0.05;
+const FINEST: f64 = 0.01;
 /// The most grid bins (the step grows for long latencies).
 const MAX_BINS: usize = 800;
 /// Intervals kept per kind of request (the most recent).
 const WINDOW: usize = 1024;
 /// EM iterations per update (warm-started, so few are needed).
 const EM_ROUNDS: usize = 60;
-/// Cold start: the first poll of the first request, and how each next one
-/// is later than the last.
-const COLD_FIRST: f64 = 1.0;
+/// Cold start: the first poll of the first request (the vendor's advice),
+/// and how each next one is later than the last.
+const COLD_FIRST: f64 = 2.0;
 const COLD_GROWTH: f64 = 1.07;
 const COLD_LAST: f64 = 20.0;
 /// Share of first polls asked early once the estimate is settled.
-const EXPLORE: f64 = 0.02;
+const EXPLORE: f64 = 0.01;
+/// Exploring stops when fewer than this many rows per slot are still to start.
+const EXPLORE_AHEAD: usize = 10;
+/// Intervals learned before the estimate counts as settled.
+const SETTLED: usize = 64;
 /// Jitter added to every planned poll, at most.
-const JITTER: f64 = 0.02;
+const JITTER: f64 = 0.01;
 
 /// Which requests share a latency distribution.
 pub type ModelKey = (Kind, u32);
@@ -75,6 +81,8 @@ pub enum Schedule {
 pub struct Learned {
     models: Mutex<HashMap<ModelKey, Learner>>,
     changed: watch::Sender<u64>,
+    /// Whether enough rows are still to start for exploring to pay off.
+    explore: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Learned {
@@ -82,6 +90,7 @@ impl Default for Learned {
         Learned {
             models: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
+            explore: std::sync::atomic::AtomicBool::new(true),
         }
     }
 }
@@ -89,6 +98,13 @@ impl Default for Learned {
 impl Learned {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ModelKey, Learner>> {
         self.models.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Rows still to start: exploring pays off only with many of them ahead.
+    pub fn rows_ahead(&self, rows: usize, concurrency: usize) {
+        let ahead = rows > EXPLORE_AHEAD * concurrency;
+        self.explore
+            .store(ahead, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Bumps whenever an estimate moves: sleeping rows re-plan.
@@ -102,7 +118,8 @@ impl Learned {
     pub fn next_poll(&self, key: ModelKey, elapsed: f64, last_pending: Option<f64>) -> f64 {
         let mut models = self.lock();
         let m = models.entry(key).or_default();
-        let t = m.next_poll(elapsed, last_pending);
+        let explore = self.explore.load(std::sync::atomic::Ordering::Relaxed);
+        let t = m.next_poll(elapsed, last_pending, explore);
         t.max(elapsed) + JITTER * unit_random()
     }
 
@@ -147,7 +164,11 @@ impl Learner {
             self.intervals.pop_front();
         }
         self.since_fit += 1;
-        let due = self.intervals.len() <= 32 || self.since_fit >= 8;
+        let due = match self.intervals.len() {
+            n if n <= 32 => true,
+            n if n <= SETTLED => self.since_fit >= 8,
+            _ => self.since_fit >= 16,
+        };
         if refit && due {
             self.refit();
             return true;
@@ -163,7 +184,7 @@ impl Learner {
         self.fit = Some(Fit::new(&self.intervals, self.fit.as_ref()));
     }
 
-    fn next_poll(&mut self, elapsed: f64, last_pending: Option<f64>) -> f64 {
+    fn next_poll(&mut self, elapsed: f64, last_pending: Option<f64>, explore: bool) -> f64 {
         let earliest = last_pending.map_or(elapsed, |s| elapsed.max(s + MIN_GAP));
         let Some(fit) = &self.fit else {
             // Nothing learned yet: stagger first polls; then the vendor's pace.
@@ -177,8 +198,8 @@ impl Learner {
             };
         };
         let planned = fit.next(earliest, last_pending);
-        let settled = self.intervals.len() >= 32;
-        if last_pending.is_none() && settled && unit_random() < EXPLORE {
+        let settled = self.intervals.len() >= SETTLED;
+        if explore && last_pending.is_none() && settled && unit_random() < EXPLORE {
             // Now and then ask early, to notice a gateway that got faster.
             return earliest.max(planned * (0.5 + 0.5 * unit_random()));
         }
@@ -418,10 +439,10 @@ mod tests {
     #[test]
     fn cold_first_polls_are_staggered_then_the_vendors_pace() {
         let mut l = Learner::default();
-        let firsts: Vec<f64> = (0..5).map(|_| l.next_poll(0.0, None)).collect();
+        let firsts: Vec<f64> = (0..5).map(|_| l.next_poll(0.0, None, true)).collect();
         assert_eq!(firsts[0], COLD_FIRST);
         assert!(firsts.windows(2).all(|w| w[1] > w[0]), "{firsts:?}");
-        assert_eq!(l.next_poll(1.5, Some(1.5)), 1.5 + MIN_GAP);
+        assert_eq!(l.next_poll(1.5, Some(1.5), true), 1.5 + MIN_GAP);
     }
 
     #[test]

@@ -195,6 +195,9 @@ pub struct Ledger {
     /// Accepted requests whose result the client has not yet fully taken.
     pub in_flight: u64,
     pub max_in_flight: u64,
+    /// How long each accepted request took to finish, in the order accepted
+    /// (for the bound a perfect client would reach).
+    pub latencies_ms: Vec<u64>,
 }
 
 impl Ledger {
@@ -616,6 +619,7 @@ async fn submit(sim: Arc<Sim>, kind: Kind, headers: HeaderMap, body: Bytes) -> R
         };
         let now = Instant::now();
         st.ledger.accepted += 1;
+        st.ledger.latencies_ms.push(latency.as_millis() as u64);
         *st.ledger.submissions.entry(canonical.clone()).or_default() += 1;
         st.ledger.in_flight += 1;
         st.ledger.max_in_flight = st.ledger.max_in_flight.max(st.ledger.in_flight);

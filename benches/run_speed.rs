@@ -1,0 +1,327 @@
+//! `cargo bench --bench run_speed`: batchgen against `batchgen sim` running
+//! as a separate process, workload by workload, beside the same run on a
+//! fixed 2 s polling schedule and (when Python's aiohttp is installed) the
+//! peer script a user would write, `../shared/bench/peer_aiohttp.py`.
+//!
+//! For each it prints: wall time, its ratio to the bound (a perfect client
+//! holding each of C slots for exactly the simulator's latency of each
+//! request, list-scheduled; or the gateway's rate limit), status calls per
+//! row, 429s (and their share of submits), CPU seconds per 1,000 rows and
+//! peak RSS. A fresh simulator and a fresh output folder serve every run, so
+//! each one has to learn the latency from scratch.
+//!
+//! - `BATCHGEN_BENCH_ONLY=1,3` runs only those workloads (numbered as printed).
+//! - `BATCHGEN_BENCH_PEER=PATH` names the peer script (`none` skips it).
+//!
+//! Linux only (it reads `/proc`). It takes about ten minutes.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Workload {
+    name: &'static str,
+    rows: usize,
+    concurrency: usize,
+    min_ms: u64,
+    max_ms: u64,
+    /// Submits per second the gateway allows (429 with `Retry-After: 1` past it).
+    rate_limit: Option<u32>,
+}
+
+const WORKLOADS: &[Workload] = &[
+    Workload {
+        name: "fixed latency 3 s, 600 rows, C = 60",
+        rows: 600,
+        concurrency: 60,
+        min_ms: 3000,
+        max_ms: 3000,
+        rate_limit: None,
+    },
+    Workload {
+        name: "latency 5-15 s, 300 rows, C = 30",
+        rows: 300,
+        concurrency: 30,
+        min_ms: 5000,
+        max_ms: 15000,
+        rate_limit: None,
+    },
+    Workload {
+        name: "10 submits/s allowed, latency 1 s, 300 rows, C = 60",
+        rows: 300,
+        concurrency: 60,
+        min_ms: 1000,
+        max_ms: 1000,
+        rate_limit: Some(10),
+    },
+    Workload {
+        name: "CPU and memory: latency 1-2 s, 1,000 rows, C = 60",
+        rows: 1000,
+        concurrency: 60,
+        min_ms: 1000,
+        max_ms: 2000,
+        rate_limit: None,
+    },
+];
+
+/// What one client run cost and reached.
+struct Measure {
+    wall: f64,
+    cpu: f64,
+    peak_kib: u64,
+    status_calls: u64,
+    submit_calls: u64,
+    rate_limited: u64,
+    completed: u64,
+    bound: f64,
+}
+
+fn main() {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_batchgen"));
+    let only: Option<Vec<usize>> = std::env::var("BATCHGEN_BENCH_ONLY")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect());
+    let peer = peer_script();
+    match &peer {
+        Some(p) => println!("peer: {}", p.display()),
+        None => println!("peer: not run (needs python3 with aiohttp, and the script)"),
+    }
+    println!(
+        "{:<28} {:>8} {:>7} {:>11} {:>14} {:>13} {:>9}",
+        "client", "wall s", "ratio", "status/row", "429s (share)", "CPU s/1k rows", "peak MiB"
+    );
+    for (i, w) in WORKLOADS.iter().enumerate() {
+        let n = i + 1;
+        if only.as_ref().is_some_and(|o| !o.contains(&n)) {
+            continue;
+        }
+        println!("{n}. {}", w.name);
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let manifest = dir.path().join("m.yaml");
+        write_manifest(&manifest, w.rows);
+        let runs: [(&str, Vec<String>); 2] = [
+            ("batchgen (defaults)", vec![]),
+            (
+                "batchgen, fixed 2 s polls",
+                vec!["--poll-interval-ms".into(), "2000".into()],
+            ),
+        ];
+        for (label, extra) in runs {
+            let out = dir.path().join(label.replace([' ', ',', '(', ')'], "_"));
+            let m = measure(&bin, w, |url| {
+                let mut cmd = Command::new(&bin);
+                cmd.arg("run")
+                    .arg(&manifest)
+                    .arg("--out")
+                    .arg(&out)
+                    .args(["--base-url", url, "--quiet", "--concurrency"])
+                    .arg(w.concurrency.to_string())
+                    .args(&extra)
+                    .env("PIXAZO_API_KEY", "bench-key");
+                cmd
+            });
+            report(label, w, &m);
+        }
+        if let Some(script) = &peer {
+            let out = dir.path().join("peer");
+            let m = measure(&bin, w, |url| {
+                let mut cmd = Command::new("python3");
+                cmd.arg(script)
+                    .arg(w.rows.to_string())
+                    .arg(w.concurrency.to_string())
+                    .arg(url)
+                    .arg(&out);
+                cmd
+            });
+            report("peer (aiohttp, 2 s polls)", w, &m);
+        }
+    }
+}
+
+fn report(label: &str, w: &Workload, m: &Measure) {
+    let share = if m.submit_calls > 0 {
+        100.0 * m.rate_limited as f64 / m.submit_calls as f64
+    } else {
+        0.0
+    };
+    let incomplete = if m.completed < w.rows as u64 {
+        format!("  ({} of {} rows completed)", m.completed, w.rows)
+    } else {
+        String::new()
+    };
+    println!(
+        "   {:<25} {:>8.1} {:>7.2} {:>11.2} {:>8} ({:>2.0}%) {:>13.2} {:>9.1}{incomplete}",
+        label,
+        m.wall,
+        m.bound / m.wall,
+        m.status_calls as f64 / w.rows as f64,
+        m.rate_limited,
+        share,
+        m.cpu / w.rows as f64 * 1000.0,
+        m.peak_kib as f64 / 1024.0,
+    );
+}
+
+/// The peer script, if it and Python's aiohttp are there.
+fn peer_script() -> Option<PathBuf> {
+    let path = match std::env::var("BATCHGEN_BENCH_PEER") {
+        Ok(p) if p == "none" => return None,
+        Ok(p) => PathBuf::from(p),
+        Err(_) => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/peer_aiohttp.py"),
+    };
+    let has_aiohttp = Command::new("python3")
+        .args(["-c", "import aiohttp"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    (path.is_file() && has_aiohttp).then_some(path)
+}
+
+/// The rows the peer script sends, as a manifest.
+fn write_manifest(path: &Path, rows: usize) {
+    let mut text = String::from("defaults: {output_format: png, image_size: square}\njobs:\n");
+    for i in 0..rows {
+        text.push_str(&format!(
+            "  - {{id: t{i}, prompt: \"Throughput {i}\", seed: {i}}}\n"
+        ));
+    }
+    std::fs::write(path, text).expect("the manifest is written");
+}
+
+/// Starts a fresh simulator for `w`, runs the client `client(url)` makes,
+/// and measures it.
+fn measure(bin: &Path, w: &Workload, client: impl FnOnce(&str) -> Command) -> Measure {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut sim = Command::new(bin);
+    sim.args(["sim", "--port", &port.to_string()])
+        .args(["--min-latency-ms", &w.min_ms.to_string()])
+        .args(["--max-latency-ms", &w.max_ms.to_string()])
+        .env_remove("PIXAZO_API_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(limit) = w.rate_limit {
+        sim.args([
+            "--rate-limit",
+            &limit.to_string(),
+            "--retry-after-secs",
+            "1",
+        ]);
+    }
+    let mut sim = sim.spawn().expect("the simulator starts");
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the simulator never listened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("http://127.0.0.1:{port}");
+    let mut cmd = client(&url);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let cpu_before = children_cpu();
+    let start = Instant::now();
+    let mut child = cmd.spawn().expect("the client starts");
+    let mut peak_kib = 0;
+    loop {
+        if let Some(kib) = peak_rss_kib(child.id()) {
+            peak_kib = peak_kib.max(kib);
+        }
+        if child
+            .try_wait()
+            .expect("the client is waited for")
+            .is_some()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = children_cpu() - cpu_before;
+    let ledger = ledger(port);
+    let _ = sim.kill();
+    let _ = sim.wait();
+    let latencies: Vec<f64> = ledger["latencies_ms"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_f64())
+                .map(|ms| ms / 1000.0)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut bound = list_schedule(&latencies, w.concurrency);
+    if let Some(limit) = w.rate_limit {
+        bound = bound.max(w.rows as f64 / f64::from(limit));
+    }
+    let count = |k: &str| ledger[k].as_u64().unwrap_or(0);
+    Measure {
+        wall,
+        cpu,
+        peak_kib,
+        status_calls: count("status_calls"),
+        submit_calls: count("submit_calls"),
+        rate_limited: ledger["rejected"]["RATE_LIMIT_EXCEEDED"]
+            .as_u64()
+            .unwrap_or(0),
+        completed: count("completed"),
+        bound,
+    }
+}
+
+/// A perfect client: each request takes the earliest free of `slots` slots
+/// for exactly its latency.
+fn list_schedule(latencies: &[f64], slots: usize) -> f64 {
+    let mut free = vec![0.0f64; slots.max(1)];
+    for l in latencies {
+        let (i, t) = free
+            .iter()
+            .enumerate()
+            .min_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, t)| (i, *t))
+            .expect("at least one slot");
+        free[i] = t + l;
+    }
+    free.into_iter().fold(0.0, f64::max)
+}
+
+/// The simulator's ledger, by a plain HTTP GET.
+fn ledger(port: u16) -> serde_json::Value {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("the simulator answers");
+    write!(
+        s,
+        "GET /admin/ledger HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n"
+    )
+    .expect("a request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("a reply");
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+}
+
+/// CPU seconds of this process's waited-for children (`/proc/self/stat`).
+fn children_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // After the command name: state is field 3; cutime and cstime are 16 and 17.
+    let ticks = |i: usize| {
+        fields
+            .get(i - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(16) + ticks(17)) / 100.0
+}
+
+/// A process's peak resident memory so far, in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
