@@ -66,6 +66,9 @@ pub struct Client {
     /// For downloads, which never carry the key.
     pub(super) plain: reqwest::Client,
     origin: String,
+    /// The documented endpoints, parsed once: submit and status, by kind.
+    submit_urls: [Url; 2],
+    status_urls: [Url; 2],
     pub(super) cfg: ClientConfig,
 }
 
@@ -87,6 +90,21 @@ impl Client {
             return Err(bad("give an http(s) URL with a host"));
         }
         let origin = base.origin().ascii_serialization();
+        let endpoint = |path: &str| {
+            Url::parse(&format!("{}{path}", cfg.base_url))
+                .map_err(|_| bad("the base URL cannot take a path"))
+        };
+        let submit_urls = [
+            endpoint(wire::TEXT_TO_IMAGE_SUBMIT)?,
+            endpoint(wire::IMAGE_TO_IMAGE_SUBMIT)?,
+        ];
+        let status_urls = [
+            endpoint(wire::TEXT_TO_IMAGE_STATUS)?,
+            endpoint(wire::IMAGE_TO_IMAGE_STATUS)?,
+        ];
+        if status_urls[0].cannot_be_a_base() {
+            return Err(bad("the base URL cannot take a path"));
+        }
         let build = |redirects| {
             reqwest::Client::builder()
                 .connect_timeout(cfg.connect_timeout)
@@ -100,6 +118,8 @@ impl Client {
             keyed: build(reqwest::redirect::Policy::none())?,
             plain: build(reqwest::redirect::Policy::limited(5))?,
             origin,
+            submit_urls,
+            status_urls,
             cfg,
         })
     }
@@ -135,11 +155,7 @@ impl Client {
 
     /// Sends a prepared submit.
     pub async fn send(&self, prepared: &Prepared) -> Result<Submitted, ApiError> {
-        let path = match prepared.kind {
-            Kind::TextToImage => wire::TEXT_TO_IMAGE_SUBMIT,
-            Kind::ImageToImage => wire::IMAGE_TO_IMAGE_SUBMIT,
-        };
-        let url = self.endpoint(path)?;
+        let url = self.submit_urls[prepared.kind as usize].clone();
         let timeout = self.cfg.submit_timeout;
         let cap = self.reply_cap(prepared.sync_images);
         let reply = self
@@ -228,22 +244,14 @@ impl Client {
                 format!("cannot poll request id {:?}: {why}", ticket.request_id),
             )
         })?;
-        match ticket.kind {
-            Kind::TextToImage => {
-                let mut url = self.endpoint(wire::TEXT_TO_IMAGE_STATUS)?;
-                url.path_segments_mut()
-                    .map_err(|()| self.not_a_base())?
-                    .pop_if_empty()
-                    .push(&ticket.request_id);
-                Ok(url)
-            }
-            Kind::ImageToImage => self.endpoint(wire::IMAGE_TO_IMAGE_STATUS),
+        let mut url = self.status_urls[ticket.kind as usize].clone();
+        if ticket.kind == Kind::TextToImage {
+            url.path_segments_mut()
+                .map_err(|()| self.not_a_base())?
+                .pop_if_empty()
+                .push(&ticket.request_id);
         }
-    }
-
-    /// `base_url` followed by a documented path.
-    fn endpoint(&self, path: &str) -> Result<Url, ApiError> {
-        Url::parse(&format!("{}{path}", self.cfg.base_url)).map_err(|_| self.not_a_base())
+        Ok(url)
     }
 
     fn not_a_base(&self) -> ApiError {

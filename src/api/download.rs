@@ -42,53 +42,55 @@ impl Client {
         dir: &Path,
         stem: &str,
     ) -> Result<Downloaded, ApiError> {
-        let mut sink = Sink::new(dir);
         if image.starts_with("data:") {
-            sink.push(&decode_data_uri(image)?).await?;
-        } else {
-            let mut response = self
-                .plain
-                .get(image)
-                .timeout(self.cfg.download_timeout)
-                .send()
-                .await
-                .map_err(|e| transport_error(Op::Download, &e))?;
-            let status = response.status();
-            if !status.is_success() {
-                let retry_after = retry_after_header(response.headers());
-                // Only the start of an error page is worth reading.
-                let head = response.chunk().await.ok().flatten().unwrap_or_default();
-                return Err(http_error(Op::Download, status, None, &head, retry_after));
-            }
-            let max = self.cfg.max_download_bytes;
-            let too_large = || {
-                ApiError::new(
-                    Class::FailRow,
-                    "TOO_LARGE",
-                    format!("the image is larger than {}", disk::human_bytes(max)),
-                )
-            };
-            let expected = response.content_length();
-            if expected.is_some_and(|n| n > max) {
+            let data = decode_data_uri(image)?;
+            let mut sink = Sink::new(dir, data.len());
+            sink.push(&data).await?;
+            return sink.finish(stem).await;
+        }
+        let mut response = self
+            .plain
+            .get(image)
+            .timeout(self.cfg.download_timeout)
+            .send()
+            .await
+            .map_err(|e| transport_error(Op::Download, &e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let retry_after = retry_after_header(response.headers());
+            // Only the start of an error page is worth reading.
+            let head = response.chunk().await.ok().flatten().unwrap_or_default();
+            return Err(http_error(Op::Download, status, None, &head, retry_after));
+        }
+        let max = self.cfg.max_download_bytes;
+        let too_large = || {
+            ApiError::new(
+                Class::FailRow,
+                "TOO_LARGE",
+                format!("the image is larger than {}", disk::human_bytes(max)),
+            )
+        };
+        let expected = response.content_length();
+        if expected.is_some_and(|n| n > max) {
+            return Err(too_large());
+        }
+        let mut sink = Sink::new(dir, expected.unwrap_or(0) as usize);
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| transport_error(Op::Download, &e))?
+        {
+            if sink.bytes + chunk.len() as u64 > max {
                 return Err(too_large());
             }
-            while let Some(chunk) = response
-                .chunk()
-                .await
-                .map_err(|e| transport_error(Op::Download, &e))?
-            {
-                if sink.bytes + chunk.len() as u64 > max {
-                    return Err(too_large());
-                }
-                sink.push(&chunk).await?;
-            }
-            if expected.is_some_and(|n| n != sink.bytes) {
-                return Err(ApiError::new(
-                    Class::Retry,
-                    "TRUNCATED",
-                    format!("received {} of {} bytes", sink.bytes, expected.unwrap_or(0)),
-                ));
-            }
+            sink.push(&chunk).await?;
+        }
+        if expected.is_some_and(|n| n != sink.bytes) {
+            return Err(ApiError::new(
+                Class::Retry,
+                "TRUNCATED",
+                format!("received {} of {} bytes", sink.bytes, expected.unwrap_or(0)),
+            ));
         }
         sink.finish(stem).await
     }
@@ -122,10 +124,11 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Sink {
-    fn new(dir: &Path) -> Sink {
+    /// `expected`: the size announced, if any (memory is taken for it at once).
+    fn new(dir: &Path, expected: usize) -> Sink {
         Sink {
             dir: dir.to_path_buf(),
-            buf: Vec::new(),
+            buf: Vec::with_capacity(expected.min(IN_MEMORY)),
             part: None,
             hasher: Sha256::new(),
             bytes: 0,

@@ -167,7 +167,7 @@ impl Learner {
         let due = match self.intervals.len() {
             n if n <= 32 => true,
             n if n <= SETTLED => self.since_fit >= 8,
-            _ => self.since_fit >= 16,
+            _ => self.since_fit >= 32,
         };
         if refit && due {
             self.refit();
@@ -223,6 +223,10 @@ struct Fit {
     cum_t: Vec<f64>,
     /// Expected future cost (unnormalised) after a pending poll at grid point k.
     after: Vec<f64>,
+    /// The best next poll after a pending poll at grid point k.
+    best: Vec<usize>,
+    /// The best first poll.
+    first: usize,
     /// The least gap between two polls of a request, in bins.
     gap: usize,
 }
@@ -317,20 +321,50 @@ impl Fit {
             cum,
             cum_t,
             after: vec![0.0; n + 1],
+            best: vec![n; n + 1],
+            first: n,
             gap,
         };
         // Past the horizon: polls every TAIL_GAP, about one and a half of them.
         let tail = fit.survive[n] * (2.0 * CALL_COST + TAIL_GAP / 2.0);
+        // cost(a, b) = S_a·λ + T_a + (t_b·C_b − T_b + after_b) − t_b·C_a: for
+        // each a, the lowest of lines (slope −t_b) at C_a, over b ≥ a + gap.
+        // Lines come in by rising slope and queries fall, so a monotone hull
+        // answers them all in one pass.
+        let mut hull: VecDeque<Line> = VecDeque::new();
         for a in (0..=n).rev() {
-            fit.after[a] = if a + gap > n {
-                fit.survive[a] * CALL_COST + fit.delay(a, n) + tail
-            } else {
-                (a + gap..=n)
-                    .map(|b| fit.cost(a, b))
-                    .fold(f64::INFINITY, f64::min)
-            };
+            if a + gap > n {
+                fit.after[a] = fit.survive[a] * CALL_COST + fit.delay(a, n) + tail;
+                continue;
+            }
+            let b = a + gap;
+            let t = b as f64 * step;
+            add_steepest_last(
+                &mut hull,
+                Line {
+                    slope: -t,
+                    at_zero: t * fit.cum[b] - fit.cum_t[b] + fit.after[b],
+                    b,
+                },
+            );
+            let x = fit.cum[a];
+            while hull.len() >= 2 && hull[hull.len() - 2].at(x) <= hull[hull.len() - 1].at(x) {
+                hull.pop_back();
+            }
+            let line = hull.back().expect("a line was just added");
+            fit.after[a] = fit.survive[a] * CALL_COST + fit.cum_t[a] + line.at(x);
+            fit.best[a] = line.b;
         }
+        fit.first = fit.scan(0, 1);
         fit
+    }
+
+    /// The best poll at or after grid point `from`, after pending at `a`, by
+    /// looking at every one.
+    fn scan(&self, a: usize, from: usize) -> usize {
+        (from..=self.n)
+            .min_by(|&x, &y| self.cost(a, x).total_cmp(&self.cost(a, y)))
+            .unwrap_or(from)
     }
 
     /// Expected wait of requests finishing in (a, b] if polled at b.
@@ -359,11 +393,45 @@ impl Fit {
                 None => earliest,
             };
         }
-        let best = (from..=self.n)
-            .min_by(|&x, &y| self.cost(a, x).total_cmp(&self.cost(a, y)))
-            .unwrap_or(from);
+        // The best over all later points is the best over these if it is one of them.
+        let best = match last_pending {
+            None if from <= self.first => self.first,
+            Some(_) if from <= self.best[a] => self.best[a],
+            _ => self.scan(a, from),
+        };
         best as f64 * self.step
     }
+}
+
+/// `y = slope·x + at_zero`: the cost of polling at grid point `b`, as a
+/// function of the mass already finished.
+#[derive(Clone, Copy, Debug)]
+struct Line {
+    slope: f64,
+    at_zero: f64,
+    b: usize,
+}
+
+impl Line {
+    fn at(&self, x: f64) -> f64 {
+        self.slope * x + self.at_zero
+    }
+}
+
+/// Adds a line of the largest slope yet to the front of a lower hull whose
+/// lines fall in slope towards its back, dropping lines it makes useless.
+fn add_steepest_last(hull: &mut VecDeque<Line>, line: Line) {
+    while hull.len() >= 2 {
+        let (l2, l3) = (hull[0], hull[1]);
+        // l2 is useless if it meets `line` at or right of where it meets l3.
+        let useless = (l2.at_zero - line.at_zero) * (l2.slope - l3.slope)
+            >= (l3.at_zero - l2.at_zero) * (line.slope - l2.slope);
+        if !useless {
+            break;
+        }
+        hull.pop_front();
+    }
+    hull.push_front(line);
 }
 
 #[cfg(test)]
@@ -434,6 +502,27 @@ mod tests {
         let (calls, wait) = (calls / 100.0, wait / 100.0);
         assert!(calls < 2.6, "{calls} calls per request");
         assert!(wait < 1.35, "{wait} s waited per request");
+    }
+
+    #[test]
+    fn the_hull_finds_what_looking_at_every_point_finds() {
+        let intervals: Vec<(f64, f64)> = (0..300)
+            .map(|i| {
+                let l = 1.0 + (i as f64 * 7.31) % 9.0;
+                let lo = if i % 3 == 0 { 0.0 } else { l - 1.3 };
+                (lo, l + 0.7)
+            })
+            .collect();
+        let l = learned(&intervals);
+        let fit = l.fit.as_ref().unwrap();
+        for a in 0..=fit.n.saturating_sub(fit.gap) {
+            let brute = fit.scan(a, a + fit.gap);
+            let (c_hull, c_brute) = (fit.cost(a, fit.best[a]), fit.cost(a, brute));
+            assert!(
+                (c_hull - c_brute).abs() <= 1e-9 * c_brute.abs().max(1.0),
+                "a = {a}"
+            );
+        }
     }
 
     #[test]
