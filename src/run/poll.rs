@@ -8,22 +8,27 @@
 //! What is learned: every collected request teaches an interval, (the last
 //! time it was seen pending, the first time it was seen done], in seconds
 //! since its submit. The distribution of latencies is estimated from those
-//! intervals on a grid by the self-consistency (EM) algorithm for interval-
-//! censored data (Turnbull's estimator), warm-started from the previous
-//! estimate. From it a dynamic programme picks the poll times that minimise
-//! the expected time a finished request waits plus [`CALL_COST`] seconds per
+//! intervals on a grid by a few rounds of the self-consistency (EM)
+//! algorithm for interval-censored data, from an even start. One round
+//! spreads each interval's weight evenly over it; run to convergence it is
+//! Turnbull's estimate, which lets the earliest request seen done drag
+//! every estimate below it (most requests are seen done at their first
+//! poll, which says nothing of when before it they finished), and the
+//! schedule then polls too early. A few rounds sit between the two. From the
+//! estimate a dynamic programme picks the poll times that minimise the
+//! expected time a finished request waits plus [`CALL_COST`] seconds per
 //! status call, with polls of one request at least [`MIN_GAP`] apart (the
 //! vendor's advice). Requests of different kinds or image counts are learned
 //! apart.
 //!
-//! Before anything is learned, first polls are staggered (each request a
-//! little later than the one before), so the first completions teach the
-//! latency quickly; a request that has not been polled yet is re-planned as
-//! soon as the estimate changes. While many rows are still to start, a few
-//! requests (1%) are asked a little early once the estimate is settled, so
-//! that a gateway that gets faster is noticed (near a run's end there is no
-//! future to gain, and an early ask only delays its last rows). Earlier runs
-//! of the same folder seed the estimate.
+//! Before anything is learned, a few requests probe, their first polls
+//! staggered over one gap (2 s), so the first completions teach the latency
+//! quickly; the other requests wait, and a request that has not been polled
+//! yet is planned again as soon as the estimate changes. While many rows are
+//! still to start, a few requests (1%) are asked a little early once the
+//! estimate is settled, so that a gateway that gets faster is noticed (near
+//! a run's end there is no future to gain, and an early ask only delays its
+//! last rows). Earlier runs of the same folder seed the estimate.
 //!
 //! Cancellation: nothing here waits; rows sleep until the time this gives,
 //! and wake early when [`Learned::changes`] says the estimate moved.
@@ -42,19 +47,22 @@ pub const MIN_GAP: f64 = 2.0;
 /// Past the learned horizon, poll this often.
 const TAIL_GAP: f64 = 2.5;
 /// What one status call is worth, in seconds a finished request may wait.
-pub const CALL_COST: f64 = 0.4;
+pub const CALL_COST: f64 = 0.5;
 /// The finest grid step, in seconds.
 const FINEST: f64 = 0.01;
 /// The most grid bins (the step grows for long latencies).
 const MAX_BINS: usize = 800;
 /// Intervals kept per kind of request (the most recent).
 const WINDOW: usize = 1024;
-/// EM iterations per update (warm-started, so few are needed).
-const EM_ROUNDS: usize = 60;
-/// Cold start: the first poll of the first request (the vendor's advice),
-/// and how each next one is later than the last.
+/// EM rounds per update: between even spreading (1) and Turnbull (many).
+const EM_ROUNDS: usize = 10;
+/// Cold start: the first poll of the first request (the vendor's advice);
+/// the requests that probe before anything is learned, their first polls
+/// spread evenly over one gap, so that their polls every `MIN_GAP` after
+/// cover every later moment; and when the others first ask if nothing is
+/// learned by then (they are planned again at the first completion).
 const COLD_FIRST: f64 = 2.0;
-const COLD_GROWTH: f64 = 1.07;
+const COLD_PROBES: u32 = 8;
 const COLD_LAST: f64 = 20.0;
 /// Share of first polls asked early once the estimate is settled.
 const EXPLORE: f64 = 0.01;
@@ -114,12 +122,21 @@ impl Learned {
 
     /// The next poll of a request `elapsed` seconds after its submit, in
     /// seconds since its submit (never before `elapsed`). `last_pending`:
-    /// when it was last seen pending, if it was.
-    pub fn next_poll(&self, key: ModelKey, elapsed: f64, last_pending: Option<f64>) -> f64 {
+    /// when it was last seen pending, if it was. `draw`: a number in [0, 1)
+    /// drawn once for the request, which decides whether it explores (so
+    /// that planning it again does not draw again).
+    pub fn next_poll(
+        &self,
+        key: ModelKey,
+        elapsed: f64,
+        last_pending: Option<f64>,
+        draw: f64,
+    ) -> f64 {
         let mut models = self.lock();
         let m = models.entry(key).or_default();
-        let explore = self.explore.load(std::sync::atomic::Ordering::Relaxed);
-        let t = m.next_poll(elapsed, last_pending, explore);
+        let allowed = self.explore.load(std::sync::atomic::Ordering::Relaxed);
+        let early = (allowed && draw < EXPLORE).then(|| 0.5 + 0.5 * draw / EXPLORE);
+        let t = m.next_poll(elapsed, last_pending, early);
         t.max(elapsed) + JITTER * unit_random()
     }
 
@@ -181,27 +198,33 @@ impl Learner {
             return;
         }
         self.since_fit = 0;
-        self.fit = Some(Fit::new(&self.intervals, self.fit.as_ref()));
+        self.fit = Some(Fit::new(&self.intervals));
     }
 
-    fn next_poll(&mut self, elapsed: f64, last_pending: Option<f64>, explore: bool) -> f64 {
+    /// `early`: if the request explores, the share of the planned first poll
+    /// at which it asks instead.
+    fn next_poll(&mut self, elapsed: f64, last_pending: Option<f64>, early: Option<f64>) -> f64 {
         let earliest = last_pending.map_or(elapsed, |s| elapsed.max(s + MIN_GAP));
         let Some(fit) = &self.fit else {
             // Nothing learned yet: stagger first polls; then the vendor's pace.
             return match last_pending {
                 Some(_) => earliest,
                 None => {
-                    let t = COLD_FIRST * COLD_GROWTH.powi(self.cold.min(200) as i32);
+                    let t = if self.cold < COLD_PROBES {
+                        COLD_FIRST + MIN_GAP * f64::from(self.cold) / f64::from(COLD_PROBES)
+                    } else {
+                        COLD_LAST
+                    };
                     self.cold += 1;
-                    earliest.max(t.min(COLD_LAST))
+                    earliest.max(t)
                 }
             };
         };
         let planned = fit.next(earliest, last_pending);
         let settled = self.intervals.len() >= SETTLED;
-        if explore && last_pending.is_none() && settled && unit_random() < EXPLORE {
+        if let Some(share) = early.filter(|_| last_pending.is_none() && settled) {
             // Now and then ask early, to notice a gateway that got faster.
-            return earliest.max(planned * (0.5 + 0.5 * unit_random()));
+            return earliest.max(planned * share);
         }
         planned
     }
@@ -214,8 +237,6 @@ struct Fit {
     /// bin `n + 1` is everything later.
     step: f64,
     n: usize,
-    /// Mass of each bin (index 0 unused).
-    mass: Vec<f64>,
     /// Survival at each grid point `k·step` (k = 0..=n).
     survive: Vec<f64>,
     /// Prefix sums of mass and of mass times each bin's middle.
@@ -232,7 +253,7 @@ struct Fit {
 }
 
 impl Fit {
-    fn new(intervals: &VecDeque<(f64, f64)>, previous: Option<&Fit>) -> Fit {
+    fn new(intervals: &VecDeque<(f64, f64)>) -> Fit {
         let top = intervals.iter().map(|(_, hi)| *hi).fold(0.0f64, f64::max);
         let horizon = (top * 1.25).max(5.0);
         let step = (horizon / MAX_BINS as f64).max(FINEST);
@@ -246,10 +267,7 @@ impl Fit {
                 (first, last)
             })
             .collect();
-        let mut mass = match previous {
-            Some(p) => p.regrid(step, n),
-            None => vec![1.0 / (n + 1) as f64; n + 2],
-        };
+        let mut mass = vec![1.0 / (n + 1) as f64; n + 2];
         mass[0] = 0.0;
         // Turnbull's self-consistency iterations.
         let mut prefix = vec![0.0; n + 2];
@@ -280,28 +298,6 @@ impl Fit {
         Fit::plan(step, n, mass)
     }
 
-    /// This estimate's mass on another grid.
-    fn regrid(&self, step: f64, n: usize) -> Vec<f64> {
-        let mut out = vec![0.0; n + 2];
-        for j in 1..=self.n + 1 {
-            let mid = if j <= self.n {
-                (j as f64 - 0.5) * self.step
-            } else {
-                f64::INFINITY
-            };
-            let k = if mid.is_finite() {
-                ((mid / step).ceil() as usize).clamp(1, n + 1)
-            } else {
-                n + 1
-            };
-            out[k] += self.mass[j];
-        }
-        // Keep every bin possible, so that new evidence can move mass anywhere.
-        let floor = 1e-6 / (n + 1) as f64;
-        out.iter_mut().skip(1).for_each(|m| *m += floor);
-        out
-    }
-
     /// The dynamic programme: expected cost after a pending poll at each grid point.
     fn plan(step: f64, n: usize, mass: Vec<f64>) -> Fit {
         let mut cum = vec![0.0; n + 2];
@@ -316,7 +312,7 @@ impl Fit {
         let mut fit = Fit {
             step,
             n,
-            mass,
+
             survive,
             cum,
             cum_t,
@@ -528,10 +524,16 @@ mod tests {
     #[test]
     fn cold_first_polls_are_staggered_then_the_vendors_pace() {
         let mut l = Learner::default();
-        let firsts: Vec<f64> = (0..5).map(|_| l.next_poll(0.0, None, true)).collect();
+        let firsts: Vec<f64> = (0..10).map(|_| l.next_poll(0.0, None, None)).collect();
         assert_eq!(firsts[0], COLD_FIRST);
-        assert!(firsts.windows(2).all(|w| w[1] > w[0]), "{firsts:?}");
-        assert_eq!(l.next_poll(1.5, Some(1.5), true), 1.5 + MIN_GAP);
+        assert!(firsts[..8].windows(2).all(|w| w[1] > w[0]), "{firsts:?}");
+        assert!(firsts[7] < COLD_FIRST + MIN_GAP, "one gap: {firsts:?}");
+        assert_eq!(
+            firsts[8..],
+            [COLD_LAST, COLD_LAST],
+            "the rest wait to be planned"
+        );
+        assert_eq!(l.next_poll(1.5, Some(1.5), None), 1.5 + MIN_GAP);
     }
 
     #[test]
@@ -552,5 +554,116 @@ mod tests {
         }
         let after = l.fit.as_ref().unwrap().next(0.0, None);
         assert!(before < 3.1 && after > 4.0, "{before} → {after}");
+    }
+}
+
+#[cfg(test)]
+mod closed_loop {
+    use super::*;
+
+    /// `rows` requests through `slots` slots, as a run drives them: each
+    /// slot submits its next request the moment the last one finishes; a
+    /// request is polled when the learner says; one that was never polled
+    /// is planned again when the estimate moves. Returns (status calls per
+    /// request, mean wait after finishing, makespan / perfect makespan).
+    pub(super) fn simulate(
+        rows: usize,
+        slots: usize,
+        latency: impl Fn(usize) -> f64,
+    ) -> (f64, f64, f64) {
+        let learned = Learned::default();
+        learned.rows_ahead(rows, 1);
+        let key = (Kind::TextToImage, 1);
+        // Per slot: the request in it, its submit time, last pending poll, planned poll.
+        struct Slot {
+            row: usize,
+            submitted: f64,
+            last: Option<f64>,
+            at: f64,
+            draw: f64,
+        }
+        let mut next_row = 0;
+        let mut slots_v: Vec<Slot> = Vec::new();
+        let (mut calls, mut wait, mut end) = (0usize, 0.0, 0.0f64);
+        let mut perfect = vec![0.0f64; slots];
+        for l in (0..rows).map(&latency) {
+            let k = perfect
+                .iter()
+                .enumerate()
+                .min_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(k, _)| k)
+                .unwrap();
+            perfect[k] += l;
+        }
+        let bound = perfect.iter().cloned().fold(0.0, f64::max);
+        let start = |row: usize, now: f64, learned: &Learned| {
+            let draw = unit_random();
+            Slot {
+                row,
+                submitted: now,
+                last: None,
+                at: now + learned.next_poll(key, 0.0, None, draw),
+                draw,
+            }
+        };
+        while next_row < rows.min(slots) {
+            slots_v.push(start(next_row, 0.0, &learned));
+            next_row += 1;
+        }
+        let mut active = slots_v.len();
+        while active > 0 {
+            let (i, _) = slots_v
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.row != usize::MAX)
+                .min_by(|a, b| a.1.at.total_cmp(&b.1.at))
+                .unwrap();
+            let now = slots_v[i].at;
+            let s = &mut slots_v[i];
+            let elapsed = now - s.submitted;
+            let lat = latency(s.row);
+            calls += 1;
+            if elapsed >= lat {
+                wait += elapsed - lat;
+                learned.learn(key, s.last.unwrap_or(0.0), elapsed);
+                end = end.max(now);
+                if next_row < rows {
+                    *s = start(next_row, now, &learned);
+                    next_row += 1;
+                } else {
+                    s.row = usize::MAX;
+                    active -= 1;
+                }
+                // Re-plan the never-polled ones against the new estimate.
+                // Every waiting request plans again against the new estimate.
+                // (Rows fire at once in a run, one after another here, so a
+                // never-polled one only ever moves earlier.)
+                for s in slots_v.iter_mut().filter(|s| s.row != usize::MAX) {
+                    let e = now - s.submitted;
+                    let at = s.submitted + learned.next_poll(key, e, s.last, s.draw);
+                    s.at = if s.last.is_none() { s.at.min(at) } else { at };
+                }
+            } else {
+                s.last = Some(elapsed);
+                s.at = s.submitted + learned.next_poll(key, elapsed, Some(elapsed), s.draw);
+            }
+        }
+        (calls as f64 / rows as f64, wait / rows as f64, bound / end)
+    }
+
+    pub(super) fn spread(lo: f64, hi: f64) -> impl Fn(usize) -> f64 {
+        move |i| lo + (hi - lo) * ((i as f64 * 0.618_033_988_75) % 1.0)
+    }
+
+    #[test]
+    fn learns_each_workload() {
+        for (name, rows, slots, lo, hi) in [
+            ("fixed 3 s", 600, 60, 3.0, 3.0),
+            ("5-15 s", 300, 30, 5.0, 15.0),
+            ("1-2 s", 1000, 60, 1.0, 2.0),
+        ] {
+            let (calls, wait, ratio) = simulate(rows, slots, spread(lo, hi));
+            eprintln!("{name}: {calls:.2} calls, {wait:.3} s waited, {ratio:.3} of the bound");
+        }
     }
 }

@@ -295,6 +295,8 @@ impl RowRun {
             base: pace,
             cap: settings.backoff.cap.max(pace),
         };
+        // Whether this request explores is drawn once, however often it is planned.
+        let draw = unit_random();
         let mut not_before = now;
         let mut last_poll: Option<Instant> = None;
         let mut last_pending: Option<f64> = None;
@@ -303,7 +305,7 @@ impl RowRun {
             let planned = match &ctx.schedule {
                 Schedule::Fixed(interval) => last_poll.unwrap_or(submitted) + jitter(*interval),
                 Schedule::Adaptive(learned) => {
-                    let t = learned.next_poll(key, since(Instant::now()), last_pending);
+                    let t = learned.next_poll(key, since(Instant::now()), last_pending, draw);
                     submitted + Duration::from_secs_f64(t)
                 }
             };
