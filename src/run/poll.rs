@@ -47,7 +47,7 @@ pub const MIN_GAP: f64 = 2.0;
 /// Past the learned horizon, poll this often.
 const TAIL_GAP: f64 = 2.5;
 /// What one status call is worth, in seconds a finished request may wait.
-pub const CALL_COST: f64 = 0.5;
+pub const CALL_COST: f64 = 0.4;
 /// The finest grid step, in seconds.
 const FINEST: f64 = 0.01;
 /// The most grid bins (the step grows for long latencies).
@@ -123,8 +123,8 @@ impl Learned {
     /// The next poll of a request `elapsed` seconds after its submit, in
     /// seconds since its submit (never before `elapsed`). `last_pending`:
     /// when it was last seen pending, if it was. `draw`: a number in [0, 1)
-    /// drawn once for the request, which decides whether it explores (so
-    /// that planning it again does not draw again).
+    /// drawn once for the request, which decides whether it explores and
+    /// its jitter (so that planning it again does not draw again).
     pub fn next_poll(
         &self,
         key: ModelKey,
@@ -137,7 +137,8 @@ impl Learned {
         let allowed = self.explore.load(std::sync::atomic::Ordering::Relaxed);
         let early = (allowed && draw < EXPLORE).then(|| 0.5 + 0.5 * draw / EXPLORE);
         let t = m.next_poll(elapsed, last_pending, early);
-        t.max(elapsed) + JITTER * unit_random()
+        // Its own jitter, from its own draw.
+        t.max(elapsed) + JITTER * (draw * 7919.0).fract()
     }
 
     /// A request was seen pending at `lo` and done at `hi` (seconds since
@@ -458,15 +459,17 @@ mod tests {
     }
 
     #[test]
-    fn a_fixed_latency_is_polled_once_just_after_it() {
+    fn a_fixed_latency_is_found_just_after_it() {
         // Staggered first polls around 3 s taught (2.9, 3.0] and wider.
         let mut intervals = vec![(2.9, 3.0), (0.0, 3.05), (2.5, 4.5), (1.2, 3.2)];
         intervals.extend([(0.0, 3.02); 40]);
         let l = learned(&intervals);
         let fit = l.fit.as_ref().unwrap();
         let polls = plan(fit, None, 3.0);
-        assert_eq!(polls.len(), 1, "{polls:?}");
-        assert!(polls[0] >= 3.0 && polls[0] <= 3.06, "{polls:?}");
+        // An early ask may be spent, but the one that finds it done is right after it.
+        assert!(polls.len() <= 2, "{polls:?}");
+        let found = *polls.last().unwrap();
+        assert!((3.0..=3.06).contains(&found), "{polls:?}");
     }
 
     #[test]
@@ -596,8 +599,9 @@ mod closed_loop {
             perfect[k] += l;
         }
         let bound = perfect.iter().cloned().fold(0.0, f64::max);
+        // Draws from a fixed sequence, so that the simulation repeats.
         let start = |row: usize, now: f64, learned: &Learned| {
-            let draw = unit_random();
+            let draw = (row as f64 * 0.754_877_666_246_692_7) % 1.0;
             Slot {
                 row,
                 submitted: now,
@@ -657,13 +661,16 @@ mod closed_loop {
 
     #[test]
     fn learns_each_workload() {
-        for (name, rows, slots, lo, hi) in [
-            ("fixed 3 s", 600, 60, 3.0, 3.0),
-            ("5-15 s", 300, 30, 5.0, 15.0),
-            ("1-2 s", 1000, 60, 1.0, 2.0),
+        // (latencies, rows, slots, most calls per row, least share of the bound)
+        for (name, rows, slots, lo, hi, max_calls, min_ratio) in [
+            ("fixed 3 s", 600, 60, 3.0, 3.0, 1.2, 0.88),
+            ("5-15 s", 300, 30, 5.0, 15.0, 3.2, 0.86),
+            ("1-2 s", 1000, 60, 1.0, 2.0, 1.1, 0.72),
         ] {
             let (calls, wait, ratio) = simulate(rows, slots, spread(lo, hi));
             eprintln!("{name}: {calls:.2} calls, {wait:.3} s waited, {ratio:.3} of the bound");
+            assert!(calls <= max_calls, "{name}: {calls} calls per request");
+            assert!(ratio >= min_ratio, "{name}: {ratio} of the bound");
         }
     }
 }
