@@ -39,7 +39,6 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::api::backoff::unit_random;
 use crate::plan::Kind;
 
 /// The vendor asks for 2–3 s between polls of one request.

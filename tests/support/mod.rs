@@ -457,3 +457,21 @@ pub async fn accepted_earlier(
         .unwrap();
     (m, out)
 }
+
+/// `batchgen run` with nothing but the folder, the gateway and `--quiet`:
+/// the defaults a user gets (no fixed poll interval, no rate ceiling).
+pub async fn run_with_defaults(manifest: &Path, out: &Path, url: &str, extra: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchgen"));
+    cmd.arg("run")
+        .arg(manifest)
+        .arg("--out")
+        .arg(out)
+        .args(["--base-url", url, "--quiet"])
+        .args(extra)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("PIXAZO_API_KEY", KEY);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}

@@ -1,0 +1,123 @@
+//! What the defaults do for speed, through the binary against the simulator:
+//! nothing throttled until the gateway says 429, the pace it allows found and
+//! kept, polls planned from what the run (and the folder's earlier runs)
+//! learned, and a lost result paid for again only when asked.
+
+mod support;
+
+use batchgen::sim::SimConfig;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defaults_never_throttle_submits() {
+    let sim = start(SimConfig {
+        min_latency_ms: 800,
+        max_latency_ms: 800,
+        ..quick()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = seed_sweep(dir.path(), 16);
+    let out = dir.path().join("out");
+    let o = run_with_defaults(&m, &out, &sim.url(), &["--concurrency", "16"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let ledger = sim.ledger();
+    assert_eq!(
+        ledger.max_in_flight, 16,
+        "all sixteen were in flight at once, none held back by a rate"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_gateway_sets_the_pace_for_the_whole_run() {
+    let sim = start(SimConfig {
+        rate_limit: Some(5),
+        retry_after_secs: 1,
+        min_latency_ms: 100,
+        max_latency_ms: 100,
+        ..quick()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = seed_sweep(dir.path(), 30);
+    let out = dir.path().join("out");
+    let o = run(&m, &out, &sim.url(), &["--concurrency", "30"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let ledger = sim.ledger();
+    let refused = ledger.rejected["RATE_LIMIT_EXCEEDED"];
+    assert_eq!(summary(&out)["rate_limited"], refused, "429s are counted");
+    // The first burst meets the limit; after it the run keeps to the pace.
+    assert!(refused < 30, "{refused} 429s for 30 rows");
+    assert_eq!(ledger.accepted, 30);
+    assert_never_paid_twice(&ledger);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_follow_what_the_folder_has_learned() {
+    let sim = start(SimConfig {
+        min_latency_ms: 1000,
+        max_latency_ms: 1000,
+        ..quick()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = seed_sweep(dir.path(), 16);
+    let out = dir.path().join("out");
+    let o = run_with_defaults(&m, &out, &sim.url(), &["--concurrency", "8"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let journal = std::fs::read_to_string(out.join("journal.jsonl")).unwrap();
+    assert!(
+        journal.contains("\"seen_ms\":["),
+        "done lines keep when they were seen"
+    );
+    // New rows in the same folder: the learned latency seeds their polls.
+    let before = sim.ledger().status_calls;
+    let grown = write(
+        dir.path(),
+        "m.yaml",
+        "defaults: {image_size: {width: 32, height: 32}}\nseeds: {from: 1, count: 32}\njobs: [{id: a, prompt: cat}]\n",
+    );
+    let o = run_with_defaults(&grown, &out, &sim.url(), &["--concurrency", "8"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let calls = sim.ledger().status_calls - before;
+    assert!(
+        calls <= 18,
+        "{calls} status calls for 16 new rows: each is asked once, just after it finishes"
+    );
+    assert_eq!(summary(&out)["status_calls"], calls);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_result_is_charged_and_paid_again_only_when_asked() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A request accepted long ago, whose result the gateway has since dropped.
+    let (m, out) = accepted_earlier(&sim, dir.path(), batchgen::journal::now_ms(), |ticket| {
+        ticket.request_id = "glm-image_forgotten".into();
+        ticket.status_url = None;
+    })
+    .await;
+    let o = run(&m, &out, &sim.url(), &[]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let row = &results(&out)[0];
+    assert_eq!(
+        (row["status"].as_str(), row["error_code"].as_str()),
+        ("failed", "RESULT_LOST")
+    );
+    assert_eq!(
+        row["possibly_charged_usd"], "0.050000",
+        "counted as charged"
+    );
+    let submits = sim.ledger().submit_calls;
+    let o = run(&m, &out, &sim.url(), &["--retry-failed"]).await;
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        sim.ledger().submit_calls,
+        submits,
+        "--retry-failed does not pay for it again"
+    );
+    let o = run(&m, &out, &sim.url(), &["--resubmit-lost"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(sim.ledger().submit_calls, submits + 1);
+    assert_eq!(results(&out)[0]["status"], "completed");
+}
