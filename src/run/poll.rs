@@ -46,7 +46,7 @@ pub const MIN_GAP: f64 = 2.0;
 /// Past the learned horizon, poll this often.
 const TAIL_GAP: f64 = 2.5;
 /// What one status call is worth, in seconds a finished request may wait.
-pub const CALL_COST: f64 = 0.4;
+pub const CALL_COST: f64 = 0.35;
 /// The finest grid step, in seconds.
 const FINEST: f64 = 0.01;
 /// The most grid bins (the step grows for long latencies).
@@ -663,7 +663,7 @@ mod closed_loop {
         // (latencies, rows, slots, most calls per row, least share of the bound)
         for (name, rows, slots, lo, hi, max_calls, min_ratio) in [
             ("fixed 3 s", 600, 60, 3.0, 3.0, 1.2, 0.88),
-            ("5-15 s", 300, 30, 5.0, 15.0, 3.2, 0.86),
+            ("5-15 s", 300, 30, 5.0, 15.0, 3.3, 0.86),
             ("1-2 s", 1000, 60, 1.0, 2.0, 1.1, 0.72),
         ] {
             let (calls, wait, ratio) = simulate(rows, slots, spread(lo, hi));
