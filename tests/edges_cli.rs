@@ -312,12 +312,7 @@ async fn oversized_status_replies_leave_rows_collectable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_images_folder_stops_spending_and_a_plain_rerun_collects() {
-    let sim = start(SimConfig {
-        min_latency_ms: 300,
-        max_latency_ms: 600,
-        ..quick()
-    })
-    .await;
+    let sim = start(latency(300, 600)).await;
     let dir = tempfile::tempdir().unwrap();
     let m = seed_sweep(dir.path(), 30);
     let out = dir.path().join("out");

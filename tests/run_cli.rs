@@ -323,12 +323,7 @@ async fn budgets_cap_what_a_run_newly_spends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_is_never_exceeded() {
-    let sim = start(SimConfig {
-        min_latency_ms: 100,
-        max_latency_ms: 300,
-        ..quick()
-    })
-    .await;
+    let sim = start(latency(100, 300)).await;
     let dir = tempfile::tempdir().unwrap();
     let m = seed_sweep(dir.path(), 16);
     let out = dir.path().join("out");
@@ -455,12 +450,7 @@ async fn status_summarises_a_run_from_its_journal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_run_then_resume_pays_nothing_twice() {
-    let sim = start(SimConfig {
-        min_latency_ms: 300,
-        max_latency_ms: 900,
-        ..quick()
-    })
-    .await;
+    let sim = start(latency(300, 900)).await;
     let dir = tempfile::tempdir().unwrap();
     let m = seed_sweep(dir.path(), 24);
     let out = dir.path().join("out");

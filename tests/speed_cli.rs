@@ -10,12 +10,7 @@ use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn defaults_never_throttle_submits() {
-    let sim = start(SimConfig {
-        min_latency_ms: 800,
-        max_latency_ms: 800,
-        ..quick()
-    })
-    .await;
+    let sim = start(latency(800, 800)).await;
     let dir = tempfile::tempdir().unwrap();
     let m = seed_sweep(dir.path(), 16);
     let out = dir.path().join("out");
@@ -33,9 +28,7 @@ async fn a_rate_limited_gateway_sets_the_pace_for_the_whole_run() {
     let sim = start(SimConfig {
         rate_limit: Some(5),
         retry_after_secs: 1,
-        min_latency_ms: 100,
-        max_latency_ms: 100,
-        ..quick()
+        ..latency(100, 100)
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -54,12 +47,7 @@ async fn a_rate_limited_gateway_sets_the_pace_for_the_whole_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polls_follow_what_the_folder_has_learned() {
-    let sim = start(SimConfig {
-        min_latency_ms: 1000,
-        max_latency_ms: 1000,
-        ..quick()
-    })
-    .await;
+    let sim = start(latency(1000, 1000)).await;
     let dir = tempfile::tempdir().unwrap();
     let m = seed_sweep(dir.path(), 16);
     let out = dir.path().join("out");

@@ -24,6 +24,15 @@ pub fn quick() -> SimConfig {
     }
 }
 
+/// [`quick`], with requests taking from `min_ms` to `max_ms`.
+pub fn latency(min_ms: u64, max_ms: u64) -> SimConfig {
+    SimConfig {
+        min_latency_ms: min_ms,
+        max_latency_ms: max_ms,
+        ..quick()
+    }
+}
+
 pub async fn start(cfg: SimConfig) -> SimHandle {
     sim::start(cfg, "127.0.0.1:0".parse().unwrap())
         .await
@@ -326,12 +335,7 @@ pub async fn batchgen(args: &[&str], dir: &Path) -> Output {
 /// collected, results written, exit `exit`; rows never reached say `code`,
 /// and the same command then finishes the job without paying twice.
 pub async fn assert_one_signal_drains(signal: &'static str, exit: i32, code: &str) {
-    let sim = start(SimConfig {
-        min_latency_ms: 400,
-        max_latency_ms: 800,
-        ..quick()
-    })
-    .await;
+    let sim = start(latency(400, 800)).await;
     let dir = tempfile::tempdir().unwrap();
     let m = seed_sweep(dir.path(), 30);
     let out = dir.path().join("out");
@@ -365,12 +369,7 @@ pub async fn assert_one_signal_drains(signal: &'static str, exit: i32, code: &st
 /// before slow accepted requests end; a rerun collects them and pays for
 /// nothing twice.
 pub async fn assert_two_signals_quit(signal: &'static str, exit: i32) {
-    let sim = start(SimConfig {
-        min_latency_ms: 3000,
-        max_latency_ms: 4000,
-        ..quick()
-    })
-    .await;
+    let sim = start(latency(3000, 4000)).await;
     let dir = tempfile::tempdir().unwrap();
     let m = seed_sweep(dir.path(), 8);
     let out = dir.path().join("out");
