@@ -71,6 +71,10 @@ pub struct RunArgs {
     /// Pay again for rows whose result the gateway lost after charging for it (RESULT_LOST).
     #[arg(long)]
     pub resubmit_lost: bool,
+    /// Check every completed row's files by their SHA-256 (default: by the size and time they
+    /// were written with); a damaged file is fetched again.
+    #[arg(long)]
+    pub verify: bool,
     /// The longest a submit may take, reply included; one without an answer by then may have been
     /// accepted and is not sent again. Long by default: a sync_mode submit answers with its images.
     #[arg(long, value_name = "SECS", default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..=3600))]

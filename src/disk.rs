@@ -62,6 +62,14 @@ pub fn temp_in(dir: &Path, prefix: &str) -> std::io::Result<tempfile::NamedTempF
     b.tempfile_in(dir)
 }
 
+/// A file's modification time in ns since the epoch (0 if unknown).
+pub fn mtime_ns(meta: &std::fs::Metadata) -> u64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// Prefix of temporary files written by [`write_atomic`].
 pub const TEMP_PREFIX: &str = ".tmp-";
 

@@ -112,6 +112,10 @@ pub enum Entry {
         /// Relative to the output folder.
         files: Vec<String>,
         sha256: Vec<String>,
+        /// Each file's size and modification time (ns since the epoch) as
+        /// written: a rerun checks these instead of hashing the files again.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        stamps: Vec<[u64; 2]>,
         cost_micros: u64,
         /// When its request was last seen pending and first seen done, in
         /// milliseconds since its submit (absent if it was never polled).
@@ -171,6 +175,8 @@ pub enum State {
     Done {
         files: Vec<String>,
         sha256: Vec<String>,
+        /// Size and modification time of each file (absent in older journals).
+        stamps: Vec<[u64; 2]>,
         cost_micros: u64,
     },
     Failed {
@@ -263,6 +269,7 @@ impl Replay {
                 at_ms,
                 files,
                 sha256,
+                stamps,
                 cost_micros,
                 seen_ms,
             } => {
@@ -271,6 +278,7 @@ impl Replay {
                 r.state = State::Done {
                     files,
                     sha256,
+                    stamps,
                     cost_micros,
                 };
                 r.finished_at_ms = Some(at_ms);
@@ -628,6 +636,7 @@ mod tests {
                 at_ms: 9,
                 files: vec![k("images/a_0.png")],
                 sha256: vec![k("ff")],
+                stamps: vec![[10, 20]],
                 cost_micros: 50_000,
                 seen_ms: Some([2_000, 3_000]),
             },

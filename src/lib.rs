@@ -149,6 +149,7 @@ async fn run_command(args: RunArgs) -> Result<u8, Error> {
     settings.retry_failed = args.retry_failed;
     settings.poll_interval = args.poll_interval_ms.map(Duration::from_millis);
     settings.resubmit_lost = args.resubmit_lost;
+    settings.verify = args.verify;
     settings.progress = if args.quiet {
         progress::Mode::Quiet
     } else {

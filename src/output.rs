@@ -231,6 +231,7 @@ pub fn row_result(rec: Option<&Record>, price: Usd, stop_code: Option<&str>) -> 
             files,
             sha256,
             cost_micros,
+            ..
         } => {
             r.status = Status::Completed;
             r.files = files.clone();
@@ -680,6 +681,7 @@ mod tests {
             at_ms: 0,
             files: vec!["images/cat_s1_0.png".into()],
             sha256: vec!["x".into()],
+            stamps: vec![],
             cost_micros: 0,
             seen_ms: None,
         });

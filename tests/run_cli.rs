@@ -92,6 +92,32 @@ async fn rerunning_a_finished_run_sends_nothing() {
     assert_eq!(sim.ledger().submit_calls, calls);
     assert_files_are_what_was_served(&out, &sim.ledger());
 
+    // Damage that keeps the size and the time escapes the quick check, not --verify.
+    let written = std::fs::metadata(&victim).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0xff;
+    std::fs::write(&victim, &bytes).unwrap();
+    let f = std::fs::File::options().write(true).open(&victim).unwrap();
+    f.set_modified(written).unwrap();
+    drop(f);
+    let downloads = sim.ledger().download_calls;
+    run(&m, &out, &sim.url(), &[]).await;
+    assert_eq!(
+        sim.ledger().download_calls,
+        downloads,
+        "not read, not fetched"
+    );
+    let o = run(&m, &out, &sim.url(), &["--verify"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(
+        sim.ledger().download_calls,
+        downloads + 1,
+        "found and fetched again"
+    );
+    assert_files_are_what_was_served(&out, &sim.ledger());
+    assert_eq!(sim.ledger().submit_calls, calls);
+
     // An edited manifest runs only its new rows.
     write(dir.path(), "m.yaml", "defaults: {image_size: {width: 32, height: 32}}\nseeds: [1, 2, 3]\njobs: [{id: new, prompt: dog}, {id: a, prompt: cat}]\n");
     let o = run(&m, &out, &sim.url(), &[]).await;

@@ -28,6 +28,8 @@ pub struct Downloaded {
     /// Lower-case hex.
     pub sha256: String,
     pub info: ImageInfo,
+    /// Its modification time as written, in ns since the epoch.
+    pub mtime_ns: u64,
 }
 
 impl Client {
@@ -194,12 +196,14 @@ impl Sink {
             };
             part.as_file().sync_all().map_err(&io)?;
             let path = dir.join(format!("{stem}.{}", info.format.extension()));
-            part.persist(&path).map_err(|e| io(e.error))?;
+            let file = part.persist(&path).map_err(|e| io(e.error))?;
+            let mtime_ns = crate::disk::mtime_ns(&file.metadata().map_err(&io)?);
             Ok(Downloaded {
                 path,
                 bytes,
                 sha256,
                 info,
+                mtime_ns,
             })
         })
         .await

@@ -65,6 +65,8 @@ pub struct Settings {
     pub poll_interval: Option<Duration>,
     /// `--resubmit-lost`: pay again for results the gateway lost.
     pub resubmit_lost: bool,
+    /// `--verify`: check completed rows' files by their SHA-256, not their size and time.
+    pub verify: bool,
     /// How long a run polls one accepted request before leaving it (`POLL_TIMEOUT`).
     pub row_deadline: Duration,
     /// Submits per row per run that may fail before the row gives up (429s do not count).
@@ -91,6 +93,7 @@ impl Settings {
             retry_failed: false,
             poll_interval: None,
             resubmit_lost: false,
+            verify: false,
             row_deadline: Duration::from_secs(20 * 60),
             max_attempts: 8,
             max_status_failures: 6,
@@ -290,8 +293,8 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
                     .or_default()
                     .push((lo as f64 / 1000.0, hi as f64 / 1000.0));
             }
-            let d = decide(rec, &key, price, flags, |files, sha| {
-                files_intact(&out_dir, files, sha)
+            let d = decide(rec, &key, price, flags, |done| {
+                files_intact(&out_dir, done, settings.verify)
             });
             verdicts.extend(d.record);
             match d.start {
@@ -560,14 +563,38 @@ fn lock(dir: &Path) -> Result<std::fs::File, RunError> {
     }
 }
 
-/// Every file of a completed row is there, with the bytes we saved.
-fn files_intact(out_dir: &Path, files: &[String], sha256: &[String]) -> bool {
-    files.len() == sha256.len()
-        && files.iter().zip(sha256).all(|(f, want)| {
-            std::fs::read(out_dir.join(f))
-                .map(|bytes| disk::hex(&Sha256::digest(&bytes)) == *want)
-                .unwrap_or(false)
-        })
+/// Every file of a completed row is there as it was written. A file whose
+/// size and modification time are those its `done` line recorded is taken
+/// as intact without reading it; otherwise (a copied folder, `--verify`, a
+/// journal older than those records) its SHA-256 decides. A file of another
+/// size is damaged.
+fn files_intact(out_dir: &Path, done: &journal::State, verify: bool) -> bool {
+    let journal::State::Done {
+        files,
+        sha256,
+        stamps,
+        ..
+    } = done
+    else {
+        return false;
+    };
+    if files.len() != sha256.len() {
+        return false;
+    }
+    files.iter().enumerate().all(|(i, f)| {
+        let path = out_dir.join(f);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            return false;
+        };
+        match stamps.get(i).filter(|_| stamps.len() == files.len()) {
+            Some(&[size, _]) if meta.len() != size => return false,
+            Some(&[_, mtime]) if !verify && disk::mtime_ns(&meta) == mtime => return true,
+            _ => {}
+        }
+        std::fs::read(&path)
+            .map(|bytes| disk::hex(&Sha256::digest(&bytes)) == sha256[i])
+            .unwrap_or(false)
+    })
 }
 
 /// What this run has committed to spend, and its limit.

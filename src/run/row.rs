@@ -420,7 +420,7 @@ impl RowRun {
         }
         ctx.event(Event::Enter(Stage::Downloading));
         let stem = ctx.stems.stem(&self.id, &self.key);
-        let (mut files, mut sha256) = (Vec::new(), Vec::new());
+        let (mut files, mut sha256, mut stamps) = (Vec::new(), Vec::new(), Vec::new());
         for (n, image) in images.iter().enumerate() {
             if let Some(stop) = ctx.hard_stop() {
                 ctx.event(Event::Leave(Stage::Downloading));
@@ -438,6 +438,7 @@ impl RowRun {
                     let file = d.path.file_name().unwrap_or_default().to_string_lossy();
                     files.push(format!("{IMAGES_DIR}/{file}"));
                     sha256.push(d.sha256);
+                    stamps.push([d.bytes, d.mtime_ns]);
                 }
                 Err(e) => {
                     ctx.event(Event::Leave(Stage::Downloading));
@@ -470,6 +471,7 @@ impl RowRun {
                 at_ms: now_ms(),
                 files,
                 sha256,
+                stamps,
                 cost_micros: cost.micros(),
                 seen_ms: self
                     .seen

@@ -59,13 +59,13 @@ pub(crate) struct Flags {
 }
 
 /// Decides where row `key` starts. `files_intact` checks a completed row's
-/// files against their recorded hashes.
+/// files against what its `done` line recorded (the row's state).
 pub(crate) fn decide(
     rec: Option<&Record>,
     key: &str,
     price: Usd,
     flags: Flags,
-    files_intact: impl FnOnce(&[String], &[String]) -> bool,
+    files_intact: impl FnOnce(&State) -> bool,
 ) -> Decision {
     let Some(rec) = rec else {
         return Start::Submit.into();
@@ -93,8 +93,8 @@ pub(crate) fn decide(
                 "accepted with images that were never saved; rerun with --resubmit-lost to pay for it again",
             ),
         },
-        State::Done { files, sha256, .. } => {
-            if files_intact(files, sha256) {
+        State::Done { .. } => {
+            if files_intact(&rec.state) {
                 Start::End.into()
             } else {
                 match resume(rec) {
@@ -169,10 +169,7 @@ mod tests {
             retry_failed,
             resubmit_lost: false,
         };
-        decide(Some(rec), "k", Usd::from_micros(50_000), flags, |_, _| {
-            intact
-        })
-        .start
+        decide(Some(rec), "k", Usd::from_micros(50_000), flags, |_| intact).start
     }
 
     fn failed(code: &str, charged: Charged) -> State {
@@ -187,7 +184,7 @@ mod tests {
     #[test]
     fn a_plain_rerun_submits_what_was_never_accepted() {
         assert_eq!(
-            decide(None, "k", Usd::default(), Flags::default(), |_, _| true).start,
+            decide(None, "k", Usd::default(), Flags::default(), |_| true).start,
             Start::Submit
         );
         let mut gave_up = rec(State::Pending, None);
@@ -218,6 +215,7 @@ mod tests {
             State::Done {
                 files: vec!["images/a_0.png".into()],
                 sha256: vec!["x".into()],
+                stamps: vec![],
                 cost_micros: 1,
             },
             Some(ticket()),
@@ -247,7 +245,7 @@ mod tests {
             "k",
             Usd::from_micros(7),
             Flags::default(),
-            |_, _| true,
+            |_| true,
         );
         assert_eq!(d.start, Start::End);
         assert!(matches!(
@@ -265,7 +263,7 @@ mod tests {
                 retry_failed,
                 resubmit_lost,
             };
-            decide(Some(&lost), "k", Usd::default(), flags, |_, _| true).start
+            decide(Some(&lost), "k", Usd::default(), flags, |_| true).start
         };
         assert_eq!(with(false, false), Start::End);
         assert_eq!(
