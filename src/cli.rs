@@ -30,6 +30,19 @@ pub enum Command {
     Status(StatusArgs),
     /// Serve the built-in gateway simulator on loopback until Ctrl-C (no key, no money, real files).
     Sim(SimArgs),
+    /// Join the folders of a sharded run (`run --shard`) into one results.csv (in manifest order)
+    /// and one summary.json.
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The shard folders.
+    #[arg(required = true, value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// Where the merged results.csv and summary.json go (file paths in it resolve from there).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +88,12 @@ pub struct RunArgs {
     /// were written with); a damaged file is fetched again.
     #[arg(long)]
     pub verify: bool,
+    /// Run one slice of the plan: I/N (I from 0 to N-1), or auto/N to take I from
+    /// JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs) or SLURM_ARRAY_TASK_ID (Slurm arrays).
+    /// Rows are split by key: the same rows land in the same shard however the manifest is
+    /// reordered or grown. Default folder: out/NAME/shards/I-of-N; `batchgen merge` joins them.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<ShardSpec>,
     /// The longest a submit may take, reply included; one without an answer by then may have been
     /// accepted and is not sent again. Long by default: a sync_mode submit answers with its images.
     #[arg(long, value_name = "SECS", default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -112,6 +131,62 @@ pub struct PlanArgs {
     /// How many rows to list.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub rows: usize,
+    /// Show one slice of the plan (as `run --shard`).
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<ShardSpec>,
+}
+
+/// `--shard`: a slice given, or one to take from the cluster's environment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardSpec {
+    Given(crate::plan::Shard),
+    /// `auto/N`: the index from `JOB_COMPLETION_INDEX` or `SLURM_ARRAY_TASK_ID`.
+    Auto(u32),
+}
+
+/// The variables `auto/N` reads the shard index from, in order.
+pub const SHARD_INDEX_VARS: &[&str] = &["JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID"];
+
+impl ShardSpec {
+    /// The slice to run, reading the environment for `auto/N`.
+    pub fn resolve(self) -> Result<crate::plan::Shard, String> {
+        let count = match self {
+            ShardSpec::Given(s) => return Ok(s),
+            ShardSpec::Auto(n) => n,
+        };
+        let Some((var, value)) = SHARD_INDEX_VARS
+            .iter()
+            .find_map(|v| std::env::var(v).ok().map(|x| (*v, x)))
+        else {
+            return Err(format!(
+                "--shard auto/{count} takes its index from {}; neither is set",
+                SHARD_INDEX_VARS.join(" or ")
+            ));
+        };
+        match value.trim().parse::<u32>() {
+            Ok(index) if index < count => Ok(crate::plan::Shard { index, count }),
+            _ => Err(format!(
+                "{var} is {value:?}; --shard auto/{count} takes an index from 0 to {}",
+                count - 1
+            )),
+        }
+    }
+}
+
+fn parse_shard(s: &str) -> Result<ShardSpec, String> {
+    let bad = || format!("`{s}` is not a shard: give I/N (I from 0 to N-1) or auto/N");
+    let (i, n) = s.trim().split_once('/').ok_or_else(bad)?;
+    let count: u32 = n.trim().parse().ok().filter(|n| *n >= 1).ok_or_else(bad)?;
+    if i.trim() == "auto" {
+        return Ok(ShardSpec::Auto(count));
+    }
+    let index: u32 = i
+        .trim()
+        .parse()
+        .ok()
+        .filter(|i| *i < count)
+        .ok_or_else(bad)?;
+    Ok(ShardSpec::Given(crate::plan::Shard { index, count }))
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {

@@ -39,6 +39,10 @@ pub enum Error {
     BaseUrl(String),
     #[error("cannot summarise {0}: there is no batchgen journal in it")]
     NoRun(String),
+    #[error("{0}")]
+    Shard(String),
+    #[error(transparent)]
+    Merge(#[from] crate::merge::MergeError),
     #[error(transparent)]
     Run(#[from] RunError),
 }
@@ -53,7 +57,10 @@ impl Error {
             | Error::Io(_)
             | Error::Key(_)
             | Error::BaseUrl(_)
-            | Error::NoRun(_) => INVALID,
+            | Error::NoRun(_)
+            | Error::Shard(_) => INVALID,
+            Error::Merge(crate::merge::MergeError::Write { .. }) => ABORTED,
+            Error::Merge(_) => INVALID,
             // Refused before anything was sent.
             Error::Run(RunError::Locked(_) | RunError::OtherGateway { .. }) => INVALID,
             // The run could not keep its journal or outputs: stopped, as when aborted.

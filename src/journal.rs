@@ -75,6 +75,12 @@ pub enum Entry {
         /// The gateway's origin, or `simulated` (absent in older journals).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         gateway: Option<String>,
+        /// The digest of the whole plan's row keys (shards of one manifest share it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        plan: Option<String>,
+        /// The shard this run did, if it did one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shard: Option<crate::plan::Shard>,
     },
     Intent {
         key: String,
@@ -193,6 +199,8 @@ pub struct Replay {
     pub records: HashMap<String, Record>,
     pub last_run_rows: Option<u64>,
     pub last_run_manifest: Option<String>,
+    pub last_run_plan: Option<String>,
+    pub last_run_shard: Option<crate::plan::Shard>,
     /// The gateway the folder belongs to (the first one a run recorded).
     pub gateway: Option<String>,
     pub lines: usize,
@@ -206,10 +214,14 @@ impl Replay {
                 rows,
                 manifest,
                 gateway,
+                plan,
+                shard,
                 ..
             } => {
                 self.last_run_rows = Some(rows);
                 self.last_run_manifest = Some(manifest);
+                self.last_run_plan = plan;
+                self.last_run_shard = shard;
                 if self.gateway.is_none() {
                     self.gateway = gateway;
                 }

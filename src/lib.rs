@@ -42,6 +42,7 @@ pub mod disk;
 pub mod exit;
 pub mod journal;
 pub mod manifest;
+pub mod merge;
 pub mod output;
 pub mod plan;
 pub mod progress;
@@ -54,7 +55,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cli::{Cli, Command, PlanArgs, RunArgs, SimArgs, StatusArgs};
+use cli::{Cli, Command, MergeArgs, PlanArgs, RunArgs, SimArgs, StatusArgs};
 use exit::Error;
 use run::Signal;
 
@@ -65,6 +66,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Run(args) => run_command(args).await,
         Command::Status(args) => status_command(&args),
         Command::Sim(args) => sim_command(args).await,
+        Command::Merge(args) => merge_command(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -90,8 +92,16 @@ fn budget_limit(flag: Option<plan::Usd>, plan: &plan::Plan) -> Option<plan::Usd>
     }
 }
 
+/// Keeps only the shard's rows, if one is asked for.
+fn shard(plan: &mut plan::Plan, spec: Option<cli::ShardSpec>) -> Result<(), Error> {
+    if let Some(spec) = spec {
+        plan.keep_shard(spec.resolve().map_err(Error::Shard)?);
+    }
+    Ok(())
+}
+
 fn plan_command(args: &PlanArgs) -> Result<u8, Error> {
-    let plan = match load_plan(&args.manifest) {
+    let mut plan = match load_plan(&args.manifest) {
         Err(Error::Invalid(invalid)) if args.json => {
             let json = serde_json::json!({ "errors": invalid.diagnostics });
             print_stdout(&format!("{json:#}\n"));
@@ -99,6 +109,7 @@ fn plan_command(args: &PlanArgs) -> Result<u8, Error> {
         }
         other => other?,
     };
+    shard(&mut plan, args.shard)?;
     let max = budget_limit(args.max_cost, &plan);
     let cost = plan.totals().cost();
     if let Some(max) = max.filter(|max| cost > *max) {
@@ -117,7 +128,8 @@ fn plan_command(args: &PlanArgs) -> Result<u8, Error> {
 /// Validates everything (manifest, key, URL, output folder, what this run
 /// would newly spend against the budget), then runs.
 async fn run_command(args: RunArgs) -> Result<u8, Error> {
-    let plan = load_plan(&args.manifest)?;
+    let mut plan = load_plan(&args.manifest)?;
+    shard(&mut plan, args.shard)?;
     let max_cost = budget_limit(args.max_cost, &plan);
     // The gateway: its origin (where the key may go) names the folder's owner.
     let (key, gateway) = if args.simulate {
@@ -369,6 +381,17 @@ fn status_command(args: &StatusArgs) -> Result<u8, Error> {
         print_stdout(&text);
     }
     Ok(exit::OK)
+}
+
+/// `batchgen merge DIR... --out DIR`.
+fn merge_command(args: &MergeArgs) -> Result<u8, Error> {
+    let summary = merge::merge(&args.dirs, &args.out)?;
+    print_stdout(&summary.to_text());
+    Ok(if summary.complete() {
+        exit::OK
+    } else {
+        exit::ROWS_FAILED
+    })
 }
 
 /// Serves the simulator on loopback until Ctrl-C or SIGTERM, then prints its ledger.

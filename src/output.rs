@@ -57,6 +57,7 @@ pub const COLUMNS: &[&str] = &[
     "possibly_charged_usd",
     "error_code",
     "error_message",
+    "row",
 ];
 
 /// A row's status word in `results.csv`. Add, never rename.
@@ -82,6 +83,10 @@ impl Status {
         Status::NotRun,
         Status::Accepted,
     ];
+
+    pub fn parse(word: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.as_str() == word)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -301,29 +306,42 @@ impl Default for Totals {
 
 impl Totals {
     pub fn add(&mut self, r: &RowResult) {
+        let images = r.files.len() as u64;
+        self.add_parts(r.status, &r.error_code, r.cost, r.possibly_charged, images);
+    }
+
+    /// Adds one row, from what results.csv says of it.
+    pub fn add_parts(
+        &mut self,
+        status: Status,
+        error_code: &str,
+        cost: Usd,
+        possibly_charged: Usd,
+        images: u64,
+    ) {
         self.rows += 1;
-        *self.rows_by_status.entry(r.status.as_str()).or_default() += 1;
-        match r.status {
+        *self.rows_by_status.entry(status.as_str()).or_default() += 1;
+        match status {
             Status::Completed => {
-                self.images += r.files.len() as u64;
-                self.cost_usd = self.cost_usd + r.cost;
+                self.images += images;
+                self.cost_usd = self.cost_usd + cost;
             }
             Status::Failed => {
                 *self
                     .failures_by_code
-                    .entry(r.error_code.clone())
+                    .entry(error_code.to_string())
                     .or_default() += 1;
             }
             Status::Accepted => {
                 *self
                     .accepted_by_code
-                    .entry(r.error_code.clone())
+                    .entry(error_code.to_string())
                     .or_default() += 1;
             }
             Status::NotRun => {}
         }
-        self.uncertain += u64::from(r.is_uncertain());
-        self.possibly_charged_usd = self.possibly_charged_usd + r.possibly_charged;
+        self.uncertain += u64::from(status == Status::Failed && error_code == SUBMIT_UNCERTAIN);
+        self.possibly_charged_usd = self.possibly_charged_usd + possibly_charged;
     }
 
     pub fn count(&self, status: Status) -> u64 {
@@ -548,6 +566,7 @@ pub fn write_results(
                 money(r.possibly_charged),
                 r.error_code,
                 r.error_message,
+                row.index.to_string(),
             ])?;
         }
         csv.flush()
@@ -651,14 +670,21 @@ pub fn rfc3339(ms: u64) -> String {
 
 /// The output folder a manifest gets by default: `out/NAME`, or
 /// `out/NAME-sim` against the simulator, so simulated placeholders never
-/// share a folder with a paid data set.
+/// share a folder with a paid data set. A shard's is inside it,
+/// `shards/I-of-N`, where `batchgen merge` finds it.
 pub fn default_dir(plan: &Plan, simulated: bool) -> PathBuf {
     let name = if simulated {
         format!("{}-sim", plan.name)
     } else {
         plan.name.clone()
     };
-    Path::new("out").join(name)
+    let dir = Path::new("out").join(name);
+    match plan.shard {
+        Some(s) => dir
+            .join("shards")
+            .join(format!("{}-of-{}", s.index, s.count)),
+        None => dir,
+    }
 }
 
 #[cfg(test)]

@@ -248,6 +248,8 @@ pub struct Row {
     /// Position in the job's sweep (mixed radix over its axes).
     pub combo: u64,
     pub key: Key,
+    /// Position in the whole plan (manifest order), whatever shard it is in.
+    pub index: u32,
 }
 
 /// The whole run, validated and priced. Build it with [`expand`].
@@ -258,14 +260,47 @@ pub struct Plan {
     pub pricing: Pricing,
     pub budget_usd: Option<Usd>,
     pub jobs: Vec<JobPlan>,
+    /// The rows this run does: every row, or one shard's.
     pub rows: Vec<Row>,
     /// Problems that do not stop the run (long prompts, assumed prices).
     pub warnings: Vec<Diagnostic>,
+    /// A digest of every row key of the whole plan, in order: shards of one
+    /// manifest share it, so `merge` can tell them from another's.
+    pub digest: String,
+    /// The slice of the plan these rows are, if only one.
+    pub shard: Option<Shard>,
+}
+
+/// One of `count` slices of a plan (`index` from 0), by row key: a row's
+/// shard depends on its content only, so it is the same however the
+/// manifest is reordered or grown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    pub fn holds(&self, key: Key) -> bool {
+        key.0 % u64::from(self.count) == u64::from(self.index)
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
 }
 
 impl Plan {
     pub fn job(&self, row: &Row) -> &JobPlan {
         &self.jobs[row.job as usize]
+    }
+
+    /// Keeps only the rows of `shard`.
+    pub fn keep_shard(&mut self, shard: Shard) {
+        self.rows.retain(|r| shard.holds(r.key));
+        self.shard = Some(shard);
     }
 
     /// The request a row sends, seed included (derived from the key if the
@@ -316,6 +351,18 @@ impl Plan {
     /// Requests, images and estimated cost, by kind.
     pub fn totals(&self) -> Totals {
         let mut t = Totals::default();
+        if self.shard.is_some() {
+            for row in &self.rows {
+                let req = self.request(row);
+                let k = req.kind() as usize;
+                t.requests[k] += 1;
+                t.images[k] += u64::from(req.images());
+            }
+            for kind in Kind::ALL {
+                t.cost[kind as usize] = self.pricing.per_image(kind).times(t.images[kind as usize]);
+            }
+            return t;
+        }
         for job in &self.jobs {
             let k = job.kind() as usize;
             t.requests[k] += job.row_count();
@@ -472,14 +519,20 @@ pub fn expand(manifest: &Manifest) -> Result<Plan, Invalid> {
         return Err(Invalid { diagnostics: diags });
     }
     let rows = rows(&jobs);
+    let mut digest = Sha256::new();
+    for r in &rows {
+        digest.update(r.key.0.to_be_bytes());
+    }
     Ok(Plan {
         name,
         manifest: manifest.path.clone(),
         pricing,
         budget_usd,
         jobs,
+        digest: crate::disk::hex(&digest.finalize()[..16]),
         rows,
         warnings: diags,
+        shard: None,
     })
 }
 
@@ -902,6 +955,7 @@ fn rows(jobs: &[JobPlan]) -> Vec<Row> {
                     occurrence: *occurrence,
                     combo,
                     key: Key(first_u64(&k.finalize())),
+                    index: rows.len() as u32,
                 });
                 *occurrence += 1;
             }

@@ -417,6 +417,8 @@ impl Opened {
                 rows: plan.rows.len() as u64,
                 version: env!("CARGO_PKG_VERSION").into(),
                 gateway: Some(settings.gateway.clone()),
+                plan: Some(plan.digest.clone()),
+                shard: plan.shard,
             })
             .await?;
         for entry in &verdicts {

@@ -1,0 +1,400 @@
+//! `batchgen merge DIR... --out DIR`: one results.csv and one summary.json
+//! from the folders of a sharded run.
+//!
+//! Why this exists: a sharded run (`run --shard I/N`) writes one folder per
+//! shard, each with its own journal, lock and results, so that shards on
+//! different machines never share a file. Merging checks that the folders
+//! are distinct shards of one plan run against one gateway, then streams
+//! their results.csv files into one, in manifest order (the `row` column;
+//! each shard's file is already in that order, so memory stays flat however
+//! many rows there are), with file paths that resolve from the merged
+//! folder; summary.json adds the merged rows up as `run` would.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::disk::write_atomic;
+use crate::journal;
+use crate::output::{Status, Totals, COLUMNS, RESULTS_CSV, SUMMARY_JSON};
+use crate::plan::{Shard, Usd};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error("{0} holds no batchgen run (no journal.jsonl)")]
+    NoRun(PathBuf),
+    #[error(
+        "{0} is not a shard: its run did the whole plan (only `run --shard` folders are merged)"
+    )]
+    NotAShard(PathBuf),
+    #[error("{dir} is a shard of another manifest (or another version of it) than {first}: only shards of one plan are merged")]
+    OtherPlan { dir: PathBuf, first: PathBuf },
+    #[error("{dir} was run against {this}, {first} against {that}: one merged folder holds one gateway's results")]
+    OtherGateway {
+        dir: PathBuf,
+        first: PathBuf,
+        this: String,
+        that: String,
+    },
+    #[error("{dir} is shard {shard}, {first} is a shard of {count}: shards of one run share their count")]
+    OtherCount {
+        dir: PathBuf,
+        shard: Shard,
+        first: PathBuf,
+        count: u32,
+    },
+    #[error("{0} and {1} are the same shard ({2})")]
+    SameShard(PathBuf, PathBuf, Shard),
+    #[error("{0} holds a run (journal.jsonl): merge into a folder of its own")]
+    OutIsRun(PathBuf),
+    #[error("{path}: {why}")]
+    Read { path: PathBuf, why: String },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What `merge` wrote, as printed and as summary.json.
+#[derive(Clone, Debug, Serialize)]
+pub struct MergeSummary {
+    pub out_dir: String,
+    pub manifest: Option<String>,
+    pub gateway: Option<String>,
+    /// The shard folders merged, in shard order.
+    pub shards: Vec<String>,
+    /// Shards of the run not given to the merge (their rows are missing).
+    pub shards_missing: Vec<u32>,
+    #[serde(flatten)]
+    pub totals: Totals,
+    pub cost_usd_by_kind: BTreeMap<String, Usd>,
+}
+
+impl MergeSummary {
+    pub fn to_text(&self) -> String {
+        let t = &self.totals;
+        let mut out = format!(
+            "merged {} shard(s) into {}: {} · {} images · {} spent",
+            self.shards.len(),
+            self.out_dir,
+            t.rows_line(),
+            t.images,
+            t.cost_usd
+        );
+        if t.possibly_charged_usd > Usd::default() {
+            out.push_str(&format!(
+                " · {} possibly charged for rows not completed",
+                t.possibly_charged_usd
+            ));
+        }
+        out.push('\n');
+        out.push_str(&t.detail_lines());
+        if !self.shards_missing.is_empty() {
+            let missing: Vec<String> = self.shards_missing.iter().map(u32::to_string).collect();
+            out.push_str(&format!(
+                "  missing: shard(s) {} were not given; their rows are not in the results\n",
+                missing.join(", ")
+            ));
+        }
+        out
+    }
+
+    /// Every row of the whole plan is there, completed.
+    pub fn complete(&self) -> bool {
+        self.shards_missing.is_empty() && self.totals.count(Status::Completed) == self.totals.rows
+    }
+}
+
+/// One shard folder, checked.
+struct ShardDir {
+    dir: PathBuf,
+    shard: Shard,
+}
+
+/// Merges the shard folders `dirs` into `out`.
+pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeSummary, MergeError> {
+    if out.join(journal::FILE_NAME).exists() {
+        return Err(MergeError::OutIsRun(out.to_path_buf()));
+    }
+    let mut shards: Vec<ShardDir> = Vec::new();
+    let mut first: Option<(PathBuf, journal::Replay)> = None;
+    for dir in dirs {
+        if !dir.join(journal::FILE_NAME).is_file() {
+            return Err(MergeError::NoRun(dir.clone()));
+        }
+        let replay = journal::read(dir).map_err(|e| MergeError::Read {
+            path: dir.clone(),
+            why: e.to_string(),
+        })?;
+        let (Some(shard), Some(_)) = (replay.last_run_shard, &replay.last_run_plan) else {
+            return Err(MergeError::NotAShard(dir.clone()));
+        };
+        if let Some((first_dir, f)) = &first {
+            if f.last_run_plan != replay.last_run_plan {
+                return Err(MergeError::OtherPlan {
+                    dir: dir.clone(),
+                    first: first_dir.clone(),
+                });
+            }
+            if f.gateway != replay.gateway {
+                return Err(MergeError::OtherGateway {
+                    dir: dir.clone(),
+                    first: first_dir.clone(),
+                    this: replay.gateway.clone().unwrap_or_default(),
+                    that: f.gateway.clone().unwrap_or_default(),
+                });
+            }
+            let count = f.last_run_shard.map_or(0, |s| s.count);
+            if shard.count != count {
+                return Err(MergeError::OtherCount {
+                    dir: dir.clone(),
+                    shard,
+                    first: first_dir.clone(),
+                    count,
+                });
+            }
+        }
+        if let Some(twin) = shards.iter().find(|s| s.shard == shard) {
+            return Err(MergeError::SameShard(twin.dir.clone(), dir.clone(), shard));
+        }
+        shards.push(ShardDir {
+            dir: dir.clone(),
+            shard,
+        });
+        if first.is_none() {
+            first = Some((dir.clone(), replay));
+        }
+    }
+    let Some((_, first)) = first else {
+        return Err(MergeError::Read {
+            path: out.to_path_buf(),
+            why: "no shard folders given".into(),
+        });
+    };
+    shards.sort_by_key(|s| s.shard.index);
+    let count = shards[0].shard.count;
+    let shards_missing: Vec<u32> = (0..count)
+        .filter(|i| !shards.iter().any(|s| s.shard.index == *i))
+        .collect();
+
+    crate::disk::create_dir_durable(out).map_err(|source| MergeError::Write {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    let mut totals = Totals::default();
+    let mut by_kind: BTreeMap<String, Usd> = BTreeMap::new();
+    let mut readers: Vec<ShardRows> = shards
+        .iter()
+        .map(|s| ShardRows::open(&s.dir, out))
+        .collect::<Result<_, _>>()?;
+    let results = out.join(RESULTS_CSV);
+    let mut failure: Option<MergeError> = None;
+    write_atomic(&results, |w| {
+        let mut csv = csv::Writer::from_writer(w);
+        csv.write_record(COLUMNS)?;
+        loop {
+            // The next row in manifest order is the least among the shards' next rows.
+            let next = readers
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, r)| match r.peek() {
+                    Ok(Some(row)) => Some(Ok((row.index, i))),
+                    Ok(None) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<Result<Vec<_>, _>>();
+            let next = match next {
+                Ok(n) => n.into_iter().min(),
+                Err(e) => {
+                    failure = Some(e);
+                    return Err(std::io::Error::other("a shard's results could not be read"));
+                }
+            };
+            let Some((_, i)) = next else { break };
+            let row = readers[i].take();
+            totals.add_parts(
+                row.status,
+                &row.fields[row.error_code],
+                row.cost,
+                row.possibly_charged,
+                row.images,
+            );
+            if row.status == Status::Completed {
+                let k = by_kind.entry(row.fields[row.kind].clone()).or_default();
+                *k = *k + row.cost;
+            }
+            csv.write_record(&row.fields)?;
+        }
+        csv.flush()
+    })
+    .map_err(|source| {
+        failure.take().unwrap_or(MergeError::Write {
+            path: results.clone(),
+            source,
+        })
+    })?;
+    let summary = MergeSummary {
+        out_dir: out.display().to_string(),
+        manifest: first.last_run_manifest.clone(),
+        gateway: first.gateway.clone(),
+        shards: shards.iter().map(|s| s.dir.display().to_string()).collect(),
+        shards_missing,
+        totals,
+        cost_usd_by_kind: by_kind,
+    };
+    let json = serde_json::to_vec_pretty(&summary).expect("a summary serialises");
+    let path = out.join(SUMMARY_JSON);
+    write_atomic(&path, |w| {
+        w.write_all(&json)?;
+        w.write_all(b"\n")
+    })
+    .map_err(|source| MergeError::Write { path, source })?;
+    Ok(summary)
+}
+
+/// One results.csv line, in `COLUMNS` order, with what the totals need.
+struct Line {
+    index: u64,
+    fields: Vec<String>,
+    status: Status,
+    cost: Usd,
+    possibly_charged: Usd,
+    images: u64,
+    error_code: usize,
+    kind: usize,
+}
+
+/// A shard's results.csv, read a line at a time.
+struct ShardRows {
+    path: PathBuf,
+    reader: csv::Reader<std::fs::File>,
+    /// Where each of `COLUMNS` is in this file.
+    at: Vec<Option<usize>>,
+    /// The shard folder as seen from the merged folder.
+    prefix: PathBuf,
+    next: Option<Line>,
+    done: bool,
+}
+
+impl ShardRows {
+    fn open(dir: &Path, out: &Path) -> Result<ShardRows, MergeError> {
+        let path = dir.join(RESULTS_CSV);
+        let bad = |why: String| MergeError::Read {
+            path: path.clone(),
+            why,
+        };
+        let mut reader = csv::Reader::from_path(&path).map_err(|e| bad(e.to_string()))?;
+        let headers = reader.headers().map_err(|e| bad(e.to_string()))?.clone();
+        let at: Vec<Option<usize>> = COLUMNS
+            .iter()
+            .map(|c| headers.iter().position(|h| h == *c))
+            .collect();
+        for required in ["row", "status", "files", "kind"] {
+            if at[column(required)].is_none() {
+                return Err(bad(format!(
+                    "no `{required}` column (written by an older batchgen?)"
+                )));
+            }
+        }
+        Ok(ShardRows {
+            prefix: relative(out, dir),
+            path,
+            reader,
+            at,
+            next: None,
+            done: false,
+        })
+    }
+
+    fn peek(&mut self) -> Result<Option<&Line>, MergeError> {
+        if self.next.is_none() && !self.done {
+            let mut record = csv::StringRecord::new();
+            let more = self
+                .reader
+                .read_record(&mut record)
+                .map_err(|e| MergeError::Read {
+                    path: self.path.clone(),
+                    why: e.to_string(),
+                })?;
+            if more {
+                self.next = Some(self.line(&record)?);
+            } else {
+                self.done = true;
+            }
+        }
+        Ok(self.next.as_ref())
+    }
+
+    fn take(&mut self) -> Line {
+        self.next.take().expect("peeked first")
+    }
+
+    fn line(&self, record: &csv::StringRecord) -> Result<Line, MergeError> {
+        let mut fields: Vec<String> = self
+            .at
+            .iter()
+            .map(|i| i.and_then(|i| record.get(i)).unwrap_or("").to_string())
+            .collect();
+        let bad = |what: &str| MergeError::Read {
+            path: self.path.clone(),
+            why: format!("line {}: {what}", record.position().map_or(0, |p| p.line())),
+        };
+        let index = fields[column("row")]
+            .parse()
+            .map_err(|_| bad("no row number"))?;
+        let status = Status::parse(&fields[column("status")]).ok_or_else(|| bad("no status"))?;
+        let money = |c: &str| {
+            let text = &fields[column(c)];
+            if text.is_empty() {
+                Ok(Usd::default())
+            } else {
+                text.parse::<f64>()
+                    .ok()
+                    .and_then(Usd::from_dollars)
+                    .ok_or_else(|| bad(c))
+            }
+        };
+        let (cost, possibly_charged) = (money("cost_usd")?, money("possibly_charged_usd")?);
+        let files = &mut fields[column("files")];
+        let images = if files.is_empty() {
+            0
+        } else {
+            let moved: Vec<String> = files
+                .split(';')
+                .map(|f| self.prefix.join(f).to_string_lossy().into_owned())
+                .collect();
+            *files = moved.join(";");
+            moved.len() as u64
+        };
+        Ok(Line {
+            index,
+            fields,
+            status,
+            cost,
+            possibly_charged,
+            images,
+            error_code: column("error_code"),
+            kind: column("kind"),
+        })
+    }
+}
+
+fn column(name: &str) -> usize {
+    COLUMNS
+        .iter()
+        .position(|c| *c == name)
+        .expect("a results.csv column")
+}
+
+/// `target` as seen from `base`: relative when inside it, absolute otherwise.
+fn relative(base: &Path, target: &Path) -> PathBuf {
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let (base, target) = (abs(base), abs(target));
+    match target.strip_prefix(&base) {
+        Ok(rel) => rel.to_path_buf(),
+        Err(_) => target,
+    }
+}
