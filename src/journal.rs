@@ -30,7 +30,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -38,6 +38,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::api::Ticket;
+use crate::plan::Key;
 
 pub const FILE_NAME: &str = "journal.jsonl";
 
@@ -83,20 +84,20 @@ pub enum Entry {
         shard: Option<crate::plan::Shard>,
     },
     Intent {
-        key: String,
+        key: Key,
         at_ms: u64,
         /// What the submit may cost (absent in older journals).
         #[serde(default, skip_serializing_if = "is_zero")]
         price_micros: u64,
     },
     NotAccepted {
-        key: String,
+        key: Key,
         code: String,
         #[serde(default, skip_serializing_if = "String::is_empty")]
         message: String,
     },
     Submitted {
-        key: String,
+        key: Key,
         at_ms: u64,
         /// Absent when the submit answered with finished images.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -107,13 +108,13 @@ pub enum Entry {
     },
     /// The run left the row without a verdict; where it stands is unchanged.
     Unfinished {
-        key: String,
+        key: Key,
         at_ms: u64,
         code: String,
         message: String,
     },
     Done {
-        key: String,
+        key: Key,
         at_ms: u64,
         /// Relative to the output folder.
         files: Vec<String>,
@@ -129,7 +130,7 @@ pub enum Entry {
         seen_ms: Option<[u64; 2]>,
     },
     Failed {
-        key: String,
+        key: Key,
         at_ms: u64,
         code: String,
         message: String,
@@ -153,14 +154,17 @@ pub struct Record {
     pub state: State,
     /// Submit attempts (intent lines), over all runs.
     pub attempts: u32,
-    pub ticket: Option<Ticket>,
+    /// The latest accepted request (boxed: most rows of a big run hold one
+    /// they no longer poll).
+    pub ticket: Option<Box<Ticket>>,
+    /// Image URLs its submit returned (`sync_mode`).
     pub images: Vec<String>,
     pub submitted_at_ms: Option<u64>,
     pub finished_at_ms: Option<u64>,
     /// What the latest submit may have cost (0 if the journal predates it).
     pub price_micros: u64,
     /// Set when the latest run left the row unfinished.
-    pub left: Option<Left>,
+    pub left: Option<Box<Left>>,
     /// When the request was last seen pending and first seen done (ms since submit).
     pub seen_ms: Option<[u64; 2]>,
     /// What earlier submits of this row may have cost: ones whose answer
@@ -196,7 +200,7 @@ pub enum State {
 /// Replayed journal: the records by key, and what the runs said of themselves.
 #[derive(Clone, Debug, Default)]
 pub struct Replay {
-    pub records: HashMap<String, Record>,
+    pub records: HashMap<Key, Record>,
     pub last_run_rows: Option<u64>,
     pub last_run_manifest: Option<String>,
     pub last_run_plan: Option<String>,
@@ -264,7 +268,7 @@ impl Replay {
             } => {
                 let r = self.records.entry(key).or_default();
                 r.state = State::Submitted;
-                r.ticket = ticket;
+                r.ticket = ticket.map(Box::new);
                 r.images = images;
                 r.submitted_at_ms = Some(at_ms);
                 r.finished_at_ms = None;
@@ -274,7 +278,7 @@ impl Replay {
                 key, code, message, ..
             } => {
                 let r = self.records.entry(key).or_default();
-                r.left = Some(Left { code, message });
+                r.left = Some(Box::new(Left { code, message }));
             }
             Entry::Done {
                 key,
@@ -337,18 +341,32 @@ pub enum JournalError {
     Broken(PathBuf),
 }
 
-/// Folds the whole lines of `bytes`; returns the replay and the length of
-/// the whole lines (what follows is a line cut short by a crash).
-fn parse(path: &Path, bytes: &[u8]) -> Result<(Replay, usize), JournalError> {
-    let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+/// Folds the whole lines `from` gives, one at a time (a million-row journal
+/// is never held whole); returns the replay and the length of the whole
+/// lines (what follows is a line cut short by a crash).
+fn parse(path: &Path, from: impl Read) -> Result<(Replay, u64), JournalError> {
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, from);
     let mut replay = Replay::default();
-    for (n, line) in bytes[..whole].split(|b| *b == b'\n').enumerate() {
+    let mut line = Vec::new();
+    let mut whole = 0u64;
+    for n in 1.. {
+        line.clear();
+        let read = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|source| JournalError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if read == 0 || line.last() != Some(&b'\n') {
+            break; // the end, or a last line cut short
+        }
+        whole += read as u64;
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let entry: Entry = serde_json::from_slice(line).map_err(|e| JournalError::Corrupt {
+        let entry: Entry = serde_json::from_slice(&line).map_err(|e| JournalError::Corrupt {
             path: path.to_path_buf(),
-            line: n + 1,
+            line: n,
             reason: e.to_string(),
         })?;
         replay.apply(entry);
@@ -360,8 +378,8 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(Replay, usize), JournalError> {
 /// a line cut short at the end is ignored).
 pub fn read(dir: &Path) -> Result<Replay, JournalError> {
     let path = dir.join(FILE_NAME);
-    match std::fs::read(&path) {
-        Ok(bytes) => parse(&path, &bytes).map(|(replay, _)| replay),
+    match File::open(&path) {
+        Ok(file) => parse(&path, file).map(|(replay, _)| replay),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Replay::default()),
         Err(source) => Err(JournalError::Io { path, source }),
     }
@@ -432,17 +450,15 @@ impl Journal {
             path: path.clone(),
             source,
         };
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .create(true)
             .append(true)
             .open(&path)
             .map_err(io)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io)?;
-        let (replay, whole) = parse(&path, &bytes)?;
-        if whole < bytes.len() {
-            file.set_len(whole as u64).map_err(io)?;
+        let (replay, whole) = parse(&path, &file)?;
+        if whole < file.metadata().map_err(io)?.len() {
+            file.set_len(whole).map_err(io)?;
             file.sync_all().map_err(io)?;
         }
         crate::disk::sync_dir(dir);
@@ -455,7 +471,7 @@ impl Journal {
             let (shared, dir) = (shared.clone(), dir.to_path_buf());
             std::thread::Builder::new()
                 .name("batchgen-journal".into())
-                .spawn(move || write_groups(&dir, file, whole as u64, jobs, shared))
+                .spawn(move || write_groups(&dir, file, whole, jobs, shared))
                 .map_err(io)?
         };
         Ok(Journal {
@@ -517,6 +533,12 @@ impl Journal {
     /// A copy of the replay as it stands.
     pub fn snapshot(&self) -> Replay {
         self.with_replay(Replay::clone)
+    }
+}
+
+impl crate::output::Records for Journal {
+    fn each(&self, keys: &[Key], f: &mut dyn FnMut(Option<&Record>)) {
+        self.with_replay(|replay| replay.each(keys, f));
     }
 }
 
@@ -616,9 +638,13 @@ mod tests {
         }
     }
 
-    fn intent(key: &str, at_ms: u64) -> Entry {
+    const A: Key = Key(0xa);
+    const B: Key = Key(0xb);
+    const C: Key = Key(0xc);
+
+    fn intent(key: Key, at_ms: u64) -> Entry {
         Entry::Intent {
-            key: key.into(),
+            key,
             at_ms,
             price_micros: 50_000,
         }
@@ -630,21 +656,21 @@ mod tests {
         let j = Journal::open(dir.path()).unwrap();
         let k = |s: &str| s.to_string();
         for e in [
-            intent("a", 1),
+            intent(A, 1),
             Entry::NotAccepted {
-                key: k("a"),
+                key: A,
                 code: k("HTTP_500"),
                 message: String::new(),
             },
-            intent("a", 2),
+            intent(A, 2),
             Entry::Submitted {
-                key: k("a"),
+                key: A,
                 at_ms: 3,
                 ticket: Some(ticket("r1")),
                 images: vec![],
             },
             Entry::Done {
-                key: k("a"),
+                key: A,
                 at_ms: 9,
                 files: vec![k("images/a_0.png")],
                 sha256: vec![k("ff")],
@@ -652,16 +678,16 @@ mod tests {
                 cost_micros: 50_000,
                 seen_ms: Some([2_000, 3_000]),
             },
-            intent("b", 4),
-            intent("c", 5),
+            intent(B, 4),
+            intent(C, 5),
             Entry::Submitted {
-                key: k("c"),
+                key: C,
                 at_ms: 6,
                 ticket: Some(ticket("r2")),
                 images: vec![],
             },
             Entry::Unfinished {
-                key: k("c"),
+                key: C,
                 at_ms: 7,
                 code: k("POLL_TIMEOUT"),
                 message: k("slow"),
@@ -671,7 +697,7 @@ mod tests {
         }
         let r = read(dir.path()).unwrap();
         assert_eq!(r.lines, 9);
-        let a = &r.records["a"];
+        let a = &r.records[&A];
         assert_eq!(a.attempts, 2);
         assert!(matches!(
             &a.state,
@@ -682,11 +708,11 @@ mod tests {
         ));
         assert_eq!((a.submitted_at_ms, a.finished_at_ms), (Some(3), Some(9)));
         assert_eq!(
-            r.records["b"].state,
+            r.records[&B].state,
             State::Uncertain,
             "an intent alone may have been accepted"
         );
-        let c = &r.records["c"];
+        let c = &r.records[&C];
         assert_eq!(
             c.state,
             State::Submitted,
@@ -702,15 +728,15 @@ mod tests {
     #[test]
     fn an_intent_forgets_an_earlier_request_id() {
         let mut r = Replay::default();
-        r.apply(intent("a", 1));
+        r.apply(intent(A, 1));
         r.apply(Entry::Submitted {
-            key: "a".into(),
+            key: A,
             at_ms: 2,
             ticket: Some(ticket("old")),
             images: vec!["http://x/1.png".into()],
         });
-        r.apply(intent("a", 3));
-        let a = &r.records["a"];
+        r.apply(intent(A, 3));
+        let a = &r.records[&A];
         assert_eq!(a.state, State::Uncertain);
         assert_eq!((a.ticket.clone(), a.images.len()), (None, 0));
         assert_eq!(a.earlier_micros, 0, "an accepted submit is not lost money");
@@ -719,44 +745,44 @@ mod tests {
     #[test]
     fn what_earlier_attempts_may_have_cost_is_kept() {
         let mut r = Replay::default();
-        r.apply(intent("a", 1));
+        r.apply(intent(A, 1));
         r.apply(Entry::Failed {
-            key: "a".into(),
+            key: A,
             at_ms: 2,
             code: "FAILED".into(),
             message: String::new(),
             charged: Charged::Possibly,
             cost_micros: 50_000,
         });
-        r.apply(intent("a", 3));
-        r.apply(intent("a", 4));
-        assert_eq!(r.records["a"].earlier_micros, 100_000);
+        r.apply(intent(A, 3));
+        r.apply(intent(A, 4));
+        assert_eq!(r.records[&A].earlier_micros, 100_000);
     }
 
     #[test]
     fn a_line_cut_by_a_crash_is_ignored_then_removed() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(dir.path()).unwrap();
-        j.append_blocking(&intent("a", 1)).unwrap();
+        j.append_blocking(&intent(A, 1)).unwrap();
         drop(j);
         let path = dir.path().join(FILE_NAME);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(br#"{"e":"submitted","key":"a","at_ms":2,"tic"#)
+        f.write_all(br#"{"e":"submitted","key":"000000000000000a","at_ms":2,"tic"#)
             .unwrap();
         drop(f);
         assert_eq!(
-            read(dir.path()).unwrap().records["a"].state,
+            read(dir.path()).unwrap().records[&A].state,
             State::Uncertain
         );
         let j = Journal::open(dir.path()).unwrap();
         j.append_blocking(&Entry::NotAccepted {
-            key: "a".into(),
+            key: A,
             code: "X".into(),
             message: String::new(),
         })
         .unwrap();
         let r = read(dir.path()).unwrap();
-        assert_eq!(r.records["a"].state, State::Pending);
+        assert_eq!(r.records[&A].state, State::Pending);
         assert_eq!(r.lines, 2);
     }
 
@@ -764,12 +790,12 @@ mod tests {
     fn a_line_cut_inside_a_character_is_repaired() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(dir.path()).unwrap();
-        j.append_blocking(&intent("a", 1)).unwrap();
+        j.append_blocking(&intent(A, 1)).unwrap();
         drop(j);
         let path = dir.path().join(FILE_NAME);
         let whole = std::fs::read(&path).unwrap();
         let failed = Entry::Failed {
-            key: "a".into(),
+            key: A,
             at_ms: 2,
             code: "FAILED".into(),
             message: "l’image a échoué".into(),
@@ -786,7 +812,7 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), whole, "the cut line is gone");
         j.append_blocking(&failed).unwrap();
         let r = read(dir.path()).unwrap();
-        assert!(matches!(r.records["a"].state, State::Failed { .. }));
+        assert!(matches!(r.records[&A].state, State::Failed { .. }));
     }
 
     #[test]
@@ -794,7 +820,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join(FILE_NAME),
-            "garbage\n{\"e\":\"intent\",\"key\":\"a\",\"at_ms\":1}\n",
+            "garbage\n{\"e\":\"intent\",\"key\":\"000000000000000a\",\"at_ms\":1}\n",
         )
         .unwrap();
         let err = read(dir.path()).unwrap_err();
@@ -812,14 +838,14 @@ mod tests {
     fn older_lines_still_read() {
         let mut r = Replay::default();
         let old = r#"{"e":"run","at_ms":1,"manifest":"m.yaml","rows":2,"version":"0.1.0"}
-{"e":"intent","key":"a","at_ms":2}
-{"e":"not_accepted","key":"a","code":"HTTP_500"}
+{"e":"intent","key":"000000000000000a","at_ms":2}
+{"e":"not_accepted","key":"000000000000000a","code":"HTTP_500"}
 "#;
         for line in old.lines() {
             r.apply(serde_json::from_str(line).unwrap());
         }
         assert_eq!(r.gateway, None);
-        assert_eq!(r.records["a"].state, State::Pending);
-        assert_eq!(r.records["a"].price_micros, 0);
+        assert_eq!(r.records[&A].state, State::Pending);
+        assert_eq!(r.records[&A].price_micros, 0);
     }
 }

@@ -319,8 +319,8 @@ fn status_command(args: &StatusArgs) -> Result<u8, Error> {
             for key in keys {
                 add(replay.records.get(key));
             }
-            let set: HashSet<&str> = keys.iter().map(String::as_str).collect();
-            output::Earlier::of(&replay, |k| set.contains(k))
+            let set: HashSet<plan::Key> = keys.iter().copied().collect();
+            output::Earlier::of(&replay, |k| set.contains(&k))
         }
         // A folder from before plans recorded their keys: every row it knows.
         None => {

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::disk::write_atomic;
 use crate::journal::{Record, Replay, State};
-use crate::plan::{Kind, Plan, Row, Usd};
+use crate::plan::{Key, Kind, Plan, Row, Usd};
 
 pub const IMAGES_DIR: &str = "images";
 pub const RESULTS_CSV: &str = "results.csv";
@@ -115,8 +115,10 @@ It is not sent again unless you rerun with --retry-failed";
 /// never leave the images folder; anything else falls back to the key.
 #[derive(Debug, Default)]
 pub struct Stems {
-    /// Stem -> key of the row whose files bear it.
-    claimed: HashMap<String, String>,
+    /// Hash of a stem -> key of the row whose files bear it. (Hashes, so
+    /// that a million rows cost 16 bytes each; two stems sharing a hash
+    /// only make a row take the longer `ID-KEY` name, never share a file.)
+    claimed: HashMap<u64, Key>,
 }
 
 impl Stems {
@@ -126,7 +128,7 @@ impl Stems {
             if let State::Done { files, .. } = &rec.state {
                 for f in files {
                     if let Some(stem) = file_stem(f) {
-                        claimed.insert(stem, key.clone());
+                        claimed.insert(stem_hash(stem), *key);
                     }
                 }
             }
@@ -134,7 +136,7 @@ impl Stems {
         Stems { claimed }
     }
 
-    pub fn stem(&self, row_id: &str, key: &str) -> String {
+    pub fn stem(&self, row_id: &str, key: Key) -> String {
         let safe = !row_id.is_empty()
             && !row_id.starts_with('.')
             && row_id
@@ -143,17 +145,22 @@ impl Stems {
         if !safe {
             return key.to_string();
         }
-        match self.claimed.get(row_id) {
-            Some(owner) if owner != key => format!("{row_id}-{key}"),
+        match self.claimed.get(&stem_hash(row_id)) {
+            Some(owner) if *owner != key => format!("{row_id}-{key}"),
             _ => row_id.to_string(),
         }
     }
 }
 
+fn stem_hash(stem: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(stem)
+}
+
 /// `images/cat_s1_0.png` -> `cat_s1`.
-fn file_stem(relative: &str) -> Option<String> {
+fn file_stem(relative: &str) -> Option<&str> {
     let name = Path::new(relative).file_stem()?.to_str()?;
-    name.rsplit_once('_').map(|(stem, _)| stem.to_string())
+    name.rsplit_once('_').map(|(stem, _)| stem)
 }
 
 /// One row's line of `results.csv`.
@@ -399,10 +406,10 @@ pub struct Earlier {
 
 impl Earlier {
     /// The records of `replay` whose keys `in_plan` does not hold.
-    pub fn of(replay: &Replay, in_plan: impl Fn(&str) -> bool) -> Earlier {
+    pub fn of(replay: &Replay, in_plan: impl Fn(Key) -> bool) -> Earlier {
         let mut t = Totals::default();
         for (key, rec) in &replay.records {
-            if !in_plan(key) {
+            if !in_plan(*key) {
                 t.add(&row_result(Some(rec), Usd::default(), None));
             }
         }
@@ -493,11 +500,30 @@ impl Summary {
     }
 }
 
+/// Where results read the journal's records: a replay held whole, or a
+/// journal still being written, read a few thousand rows at a time so that
+/// its writer is never held up long and nothing is copied whole.
+pub trait Records {
+    /// Calls `f` with the record of each of `keys`, in order.
+    fn each(&self, keys: &[Key], f: &mut dyn FnMut(Option<&Record>));
+}
+
+impl Records for Replay {
+    fn each(&self, keys: &[Key], f: &mut dyn FnMut(Option<&Record>)) {
+        for key in keys {
+            f(self.records.get(key));
+        }
+    }
+}
+
+/// Rows whose records one look at the journal reads.
+const RESULTS_CHUNK: usize = 4096;
+
 /// Writes `results.csv` for `plan` from the journal; returns the totals and
 /// the cost by kind.
 pub fn write_results(
     plan: &Plan,
-    replay: &Replay,
+    records: &dyn Records,
     out_dir: &Path,
     stop_code: Option<&str>,
 ) -> std::io::Result<(Totals, BTreeMap<&'static str, Usd>)> {
@@ -509,65 +535,75 @@ pub fn write_results(
     write_atomic(&out_dir.join(RESULTS_CSV), |w| {
         let mut csv = csv::Writer::from_writer(w);
         csv.write_record(COLUMNS)?;
-        for row in &plan.rows {
-            let key = row.key.to_string();
-            let req = plan.request(row);
-            let kind = req.kind();
-            let price = plan.pricing.per_image(kind).times(u64::from(req.images()));
-            let r = row_result(replay.records.get(&key), price, stop_code);
-            totals.add(&r);
-            if r.status == Status::Completed {
-                let k = by_kind.entry(kind.as_str()).or_default();
-                *k = *k + r.cost;
-            }
-            let opt = |v: Option<String>| v.unwrap_or_default();
-            let latency = match (r.submitted_at_ms, r.finished_at_ms) {
-                (Some(a), Some(b)) if b >= a => format!("{:.3}", (b - a) as f64 / 1000.0),
-                _ => String::new(),
-            };
-            let money = |u: Usd| {
-                if u == Usd::default() {
-                    String::new()
-                } else {
-                    format!("{:.6}", u.dollars())
-                }
-            };
-            csv.write_record([
-                plan.row_id(row),
-                key,
-                kind.as_str().to_string(),
-                req.prompt.to_string(),
-                opt(req.seed.map(|v| v.to_string())),
-                opt(req
-                    .image_urls
-                    .as_ref()
-                    .map(|u| u.iter().map(|i| i.written()).collect::<Vec<_>>().join("|"))),
-                opt(req.image_size.map(|v| v.to_string())),
-                opt(req.num_inference_steps.map(|v| v.to_string())),
-                opt(req.guidance_scale.map(|v| v.to_string())),
-                opt(req.num_images.map(|v| v.to_string())),
-                opt(req.enable_safety_checker.map(|v| v.to_string())),
-                opt(req.output_format.map(|v| v.as_str().to_string())),
-                opt(req.sync_mode.map(|v| v.to_string())),
-                opt(req.enable_prompt_expansion.map(|v| v.to_string())),
-                r.status.as_str().to_string(),
-                opt(r.request_id),
-                r.attempts.to_string(),
-                opt(r.submitted_at_ms.map(rfc3339)),
-                opt(r.finished_at_ms.map(rfc3339)),
-                latency,
-                r.files.join(";"),
-                r.sha256.join(";"),
+        let mut keys = Vec::with_capacity(RESULTS_CHUNK);
+        let mut results = Vec::with_capacity(RESULTS_CHUNK);
+        for chunk in plan.rows.chunks(RESULTS_CHUNK) {
+            keys.clear();
+            keys.extend(chunk.iter().map(|row| row.key));
+            results.clear();
+            let mut rows = chunk.iter();
+            records.each(&keys, &mut |rec| {
+                let row = rows.next().expect("one record per key");
+                results.push(row_result(rec, row_price(plan, row), stop_code));
+            });
+            for (row, r) in chunk.iter().zip(results.drain(..)) {
+                let key = row.key.to_string();
+                let req = plan.request(row);
+                let kind = req.kind();
+                totals.add(&r);
                 if r.status == Status::Completed {
-                    format!("{:.6}", r.cost.dollars())
-                } else {
-                    String::new()
-                },
-                money(r.possibly_charged),
-                r.error_code,
-                r.error_message,
-                row.index.to_string(),
-            ])?;
+                    let k = by_kind.entry(kind.as_str()).or_default();
+                    *k = *k + r.cost;
+                }
+                let opt = |v: Option<String>| v.unwrap_or_default();
+                let latency = match (r.submitted_at_ms, r.finished_at_ms) {
+                    (Some(a), Some(b)) if b >= a => format!("{:.3}", (b - a) as f64 / 1000.0),
+                    _ => String::new(),
+                };
+                let money = |u: Usd| {
+                    if u == Usd::default() {
+                        String::new()
+                    } else {
+                        format!("{:.6}", u.dollars())
+                    }
+                };
+                csv.write_record([
+                    plan.row_id(row),
+                    key,
+                    kind.as_str().to_string(),
+                    req.prompt.to_string(),
+                    opt(req.seed.map(|v| v.to_string())),
+                    opt(req
+                        .image_urls
+                        .as_ref()
+                        .map(|u| u.iter().map(|i| i.written()).collect::<Vec<_>>().join("|"))),
+                    opt(req.image_size.map(|v| v.to_string())),
+                    opt(req.num_inference_steps.map(|v| v.to_string())),
+                    opt(req.guidance_scale.map(|v| v.to_string())),
+                    opt(req.num_images.map(|v| v.to_string())),
+                    opt(req.enable_safety_checker.map(|v| v.to_string())),
+                    opt(req.output_format.map(|v| v.as_str().to_string())),
+                    opt(req.sync_mode.map(|v| v.to_string())),
+                    opt(req.enable_prompt_expansion.map(|v| v.to_string())),
+                    r.status.as_str().to_string(),
+                    opt(r.request_id),
+                    r.attempts.to_string(),
+                    opt(r.submitted_at_ms.map(rfc3339)),
+                    opt(r.finished_at_ms.map(rfc3339)),
+                    latency,
+                    r.files.join(";"),
+                    r.sha256.join(";"),
+                    if r.status == Status::Completed {
+                        format!("{:.6}", r.cost.dollars())
+                    } else {
+                        String::new()
+                    },
+                    money(r.possibly_charged),
+                    r.error_code,
+                    r.error_message,
+                    row.index.to_string(),
+                ])?;
+            }
         }
         csv.flush()
     })?;
@@ -597,14 +633,14 @@ pub fn write(
 ) -> std::io::Result<Summary> {
     let stop_code = end.stop.as_ref().map(|(code, _)| code.as_str());
     let (totals, cost_usd_by_kind) = write_results(plan, replay, out_dir, stop_code)?;
-    let keys: HashSet<String> = plan.rows.iter().map(|r| r.key.to_string()).collect();
+    let keys: HashSet<Key> = plan.rows.iter().map(|r| r.key).collect();
     let mut s = Summary {
         manifest: plan.manifest.display().to_string(),
         out_dir: out_dir.display().to_string(),
         gateway: end.gateway,
         totals,
         cost_usd_by_kind,
-        not_in_manifest: Earlier::of(replay, |k| keys.contains(k)),
+        not_in_manifest: Earlier::of(replay, |k| keys.contains(&k)),
         stopped: end.stop.as_ref().map(|(_, why)| why.clone()),
         wall_time_s: end.wall.as_secs_f64(),
         rows_this_run: end.this_run.0,
@@ -636,9 +672,21 @@ pub fn write_plan_keys(plan: &Plan, out_dir: &Path) -> std::io::Result<()> {
 }
 
 /// The keys of the newest run's plan, if the folder records them.
-pub fn read_plan_keys(out_dir: &Path) -> std::io::Result<Option<Vec<String>>> {
+pub fn read_plan_keys(out_dir: &Path) -> std::io::Result<Option<Vec<Key>>> {
     match std::fs::read_to_string(out_dir.join(PLAN_KEYS)) {
-        Ok(text) => Ok(Some(text.lines().map(str::to_string).collect())),
+        Ok(text) => text
+            .lines()
+            .enumerate()
+            .map(|(n, line)| {
+                Key::parse(line).ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("line {} is not a row key", n + 1),
+                    )
+                })
+            })
+            .collect::<std::io::Result<Vec<Key>>>()
+            .map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
@@ -703,7 +751,7 @@ mod tests {
     fn stems_never_leave_the_folder_and_never_collide() {
         let mut replay = Replay::default();
         replay.apply(Entry::Done {
-            key: "k1".into(),
+            key: Key(1),
             at_ms: 0,
             files: vec!["images/cat_s1_0.png".into()],
             sha256: vec!["x".into()],
@@ -712,15 +760,15 @@ mod tests {
             seen_ms: None,
         });
         let stems = Stems::from_journal(&replay);
-        assert_eq!(stems.stem("cat_s1", "k1"), "cat_s1", "its own files");
+        assert_eq!(stems.stem("cat_s1", Key(1)), "cat_s1", "its own files");
         assert_eq!(
-            stems.stem("cat_s1", "k2"),
-            "cat_s1-k2",
+            stems.stem("cat_s1", Key(2)),
+            format!("cat_s1-{}", Key(2)),
             "another row's name"
         );
-        assert_eq!(stems.stem("dog_s1", "k2"), "dog_s1");
+        assert_eq!(stems.stem("dog_s1", Key(2)), "dog_s1");
         for evil in ["../x", "/abs", ".hidden", "a/b", ""] {
-            assert_eq!(stems.stem(evil, "k3"), "k3", "{evil}");
+            assert_eq!(stems.stem(evil, Key(3)), Key(3).to_string(), "{evil}");
         }
     }
 
@@ -729,9 +777,11 @@ mod tests {
         let price = Usd::from_micros(50_000);
         let rec = |state: State, left: Option<&str>| Record {
             state,
-            left: left.map(|c| Left {
-                code: c.into(),
-                message: "why".into(),
+            left: left.map(|c| {
+                Box::new(Left {
+                    code: c.into(),
+                    message: "why".into(),
+                })
             }),
             ..Record::default()
         };

@@ -110,6 +110,29 @@ impl Key {
     pub fn derived_seed(self) -> u64 {
         self.0 >> 33
     }
+
+    /// The key written as its 16 hex digits (as journals and `.plan-keys` hold it).
+    pub fn parse(text: &str) -> Option<Key> {
+        (text.len() == 16 && text.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| u64::from_str_radix(text, 16).ok().map(Key))
+            .flatten()
+    }
+}
+
+/// Written as the 16 hex digits a journal line has always held.
+impl serde::Serialize for Key {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Key::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!("{text:?} is not a row key (16 hex digits)"))
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -228,7 +228,7 @@ pub enum RunError {
 pub struct Opened {
     plan: Arc<Plan>,
     settings: Settings,
-    journal: Journal,
+    journal: Arc<Journal>,
     _lock: std::fs::File,
     /// Rows with work to do, accepted ones first, then new ones in plan order.
     starts: Vec<(usize, Start)>,
@@ -279,7 +279,7 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
     };
     journal.with_replay(|replay| {
         for (i, row) in plan.rows.iter().enumerate() {
-            let key = row.key.to_string();
+            let key = row.key;
             let req = plan.request(row);
             let price = plan
                 .pricing
@@ -293,7 +293,7 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
                     .or_default()
                     .push((lo as f64 / 1000.0, hi as f64 / 1000.0));
             }
-            let d = decide(rec, &key, price, flags, |done| {
+            let d = decide(rec, key, price, flags, |done| {
                 files_intact(&out_dir, done, settings.verify)
             });
             verdicts.extend(d.record);
@@ -312,7 +312,7 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
     Ok(Opened {
         plan,
         settings,
-        journal,
+        journal: Arc::new(journal),
         _lock: lock,
         starts: resumed,
         verdicts,
@@ -429,10 +429,11 @@ impl Opened {
             source,
         };
         let stems = journal.with_replay(Stems::from_journal);
-        let (first, snapshot, dir) = (plan.clone(), journal.snapshot(), out_dir.clone());
+        let (first, dir) = (plan.clone(), out_dir.clone());
+        let reader = journal.clone();
         blocking(move || {
             output::write_plan_keys(&first, &dir)?;
-            output::write_results(&first, &snapshot, &dir, None).map(drop)
+            output::write_results(&first, &*reader, &dir, None).map(drop)
         })
         .await
         .map_err(output_err)?;
@@ -624,7 +625,7 @@ impl Budget {
 struct Ctx {
     plan: Arc<Plan>,
     client: Client,
-    journal: Journal,
+    journal: Arc<Journal>,
     settings: Settings,
     limiter: RateLimiter,
     budget: Mutex<Budget>,
@@ -733,9 +734,12 @@ async fn rewrite_results(ctx: Arc<Ctx>, mut rows_done: watch::Receiver<bool>) {
             _ = tick.tick() => {}
             _ = rows_done.wait_for(|done| *done) => return,
         }
-        let snapshot = ctx.journal.snapshot();
-        let (plan, dir) = (ctx.plan.clone(), ctx.settings.out_dir.clone());
-        let written = blocking(move || output::write_results(&plan, &snapshot, &dir, None)).await;
+        let (plan, dir, journal) = (
+            ctx.plan.clone(),
+            ctx.settings.out_dir.clone(),
+            ctx.journal.clone(),
+        );
+        let written = blocking(move || output::write_results(&plan, &*journal, &dir, None)).await;
         if let Err(e) = written {
             ctx.stop(Stop::Disk(format!(
                 "{}: {e}",

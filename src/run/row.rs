@@ -27,12 +27,12 @@ use super::{Ctx, Start, Stop};
 use crate::api::{self, backoff::unit_random, ApiError, Backoff, Class, Status, Ticket};
 use crate::journal::{now_ms, Charged, Entry};
 use crate::output::{self, IMAGES_DIR, RESULT_LOST, SUBMIT_UNCERTAIN};
-use crate::plan::{Request, Usd};
+use crate::plan::{Key, Request, Usd};
 use crate::progress::{Event, Stage};
 
 struct RowRun {
     ctx: Arc<Ctx>,
-    key: String,
+    key: Key,
     id: String,
     req: Request,
     price: Usd,
@@ -55,7 +55,7 @@ pub(super) async fn drive(
 ) {
     let row = ctx.plan.rows[index];
     let mut run = RowRun {
-        key: row.key.to_string(),
+        key: row.key,
         id: ctx.plan.row_id(&row),
         req: ctx.plan.request(&row),
         price: output::row_price(&ctx.plan, &row),
@@ -127,7 +127,7 @@ impl RowRun {
         }
         if !ctx
             .record(&Entry::Intent {
-                key: self.key.clone(),
+                key: self.key,
                 at_ms: now_ms(),
                 price_micros: self.price.micros(),
             })
@@ -163,7 +163,7 @@ impl RowRun {
             // A refusal (401, 403, no funds, a redirect): nothing was accepted.
             Class::StopRun | Class::NotFound | Class::Local => {
                 ctx.record(&Entry::NotAccepted {
-                    key: self.key.clone(),
+                    key: self.key,
                     code: e.code.clone(),
                     message: e.message.clone(),
                 })
@@ -194,7 +194,7 @@ impl RowRun {
         };
         if !ctx
             .record(&Entry::Submitted {
-                key: self.key.clone(),
+                key: self.key,
                 at_ms: now_ms(),
                 ticket: sub.ticket.clone(),
                 images: urls,
@@ -228,7 +228,7 @@ impl RowRun {
         let ctx = self.ctx.clone();
         if !ctx
             .record(&Entry::NotAccepted {
-                key: self.key.clone(),
+                key: self.key,
                 code: code.to_string(),
                 message: message.to_string(),
             })
@@ -419,7 +419,7 @@ impl RowRun {
             images.truncate(asked);
         }
         ctx.event(Event::Enter(Stage::Downloading));
-        let stem = ctx.stems.stem(&self.id, &self.key);
+        let stem = ctx.stems.stem(&self.id, self.key);
         let (mut files, mut sha256, mut stamps) = (Vec::new(), Vec::new(), Vec::new());
         for (n, image) in images.iter().enumerate() {
             if let Some(stop) = ctx.hard_stop() {
@@ -467,7 +467,7 @@ impl RowRun {
         let count = files.len() as u64;
         if !ctx
             .record(&Entry::Done {
-                key: self.key.clone(),
+                key: self.key,
                 at_ms: now_ms(),
                 files,
                 sha256,
@@ -502,7 +502,7 @@ impl RowRun {
         };
         self.ctx
             .record(&Entry::Failed {
-                key: self.key.clone(),
+                key: self.key,
                 at_ms: now_ms(),
                 code: code.to_string(),
                 message: message.to_string(),
@@ -541,7 +541,7 @@ impl RowRun {
     async fn record_left(&self, code: &str, message: &str) {
         self.ctx
             .record(&Entry::Unfinished {
-                key: self.key.clone(),
+                key: self.key,
                 at_ms: now_ms(),
                 code: code.to_string(),
                 message: message.to_string(),

@@ -12,7 +12,7 @@
 use crate::api::Ticket;
 use crate::journal::{now_ms, Charged, Entry, Record, State};
 use crate::output::{LOST, RESULT_LOST};
-use crate::plan::Usd;
+use crate::plan::{Key, Usd};
 
 /// Where a row's work starts in this run.
 #[derive(Clone, Debug, PartialEq)]
@@ -62,7 +62,7 @@ pub(crate) struct Flags {
 /// files against what its `done` line recorded (the row's state).
 pub(crate) fn decide(
     rec: Option<&Record>,
-    key: &str,
+    key: Key,
     price: Usd,
     flags: Flags,
     files_intact: impl FnOnce(&State) -> bool,
@@ -73,7 +73,7 @@ pub(crate) fn decide(
     let verdict = |code: &str, message: &str| Decision {
         start: Start::End,
         record: Some(Entry::Failed {
-            key: key.to_string(),
+            key,
             at_ms: now_ms(),
             code: code.into(),
             message: message.into(),
@@ -129,10 +129,10 @@ fn resume(rec: &Record) -> Option<Start> {
     match (&rec.ticket, rec.images.is_empty()) {
         (_, false) => Some(Start::Download {
             images: rec.images.clone(),
-            ticket: rec.ticket.clone(),
+            ticket: rec.ticket.as_deref().cloned(),
         }),
         (Some(t), true) => Some(Start::Poll {
-            ticket: t.clone(),
+            ticket: Ticket::clone(t),
             since_ms: rec.submitted_at_ms.unwrap_or_else(now_ms),
         }),
         (None, true) => None,
@@ -158,7 +158,7 @@ mod tests {
     fn rec(state: State, ticket: Option<Ticket>) -> Record {
         Record {
             state,
-            ticket,
+            ticket: ticket.map(Box::new),
             submitted_at_ms: Some(5),
             ..Record::default()
         }
@@ -169,7 +169,10 @@ mod tests {
             retry_failed,
             resubmit_lost: false,
         };
-        decide(Some(rec), "k", Usd::from_micros(50_000), flags, |_| intact).start
+        decide(Some(rec), Key(7), Usd::from_micros(50_000), flags, |_| {
+            intact
+        })
+        .start
     }
 
     fn failed(code: &str, charged: Charged) -> State {
@@ -184,24 +187,24 @@ mod tests {
     #[test]
     fn a_plain_rerun_submits_what_was_never_accepted() {
         assert_eq!(
-            decide(None, "k", Usd::default(), Flags::default(), |_| true).start,
+            decide(None, Key(7), Usd::default(), Flags::default(), |_| true).start,
             Start::Submit
         );
         let mut gave_up = rec(State::Pending, None);
-        gave_up.left = Some(Left {
+        gave_up.left = Some(Box::new(Left {
             code: "CONNECTION_FAILED".into(),
             message: String::new(),
-        });
+        }));
         assert_eq!(start(&gave_up, false, true), Start::Submit);
     }
 
     #[test]
     fn a_plain_rerun_collects_every_live_request_id() {
         let mut left = rec(State::Submitted, Some(ticket()));
-        left.left = Some(Left {
+        left.left = Some(Box::new(Left {
             code: "DISK".into(),
             message: String::new(),
-        });
+        }));
         let poll = Start::Poll {
             ticket: ticket(),
             since_ms: 5,
@@ -242,7 +245,7 @@ mod tests {
     fn an_accepted_row_with_nothing_to_poll_is_a_lost_result() {
         let d = decide(
             Some(&rec(State::Submitted, None)),
-            "k",
+            Key(7),
             Usd::from_micros(7),
             Flags::default(),
             |_| true,
@@ -263,7 +266,7 @@ mod tests {
                 retry_failed,
                 resubmit_lost,
             };
-            decide(Some(&lost), "k", Usd::default(), flags, |_| true).start
+            decide(Some(&lost), Key(7), Usd::default(), flags, |_| true).start
         };
         assert_eq!(with(false, false), Start::End);
         assert_eq!(

@@ -438,10 +438,10 @@ pub async fn accepted_earlier(
     let out = dir.join("out");
     std::fs::create_dir_all(&out).unwrap();
     let journal = Journal::open(&out).unwrap();
-    let key = row.key.to_string();
+    let key = row.key;
     journal
         .append_blocking(&Entry::Intent {
-            key: key.clone(),
+            key,
             at_ms,
             price_micros: 50_000,
         })
