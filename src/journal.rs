@@ -20,7 +20,11 @@
 //!   picks it up where it stands;
 //! - `done` once the files are renamed into place, with their SHA-256;
 //! - `failed` with the vendor's (or our) final verdict and whether it may
-//!   have been charged.
+//!   have been charged;
+//! - `row`: a row's whole record. When most lines are history (a finished
+//!   run leaves three per row), the next run replaces the journal with the
+//!   run lines and one `row` line per row, so that startup stays fast as
+//!   nightly runs accumulate.
 //!
 //! Replay is a fold over those lines by row key, over bytes: a crash can cut
 //! the last line short, even inside a UTF-8 character; [`Journal::open`]
@@ -139,41 +143,58 @@ pub enum Entry {
         #[serde(default)]
         cost_micros: u64,
     },
+    /// A row's whole record, as the lines before it folded it: what
+    /// compaction writes in place of the row's history.
+    Row { key: Key, row: Box<Record> },
 }
 
 /// Why a run left a row without a verdict.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Left {
     pub code: String,
     pub message: String,
 }
 
-/// What the journal knows of one row.
-#[derive(Clone, Debug, Default, PartialEq)]
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
+/// What the journal knows of one row (a compacted journal writes it whole).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     pub state: State,
     /// Submit attempts (intent lines), over all runs.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub attempts: u32,
     /// The latest accepted request (boxed: most rows of a big run hold one
     /// they no longer poll).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticket: Option<Box<Ticket>>,
     /// Image URLs its submit returned (`sync_mode`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submitted_at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at_ms: Option<u64>,
     /// What the latest submit may have cost (0 if the journal predates it).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub price_micros: u64,
     /// Set when the latest run left the row unfinished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub left: Option<Box<Left>>,
     /// When the request was last seen pending and first seen done (ms since submit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seen_ms: Option<[u64; 2]>,
     /// What earlier submits of this row may have cost: ones whose answer
     /// never came, `FAILED` ones, and results paid for and then lost. A
     /// retry never hides them.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub earlier_micros: u64,
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "is", rename_all = "snake_case")]
 pub enum State {
     /// Never accepted: may be submitted.
     #[default]
@@ -186,6 +207,7 @@ pub enum State {
         files: Vec<String>,
         sha256: Vec<String>,
         /// Size and modification time of each file (absent in older journals).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         stamps: Vec<[u64; 2]>,
         cost_micros: u64,
     },
@@ -208,11 +230,44 @@ pub struct Replay {
     /// The gateway the folder belongs to (the first one a run recorded).
     pub gateway: Option<String>,
     pub lines: usize,
+    /// The run line that named the gateway, and the newest run line: what
+    /// compaction keeps of the runs.
+    first_run: Option<Box<Entry>>,
+    last_run: Option<Box<Entry>>,
 }
 
 impl Replay {
+    /// Whether most of the lines are history that one line per row would
+    /// replace (a finished run leaves three per row).
+    fn worth_compacting(&self) -> bool {
+        self.lines >= 2 * self.records.len() + COMPACT_SLACK
+    }
+
+    /// The lines of a compacted journal: the run lines kept, then each row's
+    /// record, by key. Folding them gives this replay back.
+    fn compacted(&self) -> impl Iterator<Item = Entry> + '_ {
+        let mut keys: Vec<Key> = self.records.keys().copied().collect();
+        keys.sort_unstable();
+        let runs = match (&self.first_run, &self.last_run) {
+            (Some(a), Some(b)) if a == b => vec![a],
+            (a, b) => a.iter().chain(b.iter()).collect(),
+        };
+        runs.into_iter()
+            .map(|e| Entry::clone(e))
+            .chain(keys.into_iter().map(|key| Entry::Row {
+                key,
+                row: Box::new(self.records[&key].clone()),
+            }))
+    }
+
     pub fn apply(&mut self, entry: Entry) {
         self.lines += 1;
+        if let Entry::Run { gateway, .. } = &entry {
+            if self.first_run.is_none() || (self.gateway.is_none() && gateway.is_some()) {
+                self.first_run = Some(Box::new(entry.clone()));
+            }
+            self.last_run = Some(Box::new(entry.clone()));
+        }
         match entry {
             Entry::Run {
                 rows,
@@ -299,6 +354,9 @@ impl Replay {
                 };
                 r.finished_at_ms = Some(at_ms);
                 r.left = None;
+            }
+            Entry::Row { key, row } => {
+                self.records.insert(key, *row);
             }
             Entry::Failed {
                 key,
@@ -441,6 +499,9 @@ impl Done {
 /// The most lines one sync covers.
 const MAX_GROUP: usize = 4096;
 
+/// Lines of history tolerated beyond two per row before a run compacts.
+const COMPACT_SLACK: usize = 8;
+
 impl Journal {
     /// Opens (or creates) `dir/journal.jsonl`, reads it once, removes a last
     /// line cut short, replays it, and starts its writer.
@@ -450,16 +511,39 @@ impl Journal {
             path: path.clone(),
             source,
         };
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .read(true)
             .create(true)
             .append(true)
             .open(&path)
             .map_err(io)?;
-        let (replay, whole) = parse(&path, &file)?;
+        let (mut replay, mut whole) = parse(&path, &file)?;
         if whole < file.metadata().map_err(io)?.len() {
             file.set_len(whole).map_err(io)?;
             file.sync_all().map_err(io)?;
+        }
+        if replay.worth_compacting() {
+            // Earlier runs' lines become one line per row, so that startup
+            // reads what is known, not how it came to be known. The journal
+            // is replaced whole (written beside it, synced, renamed): a
+            // crash leaves the old one or the new one.
+            let mut lines = 0;
+            crate::disk::write_atomic(&path, |w| {
+                for entry in replay.compacted() {
+                    serde_json::to_writer(&mut *w, &entry).map_err(std::io::Error::other)?;
+                    w.write_all(b"\n")?;
+                    lines += 1;
+                }
+                Ok(())
+            })
+            .map_err(io)?;
+            replay.lines = lines;
+            file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(&path)
+                .map_err(io)?;
+            whole = file.metadata().map_err(io)?.len();
         }
         crate::disk::sync_dir(dir);
         let shared = std::sync::Arc::new(Mutex::new(Shared {
@@ -832,6 +916,89 @@ mod tests {
     fn a_missing_journal_is_empty() {
         let dir = tempfile::tempdir().unwrap();
         assert!(read(dir.path()).unwrap().records.is_empty());
+    }
+
+    #[test]
+    fn history_is_compacted_into_one_line_per_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let run = |gateway: Option<&str>| Entry::Run {
+            at_ms: 1,
+            manifest: "m.yaml".into(),
+            rows: 100,
+            version: "0".into(),
+            gateway: gateway.map(str::to_string),
+            plan: None,
+            shard: None,
+        };
+        j.append_blocking(&run(Some("simulated"))).unwrap();
+        for k in 0..100u64 {
+            let key = Key(k);
+            j.append_blocking(&intent(key, 2)).unwrap();
+            j.append_blocking(&Entry::Submitted {
+                key,
+                at_ms: 3,
+                ticket: Some(ticket(&format!("r{k}"))),
+                images: vec![],
+            })
+            .unwrap();
+            let last = match k % 3 {
+                0 => Entry::Done {
+                    key,
+                    at_ms: 9,
+                    files: vec![format!("images/{k}_0.png")],
+                    sha256: vec!["ff".into()],
+                    stamps: vec![[10, 20]],
+                    cost_micros: 50_000,
+                    seen_ms: Some([0, 2_000]),
+                },
+                1 => Entry::Failed {
+                    key,
+                    at_ms: 9,
+                    code: "FAILED".into(),
+                    message: "no".into(),
+                    charged: Charged::Possibly,
+                    cost_micros: 50_000,
+                },
+                _ => Entry::Unfinished {
+                    key,
+                    at_ms: 9,
+                    code: "POLL_TIMEOUT".into(),
+                    message: "slow".into(),
+                },
+            };
+            j.append_blocking(&last).unwrap();
+        }
+        j.append_blocking(&intent(Key(0), 10)).unwrap();
+        j.append_blocking(&run(Some("simulated"))).unwrap();
+        drop(j);
+        let before = read(dir.path()).unwrap();
+        assert_eq!(before.lines, 303);
+
+        let j = Journal::open(dir.path()).unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 101, "one run line and one per row");
+        let after = read(dir.path()).unwrap();
+        assert_eq!(after.records, before.records);
+        assert_eq!(after.records[&Key(0)].earlier_micros, 50_000);
+        assert_eq!(after.records[&Key(0)].attempts, 2);
+        assert_eq!(
+            (after.gateway, after.last_run_rows, after.last_run_manifest),
+            (
+                before.gateway,
+                before.last_run_rows,
+                before.last_run_manifest
+            )
+        );
+        assert_eq!(j.snapshot().records, before.records);
+        // It goes on from there, and is not compacted again.
+        j.append_blocking(&intent(Key(500), 11)).unwrap();
+        drop(j);
+        drop(Journal::open(dir.path()).unwrap());
+        let again = read(dir.path()).unwrap();
+        assert_eq!(again.lines, 102);
+        assert_eq!(again.records[&Key(500)].state, State::Uncertain);
     }
 
     #[test]

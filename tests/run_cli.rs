@@ -71,9 +71,10 @@ jobs:
 async fn rerunning_a_finished_run_sends_nothing() {
     let sim = start(quick()).await;
     let dir = tempfile::tempdir().unwrap();
-    let m = write(dir.path(), "m.yaml", "defaults: {image_size: {width: 32, height: 32}}\nseeds: [1, 2, 3]\njobs: [{id: a, prompt: cat}]\n");
+    let m = write(dir.path(), "m.yaml", "defaults: {image_size: {width: 32, height: 32}}\nseeds: {from: 1, count: 8}\njobs: [{id: a, prompt: cat}]\n");
     let out = dir.path().join("out");
     assert_eq!(run(&m, &out, &sim.url(), &[]).await.status.code(), Some(0));
+    let results = std::fs::read_to_string(out.join("results.csv")).unwrap();
     let calls = sim.ledger().submit_calls;
     let o = run(&m, &out, &sim.url(), &[]).await;
     assert_eq!(o.status.code(), Some(0));
@@ -83,6 +84,18 @@ async fn rerunning_a_finished_run_sends_nothing() {
         "nothing is submitted again"
     );
     assert_eq!(summary(&out)["rows_this_run"], 0);
+    // The first run's history is now one line per row, and reads the same.
+    let journal = std::fs::read_to_string(out.join("journal.jsonl")).unwrap();
+    let kinds: Vec<&str> = journal
+        .lines()
+        .map(|l| l.split('"').nth(3).unwrap_or_default())
+        .collect();
+    assert_eq!(kinds.len(), 10, "{journal}");
+    assert_eq!(kinds.iter().filter(|k| **k == "row").count(), 8);
+    assert_eq!(
+        std::fs::read_to_string(out.join("results.csv")).unwrap(),
+        results
+    );
 
     // A damaged file is fetched again from the request it came from, unpaid.
     let victim = out.join("images/a_s2_0.jpg");
@@ -122,7 +135,7 @@ async fn rerunning_a_finished_run_sends_nothing() {
     write(dir.path(), "m.yaml", "defaults: {image_size: {width: 32, height: 32}}\nseeds: [1, 2, 3]\njobs: [{id: new, prompt: dog}, {id: a, prompt: cat}]\n");
     let o = run(&m, &out, &sim.url(), &[]).await;
     assert_eq!(o.status.code(), Some(0));
-    assert_eq!(sim.ledger().accepted, 6);
+    assert_eq!(sim.ledger().accepted, 11);
     assert_never_paid_twice(&sim.ledger());
 }
 

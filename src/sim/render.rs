@@ -26,28 +26,46 @@ pub fn preset_size(name: &str) -> Option<(u32, u32)> {
 /// Encodes a picture for `(prompt, seed)`: a two-colour gradient with a disc,
 /// colours and placement drawn from a hash of the prompt and seed.
 pub fn image(prompt: &str, seed: u64, width: u32, height: u32, format: Format) -> Vec<u8> {
+    let px = pixels(prompt, seed, width as usize, height as usize);
+    encode(&px, width, height, format)
+}
+
+/// The RGB pixels of [`image`], row by row.
+fn pixels(prompt: &str, seed: u64, w: usize, ht: usize) -> Vec<u8> {
     let h = Sha256::new()
         .chain_update(prompt.as_bytes())
         .chain_update(seed.to_le_bytes())
         .finalize();
-    let (w, ht) = (width as usize, height as usize);
     let (cx, cy) = (h[6] as usize * w / 256, h[7] as usize * ht / 256);
     let r = (w.min(ht) * (16 + h[8] as usize % 24) / 100).max(1);
+    // The gradient depends on x + y only: one table, a slice of it per row,
+    // then the disc's span drawn over it (the same pixels as a per-pixel
+    // loop, without its divisions).
+    let lut: Vec<u8> = (0..w + ht)
+        .flat_map(|s| {
+            let t = s * 255 / (w + ht).max(1);
+            (0..3).map(move |c| {
+                let (a, b) = (h[c] as usize, h[3 + c] as usize);
+                ((a * (255 - t) + b * t) / 255) as u8
+            })
+        })
+        .collect();
     let mut px = Vec::with_capacity(w * ht * 3);
     for y in 0..ht {
-        for x in 0..w {
-            let (dx, dy) = (x.abs_diff(cx), y.abs_diff(cy));
-            if dx * dx + dy * dy <= r * r {
-                px.extend_from_slice(&h[9..12]);
-            } else {
-                let t = (x + y) * 255 / (w + ht).max(1);
-                for c in 0..3 {
-                    let (a, b) = (h[c] as usize, h[3 + c] as usize);
-                    px.push(((a * (255 - t) + b * t) / 255) as u8);
-                }
+        px.extend_from_slice(&lut[3 * y..3 * (y + w)]);
+        let dy = y.abs_diff(cy);
+        if dy <= r {
+            let d = (r * r - dy * dy).isqrt();
+            let row = &mut px[3 * w * y..3 * w * (y + 1)];
+            for x in cx.saturating_sub(d)..(cx + d + 1).min(w) {
+                row[3 * x..3 * x + 3].copy_from_slice(&h[9..12]);
             }
         }
     }
+    px
+}
+
+fn encode(px: &[u8], width: u32, height: u32, format: Format) -> Vec<u8> {
     let mut out = Vec::new();
     match format {
         Format::Png => {
@@ -76,6 +94,45 @@ pub fn image(prompt: &str, seed: u64, width: u32, height: u32, format: Format) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The per-pixel drawing the simulator's files were first made with.
+    fn drawn_pixel_by_pixel(prompt: &str, seed: u64, w: usize, ht: usize) -> Vec<u8> {
+        let h = Sha256::new()
+            .chain_update(prompt.as_bytes())
+            .chain_update(seed.to_le_bytes())
+            .finalize();
+        let (cx, cy) = (h[6] as usize * w / 256, h[7] as usize * ht / 256);
+        let r = (w.min(ht) * (16 + h[8] as usize % 24) / 100).max(1);
+        let mut px = Vec::with_capacity(w * ht * 3);
+        for y in 0..ht {
+            for x in 0..w {
+                let (dx, dy) = (x.abs_diff(cx), y.abs_diff(cy));
+                if dx * dx + dy * dy <= r * r {
+                    px.extend_from_slice(&h[9..12]);
+                } else {
+                    let t = (x + y) * 255 / (w + ht).max(1);
+                    for c in 0..3 {
+                        let (a, b) = (h[c] as usize, h[3 + c] as usize);
+                        px.push(((a * (255 - t) + b * t) / 255) as u8);
+                    }
+                }
+            }
+        }
+        px
+    }
+
+    #[test]
+    fn the_same_pixels_as_drawn_pixel_by_pixel() {
+        for (w, h) in [(1, 1), (2, 7), (64, 48), (33, 100), (1024, 576)] {
+            for seed in 0..20 {
+                assert_eq!(
+                    pixels("cat", seed, w, h),
+                    drawn_pixel_by_pixel("cat", seed, w, h),
+                    "{w}x{h} seed {seed}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn deterministic_and_seed_dependent() {
