@@ -74,13 +74,13 @@ fn encode(px: &[u8], width: u32, height: u32, format: Format) -> Vec<u8> {
             enc.set_depth(png::BitDepth::Eight);
             enc.set_compression(png::Compression::Fast);
             let mut writer = enc.write_header().expect("PNG header into memory");
-            writer.write_image_data(&px).expect("PNG data into memory");
+            writer.write_image_data(px).expect("PNG data into memory");
             writer.finish().expect("PNG end into memory");
         }
         Format::Jpeg => {
             jpeg_encoder::Encoder::new(&mut out, 85)
                 .encode(
-                    &px,
+                    px,
                     width as u16,
                     height as u16,
                     jpeg_encoder::ColorType::Rgb,
