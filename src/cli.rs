@@ -88,6 +88,12 @@ pub struct RunArgs {
     /// were written with); a damaged file is fetched again.
     #[arg(long)]
     pub verify: bool,
+    /// A store of fulfilled requests shared by runs and manifests (default: the manifest's
+    /// `cache:`). A row whose exact request (endpoint, every parameter, the seed, local images'
+    /// content) was fulfilled before takes its images from it at no cost; every paid row is
+    /// stored in it. One folder may serve many runs at once
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
     /// Run one slice of the plan: I/N (I from 0 to N-1), or auto/N to take I from
     /// JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs) or SLURM_ARRAY_TASK_ID (Slurm arrays).
     /// Rows are split by key: the same rows land in the same shard however the manifest is

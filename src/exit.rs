@@ -62,7 +62,9 @@ impl Error {
             Error::Merge(crate::merge::MergeError::Write { .. }) => ABORTED,
             Error::Merge(_) => INVALID,
             // Refused before anything was sent.
-            Error::Run(RunError::Locked(_) | RunError::OtherGateway { .. }) => INVALID,
+            Error::Run(
+                RunError::Locked(_) | RunError::OtherGateway { .. } | RunError::Cache(_),
+            ) => INVALID,
             // The run could not keep its journal or outputs: stopped, as when aborted.
             Error::Run(_) => ABORTED,
         }

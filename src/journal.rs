@@ -67,6 +67,10 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// One journal line.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "e", rename_all = "snake_case")]
@@ -132,6 +136,9 @@ pub enum Entry {
         /// milliseconds since its submit (absent if it was never polled).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         seen_ms: Option<[u64; 2]>,
+        /// Taken from the cache (`--cache`), at no cost.
+        #[serde(default, skip_serializing_if = "is_false")]
+        cached: bool,
     },
     Failed {
         key: Key,
@@ -210,6 +217,9 @@ pub enum State {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         stamps: Vec<[u64; 2]>,
         cost_micros: u64,
+        /// Taken from the cache, at no cost.
+        #[serde(default, skip_serializing_if = "is_false")]
+        cached: bool,
     },
     Failed {
         code: String,
@@ -343,6 +353,7 @@ impl Replay {
                 stamps,
                 cost_micros,
                 seen_ms,
+                cached,
             } => {
                 let r = self.records.entry(key).or_default();
                 r.seen_ms = seen_ms;
@@ -351,6 +362,7 @@ impl Replay {
                     sha256,
                     stamps,
                     cost_micros,
+                    cached,
                 };
                 r.finished_at_ms = Some(at_ms);
                 r.left = None;
@@ -761,6 +773,7 @@ mod tests {
                 stamps: vec![[10, 20]],
                 cost_micros: 50_000,
                 seen_ms: Some([2_000, 3_000]),
+                cached: false,
             },
             intent(B, 4),
             intent(C, 5),
@@ -951,6 +964,7 @@ mod tests {
                     stamps: vec![[10, 20]],
                     cost_micros: 50_000,
                     seen_ms: Some([0, 2_000]),
+                    cached: false,
                 },
                 1 => Entry::Failed {
                     key,

@@ -37,6 +37,7 @@
 //! - [`progress`]: the progress display; reads state only.
 
 pub mod api;
+pub mod cache;
 pub mod cli;
 pub mod disk;
 pub mod exit;
@@ -162,6 +163,7 @@ async fn run_command(args: RunArgs) -> Result<u8, Error> {
     settings.poll_interval = args.poll_interval_ms.map(Duration::from_millis);
     settings.resubmit_lost = args.resubmit_lost;
     settings.verify = args.verify;
+    settings.cache = args.cache.clone().or_else(|| plan.cache.clone());
     settings.progress = if args.quiet {
         progress::Mode::Quiet
     } else {
@@ -354,6 +356,7 @@ fn status_command(args: &StatusArgs) -> Result<u8, Error> {
             "possibly_charged_usd": totals.possibly_charged_usd,
             "failures_by_code": totals.failures_by_code,
             "accepted_by_code": totals.accepted_by_code,
+            "cached": totals.cached,
             "not_in_manifest": earlier,
         });
         print_stdout(&format!("{json:#}\n"));

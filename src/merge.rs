@@ -222,6 +222,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeSummary, MergeError> {
                 row.possibly_charged,
                 row.images,
             );
+            totals.cached += u64::from(row.fields[column("cached")] == "true");
             if row.status == Status::Completed {
                 let k = by_kind.entry(row.fields[row.kind].clone()).or_default();
                 *k = *k + row.cost;
@@ -358,6 +359,9 @@ impl ShardRows {
             }
         };
         let (cost, possibly_charged) = (money("cost_usd")?, money("possibly_charged_usd")?);
+        if fields[column("cached")].is_empty() {
+            fields[column("cached")] = "false".into(); // a shard from before the cache
+        }
         let files = &mut fields[column("files")];
         let images = if files.is_empty() {
             0

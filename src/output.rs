@@ -58,6 +58,7 @@ pub const COLUMNS: &[&str] = &[
     "error_code",
     "error_message",
     "row",
+    "cached",
 ];
 
 /// A row's status word in `results.csv`. Add, never rename.
@@ -173,6 +174,8 @@ pub struct RowResult {
     pub finished_at_ms: Option<u64>,
     pub files: Vec<String>,
     pub sha256: Vec<String>,
+    /// Its images came from the cache.
+    pub cached: bool,
     pub cost: Usd,
     pub possibly_charged: Usd,
     pub error_code: String,
@@ -198,6 +201,7 @@ pub fn row_result(rec: Option<&Record>, price: Usd, stop_code: Option<&str>) -> 
         finished_at_ms: None,
         files: Vec::new(),
         sha256: Vec::new(),
+        cached: false,
         cost: Usd::default(),
         possibly_charged: Usd::default(),
         error_code: stop_code.unwrap_or_default().to_string(),
@@ -243,9 +247,11 @@ pub fn row_result(rec: Option<&Record>, price: Usd, stop_code: Option<&str>) -> 
             files,
             sha256,
             cost_micros,
+            cached,
             ..
         } => {
             r.status = Status::Completed;
+            r.cached = *cached;
             r.files = files.clone();
             r.sha256 = sha256.clone();
             r.cost = Usd::from_micros(*cost_micros);
@@ -294,6 +300,8 @@ pub struct Totals {
     pub failures_by_code: BTreeMap<String, u64>,
     /// Why accepted rows were not collected (`POLL_TIMEOUT`, `DISK`, …).
     pub accepted_by_code: BTreeMap<String, u64>,
+    /// Completed rows whose images came from the cache (`--cache`), at no cost.
+    pub cached: u64,
 }
 
 impl Default for Totals {
@@ -307,6 +315,7 @@ impl Default for Totals {
             uncertain: 0,
             failures_by_code: BTreeMap::new(),
             accepted_by_code: BTreeMap::new(),
+            cached: 0,
         }
     }
 }
@@ -315,6 +324,7 @@ impl Totals {
     pub fn add(&mut self, r: &RowResult) {
         let images = r.files.len() as u64;
         self.add_parts(r.status, &r.error_code, r.cost, r.possibly_charged, images);
+        self.cached += u64::from(r.cached);
     }
 
     /// Adds one row, from what results.csv says of it.
@@ -383,6 +393,12 @@ impl Totals {
     /// not complete.
     pub fn detail_lines(&self) -> String {
         let mut out = String::new();
+        if self.cached > 0 {
+            out.push_str(&format!(
+                "  from the cache: {} rows, at no cost\n",
+                self.cached
+            ));
+        }
         for (code, n) in &self.failures_by_code {
             out.push_str(&format!("  failed: {n} × {code}\n"));
         }
@@ -602,6 +618,7 @@ pub fn write_results(
                     r.error_code,
                     r.error_message,
                     row.index.to_string(),
+                    r.cached.to_string(),
                 ])?;
             }
         }
@@ -758,6 +775,7 @@ mod tests {
             stamps: vec![],
             cost_micros: 0,
             seen_ms: None,
+            cached: false,
         });
         let stems = Stems::from_journal(&replay);
         assert_eq!(stems.stem("cat_s1", Key(1)), "cat_s1", "its own files");

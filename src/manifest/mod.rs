@@ -41,6 +41,7 @@ const TOP_KEYS: &[&str] = &[
     "jobs_from",
     "pricing",
     "budget_usd",
+    "cache",
 ];
 const PRICING_KEYS: &[&str] = &["text_to_image", "image_to_image"];
 /// Keys of a job besides [`PARAMS`].
@@ -185,6 +186,8 @@ pub struct Manifest {
     pub jobs: Vec<Job>,
     pub pricing: Vec<Field>,
     pub budget_usd: Option<Node>,
+    /// `cache:`: a folder, relative to the manifest.
+    pub cache: Option<Node>,
     /// Vocabulary problems found while reading (unknown keys, wrong shapes).
     pub problems: Vec<Diagnostic>,
 }
@@ -303,6 +306,7 @@ pub fn load(path: &Path) -> Result<Manifest, LoadError> {
         jobs: Vec::new(),
         pricing: Vec::new(),
         budget_usd: None,
+        cache: None,
         problems: Vec::new(),
     };
     match ext.as_deref() {
@@ -362,6 +366,7 @@ fn read_top(m: &mut Manifest, root: Node) -> Result<(), LoadError> {
             "sweep" => m.sweep = mapping(value, PARAMS, "parameter", None, problems),
             "pricing" => m.pricing = mapping(value, PRICING_KEYS, "pricing key", None, problems),
             "budget_usd" => m.budget_usd = Some(value),
+            "cache" => m.cache = Some(value),
             "jobs" => match value.value {
                 Value::List(items) => {
                     for item in items {

@@ -282,6 +282,8 @@ pub struct Plan {
     pub manifest: PathBuf,
     pub pricing: Pricing,
     pub budget_usd: Option<Usd>,
+    /// The manifest's `cache:` folder (`--cache` overrides it).
+    pub cache: Option<PathBuf>,
     pub jobs: Vec<JobPlan>,
     /// The rows this run does: every row, or one shard's.
     pub rows: Vec<Row>,
@@ -479,6 +481,19 @@ pub fn expand(manifest: &Manifest) -> Result<Plan, Invalid> {
         }
         usd
     });
+    let cache = manifest.cache.as_ref().and_then(|n| match n.as_str() {
+        Some(dir) if !dir.trim().is_empty() => Some(n.loc.base_dir().join(dir)),
+        _ => {
+            diags.push(
+                Diagnostic::error(
+                    &n.loc,
+                    format!("expected a folder path, found {}", n.describe()),
+                )
+                .field("cache"),
+            );
+            None
+        }
+    });
     let name = match &manifest.name {
         Some(n) => match n.as_str().map(sanitize) {
             Some(s) if !s.is_empty() => s,
@@ -551,6 +566,7 @@ pub fn expand(manifest: &Manifest) -> Result<Plan, Invalid> {
         manifest: manifest.path.clone(),
         pricing,
         budget_usd,
+        cache,
         jobs,
         digest: crate::disk::hex(&digest.finalize()[..16]),
         rows,

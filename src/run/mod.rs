@@ -28,7 +28,7 @@ mod start;
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,6 +37,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
 
 use crate::api::{ApiError, Backoff, Client, PART_PREFIX};
+use crate::cache::Cache;
 use crate::disk;
 use crate::journal::{self, Entry, Journal, JournalError};
 use crate::output::{self, RunEnd, Stems, Summary, Totals};
@@ -80,6 +81,8 @@ pub struct Settings {
     /// How often results.csv is rewritten while the run works.
     pub results_every: Duration,
     pub progress: progress::Mode,
+    /// `--cache DIR` (or the manifest's `cache:`): the store of fulfilled requests.
+    pub cache: Option<PathBuf>,
 }
 
 impl Settings {
@@ -102,6 +105,7 @@ impl Settings {
             unreachable_after: Duration::from_secs(30),
             results_every: Duration::from_secs(30),
             progress: progress::Mode::Auto,
+            cache: None,
         }
     }
 }
@@ -215,6 +219,8 @@ pub enum RunError {
     },
     #[error("another batchgen run is using {0}; wait for it to end (a folder is run by one process at a time)")]
     Locked(PathBuf),
+    #[error("{0}")]
+    Cache(crate::cache::CacheError),
     #[error("{dir} was made against {made_by}, not {this}: one folder holds the results of one gateway. {hint}")]
     OtherGateway {
         dir: PathBuf,
@@ -228,6 +234,7 @@ pub enum RunError {
 pub struct Opened {
     plan: Arc<Plan>,
     settings: Settings,
+    cache: Option<Arc<Cache>>,
     journal: Arc<Journal>,
     _lock: std::fs::File,
     /// Rows with work to do, accepted ones first, then new ones in plan order.
@@ -258,6 +265,12 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
     disk::create_dir_durable(&images_dir).map_err(output_err(&images_dir))?;
     let lock = lock(&out_dir)?;
     let journal = Journal::open(&out_dir)?;
+    let cache = match &settings.cache {
+        Some(dir) => Some(Arc::new(
+            Cache::open(dir, &settings.gateway).map_err(RunError::Cache)?,
+        )),
+        None => None,
+    };
     if let Some(made_by) = journal.with_replay(|r| r.gateway.clone()) {
         if made_by != settings.gateway {
             return Err(other_gateway(&out_dir, made_by, &settings.gateway));
@@ -297,6 +310,18 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
                 files_intact(&out_dir, done, settings.verify)
             });
             verdicts.extend(d.record);
+            // A request fulfilled before, by any run, is taken from the cache.
+            let cached = match (&d.start, &cache) {
+                (Start::Submit, Some(cache)) => cache
+                    .identity(&req)
+                    .ok()
+                    .and_then(|identity| Some((cache.lookup(&identity)?, identity))),
+                _ => None,
+            };
+            if let Some((stored, identity)) = cached {
+                resumed.push((i, Start::Cached { identity, stored }));
+                continue;
+            }
             match d.start {
                 Start::End => finished += 1,
                 Start::Submit => {
@@ -312,6 +337,7 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
     Ok(Opened {
         plan,
         settings,
+        cache,
         journal: Arc::new(journal),
         _lock: lock,
         starts: resumed,
@@ -377,7 +403,15 @@ impl Opened {
             }
             text.push(')');
         }
-        let collect = self.starts.len() as u64 - self.to_submit;
+        let cached = self
+            .starts
+            .iter()
+            .filter(|(_, s)| matches!(s, Start::Cached { .. }))
+            .count() as u64;
+        if cached > 0 {
+            text.push_str(&format!("; {cached} from the cache"));
+        }
+        let collect = self.starts.len() as u64 - self.to_submit - cached;
         if collect > 0 {
             text.push_str(&format!("; {collect} accepted earlier to collect"));
         }
@@ -400,6 +434,7 @@ impl Opened {
         let Opened {
             plan,
             settings,
+            cache,
             journal,
             _lock,
             starts,
@@ -473,6 +508,8 @@ impl Opened {
             },
             refused_since: Mutex::new(None),
             status_calls: AtomicU64::new(0),
+            cache,
+            cache_warned: AtomicBool::new(false),
             settings,
         });
         // Background pieces: the watchers are aborted when the rows are done;
@@ -503,7 +540,7 @@ impl Opened {
             if let poll::Schedule::Adaptive(learned) = &ctx.schedule {
                 learned.rows_ahead(total - started, ctx.settings.concurrency);
             }
-            if matches!(start, Start::Submit) && ctx.stopped() {
+            if matches!(start, Start::Submit | Start::Cached { .. }) && ctx.stopped() {
                 continue; // left unrun; the results say why
             }
             tasks.spawn(row::drive(ctx.clone(), index, start, permit));
@@ -637,6 +674,10 @@ struct Ctx {
     /// When the gateway last started refusing every connection.
     refused_since: Mutex<Option<Instant>>,
     status_calls: AtomicU64,
+    /// `--cache`: where fulfilled requests are stored and taken from.
+    cache: Option<Arc<Cache>>,
+    /// A failure to store into the cache is told once.
+    cache_warned: AtomicBool,
 }
 
 impl Ctx {

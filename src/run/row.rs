@@ -24,7 +24,10 @@ use tokio::time::Instant;
 
 use super::poll::{self, Schedule};
 use super::{Ctx, Start, Stop};
-use crate::api::{self, backoff::unit_random, ApiError, Backoff, Class, Status, Ticket};
+use crate::api::{
+    self, backoff::unit_random, ApiError, Backoff, Class, Status, Ticket, PART_PREFIX,
+};
+use crate::cache;
 use crate::journal::{now_ms, Charged, Entry};
 use crate::output::{self, IMAGES_DIR, RESULT_LOST, SUBMIT_UNCERTAIN};
 use crate::plan::{Key, Request, Usd};
@@ -70,6 +73,7 @@ pub(super) async fn drive(
             Start::Submit => run.submit().await,
             Start::Poll { ticket, since_ms } => run.poll(ticket, since_ms).await,
             Start::Download { images, ticket } => run.download(images, ticket).await,
+            Start::Cached { identity, stored } => run.take_cached(identity, stored).await,
             Start::End => return,
         };
     }
@@ -421,6 +425,7 @@ impl RowRun {
         ctx.event(Event::Enter(Stage::Downloading));
         let stem = ctx.stems.stem(&self.id, self.key);
         let (mut files, mut sha256, mut stamps) = (Vec::new(), Vec::new(), Vec::new());
+        let mut stored = Vec::new();
         for (n, image) in images.iter().enumerate() {
             if let Some(stop) = ctx.hard_stop() {
                 ctx.event(Event::Leave(Stage::Downloading));
@@ -437,6 +442,9 @@ impl RowRun {
                 Ok(d) => {
                     let file = d.path.file_name().unwrap_or_default().to_string_lossy();
                     files.push(format!("{IMAGES_DIR}/{file}"));
+                    if ctx.cache.is_some() {
+                        stored.push((d.path.clone(), d.sha256.clone()));
+                    }
                     sha256.push(d.sha256);
                     stamps.push([d.bytes, d.mtime_ns]);
                 }
@@ -476,11 +484,13 @@ impl RowRun {
                 seen_ms: self
                     .seen
                     .map(|(lo, hi)| [(lo * 1000.0) as u64, (hi * 1000.0) as u64]),
+                cached: false,
             })
             .await
         {
             return Start::End;
         }
+        self.store_in_cache(&stored).await;
         // The reservation was for every image asked; keep only what was made.
         if self.reserved {
             ctx.budget().release(Usd::from_micros(
@@ -492,6 +502,107 @@ impl RowRun {
             cost,
         });
         Start::End
+    }
+
+    /// Takes the row's images from the cache: completed at no cost. A
+    /// damaged entry is forgotten and the row is submitted instead; a
+    /// failure to write the output folder stops spending, as a download's does.
+    async fn take_cached(&mut self, identity: String, stored: cache::Stored) -> Start {
+        let ctx = self.ctx.clone();
+        let Some(cache) = ctx.cache.clone() else {
+            return Start::Submit;
+        };
+        if ctx.stopped() {
+            return Start::End; // left unrun, as a row not yet submitted
+        }
+        let stem = ctx.stems.stem(&self.id, self.key);
+        let dir = ctx.images_dir.clone();
+        let taken = {
+            let (identity, stored) = (identity.clone(), stored.clone());
+            tokio::task::spawn_blocking(move || {
+                cache.take(&identity, &stored, &dir, &stem, PART_PREFIX)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(cache::CacheError::Io {
+                    path: ctx.images_dir.clone(),
+                    source: std::io::Error::other(e),
+                })
+            })
+        };
+        let taken = match taken {
+            Ok(taken) => taken,
+            Err(e @ cache::CacheError::Output { .. }) => {
+                self.say(format!(
+                    "error: row {}: {e}; no new requests will be sent",
+                    self.id
+                ));
+                ctx.stop(Stop::Disk(e.to_string()));
+                return Start::End;
+            }
+            Err(e) => {
+                if let Some(cache) = &ctx.cache {
+                    cache.forget(&identity);
+                }
+                self.say(format!(
+                    "warning: row {}: not taken from the cache ({e}); it is submitted",
+                    self.id
+                ));
+                return Start::Submit;
+            }
+        };
+        let count = taken.len() as u64;
+        let mut done = (Vec::new(), Vec::new(), Vec::new());
+        for t in taken {
+            let file = t.path.file_name().unwrap_or_default().to_string_lossy();
+            done.0.push(format!("{IMAGES_DIR}/{file}"));
+            done.1.push(t.sha256);
+            done.2.push([t.bytes, t.mtime_ns]);
+        }
+        if !ctx
+            .record(&Entry::Done {
+                key: self.key,
+                at_ms: now_ms(),
+                files: done.0,
+                sha256: done.1,
+                stamps: done.2,
+                cost_micros: 0,
+                seen_ms: None,
+                cached: true,
+            })
+            .await
+        {
+            return Start::End;
+        }
+        ctx.event(Event::Completed {
+            images: count,
+            cost: Usd::default(),
+        });
+        Start::End
+    }
+
+    /// Stores a paid row's images in the cache, if the run has one. A
+    /// failure costs nothing but later savings: it is told once, not fatal.
+    async fn store_in_cache(&self, files: &[(std::path::PathBuf, String)]) {
+        let Some(cache) = self.ctx.cache.clone() else {
+            return;
+        };
+        let (req, files) = (self.req.clone(), files.to_vec());
+        let stored = tokio::task::spawn_blocking(move || {
+            let identity = cache.identity(&req)?;
+            cache.store(&identity, &files)
+        })
+        .await;
+        let e = match stored {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        if !self.ctx.cache_warned.swap(true, Ordering::Relaxed) {
+            self.say(format!(
+                "warning: cannot store images in the cache ({e}); the run goes on without storing"
+            ));
+        }
     }
 
     /// Records a verdict. `Charged::No` frees its share of the budget.

@@ -26,6 +26,11 @@ pub(crate) enum Start {
         images: Vec<String>,
         ticket: Option<Ticket>,
     },
+    /// Its request was fulfilled before: its images are in the cache.
+    Cached {
+        identity: String,
+        stored: crate::cache::Stored,
+    },
     End,
 }
 
@@ -220,6 +225,7 @@ mod tests {
                 sha256: vec!["x".into()],
                 stamps: vec![],
                 cost_micros: 1,
+                cached: false,
             },
             Some(ticket()),
         );
