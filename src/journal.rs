@@ -173,10 +173,10 @@ pub struct Record {
     /// Submit attempts (intent lines), over all runs.
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub attempts: u32,
-    /// The latest accepted request (boxed: most rows of a big run hold one
-    /// they no longer poll).
+    /// The latest accepted request, held compactly (a big run holds one
+    /// per row): see [`Record::ticket`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ticket: Option<Box<Ticket>>,
+    pub ticket: Option<Box<Held>>,
     /// Image URLs its submit returned (`sync_mode`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<String>,
@@ -227,6 +227,95 @@ pub enum State {
         charged: Charged,
         cost_micros: u64,
     },
+}
+
+impl Record {
+    /// The latest accepted request, whole.
+    pub fn ticket(&self) -> Option<Ticket> {
+        self.ticket.as_deref().map(|h| Ticket::from(h.clone()))
+    }
+
+    pub fn request_id(&self) -> Option<&str> {
+        self.ticket.as_deref().map(|h| &*h.request_id)
+    }
+}
+
+/// A [`Ticket`] as a replay holds it. Status and result URLs are nearly
+/// always a prefix shared by every request followed by the request id: the
+/// prefix is held once (a few distinct ones per process), not per row.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "Ticket", into = "Ticket")]
+pub struct Held {
+    kind: crate::plan::Kind,
+    request_id: Box<str>,
+    status_url: HeldUrl,
+    response_url: HeldUrl,
+    sync_images: u32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum HeldUrl {
+    None,
+    /// A shared prefix, then the request id.
+    Id(std::sync::Arc<str>),
+    Full(Box<str>),
+}
+
+/// The URL prefixes held so far; past a few, URLs are held whole.
+static PREFIXES: Mutex<Vec<std::sync::Arc<str>>> = Mutex::new(Vec::new());
+const MAX_PREFIXES: usize = 16;
+
+impl HeldUrl {
+    fn hold(url: Option<String>, id: &str) -> HeldUrl {
+        let Some(url) = url else {
+            return HeldUrl::None;
+        };
+        let Some(prefix) = url.strip_suffix(id).filter(|_| !id.is_empty()) else {
+            return HeldUrl::Full(url.into());
+        };
+        let mut known = PREFIXES.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = known.iter().find(|p| ***p == *prefix) {
+            return HeldUrl::Id(p.clone());
+        }
+        if known.len() < MAX_PREFIXES {
+            let p: std::sync::Arc<str> = prefix.into();
+            known.push(p.clone());
+            return HeldUrl::Id(p);
+        }
+        HeldUrl::Full(url.into())
+    }
+
+    fn whole(&self, id: &str) -> Option<String> {
+        match self {
+            HeldUrl::None => None,
+            HeldUrl::Id(prefix) => Some(format!("{prefix}{id}")),
+            HeldUrl::Full(url) => Some(url.to_string()),
+        }
+    }
+}
+
+impl From<Ticket> for Held {
+    fn from(t: Ticket) -> Held {
+        Held {
+            status_url: HeldUrl::hold(t.status_url, &t.request_id),
+            response_url: HeldUrl::hold(t.response_url, &t.request_id),
+            kind: t.kind,
+            request_id: t.request_id.into(),
+            sync_images: t.sync_images,
+        }
+    }
+}
+
+impl From<Held> for Ticket {
+    fn from(h: Held) -> Ticket {
+        Ticket {
+            kind: h.kind,
+            status_url: h.status_url.whole(&h.request_id),
+            response_url: h.response_url.whole(&h.request_id),
+            request_id: h.request_id.into(),
+            sync_images: h.sync_images,
+        }
+    }
 }
 
 /// Replayed journal: the records by key, and what the runs said of themselves.
@@ -333,7 +422,7 @@ impl Replay {
             } => {
                 let r = self.records.entry(key).or_default();
                 r.state = State::Submitted;
-                r.ticket = ticket.map(Box::new);
+                r.ticket = ticket.map(|t| Box::new(Held::from(t)));
                 r.images = images;
                 r.submitted_at_ms = Some(at_ms);
                 r.finished_at_ms = None;
@@ -815,7 +904,7 @@ mod tests {
             State::Submitted,
             "unfinished leaves the state alone"
         );
-        assert_eq!(c.ticket.as_ref().unwrap().request_id, "r2");
+        assert_eq!(c.request_id(), Some("r2"));
         assert_eq!(c.left.as_ref().unwrap().code, "POLL_TIMEOUT");
         assert_eq!(c.price_micros, 50_000);
         // The in-memory fold is the file's.
@@ -835,7 +924,7 @@ mod tests {
         r.apply(intent(A, 3));
         let a = &r.records[&A];
         assert_eq!(a.state, State::Uncertain);
-        assert_eq!((a.ticket.clone(), a.images.len()), (None, 0));
+        assert_eq!((a.ticket(), a.images.len()), (None, 0));
         assert_eq!(a.earlier_micros, 0, "an accepted submit is not lost money");
     }
 
@@ -1013,6 +1102,30 @@ mod tests {
         let again = read(dir.path()).unwrap();
         assert_eq!(again.lines, 102);
         assert_eq!(again.records[&Key(500)].state, State::Uncertain);
+    }
+
+    #[test]
+    fn tickets_are_held_whole() {
+        for (status, response) in [
+            (
+                Some("http://g/v2/requests/status/r-1"),
+                Some("http://g/v2/requests/status/r-1"),
+            ),
+            (Some("http://g/status/r-1"), Some("http://elsewhere/x")),
+            (None, Some("http://g/result?id=r-1")),
+            (None, None),
+        ] {
+            let t = Ticket {
+                status_url: status.map(str::to_string),
+                response_url: response.map(str::to_string),
+                sync_images: 2,
+                ..ticket("r-1")
+            };
+            let held = Held::from(t.clone());
+            assert_eq!(Ticket::from(held.clone()), t);
+            let line = serde_json::to_string(&held).unwrap();
+            assert_eq!(serde_json::from_str::<Ticket>(&line).unwrap(), t, "{line}");
+        }
     }
 
     #[test]

@@ -212,7 +212,7 @@ pub fn row_result(rec: Option<&Record>, price: Usd, stop_code: Option<&str>) -> 
         0 => price,
         m => Usd::from_micros(m),
     };
-    r.request_id = rec.ticket.as_ref().map(|t| t.request_id.clone());
+    r.request_id = rec.request_id().map(str::to_string);
     r.attempts = rec.attempts;
     r.submitted_at_ms = rec.submitted_at_ms;
     r.finished_at_ms = rec.finished_at_ms;

@@ -82,6 +82,9 @@ pub struct Prepared {
     sync_images: u32,
 }
 
+/// Idle download connections kept per host.
+const DOWNLOAD_IDLE: usize = 16;
+
 impl Client {
     pub fn new(cfg: ClientConfig) -> Result<Client, ApiError> {
         let bad = |why: &str| ApiError::new(Class::StopRun, "BAD_BASE_URL", why);
@@ -105,8 +108,9 @@ impl Client {
         if status_urls[0].cannot_be_a_base() {
             return Err(bad("the base URL cannot take a path"));
         }
-        let build = |redirects| {
+        let build = |redirects, idle| {
             reqwest::Client::builder()
+                .pool_max_idle_per_host(idle)
                 .connect_timeout(cfg.connect_timeout)
                 .read_timeout(cfg.read_timeout)
                 .redirect(redirects)
@@ -115,8 +119,10 @@ impl Client {
                 .map_err(|e| ApiError::new(Class::StopRun, "CLIENT", e.to_string()))
         };
         Ok(Client {
-            keyed: build(reqwest::redirect::Policy::none())?,
-            plain: build(reqwest::redirect::Policy::limited(5))?,
+            keyed: build(reqwest::redirect::Policy::none(), usize::MAX)?,
+            // A download connection keeps a read buffer the size of the
+            // largest image it carried: a few idle ones, not one per slot.
+            plain: build(reqwest::redirect::Policy::limited(5), DOWNLOAD_IDLE)?,
             origin,
             submit_urls,
             status_urls,

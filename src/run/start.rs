@@ -131,13 +131,13 @@ pub(crate) fn decide(
 /// Where an accepted row picks up: its images if the journal has them, else
 /// its request id.
 fn resume(rec: &Record) -> Option<Start> {
-    match (&rec.ticket, rec.images.is_empty()) {
+    match (rec.ticket(), rec.images.is_empty()) {
         (_, false) => Some(Start::Download {
             images: rec.images.clone(),
-            ticket: rec.ticket.as_deref().cloned(),
+            ticket: rec.ticket(),
         }),
         (Some(t), true) => Some(Start::Poll {
-            ticket: Ticket::clone(t),
+            ticket: t,
             since_ms: rec.submitted_at_ms.unwrap_or_else(now_ms),
         }),
         (None, true) => None,
@@ -163,7 +163,7 @@ mod tests {
     fn rec(state: State, ticket: Option<Ticket>) -> Record {
         Record {
             state,
-            ticket: ticket.map(Box::new),
+            ticket: ticket.map(|t| Box::new(t.into())),
             submitted_at_ms: Some(5),
             ..Record::default()
         }
