@@ -321,7 +321,8 @@ impl From<Held> for Ticket {
 /// Replayed journal: the records by key, and what the runs said of themselves.
 #[derive(Clone, Debug, Default)]
 pub struct Replay {
-    pub records: HashMap<Key, Record>,
+    /// Boxed: a million-row map then holds 16 bytes per slot, not a record's 200.
+    pub records: HashMap<Key, Box<Record>>,
     pub last_run_rows: Option<u64>,
     pub last_run_manifest: Option<String>,
     pub last_run_plan: Option<String>,
@@ -355,7 +356,7 @@ impl Replay {
             .map(|e| Entry::clone(e))
             .chain(keys.into_iter().map(|key| Entry::Row {
                 key,
-                row: Box::new(self.records[&key].clone()),
+                row: self.records[&key].clone(),
             }))
     }
 
@@ -457,7 +458,7 @@ impl Replay {
                 r.left = None;
             }
             Entry::Row { key, row } => {
-                self.records.insert(key, *row);
+                self.records.insert(key, row);
             }
             Entry::Failed {
                 key,

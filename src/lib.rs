@@ -319,7 +319,7 @@ fn status_command(args: &StatusArgs) -> Result<u8, Error> {
     let earlier = match &keys {
         Some(keys) => {
             for key in keys {
-                add(replay.records.get(key));
+                add(replay.records.get(key).map(|r| &**r));
             }
             let set: HashSet<plan::Key> = keys.iter().copied().collect();
             output::Earlier::of(&replay, |k| set.contains(&k))

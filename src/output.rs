@@ -527,7 +527,7 @@ pub trait Records {
 impl Records for Replay {
     fn each(&self, keys: &[Key], f: &mut dyn FnMut(Option<&Record>)) {
         for key in keys {
-            f(self.records.get(key));
+            f(self.records.get(key).map(|r| &**r));
         }
     }
 }

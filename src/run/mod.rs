@@ -300,7 +300,7 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
                 .pricing
                 .per_image(req.kind())
                 .times(u64::from(req.images()));
-            let rec = replay.records.get(&key);
+            let rec = replay.records.get(&key).map(|r| &**r);
             before.add(&output::row_result(rec, price, None));
             if let Some([lo, hi]) = rec.and_then(|r| r.seen_ms) {
                 seeds
