@@ -350,7 +350,7 @@ impl RowRun {
                     leave();
                     if let Schedule::Adaptive(learned) = &ctx.schedule {
                         let seen = (last_pending.unwrap_or(0.0), since(Instant::now()));
-                        learned.learn(key, seen.0, seen.1);
+                        learned.learn(key, seen.0, seen.1, draw);
                         self.seen = Some(seen);
                     }
                     return Start::Download {
