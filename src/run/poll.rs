@@ -28,7 +28,13 @@
 //! still to start, a few requests (1%) are asked a little early once the
 //! estimate is settled, so that a gateway that gets faster is noticed (near
 //! a run's end there is no future to gain, and an early ask only delays its
-//! last rows). Earlier runs of the same folder seed the estimate.
+//! last rows). When every probe, or nearly every early ask, finds its
+//! request already done, the gateway is faster than the schedule knows
+//! (a request seen done at its first poll only bounds its latency from
+//! above, so nothing else would teach it): a quarter of the requests then
+//! ask at a quarter to a half of the planned time, until early asks start
+//! finding requests pending. Earlier runs of the same folder seed the
+//! estimate.
 //!
 //! Cancellation: nothing here waits; rows sleep until the time this gives,
 //! and wake early when [`Learned::changes`] says the estimate moved.
