@@ -15,24 +15,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{ledger, peak_rss_kib};
+use common::{children_cpu, cpu_of, ledger, wait_sampling_peak};
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
-
-/// CPU seconds a process has used so far (`/proc/PID/stat`).
-fn cpu_of(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i - 3)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(14) + ticks(15)) / 100.0
 }
 
 struct Measured {
@@ -42,26 +28,18 @@ struct Measured {
     ok: bool,
 }
 
-/// Runs `cmd` to its end, sampling its peak memory and CPU.
+/// Runs `cmd` to its end, sampling its peak memory; its CPU is what the
+/// kernel counts for it once it is waited for.
 fn measure(mut cmd: Command) -> Measured {
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let cpu_before = children_cpu();
     let start = Instant::now();
     let mut child = cmd.spawn().expect("batchgen starts");
-    let (mut peak, mut cpu) = (0, 0.0);
-    let status = loop {
-        if let Some(kib) = peak_rss_kib(child.id()) {
-            peak = peak.max(kib);
-            cpu = cpu_of(child.id());
-        }
-        if let Some(status) = child.try_wait().expect("batchgen is waited for") {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (status, peak) = wait_sampling_peak(&mut child);
     Measured {
         wall: start.elapsed().as_secs_f64(),
         peak_mib: peak as f64 / 1024.0,
-        cpu,
+        cpu: children_cpu() - cpu_before,
         ok: status.success(),
     }
 }

@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{children_cpu, ledger, peak_rss_kib};
+use common::{children_cpu, ledger, wait_sampling_peak};
 
 struct Workload {
     name: &'static str,
@@ -229,20 +229,7 @@ fn measure(bin: &Path, w: &Workload, client: impl FnOnce(&str) -> Command) -> Me
     let cpu_before = children_cpu();
     let start = Instant::now();
     let mut child = cmd.spawn().expect("the client starts");
-    let mut peak_kib = 0;
-    loop {
-        if let Some(kib) = peak_rss_kib(child.id()) {
-            peak_kib = peak_kib.max(kib);
-        }
-        if child
-            .try_wait()
-            .expect("the client is waited for")
-            .is_some()
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (_, peak_kib) = wait_sampling_peak(&mut child);
     let wall = start.elapsed().as_secs_f64();
     let cpu = children_cpu() - cpu_before;
     let ledger = ledger(port);

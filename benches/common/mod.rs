@@ -20,19 +20,30 @@ pub fn ledger(port: u16) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
 }
 
-/// CPU seconds of this process's waited-for children (`/proc/self/stat`).
+/// CPU seconds of this process's waited-for children (cutime + cstime).
 pub fn children_cpu() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    stat_seconds("self", 16, 17)
+}
+
+/// CPU seconds a process has used so far (utime + stime).
+pub fn cpu_of(pid: u32) -> f64 {
+    stat_seconds(&pid.to_string(), 14, 15)
+}
+
+/// The sum of two clock-tick fields of `/proc/WHO/stat` (numbered as in
+/// proc(5)), in seconds.
+fn stat_seconds(who: &str, a: usize, b: usize) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{who}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    // After the command name: state is field 3; cutime and cstime are 16 and 17.
+    // After the command name: state is field 3.
     let ticks = |i: usize| {
         fields
             .get(i - 3)
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    (ticks(16) + ticks(17)) / 100.0
+    (ticks(a) + ticks(b)) / 100.0
 }
 
 /// A process's peak resident memory so far, in KiB.
@@ -40,4 +51,19 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Waits for `child`, sampling its peak resident memory every 20 ms; returns
+/// how it ended and the peak, in KiB.
+pub fn wait_sampling_peak(child: &mut std::process::Child) -> (std::process::ExitStatus, u64) {
+    let mut peak_kib = 0;
+    loop {
+        if let Some(kib) = peak_rss_kib(child.id()) {
+            peak_kib = peak_kib.max(kib);
+        }
+        if let Some(status) = child.try_wait().expect("the child is waited for") {
+            return (status, peak_kib);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
