@@ -715,11 +715,6 @@ impl Journal {
     pub fn with_replay<R>(&self, f: impl FnOnce(&Replay) -> R) -> R {
         f(&self.lock().replay)
     }
-
-    /// A copy of the replay as it stands.
-    pub fn snapshot(&self) -> Replay {
-        self.with_replay(Replay::clone)
-    }
 }
 
 impl crate::output::Records for Journal {
@@ -909,7 +904,7 @@ mod tests {
         assert_eq!(c.left.as_ref().unwrap().code, "POLL_TIMEOUT");
         assert_eq!(c.price_micros, 50_000);
         // The in-memory fold is the file's.
-        assert_eq!(j.snapshot().records, r.records);
+        assert_eq!(j.with_replay(|r| r.records.clone()), r.records);
     }
 
     #[test]
@@ -1095,7 +1090,7 @@ mod tests {
                 before.last_run_manifest
             )
         );
-        assert_eq!(j.snapshot().records, before.records);
+        assert_eq!(j.with_replay(|r| r.records.clone()), before.records);
         // It goes on from there, and is not compacted again.
         j.append_blocking(&intent(Key(500), 11)).unwrap();
         drop(j);
