@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::disk::{self, hex};
+use crate::output::plain_name;
 use crate::plan::{ImageInput, Request};
 
 const ENTRY_JSON: &str = "entry.json";
@@ -104,8 +105,8 @@ impl Cache {
             slug = "gateway".into();
         }
         let root = dir.join(slug);
+        // No stray clean-up here: another run may be building an entry.
         std::fs::create_dir_all(&root).map_err(CacheError::io(&root))?;
-        disk::remove_stray(&root, disk::TEMP_PREFIX);
         Ok(Cache {
             root,
             local: Mutex::new(HashMap::new()),
@@ -150,13 +151,8 @@ impl Cache {
         let path = self.entry_dir(identity).join(ENTRY_JSON);
         let bytes = disk::read_regular(&path, ENTRY_CAP).ok()?;
         let stored: Stored = serde_json::from_slice(&bytes).ok()?;
-        let plain = |n: &str| {
-            !n.is_empty()
-                && !n.starts_with('.')
-                && n.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        };
-        (!stored.files.is_empty() && stored.files.iter().all(|f| plain(&f.name))).then_some(stored)
+        (!stored.files.is_empty() && stored.files.iter().all(|f| plain_name(&f.name)))
+            .then_some(stored)
     }
 
     /// Copies the stored files of `identity` into `dir` as `STEM_N.EXT`,
@@ -173,11 +169,7 @@ impl Cache {
         let mut taken = Vec::new();
         for (n, f) in stored.files.iter().enumerate() {
             let from = entry.join(&f.name);
-            let ext = Path::new(&f.name)
-                .extension()
-                .and_then(|e| e.to_str())
-                .map_or(String::new(), |e| format!(".{e}"));
-            let to = dir.join(format!("{stem}_{n}{ext}"));
+            let to = dir.join(format!("{stem}_{n}{}", dot_ext(Path::new(&f.name))));
             let mut src = disk::open_regular(&from, FILE_CAP)?;
             let out = |source| CacheError::Output {
                 path: to.clone(),
@@ -228,11 +220,7 @@ impl Cache {
             .map_err(io)?;
         let mut stored = Stored { files: Vec::new() };
         for (n, (path, sha256)) in files.iter().enumerate() {
-            let ext = path
-                .extension()
-                .and_then(|e| e.to_str())
-                .map_or(String::new(), |e| format!(".{e}"));
-            let name = format!("{n}{ext}");
+            let name = format!("{n}{}", dot_ext(path));
             let to = tmp.path().join(&name);
             if std::fs::hard_link(path, &to).is_err() {
                 std::fs::copy(path, &to).map_err(CacheError::io(path))?;
@@ -281,6 +269,13 @@ impl Cache {
     pub fn forget(&self, identity: &str) {
         let _ = std::fs::remove_dir_all(self.entry_dir(identity));
     }
+}
+
+/// `.png` for `x.png`; empty for a name without an extension.
+fn dot_ext(path: &Path) -> String {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map_or(String::new(), |e| format!(".{e}"))
 }
 
 #[cfg(test)]

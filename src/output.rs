@@ -138,12 +138,7 @@ impl Stems {
     }
 
     pub fn stem(&self, row_id: &str, key: Key) -> String {
-        let safe = !row_id.is_empty()
-            && !row_id.starts_with('.')
-            && row_id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        if !safe {
+        if !plain_name(row_id) {
             return key.to_string();
         }
         match self.claimed.get(&stem_hash(row_id)) {
@@ -151,6 +146,16 @@ impl Stems {
             _ => row_id.to_string(),
         }
     }
+}
+
+/// A name that is one plain file-name part: `[A-Za-z0-9._-]`, not empty,
+/// not hidden (so never `.` or `..`).
+pub fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 fn stem_hash(stem: &str) -> u64 {
@@ -277,7 +282,11 @@ pub fn row_result(rec: Option<&Record>, price: Usd, stop_code: Option<&str>) -> 
 
 /// What a row costs if every image it asks for is made.
 pub fn row_price(plan: &Plan, row: &Row) -> Usd {
-    let req = plan.request(row);
+    request_price(plan, &plan.request(row))
+}
+
+/// What `req` costs if every image it asks for is made.
+pub fn request_price(plan: &Plan, req: &crate::plan::Request) -> Usd {
     plan.pricing
         .per_image(req.kind())
         .times(u64::from(req.images()))
@@ -553,18 +562,20 @@ pub fn write_results(
         csv.write_record(COLUMNS)?;
         let mut keys = Vec::with_capacity(RESULTS_CHUNK);
         let mut results = Vec::with_capacity(RESULTS_CHUNK);
+        let mut reqs = Vec::with_capacity(RESULTS_CHUNK);
         for chunk in plan.rows.chunks(RESULTS_CHUNK) {
             keys.clear();
             keys.extend(chunk.iter().map(|row| row.key));
+            reqs.clear();
+            reqs.extend(chunk.iter().map(|row| plan.request(row)));
             results.clear();
-            let mut rows = chunk.iter();
+            let mut prices = reqs.iter().map(|req| request_price(plan, req));
             records.each(&keys, &mut |rec| {
-                let row = rows.next().expect("one record per key");
-                results.push(row_result(rec, row_price(plan, row), stop_code));
+                let price = prices.next().expect("one record per key");
+                results.push(row_result(rec, price, stop_code));
             });
-            for (row, r) in chunk.iter().zip(results.drain(..)) {
+            for ((row, req), r) in chunk.iter().zip(reqs.drain(..)).zip(results.drain(..)) {
                 let key = row.key.to_string();
-                let req = plan.request(row);
                 let kind = req.kind();
                 totals.add(&r);
                 if r.status == Status::Completed {

@@ -296,10 +296,7 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
         for (i, row) in plan.rows.iter().enumerate() {
             let key = row.key;
             let req = plan.request(row);
-            let price = plan
-                .pricing
-                .per_image(req.kind())
-                .times(u64::from(req.images()));
+            let price = output::request_price(&plan, &req);
             let rec = replay.records.get(&key).map(|r| &**r);
             before.add(&output::row_result(rec, price, None));
             if let Some([lo, hi]) = rec.and_then(|r| r.seen_ms) {

@@ -13,6 +13,7 @@
 //! downloads ignore a soft stop), so that what was paid for is collected. A
 //! hard stop (disk, unreachable gateway) leaves it at its next step.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -424,8 +425,7 @@ impl RowRun {
         }
         ctx.event(Event::Enter(Stage::Downloading));
         let stem = ctx.stems.stem(&self.id, self.key);
-        let (mut files, mut sha256, mut stamps) = (Vec::new(), Vec::new(), Vec::new());
-        let mut stored = Vec::new();
+        let mut saved = Saved::default();
         for (n, image) in images.iter().enumerate() {
             if let Some(stop) = ctx.hard_stop() {
                 ctx.event(Event::Leave(Stage::Downloading));
@@ -439,15 +439,7 @@ impl RowRun {
             })
             .await;
             match got {
-                Ok(d) => {
-                    let file = d.path.file_name().unwrap_or_default().to_string_lossy();
-                    files.push(format!("{IMAGES_DIR}/{file}"));
-                    if ctx.cache.is_some() {
-                        stored.push((d.path.clone(), d.sha256.clone()));
-                    }
-                    sha256.push(d.sha256);
-                    stamps.push([d.bytes, d.mtime_ns]);
-                }
+                Ok(d) => saved.push(d.path, d.sha256, d.bytes, d.mtime_ns),
                 Err(e) => {
                     ctx.event(Event::Leave(Stage::Downloading));
                     let message = format!("image {n} of request {request}: {e}");
@@ -467,30 +459,15 @@ impl RowRun {
             }
         }
         ctx.event(Event::Leave(Stage::Downloading));
-        let cost = ctx
-            .plan
-            .pricing
-            .per_image(self.req.kind())
-            .times(files.len() as u64);
-        let count = files.len() as u64;
-        if !ctx
-            .record(&Entry::Done {
-                key: self.key,
-                at_ms: now_ms(),
-                files,
-                sha256,
-                stamps,
-                cost_micros: cost.micros(),
-                seen_ms: self
-                    .seen
-                    .map(|(lo, hi)| [(lo * 1000.0) as u64, (hi * 1000.0) as u64]),
-                cached: false,
-            })
-            .await
-        {
+        let count = saved.files.len() as u64;
+        let cost = ctx.plan.pricing.per_image(self.req.kind()).times(count);
+        let to_store = ctx.cache.is_some().then(|| saved.pairs());
+        if !ctx.record(&self.done(saved, cost, false)).await {
             return Start::End;
         }
-        self.store_in_cache(&stored).await;
+        if let Some(files) = to_store {
+            self.store_in_cache(files).await;
+        }
         // The reservation was for every image asked; keep only what was made.
         if self.reserved {
             ctx.budget().release(Usd::from_micros(
@@ -518,7 +495,7 @@ impl RowRun {
         let stem = ctx.stems.stem(&self.id, self.key);
         let dir = ctx.images_dir.clone();
         let taken = {
-            let (identity, stored) = (identity.clone(), stored.clone());
+            let (cache, identity) = (cache.clone(), identity.clone());
             tokio::task::spawn_blocking(move || {
                 cache.take(&identity, &stored, &dir, &stem, PART_PREFIX)
             })
@@ -541,9 +518,7 @@ impl RowRun {
                 return Start::End;
             }
             Err(e) => {
-                if let Some(cache) = &ctx.cache {
-                    cache.forget(&identity);
-                }
+                cache.forget(&identity);
                 self.say(format!(
                     "warning: row {}: not taken from the cache ({e}); it is submitted",
                     self.id
@@ -552,26 +527,11 @@ impl RowRun {
             }
         };
         let count = taken.len() as u64;
-        let mut done = (Vec::new(), Vec::new(), Vec::new());
+        let mut saved = Saved::default();
         for t in taken {
-            let file = t.path.file_name().unwrap_or_default().to_string_lossy();
-            done.0.push(format!("{IMAGES_DIR}/{file}"));
-            done.1.push(t.sha256);
-            done.2.push([t.bytes, t.mtime_ns]);
+            saved.push(t.path, t.sha256, t.bytes, t.mtime_ns);
         }
-        if !ctx
-            .record(&Entry::Done {
-                key: self.key,
-                at_ms: now_ms(),
-                files: done.0,
-                sha256: done.1,
-                stamps: done.2,
-                cost_micros: 0,
-                seen_ms: None,
-                cached: true,
-            })
-            .await
-        {
+        if !ctx.record(&self.done(saved, Usd::default(), true)).await {
             return Start::End;
         }
         ctx.event(Event::Completed {
@@ -583,11 +543,11 @@ impl RowRun {
 
     /// Stores a paid row's images in the cache, if the run has one. A
     /// failure costs nothing but later savings: it is told once, not fatal.
-    async fn store_in_cache(&self, files: &[(std::path::PathBuf, String)]) {
+    async fn store_in_cache(&self, files: Vec<(PathBuf, String)>) {
         let Some(cache) = self.ctx.cache.clone() else {
             return;
         };
-        let (req, files) = (self.req.clone(), files.to_vec());
+        let req = self.req.clone();
         let stored = tokio::task::spawn_blocking(move || {
             let identity = cache.identity(&req)?;
             cache.store(&identity, &files)
@@ -602,6 +562,22 @@ impl RowRun {
             self.say(format!(
                 "warning: cannot store images in the cache ({e}); the run goes on without storing"
             ));
+        }
+    }
+
+    /// The `done` line of this row, with the files it saved.
+    fn done(&self, saved: Saved, cost: Usd, cached: bool) -> Entry {
+        Entry::Done {
+            key: self.key,
+            at_ms: now_ms(),
+            files: saved.files,
+            sha256: saved.sha256,
+            stamps: saved.stamps,
+            cost_micros: cost.micros(),
+            seen_ms: self
+                .seen
+                .map(|(lo, hi)| [(lo * 1000.0) as u64, (hi * 1000.0) as u64]),
+            cached,
         }
     }
 
@@ -669,6 +645,35 @@ impl RowRun {
             code: e.code.clone(),
             message: e.message.clone(),
         });
+    }
+}
+
+/// The files a row saved, as its `done` line records them.
+#[derive(Default)]
+struct Saved {
+    /// Relative to the output folder.
+    files: Vec<String>,
+    sha256: Vec<String>,
+    stamps: Vec<[u64; 2]>,
+    paths: Vec<PathBuf>,
+}
+
+impl Saved {
+    fn push(&mut self, path: PathBuf, sha256: String, bytes: u64, mtime_ns: u64) {
+        let file = path.file_name().unwrap_or_default().to_string_lossy();
+        self.files.push(format!("{IMAGES_DIR}/{file}"));
+        self.sha256.push(sha256);
+        self.stamps.push([bytes, mtime_ns]);
+        self.paths.push(path);
+    }
+
+    /// Each file's path and SHA-256, for the cache.
+    fn pairs(&self) -> Vec<(PathBuf, String)> {
+        self.paths
+            .iter()
+            .cloned()
+            .zip(self.sha256.iter().cloned())
+            .collect()
     }
 }
 
