@@ -165,7 +165,10 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeSummary, MergeError> {
             shard,
         });
         if first.is_none() {
-            first = Some((dir.clone(), replay));
+            // What the runs said of themselves is kept, not every row's record.
+            let mut runs = replay;
+            runs.records = Default::default();
+            first = Some((dir.clone(), runs));
         }
     }
     let Some((_, first)) = first else {
