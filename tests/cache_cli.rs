@@ -9,6 +9,15 @@ use support::*;
 
 const SIZE: &str = "defaults: {image_size: {width: 32, height: 32}}\n";
 
+/// `m.yaml`: one job (`cat`) over `seeds`, after `extra` top-level lines.
+fn cats(dir: &Path, seeds: &str, extra: &str) -> std::path::PathBuf {
+    write(
+        dir,
+        "m.yaml",
+        &format!("{SIZE}{extra}seeds: {seeds}\njobs: [{{id: cat, prompt: a cat}}]\n"),
+    )
+}
+
 fn by_id(
     out: &Path,
 ) -> std::collections::HashMap<String, std::collections::HashMap<String, String>> {
@@ -97,11 +106,7 @@ async fn a_damaged_entry_is_paid_for_again_and_stored_afresh() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let flag = ["--cache", cache.to_str().unwrap()];
-    let m = write(
-        dir.path(),
-        "m.yaml",
-        &format!("{SIZE}seeds: [1]\njobs: [{{id: cat, prompt: a cat}}]\n"),
-    );
+    let m = cats(dir.path(), "[1]", "");
     let o = run(&m, &dir.path().join("one"), &sim.url(), &flag).await;
     assert_eq!(o.status.code(), Some(0));
     let stored: Vec<_> = walk(&cache)
@@ -140,11 +145,7 @@ async fn runs_sharing_a_cache_at_once_are_safe_and_gateways_never_mix() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let flag = ["--cache", cache.to_str().unwrap()];
-    let m = write(
-        dir.path(),
-        "m.yaml",
-        &format!("{SIZE}seeds: {{from: 0, count: 20}}\njobs: [{{id: cat, prompt: a cat}}]\n"),
-    );
+    let m = cats(dir.path(), "{from: 0, count: 20}", "");
     let (one, two) = (dir.path().join("one"), dir.path().join("two"));
     let url = sim.url();
     let (a, b) = tokio::join!(run(&m, &one, &url, &flag), run(&m, &two, &url, &flag));
@@ -185,11 +186,7 @@ async fn runs_sharing_a_cache_at_once_are_safe_and_gateways_never_mix() {
 #[test]
 fn a_cache_that_is_not_a_folder_is_exit_2_before_anything_is_sent() {
     let dir = tempfile::tempdir().unwrap();
-    let m = write(
-        dir.path(),
-        "m.yaml",
-        &format!("{SIZE}seeds: [1]\njobs: [{{id: cat, prompt: a cat}}]\n"),
-    );
+    let m = cats(dir.path(), "[1]", "");
     let file = write(dir.path(), "cache", "a file");
     // Nothing listens here: a request sent would fail the run with exit 3.
     let o = command(
@@ -203,11 +200,7 @@ fn a_cache_that_is_not_a_folder_is_exit_2_before_anything_is_sent() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
     assert!(text(&o.stderr).contains("cache"), "{}", text(&o.stderr));
 
-    let bad = write(
-        dir.path(),
-        "bad.yaml",
-        &format!("{SIZE}cache: [1]\nseeds: [1]\njobs: [{{id: cat, prompt: a cat}}]\n"),
-    );
+    let bad = cats(dir.path(), "[1]", "cache: [1]\n");
     let o = command(&bad, &dir.path().join("out2"), "http://127.0.0.1:9", &[])
         .output()
         .unwrap();
