@@ -33,6 +33,25 @@ pub enum Command {
     /// Join the folders of a sharded run (`run --shard`) into one results.csv (in manifest order)
     /// and one summary.json.
     Merge(MergeArgs),
+    /// Write an output folder's images and their metadata for training code: WebDataset tar
+    /// shards, or one JSON line per image.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A run's output folder (or a merged one).
+    pub dir: PathBuf,
+    /// What to write.
+    #[arg(long, value_enum)]
+    pub format: crate::export::Format,
+    /// webdataset: the folder the shards go in (shard-000000.tar, …); jsonl: the file.
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
+    /// webdataset: the most bytes a shard holds (k, M, G decimal; KiB, MiB, GiB binary).
+    /// A sample larger than this gets a shard of its own.
+    #[arg(long, value_name = "SIZE", default_value = "1GB", value_parser = crate::export::parse_size)]
+    pub shard_size: u64,
 }
 
 #[derive(Debug, Args)]

@@ -44,6 +44,8 @@ pub enum Error {
     #[error(transparent)]
     Merge(#[from] crate::merge::MergeError),
     #[error(transparent)]
+    Export(#[from] crate::export::ExportError),
+    #[error(transparent)]
     Run(#[from] RunError),
 }
 
@@ -61,6 +63,8 @@ impl Error {
             | Error::Shard(_) => INVALID,
             Error::Merge(crate::merge::MergeError::Write { .. }) => ABORTED,
             Error::Merge(_) => INVALID,
+            Error::Export(crate::export::ExportError::Write { .. }) => ABORTED,
+            Error::Export(_) => INVALID,
             // Refused before anything was sent.
             Error::Run(
                 RunError::Locked(_) | RunError::OtherGateway { .. } | RunError::Cache(_),

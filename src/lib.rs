@@ -41,6 +41,7 @@ pub mod cache;
 pub mod cli;
 pub mod disk;
 pub mod exit;
+pub mod export;
 pub mod journal;
 pub mod manifest;
 pub mod merge;
@@ -48,6 +49,7 @@ pub mod output;
 pub mod plan;
 pub mod progress;
 pub mod run;
+pub mod sidecar;
 pub mod sim;
 
 use std::collections::HashSet;
@@ -56,7 +58,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cli::{Cli, Command, MergeArgs, PlanArgs, RunArgs, SimArgs, StatusArgs};
+use cli::{Cli, Command, ExportArgs, MergeArgs, PlanArgs, RunArgs, SimArgs, StatusArgs};
 use exit::Error;
 use run::Signal;
 
@@ -68,6 +70,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Status(args) => status_command(&args),
         Command::Sim(args) => sim_command(args).await,
         Command::Merge(args) => merge_command(&args),
+        Command::Export(args) => export_command(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -395,6 +398,13 @@ fn merge_command(args: &MergeArgs) -> Result<u8, Error> {
     } else {
         exit::ROWS_FAILED
     })
+}
+
+/// `batchgen export DIR --format F --out PATH`.
+fn export_command(args: &ExportArgs) -> Result<u8, Error> {
+    let done = export::export(&args.dir, args.format, &args.out, args.shard_size)?;
+    print_stdout(&done.to_text(args.format));
+    Ok(exit::OK)
 }
 
 /// Serves the simulator on loopback until Ctrl-C or SIGTERM, then prints its ledger.

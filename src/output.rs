@@ -720,6 +720,85 @@ pub fn read_plan_keys(out_dir: &Path) -> std::io::Result<Option<Vec<Key>>> {
     }
 }
 
+/// One line of a folder's `results.csv`, as `report` and `export` read it
+/// back. Every field is optional in the file (an older version wrote fewer
+/// columns); absent ones read as empty.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct ResultLine {
+    pub id: String,
+    pub key: String,
+    pub kind: String,
+    pub prompt: String,
+    pub seed: String,
+    pub image_urls: String,
+    pub image_size: String,
+    pub num_inference_steps: String,
+    pub guidance_scale: String,
+    pub num_images: String,
+    pub enable_safety_checker: String,
+    pub output_format: String,
+    pub sync_mode: String,
+    pub enable_prompt_expansion: String,
+    pub status: String,
+    pub request_id: String,
+    pub attempts: String,
+    pub submitted_at: String,
+    pub finished_at: String,
+    pub latency_s: String,
+    pub files: String,
+    pub sha256: String,
+    pub cost_usd: String,
+    pub possibly_charged_usd: String,
+    pub error_code: String,
+    pub error_message: String,
+    pub row: String,
+    pub cached: String,
+}
+
+impl ResultLine {
+    /// The row's files (relative to the folder), with their SHA-256 when known.
+    pub fn files(&self) -> Vec<(&str, Option<&str>)> {
+        let shas: Vec<&str> = self.sha256.split(';').collect();
+        self.files
+            .split(';')
+            .filter(|f| !f.is_empty())
+            .enumerate()
+            .map(|(i, f)| (f, shas.get(i).copied().filter(|s| !s.is_empty())))
+            .collect()
+    }
+}
+
+/// Reads `dir/results.csv` a line at a time. The error names the file and
+/// says what is wrong with it.
+pub fn read_results(
+    dir: &Path,
+) -> Result<impl Iterator<Item = Result<ResultLine, String>>, String> {
+    let path = dir.join(RESULTS_CSV);
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "{}: no such file; {} is not a batchgen output folder (or its run has not written results yet)",
+                path.display(),
+                dir.display()
+            ))
+        }
+        Err(e) => return Err(format!("{}: cannot be read: {e}", path.display())),
+    };
+    let mut reader = csv::Reader::from_reader(std::io::BufReader::new(file));
+    let shown = path.display().to_string();
+    if let Err(e) = reader.headers() {
+        return Err(format!("{shown}: not a results file: {e}"));
+    }
+    Ok(reader.into_deserialize().map(move |r| {
+        r.map_err(|e| {
+            let line = e.position().map_or(0, |p| p.line());
+            format!("{shown}: line {line}: {e}")
+        })
+    }))
+}
+
 /// `2026-11-25T14:23:11.123Z` from milliseconds since the Unix epoch.
 pub fn rfc3339(ms: u64) -> String {
     let secs = ms / 1000;

@@ -424,7 +424,8 @@ async fn stray_temporary_files_are_removed_and_outputs_honour_the_umask() {
                 .unwrap()
                 .map(|e| e.unwrap().path()),
         );
-        assert_eq!(files.len(), 5);
+        // Two images, each with its provenance sidecar.
+        assert_eq!(files.len(), 7);
         for f in files {
             let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o644, "{}", f.display());

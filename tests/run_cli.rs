@@ -396,7 +396,14 @@ async fn hostile_ids_stay_inside_the_output_folder() {
     names.sort();
     assert_eq!(
         names,
-        ["escape_s1_0.jpg", "etc-passwd_s1_0.jpg", "win_s1_0.jpg"]
+        [
+            "escape_s1_0.jpg",
+            "escape_s1_0.json",
+            "etc-passwd_s1_0.jpg",
+            "etc-passwd_s1_0.json",
+            "win_s1_0.jpg",
+            "win_s1_0.json"
+        ]
     );
     let mut top: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()

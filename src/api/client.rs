@@ -98,8 +98,8 @@ impl Client {
                 .map_err(|_| bad("the base URL cannot take a path"))
         };
         let submit_urls = [
-            endpoint(wire::TEXT_TO_IMAGE_SUBMIT)?,
-            endpoint(wire::IMAGE_TO_IMAGE_SUBMIT)?,
+            endpoint(wire::submit_path(Kind::TextToImage))?,
+            endpoint(wire::submit_path(Kind::ImageToImage))?,
         ];
         let status_urls = [
             endpoint(wire::TEXT_TO_IMAGE_STATUS)?,

@@ -17,6 +17,14 @@ pub const IMAGE_TO_IMAGE_SUBMIT: &str =
 pub const IMAGE_TO_IMAGE_STATUS: &str =
     "/glm-image-image-to-image/v1/glm-image-image-to-image-request-result";
 
+/// The path a request of `kind` is submitted to.
+pub fn submit_path(kind: crate::plan::Kind) -> &'static str {
+    match kind {
+        crate::plan::Kind::TextToImage => TEXT_TO_IMAGE_SUBMIT,
+        crate::plan::Kind::ImageToImage => IMAGE_TO_IMAGE_SUBMIT,
+    }
+}
+
 /// Documented error codes.
 pub mod code {
     pub const INVALID_PARAMETER: &str = "INVALID_PARAMETER";

@@ -43,6 +43,7 @@ use crate::journal::{self, Entry, Journal, JournalError};
 use crate::output::{self, RunEnd, Stems, Summary, Totals};
 use crate::plan::{Plan, Usd};
 use crate::progress::{self, Counts, Event};
+use crate::sidecar;
 pub use limiter::RateLimiter;
 use start::{decide, Flags, Start};
 
@@ -279,6 +280,7 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
         }
     }
     disk::remove_stray(&images_dir, PART_PREFIX);
+    disk::remove_stray(&images_dir, disk::TEMP_PREFIX);
     disk::remove_stray(&out_dir, disk::TEMP_PREFIX);
 
     let mut resumed = Vec::new();
@@ -292,6 +294,7 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
         retry_failed: settings.retry_failed,
         resubmit_lost: settings.resubmit_lost,
     };
+    let mut sidecars = Ok(());
     journal.with_replay(|replay| {
         for (i, row) in plan.rows.iter().enumerate() {
             let key = row.key;
@@ -308,6 +311,15 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
             let d = decide(rec, key, price, flags, |done| {
                 files_intact(&out_dir, done, settings.verify)
             });
+            // A completed row whose provenance is missing gets it again.
+            if let (Start::End, None, Some(r)) = (&d.start, &d.record, rec) {
+                if let journal::State::Done { files, .. } = &r.state {
+                    if sidecars.is_ok() && !sidecar::present(&out_dir, files) {
+                        let all = sidecar::for_row(&plan.row_id(row), key, &req, r);
+                        sidecars = sidecar::write(&out_dir, &all).map_err(output_err(&images_dir));
+                    }
+                }
+            }
             verdicts.extend(d.record);
             // A request fulfilled before, by any run, is taken from the cache.
             let cached = match (&d.start, &cache) {
@@ -331,6 +343,7 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
             }
         }
     });
+    sidecars?;
     let to_submit = fresh.len() as u64;
     Ok(Opened {
         plan,

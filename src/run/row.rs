@@ -33,6 +33,7 @@ use crate::journal::{now_ms, Charged, Entry};
 use crate::output::{self, IMAGES_DIR, RESULT_LOST, SUBMIT_UNCERTAIN};
 use crate::plan::{Key, Request, Usd};
 use crate::progress::{Event, Stage};
+use crate::sidecar;
 
 struct RowRun {
     ctx: Arc<Ctx>,
@@ -465,6 +466,7 @@ impl RowRun {
         if !ctx.record(&self.done(saved, cost, false)).await {
             return Start::End;
         }
+        self.write_sidecars().await;
         if let Some(files) = to_store {
             self.store_in_cache(files).await;
         }
@@ -534,6 +536,7 @@ impl RowRun {
         if !ctx.record(&self.done(saved, Usd::default(), true)).await {
             return Start::End;
         }
+        self.write_sidecars().await;
         ctx.event(Event::Completed {
             images: count,
             cost: Usd::default(),
@@ -562,6 +565,33 @@ impl RowRun {
             self.say(format!(
                 "warning: cannot store images in the cache ({e}); the run goes on without storing"
             ));
+        }
+    }
+
+    /// Writes the provenance of the row's images, from its `done` record
+    /// (durable by now). A failure to write stops spending, as a download's
+    /// does; the row stays done and the next run writes what is missing.
+    async fn write_sidecars(&self) {
+        let ctx = self.ctx.clone();
+        let Some(rec) = ctx
+            .journal
+            .with_replay(|r| r.records.get(&self.key).map(|r| (**r).clone()))
+        else {
+            return;
+        };
+        let sidecars = sidecar::for_row(&self.id, self.key, &self.req, &rec);
+        let out_dir = ctx.settings.out_dir.clone();
+        let written = tokio::task::spawn_blocking(move || sidecar::write(&out_dir, &sidecars))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(e) = written {
+            let message = format!(
+                "cannot write the provenance of row {} in {}: {e}",
+                self.id,
+                ctx.images_dir.display()
+            );
+            self.say(format!("error: {message}; no new requests will be sent"));
+            ctx.stop(Stop::Disk(message));
         }
     }
 

@@ -312,11 +312,7 @@ enum Outcome {
 
 struct Job {
     kind: Kind,
-    prompt: String,
-    seed: u64,
-    width: u32,
-    height: u32,
-    format: Format,
+    picture: render::Picture,
     /// Images a finished reply names: those asked (`delivered`), plus `--extra-images`.
     served: u32,
     sync: bool,
@@ -331,11 +327,7 @@ struct Job {
 
 /// What a validated submit asks for.
 struct Ask {
-    prompt: String,
-    seed: u64,
-    width: u32,
-    height: u32,
-    format: Format,
+    picture: render::Picture,
     count: u32,
     sync: bool,
 }
@@ -627,11 +619,7 @@ async fn submit(sim: Arc<Sim>, kind: Kind, headers: HeaderMap, body: Bytes) -> R
             id.clone(),
             Job {
                 kind,
-                prompt: ask.prompt,
-                seed: ask.seed,
-                width: ask.width,
-                height: ask.height,
-                format: ask.format,
+                picture: ask.picture,
                 served: ask.count + cfg.extra_images,
                 sync: ask.sync,
                 processing_at: now + latency.mul_f64(0.3),
@@ -831,12 +819,26 @@ fn validate(kind: Kind, body: &Value) -> Result<Ask, String> {
         }
         (Kind::TextToImage, None) => {}
     }
+    let guidance = obj
+        .get("guidance_scale")
+        .and_then(Value::as_f64)
+        .unwrap_or(3.5);
+    // The condition images count as part of what is drawn (a data URI by its hash).
+    let context = match obj.get("image_urls") {
+        Some(v) => hex(&Sha256::digest(v.to_string().as_bytes())),
+        None => String::new(),
+    };
     Ok(Ask {
-        prompt,
-        seed,
-        width,
-        height,
-        format,
+        picture: render::Picture {
+            prompt,
+            context,
+            seed,
+            width,
+            height,
+            format,
+            steps: steps as u32,
+            guidance,
+        },
         count: count as u32,
         sync: obj.get("sync_mode") == Some(&Value::Bool(true)),
     })
@@ -963,10 +965,10 @@ async fn finished_reply(sim: &Arc<Sim>, id: &str) -> Reply {
         let job = &st.jobs[id];
         (
             job.outcome,
-            job.format,
+            job.picture.format,
             job.served,
             job.sync,
-            (job.prompt.clone(), job.seed, job.width, job.height),
+            job.picture.clone(),
         )
     };
     let word = |p: Phase| status_word(sim, id, p);
@@ -992,11 +994,8 @@ async fn finished_reply(sim: &Arc<Sim>, id: &str) -> Reply {
         }
         Outcome::Completed => {
             let urls: Vec<String> = if sync {
-                let (prompt, seed, w, h) = spec;
                 let images = tokio::task::spawn_blocking(move || {
-                    (0..count)
-                        .map(|n| render::image(&prompt, seed + u64::from(n), w, h, format))
-                        .collect::<Vec<_>>()
+                    (0..count).map(|n| spec.nth(n).encode()).collect::<Vec<_>>()
                 })
                 .await
                 .expect("render task");
@@ -1093,16 +1092,7 @@ async fn file(
             return not_found();
         }
         job.download_attempts[n] += 1;
-        (
-            job.download_attempts[n],
-            (
-                job.prompt.clone(),
-                job.seed + n as u64,
-                job.width,
-                job.height,
-                job.format,
-            ),
-        )
+        (job.download_attempts[n], job.picture.nth(n as u32))
     };
     let path = format!("/files/{id}/{name}");
     if sim.chance(
@@ -1114,8 +1104,8 @@ async fn file(
         return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
     }
     let truncate = sim.chance(cfg.truncate_rate, &format!("truncate:{path}"), attempt);
-    let (prompt, seed, w, h, format) = spec;
-    let mut bytes = tokio::task::spawn_blocking(move || render::image(&prompt, seed, w, h, format))
+    let format = spec.format;
+    let mut bytes = tokio::task::spawn_blocking(move || spec.encode())
         .await
         .expect("render task");
     {
