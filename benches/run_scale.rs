@@ -94,7 +94,14 @@ fn main() {
             .arg(&manifest)
             .arg("--out")
             .arg(&out)
-            .args(["--base-url", &url, "--concurrency", &concurrency, "--quiet"])
+            .args([
+                "--base-url",
+                &url,
+                "--concurrency",
+                &concurrency,
+                "--quiet",
+                "--no-report",
+            ])
             .env("PIXAZO_API_KEY", "bench");
         if let Ok(ms) = std::env::var("BATCHGEN_BENCH_POLL_MS") {
             cmd.args(["--poll-interval-ms", &ms]);

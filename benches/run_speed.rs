@@ -118,7 +118,7 @@ fn main() {
                     .arg(&manifest)
                     .arg("--out")
                     .arg(&out)
-                    .args(["--base-url", url, "--quiet", "--concurrency"])
+                    .args(["--base-url", url, "--quiet", "--no-report", "--concurrency"])
                     .arg(w.concurrency.to_string())
                     .args(&extra)
                     .env("PIXAZO_API_KEY", "bench-key");

@@ -36,6 +36,15 @@ pub enum Command {
     /// Write an output folder's images and their metadata for training code: WebDataset tar
     /// shards, or one JSON line per image.
     Export(ExportArgs),
+    /// Write the contact sheet of an output folder, DIR/index.html: every image as a thumbnail,
+    /// sweeps as grids, failed rows in place (a run writes it at its end too).
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A run's output folder (or a merged one).
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +132,10 @@ pub struct RunArgs {
     /// accepted and is not sent again. Long by default: a sync_mode submit answers with its images.
     #[arg(long, value_name = "SECS", default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub submit_timeout: u64,
+    /// Do not write the contact sheet (index.html) at the end of the run. It is skipped anyway
+    /// above 20,000 images; `batchgen report DIR` writes it at any size.
+    #[arg(long)]
+    pub no_report: bool,
 }
 
 #[derive(Debug, Args)]

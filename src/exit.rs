@@ -46,6 +46,8 @@ pub enum Error {
     #[error(transparent)]
     Export(#[from] crate::export::ExportError),
     #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
+    #[error(transparent)]
     Run(#[from] RunError),
 }
 
@@ -65,6 +67,8 @@ impl Error {
             Error::Merge(_) => INVALID,
             Error::Export(crate::export::ExportError::Write { .. }) => ABORTED,
             Error::Export(_) => INVALID,
+            Error::Report(crate::report::ReportError::Write { .. }) => ABORTED,
+            Error::Report(_) => INVALID,
             // Refused before anything was sent.
             Error::Run(
                 RunError::Locked(_) | RunError::OtherGateway { .. } | RunError::Cache(_),

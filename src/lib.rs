@@ -48,6 +48,7 @@ pub mod merge;
 pub mod output;
 pub mod plan;
 pub mod progress;
+pub mod report;
 pub mod run;
 pub mod sidecar;
 pub mod sim;
@@ -58,7 +59,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cli::{Cli, Command, ExportArgs, MergeArgs, PlanArgs, RunArgs, SimArgs, StatusArgs};
+use cli::{
+    Cli, Command, ExportArgs, MergeArgs, PlanArgs, ReportArgs, RunArgs, SimArgs, StatusArgs,
+};
 use exit::Error;
 use run::Signal;
 
@@ -71,6 +74,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Sim(args) => sim_command(args).await,
         Command::Merge(args) => merge_command(&args),
         Command::Export(args) => export_command(&args),
+        Command::Report(args) => report_command(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -157,7 +161,7 @@ async fn run_command(args: RunArgs) -> Result<u8, Error> {
             out_dir.display()
         )));
     }
-    let mut settings = run::Settings::new(out_dir);
+    let mut settings = run::Settings::new(out_dir.clone());
     settings.gateway = gateway;
     settings.concurrency = args.concurrency as usize;
     settings.rate_per_sec = args.rate;
@@ -211,7 +215,39 @@ async fn run_command(args: RunArgs) -> Result<u8, Error> {
         eprintln!("batchgen: stopped early: {}", stop.describe());
     }
     print_stdout(&report.summary.to_text());
+    if !args.no_report {
+        contact_sheet(&out_dir, &report.summary, args.quiet).await;
+    }
     Ok(exit::for_run(&report))
+}
+
+/// The contact sheet at a run's end: skipped above [`report::AUTO_MAX_IMAGES`];
+/// a failure is a warning (the run's own outputs are written by then).
+async fn contact_sheet(out_dir: &std::path::Path, summary: &output::Summary, quiet: bool) {
+    let images = summary.totals.images;
+    if images > report::AUTO_MAX_IMAGES {
+        if !quiet {
+            eprintln!(
+                "batchgen: no contact sheet for {images} images (more than {}); `batchgen report {}` writes one",
+                report::AUTO_MAX_IMAGES,
+                out_dir.display()
+            );
+        }
+        return;
+    }
+    let dir = out_dir.to_path_buf();
+    match tokio::task::spawn_blocking(move || report::report(&dir)).await {
+        Ok(Ok(done)) => {
+            for (file, why) in &done.unreadable {
+                eprintln!("warning: {file}: no thumbnail: {why}");
+            }
+            if !quiet {
+                eprintln!("  contact sheet: {}", done.path.display());
+            }
+        }
+        Ok(Err(e)) => eprintln!("warning: no contact sheet: {e}"),
+        Err(e) => eprintln!("warning: no contact sheet: {e}"),
+    }
 }
 
 /// Resolves on the first Ctrl-C, SIGTERM or SIGHUP; a second one exits at
@@ -404,6 +440,13 @@ fn merge_command(args: &MergeArgs) -> Result<u8, Error> {
 fn export_command(args: &ExportArgs) -> Result<u8, Error> {
     let done = export::export(&args.dir, args.format, &args.out, args.shard_size)?;
     print_stdout(&done.to_text(args.format));
+    Ok(exit::OK)
+}
+
+/// `batchgen report DIR`.
+fn report_command(args: &ReportArgs) -> Result<u8, Error> {
+    let done = report::report(&args.dir)?;
+    print_stdout(&done.to_text());
     Ok(exit::OK)
 }
 

@@ -93,8 +93,9 @@ fn drawn(p: &Picture) -> Drawn {
         .finalize()
         .into();
     let (w, ht) = (p.width as usize, p.height as usize);
-    // Guidance 0 draws a disc half the size of guidance 5; 15 and above, twice.
-    let scale = 50 + (p.guidance.clamp(0.0, 15.0) * 10.0) as usize;
+    // The disc grows with guidance: a quarter of its size at 0, and by a
+    // quarter more with each point up to 10.
+    let scale = 25 + (p.guidance.clamp(0.0, 10.0) * 25.0) as usize;
     let r = (w.min(ht) * (16 + h[8] as usize % 24) * scale / 10_000).max(1);
     Drawn {
         cx: h[6] as usize * w / 256,

@@ -1,0 +1,574 @@
+//! `batchgen report DIR`: the contact sheet, `DIR/index.html`.
+//!
+//! Why this exists: a seed sweep is something people look at, not read.
+//! The page is one self-contained file that opens from disk (no server, no
+//! network): rows of the same prompt side by side, one column per seed or
+//! swept value, each cell a small thumbnail (made here, into `DIR/thumbs/`,
+//! so the page stays light with thousands of images) linking the full
+//! image, with what made it on hover and on click. Failed and not-run rows
+//! sit in their place with their error. Everything is read from results.csv
+//! (and summary.json for the header), so a merged folder has a sheet too.
+//!
+//! Thumbnails are made once: one newer than its image is kept. Paths come
+//! from results.csv, which a user may have edited: one that is not a plain
+//! path inside DIR is shown as such, never read or written.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::io::Cursor;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::disk::{self, write_atomic};
+use crate::output::{plain_name, read_results, ResultLine, Status};
+
+pub const INDEX_HTML: &str = "index.html";
+pub const THUMBS_DIR: &str = "thumbs";
+/// The longest side of a thumbnail, in pixels (shown at half that).
+const THUMB_SIDE: u32 = 256;
+/// The largest image a thumbnail is made from.
+const MAX_IMAGE_BYTES: u64 = 256 << 20;
+/// The most images a run's end makes a sheet for; `batchgen report` has no limit.
+pub const AUTO_MAX_IMAGES: u64 = 20_000;
+
+/// What a report wrote.
+#[derive(Debug, Default)]
+pub struct Reported {
+    pub path: PathBuf,
+    pub rows: u64,
+    pub images: u64,
+    /// Thumbnails made by this report (others were kept).
+    pub thumbnails_made: u64,
+    /// Images no thumbnail could be made of: (file, why).
+    pub unreadable: Vec<(String, String)>,
+}
+
+impl Reported {
+    pub fn to_text(&self) -> String {
+        let mut text = format!(
+            "batchgen: contact sheet of {} rows, {} images ({} thumbnails made) → {}\n",
+            self.rows,
+            self.images,
+            self.thumbnails_made,
+            self.path.display()
+        );
+        for (file, why) in &self.unreadable {
+            let _ = writeln!(text, "warning: {file}: no thumbnail: {why}");
+        }
+        text
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{0}")]
+    Input(String),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// `file` (from results.csv) as a path inside the folder, if it is a plain one.
+fn inside(file: &str) -> Option<PathBuf> {
+    let path = Path::new(file);
+    let plain = path.components().all(|c| match c {
+        Component::Normal(part) => part.to_str().is_some_and(plain_name),
+        _ => false,
+    });
+    (plain && path.components().count() > 0).then(|| path.to_path_buf())
+}
+
+/// A relative path as a URL path: every byte but the unreserved ones escaped.
+fn href(path: &Path) -> String {
+    let mut out = String::new();
+    for (i, part) in path.components().enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        for b in part.as_os_str().to_string_lossy().bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+                out.push(b as char);
+            } else {
+                let _ = write!(out, "%{b:02X}");
+            }
+        }
+    }
+    out
+}
+
+fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The thumbnail of an image: `thumbs/` + its path, as a JPEG.
+fn thumb_path(image: &Path) -> PathBuf {
+    Path::new(THUMBS_DIR).join(image).with_extension("jpg")
+}
+
+/// Makes the thumbnail of `image` unless one newer than it exists.
+fn make_thumb(dir: &Path, image: &Path) -> Result<bool, String> {
+    let (src, dst) = (dir.join(image), dir.join(thumb_path(image)));
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(t), Some(i)) = (modified(&dst), modified(&src)) {
+        if t >= i {
+            return Ok(false);
+        }
+    }
+    let bytes = disk::read_regular(&src, MAX_IMAGE_BYTES).map_err(|e| e.to_string())?;
+    let mut reader = image::ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(16_384);
+    limits.max_image_height = Some(16_384);
+    limits.max_alloc = Some(512 << 20);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| e.to_string())?;
+    let small = img.thumbnail(THUMB_SIDE, THUMB_SIDE).into_rgb8();
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 80)
+        .encode_image(&small)
+        .map_err(|e| e.to_string())?;
+    let parent = dst.parent().expect("a thumbnail is inside thumbs/");
+    std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    write_atomic(&dst, |w| std::io::Write::write_all(w, &jpeg))
+        .map_err(|e| format!("cannot write {}: {e}", dst.display()))?;
+    Ok(true)
+}
+
+/// The parameters a cell's column can differ by, as results.csv names them.
+const AXES: &[&str] = &[
+    "image_size",
+    "num_inference_steps",
+    "guidance_scale",
+    "num_images",
+    "enable_safety_checker",
+    "output_format",
+    "sync_mode",
+    "enable_prompt_expansion",
+    "seed",
+];
+
+fn axis(line: &ResultLine, name: &str) -> String {
+    match name {
+        "image_size" => line.image_size.clone(),
+        "num_inference_steps" => line.num_inference_steps.clone(),
+        "guidance_scale" => line.guidance_scale.clone(),
+        "num_images" => line.num_images.clone(),
+        "enable_safety_checker" => line.enable_safety_checker.clone(),
+        "output_format" => line.output_format.clone(),
+        "sync_mode" => line.sync_mode.clone(),
+        "enable_prompt_expansion" => line.enable_prompt_expansion.clone(),
+        "seed" => line.seed.clone(),
+        _ => String::new(),
+    }
+}
+
+/// Short names for column headings.
+fn short(name: &str) -> &str {
+    match name {
+        "num_inference_steps" => "steps",
+        "guidance_scale" => "guidance",
+        "image_size" => "size",
+        "num_images" => "images",
+        "output_format" => "format",
+        "enable_safety_checker" => "safety",
+        "enable_prompt_expansion" => "expansion",
+        other => other,
+    }
+}
+
+/// Sorts values as numbers where they are numbers.
+fn value_order(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.parse::<f64>(), b.parse::<f64>()) {
+        (Ok(x), Ok(y)) => x.total_cmp(&y),
+        _ => a.cmp(b),
+    }
+}
+
+/// One grid: lines (a prompt each) over the same columns.
+struct Grid {
+    /// The parameters that vary along the columns.
+    axes: Vec<&'static str>,
+    columns: Vec<Vec<String>>,
+    /// (label, cells by column: the row indices there).
+    lines: Vec<(String, BTreeMap<usize, Vec<usize>>)>,
+}
+
+/// Rows of the same prompt (and condition images) make a line; lines whose
+/// columns are the same values of the same parameters make a grid.
+fn grids(rows: &[ResultLine]) -> Vec<Grid> {
+    let mut lines: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut at: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        let k = (r.prompt.clone(), r.image_urls.clone());
+        let n = *at.entry(k).or_insert_with(|| {
+            lines.push((r.prompt.clone(), Vec::new()));
+            lines.len() - 1
+        });
+        lines[n].1.push(i);
+    }
+    let mut grids: Vec<Grid> = Vec::new();
+    for (prompt, members) in lines {
+        let axes: Vec<&'static str> = AXES
+            .iter()
+            .copied()
+            .filter(|a| {
+                let first = axis(&rows[members[0]], a);
+                members.iter().any(|&m| axis(&rows[m], a) != first)
+            })
+            .collect();
+        let mut columns: Vec<Vec<String>> = members
+            .iter()
+            .map(|&m| axes.iter().map(|a| axis(&rows[m], a)).collect())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        columns.sort_by(|a, b| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| value_order(x, y))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        let grid = match grids
+            .iter_mut()
+            .find(|g| g.axes == axes && g.columns == columns)
+        {
+            Some(g) => g,
+            None => {
+                grids.push(Grid {
+                    axes: axes.clone(),
+                    columns: columns.clone(),
+                    lines: Vec::new(),
+                });
+                grids.last_mut().expect("just pushed")
+            }
+        };
+        let mut cells: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for &m in &members {
+            let values: Vec<String> = axes.iter().map(|a| axis(&rows[m], a)).collect();
+            let col = columns.iter().position(|c| *c == values).expect("a column");
+            cells.entry(col).or_default().push(m);
+        }
+        grid.lines.push((prompt, cells));
+    }
+    grids
+}
+
+const STYLE: &str = r#"
+:root { color-scheme: light dark; --ok: #2f855a; --bad: #c53030; --idle: #718096; }
+body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5rem; }
+header { margin-bottom: 1.5rem; }
+h1 { font-size: 1.3rem; margin: 0 0 .3rem; }
+.totals span { display: inline-block; margin-right: 1.2rem; }
+.totals b { font-variant-numeric: tabular-nums; }
+.completed { color: var(--ok); } .failed { color: var(--bad); } .not_run, .accepted { color: var(--idle); }
+table { border-collapse: collapse; margin-bottom: 2rem; }
+th, td { border: 1px solid #8884; padding: 4px; vertical-align: top; }
+th { font-weight: 600; font-size: 12px; }
+th.prompt { text-align: left; max-width: 16rem; font-weight: 400; }
+.cell { width: 128px; font-size: 11px; }
+.cell img { width: 128px; height: 128px; object-fit: contain; display: block; background: #8882; }
+.cell .msg { height: 128px; overflow: hidden; display: flex; flex-direction: column; justify-content: center; text-align: center; padding: 0 4px; }
+.cell.failed .msg { background: #c5303018; } .cell.not_run .msg, .cell.accepted .msg { background: #71809618; }
+details summary { cursor: pointer; color: var(--idle); }
+dl { margin: 4px 0 0; display: grid; grid-template-columns: auto 1fr; gap: 0 6px; }
+dt { color: var(--idle); } dd { margin: 0; word-break: break-all; }
+"#;
+
+/// Tells the console (and so whoever looks) about a thumbnail that did not load.
+const SCRIPT: &str = r#"
+function thumbFailed(img) { console.error("batchgen: thumbnail did not load: " + img.getAttribute("src")); }
+"#;
+
+/// One row's cell: its thumbnails, or its status and error; details on hover and click.
+fn cell(out: &mut String, r: &ResultLine, thumbs: &BTreeMap<String, bool>) {
+    let status = Status::parse(&r.status);
+    let class = status.map_or("not_run", Status::as_str);
+    let mut details: Vec<(&str, String)> = vec![("id", r.id.clone()), ("prompt", r.prompt.clone())];
+    for a in AXES {
+        let v = axis(r, a);
+        if !v.is_empty() {
+            details.push((short(a), v));
+        }
+    }
+    for (name, value) in [
+        ("status", &r.status),
+        ("request_id", &r.request_id),
+        ("latency_s", &r.latency_s),
+        ("cost_usd", &r.cost_usd),
+        ("cached", &r.cached),
+        ("error", &r.error_code),
+        ("message", &r.error_message),
+    ] {
+        let idle = value.is_empty() || (name == "cached" && value == "false");
+        if !idle {
+            details.push((name, value.clone()));
+        }
+    }
+    let title: Vec<String> = details.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    let _ = write!(
+        out,
+        "<div class=\"cell {class}\" title=\"{}\">",
+        esc(&title.join("\n"))
+    );
+    if status == Some(Status::Completed) {
+        for (file, _) in r.files() {
+            match inside(file) {
+                Some(path) if thumbs.get(file).copied().unwrap_or(false) => {
+                    let _ = write!(
+                        out,
+                        "<a href=\"{}\"><img class=\"thumb\" src=\"{}\" loading=\"lazy\" alt=\"{}\" onerror=\"thumbFailed(this)\"></a>",
+                        href(&path),
+                        href(&thumb_path(&path)),
+                        esc(file)
+                    );
+                }
+                Some(path) => {
+                    let _ = write!(
+                        out,
+                        "<a class=\"msg\" href=\"{}\">no thumbnail: open the image</a>",
+                        href(&path)
+                    );
+                }
+                None => {
+                    let _ = write!(
+                        out,
+                        "<div class=\"msg\">not a file of this folder: {}</div>",
+                        esc(file)
+                    );
+                }
+            }
+        }
+    } else {
+        let what = match status {
+            Some(Status::Failed) => format!("failed<br><b>{}</b>", esc(&r.error_code)),
+            Some(Status::Accepted) => "accepted, not yet collected".to_string(),
+            _ if r.error_code.is_empty() => "not run".to_string(),
+            _ => format!("not run<br><b>{}</b>", esc(&r.error_code)),
+        };
+        let _ = write!(out, "<div class=\"msg\">{what}</div>");
+    }
+    out.push_str("<details><summary>details</summary><dl>");
+    for (k, v) in &details {
+        let _ = write!(out, "<dt>{}</dt><dd>{}</dd>", esc(k), esc(v));
+    }
+    out.push_str("</dl></details></div>");
+}
+
+/// Makes the thumbnails (on every core) and writes `DIR/index.html`.
+pub fn report(dir: &Path) -> Result<Reported, ReportError> {
+    let rows: Vec<ResultLine> = read_results(dir)
+        .map_err(ReportError::Input)?
+        .collect::<Result<_, _>>()
+        .map_err(ReportError::Input)?;
+    let summary: Option<serde_json::Value> = std::fs::read(dir.join(crate::output::SUMMARY_JSON))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+
+    // Thumbnails, for every plain image path of a completed row.
+    let images: Vec<String> = rows
+        .iter()
+        .filter(|r| Status::parse(&r.status) == Some(Status::Completed))
+        .flat_map(|r| r.files().into_iter().map(|(f, _)| f.to_string()))
+        .collect();
+    let next = AtomicUsize::new(0);
+    let made = AtomicUsize::new(0);
+    let results: Mutex<BTreeMap<String, Result<(), String>>> = Mutex::new(BTreeMap::new());
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(file) = images.get(i) else { break };
+                let r = match inside(file) {
+                    Some(path) => make_thumb(dir, &path).map(|new| {
+                        if new {
+                            made.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }),
+                    None => Err("not a plain path inside the folder".to_string()),
+                };
+                results.lock().expect("no panics").insert(file.clone(), r);
+            });
+        }
+    });
+    let results = results.into_inner().expect("no panics");
+    let thumbs: BTreeMap<String, bool> = results
+        .iter()
+        .map(|(f, r)| (f.clone(), r.is_ok()))
+        .collect();
+    let unreadable: Vec<(String, String)> = results
+        .into_iter()
+        .filter_map(|(f, r)| r.err().map(|e| (f, e)))
+        .collect();
+
+    // Totals, from the rows themselves.
+    let mut by_status: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut cost = 0.0;
+    for r in &rows {
+        let s = Status::parse(&r.status).map_or("not_run", Status::as_str);
+        *by_status.entry(s).or_default() += 1;
+        cost += r.cost_usd.parse::<f64>().unwrap_or(0.0);
+    }
+    let name = summary
+        .as_ref()
+        .and_then(|s| s["manifest"].as_str())
+        .map(|m| {
+            Path::new(m)
+                .file_name()
+                .map_or(m.to_string(), |f| f.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| dir.display().to_string());
+
+    let mut html = String::with_capacity(4096 + rows.len() * 1024);
+    let _ = write!(
+        html,
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>{} · batchgen</title><style>{STYLE}</style><script>{SCRIPT}</script></head><body>\n<header><h1>{}</h1><div class=\"totals\">",
+        esc(&name),
+        esc(&name)
+    );
+    let _ = write!(html, "<span>rows <b>{}</b></span>", rows.len());
+    for s in Status::ALL {
+        let n = by_status.get(s.as_str()).copied().unwrap_or(0);
+        let _ = write!(
+            html,
+            "<span class=\"{0}\">{1} <b>{n}</b></span>",
+            s.as_str(),
+            s.as_str().replace('_', " ")
+        );
+    }
+    let _ = write!(html, "<span>images <b>{}</b></span>", images.len());
+    let _ = write!(html, "<span>cost <b>${cost:.2}</b></span>");
+    if let Some(wall) = summary.as_ref().and_then(|s| s["wall_time_s"].as_f64()) {
+        let _ = write!(
+            html,
+            "<span>latest run's wall time <b>{wall:.1} s</b></span>"
+        );
+    }
+    if let Some(g) = summary.as_ref().and_then(|s| s["gateway"].as_str()) {
+        let _ = write!(html, "<span>gateway <b>{}</b></span>", esc(g));
+    }
+    html.push_str("</div></header>\n");
+
+    for grid in grids(&rows) {
+        html.push_str("<table><thead><tr><th></th>");
+        for col in &grid.columns {
+            let label: Vec<String> = grid
+                .axes
+                .iter()
+                .zip(col)
+                .map(|(a, v)| format!("{} {}", short(a), if v.is_empty() { "default" } else { v }))
+                .collect();
+            let _ = write!(html, "<th>{}</th>", esc(&label.join(" · ")));
+        }
+        html.push_str("</tr></thead><tbody>\n");
+        for (prompt, cells) in &grid.lines {
+            let _ = write!(html, "<tr><th class=\"prompt\">{}</th>", esc(prompt));
+            for c in 0..grid.columns.len() {
+                html.push_str("<td>");
+                for &i in cells.get(&c).map(Vec::as_slice).unwrap_or(&[]) {
+                    cell(&mut html, &rows[i], &thumbs);
+                }
+                html.push_str("</td>");
+            }
+            html.push_str("</tr>\n");
+        }
+        html.push_str("</tbody></table>\n");
+    }
+    html.push_str("</body></html>\n");
+
+    let path = dir.join(INDEX_HTML);
+    write_atomic(&path, |w| std::io::Write::write_all(w, html.as_bytes())).map_err(|source| {
+        ReportError::Write {
+            path: path.clone(),
+            source,
+        }
+    })?;
+    Ok(Reported {
+        path,
+        rows: rows.len() as u64,
+        images: images.len() as u64,
+        thumbnails_made: made.into_inner() as u64,
+        unreadable,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(prompt: &str, seed: &str, guidance: &str) -> ResultLine {
+        ResultLine {
+            prompt: prompt.into(),
+            seed: seed.into(),
+            guidance_scale: guidance.into(),
+            ..ResultLine::default()
+        }
+    }
+
+    #[test]
+    fn sweeps_become_grids_of_prompts_by_swept_values() {
+        let rows = vec![
+            line("fox", "2", "7.5"),
+            line("fox", "10", "7.5"),
+            line("fox", "2", "2"),
+            line("fox", "10", "2"),
+            line("owl", "2", "2"),
+            line("owl", "10", "2"),
+            line("owl", "2", "7.5"),
+            line("owl", "10", "7.5"),
+            line("bee", "1", "2"),
+        ];
+        let g = grids(&rows);
+        assert_eq!(g.len(), 2, "fox and owl share a grid; bee has its own");
+        assert_eq!(g[0].axes, ["guidance_scale", "seed"]);
+        let cols: Vec<Vec<&str>> = g[0]
+            .columns
+            .iter()
+            .map(|c| c.iter().map(String::as_str).collect())
+            .collect();
+        assert_eq!(cols, [["2", "2"], ["2", "10"], ["7.5", "2"], ["7.5", "10"]]);
+        assert_eq!(g[0].lines.len(), 2);
+        assert_eq!(g[0].lines[0].1[&0], [2], "fox at guidance 2, seed 2");
+        assert!(g[1].axes.is_empty());
+    }
+
+    #[test]
+    fn only_plain_paths_inside_the_folder_are_used() {
+        assert!(inside("images/a_0.png").is_some());
+        assert!(inside("shards/0-of-2/images/a_0.png").is_some());
+        for bad in [
+            "../x.png",
+            "/etc/passwd",
+            "images/../../x",
+            "",
+            "images/.hidden",
+            "a b.png",
+        ] {
+            assert!(inside(bad).is_none(), "{bad}");
+        }
+        assert_eq!(href(Path::new("images/a-b_0.png")), "images/a-b_0.png");
+        assert_eq!(
+            esc("<a href='x'>&\""),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;"
+        );
+    }
+}
