@@ -39,6 +39,15 @@ pub enum Command {
     /// Write the contact sheet of an output folder, DIR/index.html: every image as a thumbnail,
     /// sweeps as grids, failed rows in place (a run writes it at its end too).
     Report(ReportArgs),
+    /// Print a shell completion script: `batchgen completions bash > /etc/bash_completion.d/batchgen`.
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -99,9 +108,13 @@ pub struct RunArgs {
     /// Also try rows with a final verdict (FAILED, 4xx) and submits that may have been accepted (that may pay twice).
     #[arg(long)]
     pub retry_failed: bool,
-    /// No progress display (warnings, errors and the final totals are still printed).
-    #[arg(long)]
+    /// Print nothing on success (the totals are in summary.json); warnings, errors and the
+    /// totals of a run that did not complete every row still print.
+    #[arg(long, short)]
     pub quiet: bool,
+    /// Do what `batchgen plan` does (expand, validate, price, check the budget) and send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Read the API key from this file instead of PIXAZO_API_KEY.
     #[arg(long, value_name = "FILE")]
     pub api_key_file: Option<PathBuf>,

@@ -75,6 +75,13 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Merge(args) => merge_command(&args),
         Command::Export(args) => export_command(&args),
         Command::Report(args) => report_command(&args),
+        Command::Completions(args) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(args.shell, &mut cmd, "batchgen", &mut out);
+            print_stdout(&String::from_utf8_lossy(&out));
+            Ok(exit::OK)
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -136,6 +143,15 @@ fn plan_command(args: &PlanArgs) -> Result<u8, Error> {
 /// Validates everything (manifest, key, URL, output folder, what this run
 /// would newly spend against the budget), then runs.
 async fn run_command(args: RunArgs) -> Result<u8, Error> {
+    if args.dry_run {
+        return plan_command(&PlanArgs {
+            manifest: args.manifest.clone(),
+            json: false,
+            max_cost: args.max_cost,
+            rows: 10,
+            shard: args.shard,
+        });
+    }
     let mut plan = load_plan(&args.manifest)?;
     shard(&mut plan, args.shard)?;
     let max_cost = budget_limit(args.max_cost, &plan);
@@ -198,7 +214,9 @@ async fn run_command(args: RunArgs) -> Result<u8, Error> {
         let handle = sim::start(cfg, std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .map_err(|e| Error::Io(format!("cannot start the simulator: {e}")))?;
-        eprintln!("batchgen: running against the built-in simulator (no key, no money)");
+        if !args.quiet {
+            eprintln!("batchgen: running against the built-in simulator (no key, no money)");
+        }
         (handle.url(), Some(handle))
     } else {
         (args.base_url.clone(), None)
@@ -206,7 +224,9 @@ async fn run_command(args: RunArgs) -> Result<u8, Error> {
     let mut client_cfg = api::ClientConfig::new(&base_url, key);
     client_cfg.submit_timeout = Duration::from_secs(args.submit_timeout);
     let client = api::Client::new(client_cfg).map_err(|e| Error::Io(e.to_string()))?;
-    eprintln!("{}", opened.describe());
+    if !args.quiet {
+        eprintln!("{}", opened.describe());
+    }
     let report = opened.execute(client, signals()).await?;
     if let Some(sim) = simulator {
         sim.stop().await;
@@ -214,11 +234,15 @@ async fn run_command(args: RunArgs) -> Result<u8, Error> {
     if let Some(stop) = &report.stop {
         eprintln!("batchgen: stopped early: {}", stop.describe());
     }
-    print_stdout(&report.summary.to_text());
+    let code = exit::for_run(&report);
+    // --quiet: a run that completed every row says nothing.
+    if !args.quiet || code != exit::OK {
+        print_stdout(&report.summary.to_text());
+    }
     if !args.no_report {
         contact_sheet(&out_dir, &report.summary, args.quiet).await;
     }
-    Ok(exit::for_run(&report))
+    Ok(code)
 }
 
 /// The contact sheet at a run's end: skipped above [`report::AUTO_MAX_IMAGES`];

@@ -68,34 +68,69 @@ impl Counts {
         self.already + self.completed + self.failed + self.left
     }
 
+    fn in_flight(&self) -> u64 {
+        self.submitting + self.polling + self.downloading
+    }
+
+    /// The line beside the bar: rows done, in flight, spend and ETA first,
+    /// so that they fit an 80-column terminal with the bar; then the rest.
     fn line(&self, elapsed: Duration) -> String {
+        let (rate, eta) = self.pace(elapsed);
+        format!(
+            "{}/{} rows · {} in flight · {} · ETA {eta} · {} failed · {} images · {rate:.2} rows/s",
+            self.done(),
+            self.total,
+            self.in_flight(),
+            self.spent,
+            self.failed,
+            self.images,
+        )
+    }
+
+    /// The line printed every few seconds when stderr is not a terminal:
+    /// the same, with the stages in flight and rows left to collect.
+    fn plain(&self, elapsed: Duration) -> String {
+        let mut line = self.line(elapsed);
+        line.push_str(&format!(
+            " · {} submitting, {} polling, {} downloading",
+            self.submitting, self.polling, self.downloading
+        ));
+        if self.left > 0 {
+            line.push_str(&format!(" · {} left to collect", self.left));
+        }
+        line
+    }
+
+    /// Rows finished per second by this run, and the time left at that pace.
+    fn pace(&self, elapsed: Duration) -> (f64, String) {
         let secs = elapsed.as_secs_f64().max(0.001);
         let rate = (self.completed + self.failed + self.left) as f64 / secs;
         let left = self.total.saturating_sub(self.done());
-        let eta = if rate > 0.0 {
-            format!("{:.0}s", left as f64 / rate)
+        let eta = if left == 0 {
+            "0s".to_string()
+        } else if rate > 0.0 {
+            short_duration(left as f64 / rate)
         } else {
             "?".into()
         };
-        let left = if self.left > 0 {
-            format!(", {} left to collect", self.left)
-        } else {
-            String::new()
-        };
-        format!(
-            "{}/{} rows done ({} failed{left}) · in flight: {} submitting, {} polling, {} downloading · {} images · {} spent · {:.2} rows/s · ETA {eta}",
-            self.done(),
-            self.total,
-            self.failed,
-            self.submitting,
-            self.polling,
-            self.downloading,
-            self.images,
-            self.spent,
-            rate
-        )
+        (rate, eta)
     }
 }
+
+/// `42s`, `3m05s`, `1h02m`, `3d04h`.
+fn short_duration(secs: f64) -> String {
+    let s = secs.round().min(1e9) as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// The bar's width: with a space and the first four fields of [`Counts::line`]
+/// at their widest common size, it fits 80 columns.
+const BAR_WIDTH: usize = 16;
 
 /// Collects events until every sender is dropped; returns the final counts.
 pub async fn collect(
@@ -107,7 +142,8 @@ pub async fn collect(
     let bar = (mode == Mode::Auto && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::with_draw_target(Some(counts.total), ProgressDrawTarget::stderr());
         bar.set_style(
-            ProgressStyle::with_template("{bar:30} {wide_msg}").expect("a valid template"),
+            ProgressStyle::with_template(&format!("{{bar:{BAR_WIDTH}}} {{wide_msg}}"))
+                .expect("a valid template"),
         );
         bar.set_position(counts.already);
         bar.enable_steady_tick(Duration::from_millis(200));
@@ -140,7 +176,7 @@ pub async fn collect(
                     bar.set_message(counts.line(start.elapsed()));
                 }
             }
-            _ = tick.tick(), if plain => eprintln!("progress: {}", counts.line(start.elapsed())),
+            _ = tick.tick(), if plain => eprintln!("progress: {}", counts.plain(start.elapsed())),
         }
     }
     if let Some(bar) = bar {
@@ -192,6 +228,29 @@ mod tests {
         assert_eq!(c.done(), 3);
         assert!(c
             .line(Duration::from_secs(1))
-            .starts_with("3/3 rows done (1 failed)"));
+            .starts_with("3/3 rows · 0 in flight · $0.10 · ETA 0s · 1 failed · 2 images"));
+    }
+
+    #[test]
+    fn rows_in_flight_spend_and_eta_fit_80_columns_beside_the_bar() {
+        let c = Counts {
+            total: 1_000_000,
+            already: 250_000,
+            completed: 4_000,
+            submitting: 24,
+            polling: 1000,
+            downloading: 0,
+            spent: Usd::from_micros(12_345_670_000),
+            ..Counts::default()
+        };
+        let line = c.line(Duration::from_secs(100));
+        let head: String = line.chars().take(80 - BAR_WIDTH - 1).collect();
+        assert_eq!(
+            head,
+            "254000/1000000 rows · 1024 in flight · $12345.67 · ETA 5h10m · "
+        );
+        assert_eq!(short_duration(42.4), "42s");
+        assert_eq!(short_duration(185.0), "3m05s");
+        assert_eq!(short_duration(3.0 * 86_400.0 + 4.0 * 3600.0), "3d04h");
     }
 }

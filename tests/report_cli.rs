@@ -195,13 +195,21 @@ async fn the_contact_sheet_shows_every_image_and_every_failure_in_a_browser() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_report_and_quiet_leave_no_sheet_and_say_nothing() {
+async fn quiet_success_says_nothing_and_no_report_writes_no_sheet() {
     let sim = start(quick()).await;
     let dir = tempfile::tempdir().unwrap();
     let m = seed_sweep(dir.path(), 2);
     let out = dir.path().join("out");
+    // The tests' runs are --quiet: a run that completes every row prints nothing.
     let o = run(&m, &out, &sim.url(), &["--no-report"]).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "");
+    assert_eq!(text(&o.stderr), "");
     assert!(!out.join("index.html").exists());
     assert!(!out.join("thumbs").exists());
+    assert_eq!(
+        summary(&out)["rows_by_status"]["completed"],
+        2,
+        "the totals are in summary.json"
+    );
 }

@@ -37,7 +37,7 @@ jobs:
 ",
     );
     let out = dir.path().join("out");
-    let o = run(&m, &out, &sim.url(), &[]).await;
+    let o = run_loud(&m, &out, &sim.url(), &[]).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let rows = results(&out);
     assert_eq!(rows.len(), 6);
@@ -343,7 +343,7 @@ async fn budgets_cap_what_a_run_newly_spends() {
 
     // A nightly manifest grows past its budget: only its new rows count.
     write(dir.path(), "m.yaml", "budget_usd: 0.10\ndefaults: {image_size: {width: 32, height: 32}}\nseeds: [1, 2, 3]\njobs: [{id: a, prompt: cat}]\n");
-    let o = run(&m, &out, &sim.url(), &[]).await;
+    let o = run_loud(&m, &out, &sim.url(), &[]).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let stderr = text(&o.stderr);
     assert!(

@@ -40,12 +40,19 @@ pub async fn start(cfg: SimConfig) -> SimHandle {
 }
 
 pub fn command(manifest: &Path, out: &Path, url: &str, extra: &[&str]) -> Command {
+    let mut cmd = loud_command(manifest, out, url, extra);
+    cmd.arg("--quiet");
+    cmd
+}
+
+/// [`command`] without `--quiet`: the run says what it will do and its totals.
+pub fn loud_command(manifest: &Path, out: &Path, url: &str, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchgen"));
     cmd.arg("run")
         .arg(manifest)
         .arg("--out")
         .arg(out)
-        .args(["--base-url", url, "--poll-interval-ms", "40", "--quiet"])
+        .args(["--base-url", url, "--poll-interval-ms", "40"])
         .args(if extra.contains(&"--rate") {
             &[][..]
         } else {
@@ -61,6 +68,14 @@ pub fn command(manifest: &Path, out: &Path, url: &str, extra: &[&str]) -> Comman
 /// Runs the binary without blocking the runtime that serves the simulator.
 pub async fn run(manifest: &Path, out: &Path, url: &str, extra: &[&str]) -> Output {
     let mut cmd = command(manifest, out, url, extra);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+/// [`run`] without `--quiet`.
+pub async fn run_loud(manifest: &Path, out: &Path, url: &str, extra: &[&str]) -> Output {
+    let mut cmd = loud_command(manifest, out, url, extra);
     tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap()
