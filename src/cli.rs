@@ -17,6 +17,10 @@ use crate::plan::Usd;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Show each HTTP exchange (method, path, status, time; the key never): -v, or -vv for
+    /// more. RUST_LOG (for example RUST_LOG=batchgen=debug) overrides it.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]

@@ -67,6 +67,7 @@ use run::Signal;
 
 /// Runs one command line; the exit code is decided in [`exit`].
 pub async fn run(cli: Cli) -> ExitCode {
+    init_tracing(cli.verbose);
     let result = match cli.command {
         Command::Plan(args) => plan_command(&args),
         Command::Run(args) => run_command(args).await,
@@ -87,6 +88,25 @@ pub async fn run(cli: Cli) -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(err) => exit::report(&err),
     }
+}
+
+/// Logs to stderr through `tracing`: what RUST_LOG asks for if it is set,
+/// else batchgen's own debug (`-v`) or trace (`-vv`) events, else nothing.
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => EnvFilter::new(spec),
+        _ => match verbose {
+            0 => return,
+            1 => EnvFilter::new("batchgen=debug"),
+            _ => EnvFilter::new("batchgen=trace"),
+        },
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }
 
 /// Loads and expands a manifest; prints warnings to stderr.

@@ -329,6 +329,9 @@ impl Client {
                 ),
             ));
         }
+        let path = url.path().to_string();
+        let started = std::time::Instant::now();
+        let mut answered: Option<u16> = None;
         let exchange = async {
             let mut key = HeaderValue::from_str(self.cfg.key.expose()).map_err(|_| {
                 ApiError::new(
@@ -338,6 +341,11 @@ impl Client {
                 )
             })?;
             key.set_sensitive(true);
+            tracing::trace!(
+                target: "batchgen::http",
+                "POST {path}: {}: <redacted>, {CACHE_CONTROL}: no-cache, {CONTENT_TYPE}: application/json",
+                wire::KEY_HEADER
+            );
             let send = self
                 .keyed
                 .post(url)
@@ -348,6 +356,7 @@ impl Client {
                 .send();
             let mut response = send.await.map_err(|e| transport_error(op, &e))?;
             let status = response.status();
+            answered = Some(status.as_u16());
             if status.is_redirection() {
                 let location = response.headers().get(LOCATION);
                 return Err(redirected(status, location.and_then(|l| l.to_str().ok())));
@@ -412,6 +421,7 @@ impl Client {
             }
         };
         let result: Result<Reply, ApiError> = exchange.await;
+        log_exchange("POST", &path, answered, &result, started);
         result.map_err(|mut e| {
             e.message = self.redact(std::mem::take(&mut e.message));
             e
@@ -479,6 +489,33 @@ fn terminal_status(reply: &Reply) -> Option<Status> {
             let images = reply.images();
             (!images.is_empty()).then_some(Status::Completed(images))
         }
+    }
+}
+
+/// One HTTP exchange at `-v` (target `batchgen::http`): method, path (never
+/// the query, never a header's value), status or failure, time taken.
+pub(crate) fn log_exchange<T>(
+    method: &str,
+    path: &str,
+    status: Option<u16>,
+    result: &Result<T, ApiError>,
+    started: std::time::Instant,
+) {
+    let ms = started.elapsed().as_millis();
+    match (status, result) {
+        (Some(s), Ok(_)) => {
+            tracing::debug!(target: "batchgen::http", "{method} {path} → {s} in {ms} ms")
+        }
+        (Some(s), Err(e)) => {
+            tracing::debug!(target: "batchgen::http", "{method} {path} → {s} in {ms} ms: {}", e.code)
+        }
+        (None, Err(e)) => tracing::debug!(
+            target: "batchgen::http",
+            "{method} {path} → no answer after {ms} ms: {}: {}",
+            e.code,
+            e.message
+        ),
+        (None, Ok(_)) => tracing::debug!(target: "batchgen::http", "{method} {path} in {ms} ms"),
     }
 }
 

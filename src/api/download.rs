@@ -45,11 +45,30 @@ impl Client {
         stem: &str,
     ) -> Result<Downloaded, ApiError> {
         if image.starts_with("data:") {
+            tracing::debug!(target: "batchgen::http", "image inline in the reply ({} bytes of data URI)", image.len());
             let data = decode_data_uri(image)?;
             let mut sink = Sink::new(dir, data.len());
             sink.push(&data).await?;
             return sink.finish(stem).await;
         }
+        let started = std::time::Instant::now();
+        let path = reqwest::Url::parse(image).map_or_else(
+            |_| "(unparsable URL)".to_string(),
+            |u| format!("{}{}", u.origin().ascii_serialization(), u.path()),
+        );
+        let mut answered = None;
+        let result = self.fetch(image, dir, &mut answered).await;
+        super::client::log_exchange("GET", &path, answered, &result, started);
+        result?.finish(stem).await
+    }
+
+    /// GETs `image` into a sink, checked whole; `answered` gets the HTTP status, for the log.
+    async fn fetch(
+        &self,
+        image: &str,
+        dir: &Path,
+        answered: &mut Option<u16>,
+    ) -> Result<Sink, ApiError> {
         let mut response = self
             .plain
             .get(image)
@@ -58,6 +77,7 @@ impl Client {
             .await
             .map_err(|e| transport_error(Op::Download, &e))?;
         let status = response.status();
+        *answered = Some(status.as_u16());
         if !status.is_success() {
             let retry_after = retry_after_header(response.headers());
             // Only the start of an error page is worth reading.
@@ -94,7 +114,7 @@ impl Client {
                 format!("received {} of {} bytes", sink.bytes, expected.unwrap_or(0)),
             ));
         }
-        sink.finish(stem).await
+        Ok(sink)
     }
 }
 

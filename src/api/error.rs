@@ -59,6 +59,8 @@ pub mod ours {
     pub const REPLY_TOO_LARGE: &str = "REPLY_TOO_LARGE";
     pub const BAD_RESPONSE: &str = "BAD_RESPONSE";
     pub const DISK: &str = "DISK";
+    /// The server's certificate is not trusted: never retried, the run stops.
+    pub const TLS_UNTRUSTED: &str = "TLS_UNTRUSTED";
 }
 
 impl ApiError {
@@ -182,6 +184,16 @@ pub(crate) fn redirected(status: StatusCode, location: Option<&str>) -> ApiError
 }
 
 pub(crate) fn transport_error(op: Op, e: &reqwest::Error) -> ApiError {
+    // A certificate will not become trusted by asking again.
+    if let Some(why) = untrusted_certificate(e) {
+        return ApiError::new(
+            Class::StopRun,
+            ours::TLS_UNTRUSTED,
+            format!(
+                "the server's TLS certificate is not trusted ({why}); batchgen trusts the system's certificate store and its bundled roots: add the issuing CA to the system store, or point SSL_CERT_FILE at it"
+            ),
+        );
+    }
     // A connection that never opened carried nothing: always safe to retry.
     if e.is_connect() {
         return ApiError::new(Class::Retry, ours::CONNECTION_FAILED, describe(e));
@@ -197,6 +209,29 @@ pub(crate) fn transport_error(op: Op, e: &reqwest::Error) -> ApiError {
         Class::Retry
     };
     ApiError::new(class, code, describe(e))
+}
+
+/// Why the peer's certificate was refused, if that is what `e` is. An
+/// `io::Error` hides what it wraps from `source()` (and TLS errors arrive
+/// wrapped in two): it is looked into.
+fn untrusted_certificate(e: &reqwest::Error) -> Option<String> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        match err.downcast_ref::<rustls::Error>() {
+            Some(rustls::Error::InvalidCertificate(why)) => return Some(format!("{why:?}")),
+            Some(other @ rustls::Error::InvalidCertRevocationList(_)) => {
+                return Some(other.to_string())
+            }
+            _ => {}
+        }
+        next = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
 }
 
 /// A reqwest error with its causes, which is where the useful part is.
