@@ -71,7 +71,7 @@ pub struct Taken {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    #[error("cannot use the cache {path}: {source}")]
+    #[error("cannot use the cache {path}: {}", crate::disk::plain(source))]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -81,7 +81,7 @@ pub enum CacheError {
     #[error(transparent)]
     Read(#[from] disk::ReadError),
     /// Writing into the output folder failed (a local fault, not the cache's).
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {}", crate::disk::plain(source))]
     Output {
         path: PathBuf,
         source: std::io::Error,

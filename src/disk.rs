@@ -139,7 +139,7 @@ impl fmt::Display for Why {
                 human_bytes(*size),
                 human_bytes(*cap)
             ),
-            Why::Other(e) => write!(f, "cannot be read ({e})"),
+            Why::Other(e) => write!(f, "cannot be read: {}", plain(e)),
         }
     }
 }
@@ -152,6 +152,42 @@ impl Why {
             _ => Why::Other(e),
         }
     }
+}
+
+/// What is wrong, in plain words, for an error about a file or folder that
+/// the message names: "no such file or folder", not "(os error 2)".
+pub fn plain(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    let words = match e.kind() {
+        K::NotFound => "no such file or folder",
+        K::PermissionDenied => "permission denied",
+        K::AlreadyExists => "already exists",
+        K::NotADirectory => "a part of the path is a file, not a folder",
+        K::IsADirectory => "is a folder, not a file",
+        K::DirectoryNotEmpty => "the folder is not empty",
+        K::ReadOnlyFilesystem => "the file system is read-only",
+        K::StorageFull => "no space left on the disk",
+        K::QuotaExceeded => "the disk quota is exceeded",
+        K::FileTooLarge => "the file is too large for the file system",
+        K::InvalidFilename => "the name is not valid here",
+        K::CrossesDevices => "it is on another file system",
+        K::ResourceBusy => "it is busy",
+        K::StaleNetworkFileHandle => "the network file system lost it (stale handle)",
+        _ => {
+            // The OS's words without their "(os error N)".
+            let text = e.to_string();
+            let text = match text.find(" (os error") {
+                Some(i) => text[..i].to_string(),
+                None => text,
+            };
+            let mut chars = text.chars();
+            return match chars.next() {
+                Some(c) => c.to_lowercase().chain(chars).collect(),
+                None => "an unknown error".to_string(),
+            };
+        }
+    };
+    words.to_string()
 }
 
 /// `1.5 MiB`, `64 MiB`, `512 bytes`.
@@ -323,5 +359,24 @@ mod tests {
         std::fs::write(dir.path().join("keep.png"), b"x").unwrap();
         assert_eq!(remove_stray(dir.path(), ".part-"), 1);
         assert!(dir.path().join("keep.png").exists());
+    }
+
+    #[test]
+    fn io_errors_read_as_plain_words() {
+        use std::io::{Error, ErrorKind};
+        assert_eq!(
+            plain(&Error::from(ErrorKind::NotFound)),
+            "no such file or folder"
+        );
+        assert_eq!(
+            plain(&Error::from_raw_os_error(20)),
+            "a part of the path is a file, not a folder"
+        );
+        assert_eq!(
+            plain(&Error::from_raw_os_error(28)),
+            "no space left on the disk"
+        );
+        let other = plain(&Error::from_raw_os_error(71));
+        assert!(!other.contains("os error") && !other.is_empty(), "{other}");
     }
 }

@@ -41,7 +41,7 @@ pub enum ExportError {
     Input(String),
     #[error("{path}: damaged: its SHA-256 is not the one recorded when it was saved; rerun `batchgen run --verify` on its manifest to fetch it again")]
     Damaged { path: PathBuf },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {}", crate::disk::plain(source))]
     Write {
         path: PathBuf,
         source: std::io::Error,

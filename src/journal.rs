@@ -484,7 +484,7 @@ impl Replay {
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    #[error("cannot use the journal {path}: {source}")]
+    #[error("cannot use the journal {path}: {}", crate::disk::plain(source))]
     Io {
         path: PathBuf,
         source: std::io::Error,

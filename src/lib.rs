@@ -391,8 +391,9 @@ fn status_command(args: &StatusArgs) -> Result<u8, Error> {
     let replay = journal::read(&args.dir).map_err(run::RunError::from)?;
     let keys = output::read_plan_keys(&args.dir).map_err(|e| {
         Error::Io(format!(
-            "{}: {e}",
-            args.dir.join(output::PLAN_KEYS).display()
+            "{}: {}",
+            args.dir.join(output::PLAN_KEYS).display(),
+            disk::plain(&e)
         ))
     })?;
     let mut totals = output::Totals::default();

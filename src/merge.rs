@@ -51,7 +51,7 @@ pub enum MergeError {
     OutIsRun(PathBuf),
     #[error("{path}: {why}")]
     Read { path: PathBuf, why: String },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {}", crate::disk::plain(source))]
     Write {
         path: PathBuf,
         source: std::io::Error,

@@ -784,7 +784,13 @@ pub fn read_results(
                 dir.display()
             ))
         }
-        Err(e) => return Err(format!("{}: cannot be read: {e}", path.display())),
+        Err(e) => {
+            return Err(format!(
+                "{}: cannot be read: {}",
+                path.display(),
+                crate::disk::plain(&e)
+            ))
+        }
     };
     let mut reader = csv::Reader::from_reader(std::io::BufReader::new(file));
     let shown = path.display().to_string();

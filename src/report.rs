@@ -64,7 +64,7 @@ impl Reported {
 pub enum ReportError {
     #[error("{0}")]
     Input(String),
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {}", crate::disk::plain(source))]
     Write {
         path: PathBuf,
         source: std::io::Error,
@@ -144,7 +144,8 @@ fn make_thumb(dir: &Path, image: &Path) -> Result<bool, String> {
         .encode_image(&small)
         .map_err(|e| e.to_string())?;
     let parent = dst.parent().expect("a thumbnail is inside thumbs/");
-    std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    std::fs::create_dir_all(parent)
+        .map_err(|e| format!("cannot write {}: {}", parent.display(), disk::plain(&e)))?;
     write_atomic(&dst, |w| std::io::Write::write_all(w, &jpeg))
         .map_err(|e| format!("cannot write {}: {e}", dst.display()))?;
     Ok(true)

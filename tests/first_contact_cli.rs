@@ -192,3 +192,46 @@ async fn an_untrusted_certificate_stops_the_run_at_once() {
         "{rows:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_about_files_name_the_file_and_say_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = seed_sweep(dir.path(), 1);
+    std::fs::write(dir.path().join("a-file"), b"x").unwrap();
+    // (arguments, exit code, what stderr says)
+    let cases: [(&[&str], u8, &str); 5] = [
+        (
+            &["run", "missing.yaml", "--simulate"],
+            2,
+            "missing.yaml: no such file",
+        ),
+        (
+            &["run", "m.yaml", "--simulate", "--out", "a-file/out"],
+            3,
+            "a-file/out/images: a part of the path is a file, not a folder",
+        ),
+        (
+            &["run", "m.yaml", "--simulate", "--cache", "a-file/cache"],
+            2,
+            "a-file/cache/simulated: a part of the path is a file, not a folder",
+        ),
+        (
+            &["run", "m.yaml", "--api-key-file", "no-key"],
+            2,
+            "no-key: no such file",
+        ),
+        (
+            &["export", "a-file", "--format", "jsonl", "--out", "x.jsonl"],
+            2,
+            "a-file/results.csv: ",
+        ),
+    ];
+    assert!(m.is_file());
+    for (args, code, says) in cases {
+        let o = batchgen(args, dir.path()).await;
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(i32::from(code)), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains("os error"), "{args:?}: {err}");
+    }
+}

@@ -133,7 +133,13 @@ struct Sink {
 }
 
 fn local(dir: &Path) -> impl Fn(std::io::Error) -> ApiError + '_ {
-    move |e| ApiError::new(Class::Local, ours::DISK, format!("{}: {e}", dir.display()))
+    move |e| {
+        ApiError::new(
+            Class::Local,
+            ours::DISK,
+            format!("cannot write in {}: {}", dir.display(), disk::plain(&e)),
+        )
+    }
 }
 
 /// File work on the blocking pool, never on an async worker.

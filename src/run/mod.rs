@@ -213,7 +213,7 @@ pub struct Report {
 pub enum RunError {
     #[error(transparent)]
     Journal(#[from] JournalError),
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {}", crate::disk::plain(source))]
     Output {
         path: PathBuf,
         source: std::io::Error,
@@ -797,8 +797,9 @@ async fn rewrite_results(ctx: Arc<Ctx>, mut rows_done: watch::Receiver<bool>) {
         let written = blocking(move || output::write_results(&plan, &*journal, &dir, None)).await;
         if let Err(e) = written {
             ctx.stop(Stop::Disk(format!(
-                "{}: {e}",
-                ctx.settings.out_dir.join(output::RESULTS_CSV).display()
+                "cannot write {}: {}",
+                ctx.settings.out_dir.join(output::RESULTS_CSV).display(),
+                disk::plain(&e)
             )));
         }
     }

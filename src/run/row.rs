@@ -586,9 +586,10 @@ impl RowRun {
             .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         if let Err(e) = written {
             let message = format!(
-                "cannot write the provenance of row {} in {}: {e}",
+                "cannot write the provenance of row {} in {}: {}",
                 self.id,
-                ctx.images_dir.display()
+                ctx.images_dir.display(),
+                crate::disk::plain(&e)
             );
             self.say(format!("error: {message}; no new requests will be sent"));
             ctx.stop(Stop::Disk(message));
