@@ -1,0 +1,34 @@
+//! The command bodies, one module per subcommand; `lib.rs` only dispatches.
+//!
+//! Why this exists: each command turns its validated arguments into calls of
+//! the stages (manifest → plan → run → output) and prints what the user
+//! reads; the exit code is decided in [`crate::exit`].
+
+pub mod completions;
+pub mod export;
+pub mod merge;
+pub mod plan;
+pub mod report;
+pub mod run;
+pub mod signals;
+pub mod sim;
+pub mod status;
+
+use crate::exit::Error;
+
+/// Loads and expands a manifest; prints warnings to stderr.
+pub fn load_plan(path: &std::path::Path) -> Result<crate::plan::Plan, Error> {
+    let manifest = crate::manifest::load(path)?;
+    let plan = crate::plan::expand(&manifest)?;
+    for w in &plan.warnings {
+        eprintln!("{w}");
+    }
+    Ok(plan)
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+pub fn print_stdout(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}

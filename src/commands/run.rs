@@ -1,0 +1,146 @@
+//! `batchgen run MANIFEST`: validate everything, then run, then write the
+//! contact sheet.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::plan::{budget_limit, shard};
+use super::signals::signals;
+use super::{load_plan, print_stdout};
+use crate::cli::{PlanArgs, RunArgs};
+use crate::exit::{self, Error};
+use crate::{api, output, progress, report, run, sim};
+
+/// Validates everything (manifest, key, URL, output folder, what this run
+/// would newly spend against the budget), then runs.
+pub async fn command(args: RunArgs) -> Result<u8, Error> {
+    if args.dry_run {
+        return super::plan::command(&PlanArgs {
+            manifest: args.manifest.clone(),
+            json: false,
+            max_cost: args.max_cost,
+            rows: 10,
+            shard: args.shard,
+        });
+    }
+    let mut plan = load_plan(&args.manifest)?;
+    shard(&mut plan, args.shard)?;
+    let max_cost = budget_limit(args.max_cost, &plan);
+    // The gateway: its origin (where the key may go) names the folder's owner.
+    let (key, gateway) = if args.simulate {
+        let key = api::ApiKey::new("simulated").expect("a valid key");
+        (key, run::SIMULATED.to_string())
+    } else {
+        let url = reqwest::Url::parse(&args.base_url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .ok_or_else(|| Error::BaseUrl(args.base_url.clone()))?;
+        let key = api::ApiKey::load(args.api_key_file.as_deref())?;
+        (key, url.origin().ascii_serialization())
+    };
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| output::default_dir(&plan, args.simulate));
+    if out_dir.exists() && !out_dir.is_dir() {
+        return Err(Error::Io(format!(
+            "--out {}: is a file, not a folder",
+            out_dir.display()
+        )));
+    }
+    let mut settings = run::Settings::new(out_dir.clone());
+    settings.gateway = gateway;
+    settings.concurrency = args.concurrency as usize;
+    settings.rate_per_sec = args.rate;
+    settings.max_cost = max_cost;
+    settings.retry_failed = args.retry_failed;
+    settings.poll_interval = args.poll_interval_ms.map(Duration::from_millis);
+    settings.resubmit_lost = args.resubmit_lost;
+    settings.verify = args.verify;
+    settings.cache = args.cache.clone().or_else(|| plan.cache.clone());
+    settings.progress = if args.quiet {
+        progress::Mode::Quiet
+    } else {
+        progress::Mode::Auto
+    };
+    // Reading the folder (its journal, and the files of completed rows) is
+    // blocking work: it runs off the async workers.
+    let plan = Arc::new(plan);
+    let opened = tokio::task::spawn_blocking(move || run::open(plan, settings))
+        .await
+        .map_err(|e| Error::Io(format!("cannot read the output folder: {e}")))??;
+    if let Some(max) = max_cost.filter(|max| opened.to_spend() > *max) {
+        return Err(Error::RunOverBudget {
+            cost: opened.to_spend(),
+            max,
+            spent: opened.before().cost_usd,
+        });
+    }
+    let (base_url, simulator) = if args.simulate {
+        let cfg = sim::SimConfig {
+            min_latency_ms: 500,
+            max_latency_ms: 2500,
+            ..sim::SimConfig::default()
+        };
+        let handle = sim::start(cfg, std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .map_err(|e| Error::Io(format!("cannot start the simulator: {e}")))?;
+        if !args.quiet {
+            eprintln!("batchgen: running against the built-in simulator (no key, no money)");
+        }
+        (handle.url(), Some(handle))
+    } else {
+        (args.base_url.clone(), None)
+    };
+    let mut client_cfg = api::ClientConfig::new(&base_url, key);
+    client_cfg.submit_timeout = Duration::from_secs(args.submit_timeout);
+    let client = api::Client::new(client_cfg).map_err(|e| Error::Io(e.to_string()))?;
+    if !args.quiet {
+        eprintln!("{}", opened.describe());
+    }
+    let report = opened.execute(client, signals()).await?;
+    if let Some(sim) = simulator {
+        sim.stop().await;
+    }
+    if let Some(stop) = &report.stop {
+        eprintln!("batchgen: stopped early: {}", stop.describe());
+    }
+    let code = exit::for_run(&report);
+    // --quiet: a run that completed every row says nothing.
+    if !args.quiet || code != exit::OK {
+        print_stdout(&report.summary.to_text());
+    }
+    if !args.no_report {
+        contact_sheet(&out_dir, &report.summary, args.quiet).await;
+    }
+    Ok(code)
+}
+
+/// The contact sheet at a run's end: skipped above [`report::AUTO_MAX_IMAGES`];
+/// a failure is a warning (the run's own outputs are written by then).
+async fn contact_sheet(out_dir: &std::path::Path, summary: &output::Summary, quiet: bool) {
+    let images = summary.totals.images;
+    if images > report::AUTO_MAX_IMAGES {
+        if !quiet {
+            eprintln!(
+                "batchgen: no contact sheet for {images} images (more than {}); `batchgen report {}` writes one",
+                report::AUTO_MAX_IMAGES,
+                out_dir.display()
+            );
+        }
+        return;
+    }
+    let dir = out_dir.to_path_buf();
+    match tokio::task::spawn_blocking(move || report::report(&dir)).await {
+        Ok(Ok(done)) => {
+            for (file, why) in &done.unreadable {
+                eprintln!("warning: {file}: no thumbnail: {why}");
+            }
+            if !quiet {
+                eprintln!("  contact sheet: {}", done.path.display());
+            }
+        }
+        Ok(Err(e)) => eprintln!("warning: no contact sheet: {e}"),
+        Err(e) => eprintln!("warning: no contact sheet: {e}"),
+    }
+}

@@ -1,0 +1,93 @@
+//! The signals that stop a run (Ctrl-C, SIGTERM, SIGHUP), shared by `run` and `sim`.
+
+use std::future::Future;
+
+use crate::run::Signal;
+
+/// Resolves on the first Ctrl-C, SIGTERM or SIGHUP; a second one exits at
+/// once with that signal's code (the journal is synced line by line, so it
+/// is intact). The handlers are installed before this returns.
+pub fn signals() -> impl Future<Output = Signal> + Send + 'static {
+    let (tx, rx) = tokio::sync::oneshot::channel::<Signal>();
+    let mut signals = Signals::install();
+    tokio::spawn(async move {
+        let Some(first) = signals.next().await else {
+            return;
+        };
+        eprintln!(
+            "batchgen: {}: no new requests; finishing those in flight (send it again to quit now)",
+            first.name()
+        );
+        let _ = tx.send(first);
+        if let Some(second) = signals.next().await {
+            eprintln!(
+                "batchgen: {}: quitting now; the journal is intact: rerun the same command to resume",
+                second.name()
+            );
+            std::process::exit(i32::from(second.exit_code()));
+        }
+    });
+    async move {
+        match rx.await {
+            Ok(signal) => signal,
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
+
+/// The signals that ask batchgen to stop, heard from the moment of `install`.
+pub struct Signals {
+    #[cfg(unix)]
+    streams: [Option<tokio::signal::unix::Signal>; 3],
+}
+
+impl Signals {
+    #[cfg(unix)]
+    pub fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            streams: [
+                SignalKind::interrupt(),
+                SignalKind::terminate(),
+                SignalKind::hangup(),
+            ]
+            .map(|kind| signal(kind).ok()),
+        }
+    }
+
+    #[cfg(not(unix))]
+    pub fn install() -> Signals {
+        Signals {}
+    }
+
+    /// The next signal (`None` if none can be heard).
+    #[cfg(unix)]
+    pub async fn next(&mut self) -> Option<Signal> {
+        async fn recv(
+            stream: &mut Option<tokio::signal::unix::Signal>,
+            which: Signal,
+        ) -> Option<Signal> {
+            match stream {
+                Some(s) => s.recv().await.map(|()| which),
+                None => std::future::pending().await,
+            }
+        }
+        if self.streams.iter().all(Option::is_none) {
+            return None;
+        }
+        let [int, term, hup] = &mut self.streams;
+        tokio::select! {
+            s = recv(int, Signal::Interrupt) => s,
+            s = recv(term, Signal::Terminate) => s,
+            s = recv(hup, Signal::Hangup) => s,
+        }
+    }
+
+    #[cfg(not(unix))]
+    pub async fn next(&mut self) -> Option<Signal> {
+        tokio::signal::ctrl_c()
+            .await
+            .ok()
+            .map(|()| Signal::Interrupt)
+    }
+}
