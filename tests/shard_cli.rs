@@ -108,6 +108,26 @@ async fn merged_shards_are_what_one_run_writes() {
         assert_eq!(s1[field], s2[field], "{field}");
     }
     assert_eq!(s2["shards"].as_array().unwrap().len(), 3);
+
+    // The merged folder has a contact sheet and exports, its images and
+    // sidecars found in the shards' folders.
+    let images: usize = joined
+        .iter()
+        .map(|r| r["files"].split(';').filter(|f| !f.is_empty()).count())
+        .sum();
+    let o = batchgen(&["report", "merged"], dir.path()).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let page = std::fs::read_to_string(merged.join("index.html")).unwrap();
+    assert_eq!(page.matches("<img class=\"thumb\"").count(), images);
+    let o = batchgen(
+        &["export", "merged", "--format", "jsonl", "--out", "all.jsonl"],
+        dir.path(),
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let lines = std::fs::read_to_string(dir.path().join("all.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), images);
+    assert!(lines.lines().all(|l| l.contains("\"file\":\"shards/")));
 }
 
 fn shard_run(dir: &Path, spec: &str, env: &[(&str, &str)]) -> std::process::Output {
