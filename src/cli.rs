@@ -150,7 +150,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECS", default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub submit_timeout: u64,
     /// Do not write the contact sheet (index.html) at the end of the run. It is skipped anyway
-    /// above 20,000 images; `batchgen report DIR` writes it at any size.
+    /// above 5,000 images; `batchgen report DIR` writes it at any size.
     #[arg(long)]
     pub no_report: bool,
 }

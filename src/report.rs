@@ -30,7 +30,7 @@ const THUMB_SIDE: u32 = 256;
 /// The largest image a thumbnail is made from.
 const MAX_IMAGE_BYTES: u64 = 256 << 20;
 /// The most images a run's end makes a sheet for; `batchgen report` has no limit.
-pub const AUTO_MAX_IMAGES: u64 = 20_000;
+pub const AUTO_MAX_IMAGES: u64 = 5_000;
 
 /// What a report wrote.
 #[derive(Debug, Default)]

@@ -120,7 +120,14 @@ async fn merged_shards_are_what_one_run_writes() {
     let page = std::fs::read_to_string(merged.join("index.html")).unwrap();
     assert_eq!(page.matches("<img class=\"thumb\"").count(), images);
     let o = batchgen(
-        &["export", "merged", "--format", "jsonl", "--out", "all.jsonl"],
+        &[
+            "export",
+            "merged",
+            "--format",
+            "jsonl",
+            "--out",
+            "all.jsonl",
+        ],
         dir.path(),
     )
     .await;
