@@ -92,6 +92,17 @@ pub fn write_atomic(
     Ok(())
 }
 
+/// Writes `path` atomically but not durably: a temporary file beside it,
+/// renamed into place, nothing synced. For derived files that a later run
+/// rebuilds when they are missing or empty (as a crash can leave them).
+pub fn write_replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = temp_in(dir, TEMP_PREFIX)?;
+    tmp.write_all(bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 /// Removes files in `dir` whose names start with `prefix` (temporary files
 /// a killed run left behind). Returns how many were removed.
 pub fn remove_stray(dir: &Path, prefix: &str) -> usize {

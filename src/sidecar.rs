@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::disk::write_atomic;
+use crate::disk::write_replace;
 use crate::journal::{Record, State};
 use crate::output::rfc3339;
 use crate::plan::{Key, Request, Usd};
@@ -95,15 +95,14 @@ pub fn for_row(id: &str, key: Key, req: &Request, rec: &Record) -> Vec<Sidecar> 
         .collect()
 }
 
-/// Writes each sidecar atomically beside its image.
+/// Writes each sidecar atomically beside its image. Not synced: a sidecar
+/// is rebuilt from the journal, and a crash leaves one missing or empty,
+/// which the next run finds ([`present`]) and writes again.
 pub fn write(out_dir: &Path, sidecars: &[Sidecar]) -> std::io::Result<()> {
     for s in sidecars {
-        let json = serde_json::to_vec_pretty(s).expect("a sidecar serialises");
-        write_atomic(&path_for(&out_dir.join(&s.file)), |w| {
-            use std::io::Write;
-            w.write_all(&json)?;
-            w.write_all(b"\n")
-        })?;
+        let mut json = serde_json::to_vec_pretty(s).expect("a sidecar serialises");
+        json.push(b'\n');
+        write_replace(&path_for(&out_dir.join(&s.file)), &json)?;
     }
     Ok(())
 }
@@ -120,7 +119,12 @@ pub fn present(out_dir: &Path, files: &[String]) -> bool {
 pub fn read(out_dir: &Path, image: &str) -> Result<Sidecar, String> {
     let path = path_for(&out_dir.join(image));
     let bytes = crate::disk::read_regular(&path, 1 << 20).map_err(|e| e.to_string())?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("{}: not a sidecar: {e}", path.display()))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        format!(
+            "{}: not a sidecar ({e}); remove it, and a rerun of `batchgen run` writes it again",
+            path.display()
+        )
+    })
 }
 
 #[cfg(test)]
