@@ -285,7 +285,7 @@ th { font-weight: 600; font-size: 12px; }
 th.prompt { text-align: left; max-width: 16rem; font-weight: 400; }
 .cell { width: 128px; font-size: 11px; }
 .cell img { width: 128px; height: 128px; object-fit: contain; display: block; background: #8882; }
-.cell .msg { height: 128px; overflow: hidden; display: flex; flex-direction: column; justify-content: center; text-align: center; padding: 0 4px; }
+.cell .msg { height: 128px; overflow: hidden; overflow-wrap: anywhere; display: flex; flex-direction: column; justify-content: center; text-align: center; padding: 0 4px; }
 .cell.failed .msg { background: #c5303018; } .cell.not_run .msg, .cell.accepted .msg { background: #71809618; }
 details summary { cursor: pointer; color: var(--idle); }
 dl { margin: 4px 0 0; display: grid; grid-template-columns: auto 1fr; gap: 0 6px; }
