@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{children_cpu, ledger, wait_sampling_peak};
+use common::{children_cpu, children_user_cpu, ledger, wait_sampling_peak};
 
 struct Workload {
     name: &'static str,
@@ -72,6 +72,8 @@ const WORKLOADS: &[Workload] = &[
 struct Measure {
     wall: f64,
     cpu: f64,
+    /// The user-space part of `cpu`.
+    user_cpu: f64,
     peak_kib: u64,
     status_calls: u64,
     submit_calls: u64,
@@ -91,8 +93,15 @@ fn main() {
         None => println!("peer: not run (needs python3 with aiohttp, and the script)"),
     }
     println!(
-        "{:<28} {:>8} {:>7} {:>11} {:>14} {:>13} {:>9}",
-        "client", "wall s", "ratio", "status/row", "429s (share)", "CPU s/1k rows", "peak MiB"
+        "{:<28} {:>8} {:>7} {:>11} {:>14} {:>13} {:>8} {:>9}",
+        "client",
+        "wall s",
+        "ratio",
+        "status/row",
+        "429s (share)",
+        "CPU s/1k rows",
+        "of it user",
+        "peak MiB"
     );
     for (i, w) in WORKLOADS.iter().enumerate() {
         let n = i + 1;
@@ -154,7 +163,7 @@ fn report(label: &str, w: &Workload, m: &Measure) {
         String::new()
     };
     println!(
-        "   {:<25} {:>8.1} {:>7.2} {:>11.2} {:>8} ({:>2.0}%) {:>13.2} {:>9.1}{incomplete}",
+        "   {:<25} {:>8.1} {:>7.2} {:>11.2} {:>8} ({:>2.0}%) {:>13.2} {:>8.2} {:>9.1}{incomplete}",
         label,
         m.wall,
         m.bound / m.wall,
@@ -162,6 +171,7 @@ fn report(label: &str, w: &Workload, m: &Measure) {
         m.rate_limited,
         share,
         m.cpu / w.rows as f64 * 1000.0,
+        m.user_cpu / w.rows as f64 * 1000.0,
         m.peak_kib as f64 / 1024.0,
     );
 }
@@ -226,12 +236,13 @@ fn measure(bin: &Path, w: &Workload, client: impl FnOnce(&str) -> Command) -> Me
     let url = format!("http://127.0.0.1:{port}");
     let mut cmd = client(&url);
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    let cpu_before = children_cpu();
+    let (cpu_before, user_before) = (children_cpu(), children_user_cpu());
     let start = Instant::now();
     let mut child = cmd.spawn().expect("the client starts");
     let (_, peak_kib) = wait_sampling_peak(&mut child);
     let wall = start.elapsed().as_secs_f64();
     let cpu = children_cpu() - cpu_before;
+    let user_cpu = children_user_cpu() - user_before;
     let ledger = ledger(port);
     let _ = sim.kill();
     let _ = sim.wait();
@@ -252,6 +263,7 @@ fn measure(bin: &Path, w: &Workload, client: impl FnOnce(&str) -> Command) -> Me
     Measure {
         wall,
         cpu,
+        user_cpu,
         peak_kib,
         status_calls: count("status_calls"),
         submit_calls: count("submit_calls"),
