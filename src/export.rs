@@ -58,29 +58,17 @@ pub struct Exported {
 }
 
 impl Exported {
-    pub fn to_text(&self, format: Format) -> String {
+    /// The line printed after an export to `out`.
+    pub fn to_text(&self, format: Format, out: &Path) -> String {
         let what = match format {
             Format::Webdataset => format!("{} tar shard(s)", self.files.len()),
             Format::Jsonl => "one JSONL file".to_string(),
         };
-        let to = self
-            .files
-            .first()
-            .and_then(|f| f.parent())
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
         format!(
             "batchgen: exported {} images ({}) as {what} → {}\n",
             self.images,
             disk::human_bytes(self.bytes),
-            match format {
-                Format::Jsonl => self
-                    .files
-                    .first()
-                    .map(|f| f.display().to_string())
-                    .unwrap_or_default(),
-                Format::Webdataset => to,
-            }
+            out.display()
         )
     }
 }

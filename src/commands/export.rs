@@ -8,6 +8,6 @@ use crate::export;
 /// `batchgen export DIR --format F --out PATH`.
 pub fn command(args: &ExportArgs) -> Result<u8, Error> {
     let done = export::export(&args.dir, args.format, &args.out, args.shard_size)?;
-    print_stdout(&done.to_text(args.format));
+    print_stdout(&done.to_text(args.format, &args.out));
     Ok(exit::OK)
 }
