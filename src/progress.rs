@@ -14,6 +14,35 @@ use tokio::time::Instant;
 
 use crate::plan::Usd;
 
+/// The bar on screen, if one is: log lines (`-v`) are printed above it.
+static BAR: std::sync::Mutex<Option<ProgressBar>> = std::sync::Mutex::new(None);
+
+/// Where `tracing` writes: stderr, above the progress bar while one is drawn,
+/// so that `-v` on a terminal does not cut through the bar.
+pub struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bar = BAR.lock().ok().and_then(|b| b.clone());
+        let mut result = Ok(());
+        match bar {
+            Some(bar) => bar.suspend(|| result = std::io::stderr().write_all(buf)),
+            None => result = std::io::stderr().write_all(buf),
+        }
+        result.map(|()| buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+fn show_logs_above(bar: Option<&ProgressBar>) {
+    if let Ok(mut b) = BAR.lock() {
+        *b = bar.cloned();
+    }
+}
+
 /// How often a plain progress line is printed when stderr is not a terminal.
 pub const PLAIN_EVERY: Duration = Duration::from_secs(5);
 
@@ -147,6 +176,7 @@ pub async fn collect(
         );
         bar.set_position(counts.already);
         bar.enable_steady_tick(Duration::from_millis(200));
+        show_logs_above(Some(&bar));
         bar
     });
     let plain = mode == Mode::Auto && bar.is_none();
@@ -180,6 +210,7 @@ pub async fn collect(
         }
     }
     if let Some(bar) = bar {
+        show_logs_above(None);
         bar.finish_and_clear();
     }
     counts
@@ -229,6 +260,18 @@ mod tests {
         assert!(c
             .line(Duration::from_secs(1))
             .starts_with("3/3 rows · 0 in flight · $0.10 · ETA 0s · 1 failed · 2 images"));
+    }
+
+    #[test]
+    fn log_lines_are_written_whole_with_or_without_a_bar() {
+        use std::io::Write;
+        let line = b"a log line\n";
+        assert_eq!(LogWriter.write(line).unwrap(), line.len());
+        let bar = ProgressBar::hidden();
+        show_logs_above(Some(&bar));
+        assert_eq!(LogWriter.write(line).unwrap(), line.len());
+        show_logs_above(None);
+        assert!(BAR.lock().unwrap().is_none());
     }
 
     #[test]
