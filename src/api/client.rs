@@ -329,7 +329,7 @@ impl Client {
                 ),
             ));
         }
-        let path = url.path().to_string();
+        let path = logged_path(|| url.path().to_string());
         let started = std::time::Instant::now();
         let mut answered: Option<u16> = None;
         let exchange = async {
@@ -341,11 +341,13 @@ impl Client {
                 )
             })?;
             key.set_sensitive(true);
-            tracing::trace!(
-                target: "batchgen::http",
-                "POST {path}: {}: <redacted>, {CACHE_CONTROL}: no-cache, {CONTENT_TYPE}: application/json",
-                wire::KEY_HEADER
-            );
+            if let Some(path) = &path {
+                tracing::trace!(
+                    target: "batchgen::http",
+                    "POST {path}: {}: <redacted>, {CACHE_CONTROL}: no-cache, {CONTENT_TYPE}: application/json",
+                    wire::KEY_HEADER
+                );
+            }
             let send = self
                 .keyed
                 .post(url)
@@ -421,7 +423,7 @@ impl Client {
             }
         };
         let result: Result<Reply, ApiError> = exchange.await;
-        log_exchange("POST", &path, answered, &result, started);
+        log_exchange("POST", path.as_deref(), answered, &result, started);
         result.map_err(|mut e| {
             e.message = self.redact(std::mem::take(&mut e.message));
             e
@@ -492,15 +494,23 @@ fn terminal_status(reply: &Reply) -> Option<Status> {
     }
 }
 
+/// The path an exchange is logged under, made only when `-v` (or RUST_LOG)
+/// asks for exchanges: the hot path does not build strings nobody reads.
+pub(crate) fn logged_path(path: impl FnOnce() -> String) -> Option<String> {
+    tracing::enabled!(target: "batchgen::http", tracing::Level::DEBUG).then(path)
+}
+
 /// One HTTP exchange at `-v` (target `batchgen::http`): method, path (never
 /// the query, never a header's value), status or failure, time taken.
+/// Nothing without a path from [`logged_path`].
 pub(crate) fn log_exchange<T>(
     method: &str,
-    path: &str,
+    path: Option<&str>,
     status: Option<u16>,
     result: &Result<T, ApiError>,
     started: std::time::Instant,
 ) {
+    let Some(path) = path else { return };
     let ms = started.elapsed().as_millis();
     match (status, result) {
         (Some(s), Ok(_)) => {

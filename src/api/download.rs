@@ -52,13 +52,15 @@ impl Client {
             return sink.finish(stem).await;
         }
         let started = std::time::Instant::now();
-        let path = reqwest::Url::parse(image).map_or_else(
-            |_| "(unparsable URL)".to_string(),
-            |u| format!("{}{}", u.origin().ascii_serialization(), u.path()),
-        );
+        let path = super::client::logged_path(|| {
+            reqwest::Url::parse(image).map_or_else(
+                |_| "(unparsable URL)".to_string(),
+                |u| format!("{}{}", u.origin().ascii_serialization(), u.path()),
+            )
+        });
         let mut answered = None;
         let result = self.fetch(image, dir, &mut answered).await;
-        super::client::log_exchange("GET", &path, answered, &result, started);
+        super::client::log_exchange("GET", path.as_deref(), answered, &result, started);
         result?.finish(stem).await
     }
 

@@ -581,10 +581,7 @@ impl RowRun {
         };
         let sidecars = sidecar::for_row(&self.id, self.key, &self.req, &rec);
         let out_dir = ctx.settings.out_dir.clone();
-        let written = tokio::task::spawn_blocking(move || sidecar::write(&out_dir, &sidecars))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        if let Err(e) = written {
+        if let Err(e) = super::blocking(move || sidecar::write(&out_dir, &sidecars)).await {
             let message = format!(
                 "cannot write the provenance of row {} in {}: {}",
                 self.id,
