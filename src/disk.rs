@@ -79,6 +79,23 @@ pub fn write_atomic(
     path: &Path,
     fill: impl FnOnce(&mut std::io::BufWriter<&File>) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
+    replace(path, fill, true)
+}
+
+/// Writes `path` atomically but not durably: a temporary file beside it,
+/// renamed into place, nothing synced. For derived files that a later run
+/// rebuilds when they are missing or empty (as a crash can leave them).
+pub fn write_replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    replace(path, |w| w.write_all(bytes), false)
+}
+
+/// A temporary file beside `path`, filled, renamed into place; synced
+/// (file and rename) if `durable`.
+fn replace(
+    path: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<&File>) -> std::io::Result<()>,
+    durable: bool,
+) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = temp_in(dir, TEMP_PREFIX)?;
     {
@@ -86,20 +103,13 @@ pub fn write_atomic(
         fill(&mut w)?;
         w.flush()?;
     }
-    tmp.as_file().sync_all()?;
+    if durable {
+        tmp.as_file().sync_all()?;
+    }
     tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir(dir);
-    Ok(())
-}
-
-/// Writes `path` atomically but not durably: a temporary file beside it,
-/// renamed into place, nothing synced. For derived files that a later run
-/// rebuilds when they are missing or empty (as a crash can leave them).
-pub fn write_replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = temp_in(dir, TEMP_PREFIX)?;
-    tmp.write_all(bytes)?;
-    tmp.persist(path).map_err(|e| e.error)?;
+    if durable {
+        sync_dir(dir);
+    }
     Ok(())
 }
 
