@@ -476,6 +476,29 @@ fn proxy_page(status: StatusCode, title: &str) -> Response {
     (status, [(header::CONTENT_TYPE, "text/html")], html).into_response()
 }
 
+/// What every keyed call meets first: a redirect (the fault `redirect`,
+/// drawn at `redirect_rate` as `draw`), then the key check.
+fn gate(
+    sim: &Sim,
+    kind: Kind,
+    headers: &HeaderMap,
+    (redirect_rate, draw, fault): (f64, &str, &str),
+    calls: u64,
+) -> Option<Response> {
+    if sim.chance(redirect_rate, draw, calls) {
+        return Some(redirect(sim, fault));
+    }
+    (!sim.key_ok(headers)).then(|| {
+        reject(
+            sim,
+            kind,
+            StatusCode::UNAUTHORIZED,
+            code::UNAUTHORIZED,
+            "Missing or invalid Ocp-Apim-Subscription-Key header",
+        )
+    })
+}
+
 /// A 307 to `--redirect-to`: a client that follows it sends its key there.
 fn redirect(sim: &Sim, fault: &str) -> Response {
     sim.lock().count_fault(fault);

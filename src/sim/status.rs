@@ -42,17 +42,18 @@ pub(super) async fn status_i2i(
 pub(super) async fn status(sim: Arc<Sim>, kind: Kind, id: String, headers: HeaderMap) -> Response {
     let cfg = sim.cfg();
     let calls = sim.count(|l| &mut l.status_calls);
-    if sim.chance(cfg.status_redirect_rate, "status-redirect", calls) {
-        return redirect(&sim, "status_redirect");
-    }
-    if !sim.key_ok(&headers) {
-        return reject(
-            &sim,
-            kind,
-            StatusCode::UNAUTHORIZED,
-            code::UNAUTHORIZED,
-            "Missing or invalid Ocp-Apim-Subscription-Key header",
-        );
+    if let Some(refused) = gate(
+        &sim,
+        kind,
+        &headers,
+        (
+            cfg.status_redirect_rate,
+            "status-redirect",
+            "status_redirect",
+        ),
+        calls,
+    ) {
+        return refused;
     }
     let (polls, phase) = {
         let mut st = sim.lock();

@@ -23,17 +23,18 @@ pub(super) async fn submit_i2i(
 pub(super) async fn submit(sim: Arc<Sim>, kind: Kind, headers: HeaderMap, body: Bytes) -> Response {
     let cfg = sim.cfg();
     let calls = sim.count(|l| &mut l.submit_calls);
-    if sim.chance(cfg.submit_redirect_rate, "submit-redirect", calls) {
-        return redirect(&sim, "submit_redirect");
-    }
-    if !sim.key_ok(&headers) {
-        return reject(
-            &sim,
-            kind,
-            StatusCode::UNAUTHORIZED,
-            code::UNAUTHORIZED,
-            "Missing or invalid Ocp-Apim-Subscription-Key header",
-        );
+    if let Some(refused) = gate(
+        &sim,
+        kind,
+        &headers,
+        (
+            cfg.submit_redirect_rate,
+            "submit-redirect",
+            "submit_redirect",
+        ),
+        calls,
+    ) {
+        return refused;
     }
     if let Some(limit) = cfg.rate_limit {
         let now = Instant::now();
