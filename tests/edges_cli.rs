@@ -137,10 +137,7 @@ async fn a_folder_belongs_to_one_gateway() {
     );
     assert_eq!(summary(&sim_out)["gateway"], "simulated");
     let url = sim.url();
-    let mut cmd = command(&dir.path().join("quick.yaml"), &sim_out, &url, &[]);
-    let o = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let o = run(&dir.path().join("quick.yaml"), &sim_out, &url, &[]).await;
     assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
     let err = text(&o.stderr);
     assert!(
@@ -405,9 +402,7 @@ async fn stray_temporary_files_are_removed_and_outputs_honour_the_umask() {
         .arg(inner.get_program())
         .args(inner.get_args())
         .envs(inner.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
-    let o = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let o = output(cmd).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     assert!(!out.join("images/.part-killed").exists());
     assert!(!out.join(".tmp-killed").exists());

@@ -72,14 +72,38 @@ fn assert_describes(
     assert!((meta["cost_usd"].as_f64().unwrap() * images - row_cost).abs() < 1e-6);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_image_has_its_provenance_and_a_rerun_restores_lost_ones() {
+/// A finished run of [`sweep`] into `DIR/out`.
+struct Swept {
+    sim: batchgen::sim::SimHandle,
+    dir: tempfile::TempDir,
+    manifest: PathBuf,
+    out: PathBuf,
+}
+
+async fn swept() -> Swept {
     let sim = start(quick()).await;
     let dir = tempfile::tempdir().unwrap();
-    let m = sweep(dir.path());
+    let manifest = sweep(dir.path());
     let out = dir.path().join("out");
-    let o = run(&m, &out, &sim.url(), &[]).await;
+    let o = run(&manifest, &out, &sim.url(), &[]).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    Swept {
+        sim,
+        dir,
+        manifest,
+        out,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_image_has_its_provenance_and_a_rerun_restores_lost_ones() {
+    // `_dir` keeps the folder for the length of the test.
+    let Swept {
+        sim,
+        dir: _dir,
+        manifest: m,
+        out,
+    } = swept().await;
     let all = images(&out);
     assert_eq!(all.len(), 12);
     for (file, sha, row) in &all {
@@ -161,12 +185,12 @@ fn read_shards(dir: &Path) -> Vec<(u64, Vec<Sample>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webdataset_and_jsonl_hold_every_image_and_its_metadata() {
-    let sim = start(quick()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let m = sweep(dir.path());
-    let out = dir.path().join("out");
-    let o = run(&m, &out, &sim.url(), &[]).await;
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let Swept {
+        dir,
+        out,
+        sim: _sim,
+        ..
+    } = swept().await;
     let all = images(&out);
     let by_file: HashMap<&str, (&str, &HashMap<String, String>)> = all
         .iter()

@@ -64,10 +64,7 @@ async fn verbose_shows_each_http_exchange_and_never_the_key() {
     let sim = start(quick()).await;
     let dir = tempfile::tempdir().unwrap();
     let m = seed_sweep(dir.path(), 2);
-    let mut cmd = command(&m, &dir.path().join("a"), &sim.url(), &["-v"]);
-    let o = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let o = run(&m, &dir.path().join("a"), &sim.url(), &["-v"]).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let err = text(&o.stderr);
     let lines = |needle: &str| err.lines().filter(|l| l.contains(needle)).count();
@@ -84,9 +81,7 @@ async fn verbose_shows_each_http_exchange_and_never_the_key() {
     // header shows as redacted.
     let mut cmd = command(&m, &dir.path().join("b"), &sim.url(), &[]);
     cmd.env("RUST_LOG", "trace");
-    let o = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let o = output(cmd).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let err = text(&o.stderr);
     assert!(
@@ -159,9 +154,7 @@ async fn a_gateway_certificate_from_a_ca_the_system_trusts_works() {
     let ca = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/ca.pem");
     let mut cmd = command(&m, &out, &url, &[]);
     cmd.env("SSL_CERT_FILE", &ca);
-    let o = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let o = output(cmd).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     assert_eq!(sim.ledger().accepted, 2);
 }

@@ -432,9 +432,7 @@ async fn bad_input_sends_nothing() {
     let good = write(dir.path(), "good.yaml", "jobs: [{prompt: cat}]\n");
     let mut cmd = command(&good, &dir.path().join("out"), &sim.url(), &[]);
     cmd.env_remove("PIXAZO_API_KEY");
-    let o = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let o = output(cmd).await;
     assert_eq!(o.status.code(), Some(2));
     assert!(
         text(&o.stderr).contains("no API key: set PIXAZO_API_KEY or pass --api-key-file"),
@@ -451,9 +449,7 @@ async fn bad_input_sends_nothing() {
         &["--api-key-file", key_file.to_str().unwrap()],
     );
     cmd.env_remove("PIXAZO_API_KEY");
-    let o = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let o = output(cmd).await;
     assert_eq!(
         o.status.code(),
         Some(0),

@@ -65,20 +65,21 @@ pub fn loud_command(manifest: &Path, out: &Path, url: &str, extra: &[&str]) -> C
     cmd
 }
 
-/// Runs the binary without blocking the runtime that serves the simulator.
-pub async fn run(manifest: &Path, out: &Path, url: &str, extra: &[&str]) -> Output {
-    let mut cmd = command(manifest, out, url, extra);
+/// Runs `cmd` to its end without blocking the runtime that serves the simulator.
+pub async fn output(mut cmd: Command) -> Output {
     tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap()
 }
 
+/// Runs the binary without blocking the runtime that serves the simulator.
+pub async fn run(manifest: &Path, out: &Path, url: &str, extra: &[&str]) -> Output {
+    output(command(manifest, out, url, extra)).await
+}
+
 /// [`run`] without `--quiet`.
 pub async fn run_loud(manifest: &Path, out: &Path, url: &str, extra: &[&str]) -> Output {
-    let mut cmd = loud_command(manifest, out, url, extra);
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
+    output(loud_command(manifest, out, url, extra)).await
 }
 
 pub fn text(b: &[u8]) -> String {
@@ -341,9 +342,7 @@ pub async fn batchgen(args: &[&str], dir: &Path) -> Output {
         .current_dir(dir)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default());
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
+    output(cmd).await
 }
 
 /// Sends `signal` once mid-run: no new submits, every accepted request
@@ -485,7 +484,5 @@ pub async fn run_with_defaults(manifest: &Path, out: &Path, url: &str, extra: &[
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("PIXAZO_API_KEY", KEY);
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
+    output(cmd).await
 }
