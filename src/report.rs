@@ -45,14 +45,21 @@ pub struct Reported {
 }
 
 impl Reported {
+    /// What `batchgen report` prints: the sheet, then its [`Reported::warnings`].
     pub fn to_text(&self) -> String {
-        let mut text = format!(
-            "batchgen: contact sheet of {} rows, {} images ({} thumbnails made) → {}\n",
+        format!(
+            "batchgen: contact sheet of {} rows, {} images ({} thumbnails made) → {}\n{}",
             self.rows,
             self.images,
             self.thumbnails_made,
-            self.path.display()
-        );
+            self.path.display(),
+            self.warnings()
+        )
+    }
+
+    /// One line per image no thumbnail could be made of.
+    pub fn warnings(&self) -> String {
+        let mut text = String::new();
         for (file, why) in &self.unreadable {
             let _ = writeln!(text, "warning: {file}: no thumbnail: {why}");
         }

@@ -131,16 +131,17 @@ async fn contact_sheet(out_dir: &std::path::Path, summary: &output::Summary, qui
         return;
     }
     let dir = out_dir.to_path_buf();
-    match tokio::task::spawn_blocking(move || report::report(&dir)).await {
-        Ok(Ok(done)) => {
-            for (file, why) in &done.unreadable {
-                eprintln!("warning: {file}: no thumbnail: {why}");
-            }
+    let made = tokio::task::spawn_blocking(move || report::report(&dir))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    match made {
+        Ok(done) => {
+            eprint!("{}", done.warnings());
             if !quiet {
                 eprintln!("  contact sheet: {}", done.path.display());
             }
         }
-        Ok(Err(e)) => eprintln!("warning: no contact sheet: {e}"),
         Err(e) => eprintln!("warning: no contact sheet: {e}"),
     }
 }
