@@ -106,6 +106,7 @@ pub enum Entry {
     },
     Submitted {
         key: Key,
+        /// When the accepted submit was sent.
         at_ms: u64,
         /// Absent when the submit answered with finished images.
         #[serde(default, skip_serializing_if = "Option::is_none")]

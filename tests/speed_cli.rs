@@ -109,3 +109,43 @@ async fn a_lost_result_is_charged_and_paid_again_only_when_asked() {
     assert_eq!(sim.ledger().submit_calls, submits + 1);
     assert_eq!(results(&out)[0]["status"], "completed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_request_hands_its_slot_on_while_its_images_download() {
+    // A slow file host: every image takes 1.5 s to arrive.
+    let sim = start(SimConfig {
+        download_delay_ms: 1500,
+        ..latency(100, 100)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = seed_sweep(dir.path(), 3);
+    let out = dir.path().join("out");
+    let o = run(&m, &out, &sim.url(), &["--concurrency", "1"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let ledger = sim.ledger();
+    assert_eq!(ledger.completed, 3);
+    assert_eq!(
+        ledger.max_in_flight, 1,
+        "one request at the gateway at a time"
+    );
+    // The journal's order: the next row is submitted while the last one's
+    // image downloads, and one download runs at a time (as many as
+    // --concurrency), so the third row waits for the first download.
+    let journal = std::fs::read_to_string(out.join("journal.jsonl")).unwrap();
+    let mut keys: Vec<String> = Vec::new();
+    let order: Vec<String> = journal
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| matches!(e["e"].as_str(), Some("intent" | "done")))
+        .map(|e| {
+            let key = e["key"].as_str().unwrap().to_string();
+            if !keys.contains(&key) {
+                keys.push(key.clone());
+            }
+            let n = keys.iter().position(|k| *k == key).unwrap() + 1;
+            format!("{}{n}", &e["e"].as_str().unwrap()[..1])
+        })
+        .collect();
+    assert_eq!(order, ["i1", "i2", "d1", "i3", "d2", "d3"]);
+}

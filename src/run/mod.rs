@@ -5,7 +5,9 @@
 //! where every row starts ([`start`]), so the caller can check what this run
 //! would newly spend against the budget before anything is sent. Then
 //! [`Opened::execute`] bounds the requests in flight (`--concurrency`, a
-//! semaphore whose permit each row holds from submit to its last file) and
+//! semaphore whose permit each row holds from before its submit until the
+//! gateway says the request finished; its images are then fetched under a
+//! second bound of the same size, so the slot serves the next row at once) and
 //! the submit rate (`--rate`, shared, slowed by 429s), keeps new spending
 //! under the budget, and stops submitting when told to. [`row`] drives one
 //! row through its life.
@@ -521,6 +523,8 @@ impl Opened {
             },
             refused_since: Mutex::new(None),
             status_calls: AtomicU64::new(0),
+            requests: Arc::new(Semaphore::new(settings.concurrency)),
+            downloads: Arc::new(Semaphore::new(settings.concurrency)),
             cache,
             cache_warned: AtomicBool::new(false),
             settings,
@@ -541,7 +545,7 @@ impl Opened {
             tokio::spawn(watch_reachability(ctx.clone())),
         ];
 
-        let permits = Arc::new(Semaphore::new(ctx.settings.concurrency));
+        let permits = ctx.requests.clone();
         let mut tasks = tokio::task::JoinSet::new();
         let total = starts.len() + fresh.len();
         let fresh = fresh.into_iter().map(|i| (i as usize, Start::Submit));
@@ -688,6 +692,11 @@ struct Ctx {
     /// When the gateway last started refusing every connection.
     refused_since: Mutex<Option<Instant>>,
     status_calls: AtomicU64,
+    /// `--concurrency`: a row holds one of these from before its submit
+    /// until the gateway says its request finished.
+    requests: Arc<Semaphore>,
+    /// As many again for fetching finished requests' images.
+    downloads: Arc<Semaphore>,
     /// `--cache`: where fulfilled requests are stored and taken from.
     cache: Option<Arc<Cache>>,
     /// A failure to store into the cache is told once.

@@ -655,7 +655,6 @@ mod closed_loop {
         latency: impl Fn(usize) -> f64,
     ) -> (f64, f64, f64) {
         let learned = Learned::default();
-        learned.rows_ahead(rows, 1);
         let key = (Kind::TextToImage, 1);
         // Per slot: the request in it, its submit time, last pending poll, planned poll.
         struct Slot {
@@ -681,6 +680,7 @@ mod closed_loop {
         let bound = perfect.iter().cloned().fold(0.0, f64::max);
         // Draws from a fixed sequence, so that the simulation repeats.
         let start = |row: usize, now: f64, learned: &Learned| {
+            learned.rows_ahead(rows - row, slots);
             let draw = (row as f64 * 0.754_877_666_246_692_7) % 1.0;
             Slot {
                 row,

@@ -50,14 +50,12 @@ struct RowRun {
     seen: Option<(f64, f64)>,
 }
 
-/// Drives row `index` from `start` to its end. The permit is held throughout:
-/// it is what bounds the requests in flight.
-pub(super) async fn drive(
-    ctx: Arc<Ctx>,
-    index: usize,
-    start: Start,
-    _permit: OwnedSemaphorePermit,
-) {
+/// Drives row `index` from `start` to its end. `permit` (of
+/// `--concurrency`) is held while the row has a request at the gateway, or
+/// is about to: from before its submit until the gateway says it finished.
+/// Its images are then fetched under a download permit instead (as many as
+/// `--concurrency` again), so the slot goes to the next row at once.
+pub(super) async fn drive(ctx: Arc<Ctx>, index: usize, start: Start, permit: OwnedSemaphorePermit) {
     let row = ctx.plan.rows[index];
     let mut run = RowRun {
         key: row.key,
@@ -70,7 +68,22 @@ pub(super) async fn drive(
         ctx,
     };
     let mut next = start;
+    let mut request = Some(permit);
+    let mut download: Option<OwnedSemaphorePermit> = None;
     loop {
+        // Never waits for a request slot while holding a download slot, so
+        // the two bounds cannot deadlock.
+        match &next {
+            Start::Download { .. } if download.is_none() => {
+                download = Some(acquire(&run.ctx.downloads).await);
+                request = None;
+            }
+            Start::Submit | Start::Poll { .. } if request.is_none() => {
+                download = None;
+                request = Some(acquire(&run.ctx.requests).await);
+            }
+            _ => {}
+        }
         next = match next {
             Start::Submit => run.submit().await,
             Start::Poll { ticket, since_ms } => run.poll(ticket, since_ms).await,
@@ -79,6 +92,15 @@ pub(super) async fn drive(
             Start::End => return,
         };
     }
+}
+
+/// A permit of `slots` (never closed).
+async fn acquire(slots: &Arc<tokio::sync::Semaphore>) -> OwnedSemaphorePermit {
+    slots
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the semaphore is never closed")
 }
 
 impl RowRun {
@@ -143,11 +165,14 @@ impl RowRun {
             return Start::End;
         }
         ctx.event(Event::Enter(Stage::Submitting));
+        // The request's clock starts as it leaves, not once its answer is
+        // journaled: the gateway's does, and a sync's wait is no latency.
+        let sent_ms = now_ms();
         let result = ctx.client.send(&prepared).await;
         ctx.event(Event::Leave(Stage::Submitting));
         ctx.observe(&result);
         let e = match result {
-            Ok(sub) => return self.accepted(sub).await,
+            Ok(sub) => return self.accepted(sub, sent_ms).await,
             Err(e) => e,
         };
         match e.class {
@@ -186,8 +211,8 @@ impl RowRun {
     }
 
     /// The gateway accepted the submit: its request id is journaled before
-    /// anything else happens to it.
-    async fn accepted(&mut self, sub: api::Submitted) -> Start {
+    /// anything else happens to it. `sent_ms`: when its submit was sent.
+    async fn accepted(&mut self, sub: api::Submitted, sent_ms: u64) -> Start {
         let ctx = self.ctx.clone();
         ctx.limiter.accepted();
         let urls: Vec<String> = match &sub.status {
@@ -201,7 +226,7 @@ impl RowRun {
         if !ctx
             .record(&Entry::Submitted {
                 key: self.key,
-                at_ms: now_ms(),
+                at_ms: sent_ms,
                 ticket: sub.ticket.clone(),
                 images: urls,
             })
@@ -215,7 +240,7 @@ impl RowRun {
             (Some(Status::Error(m)), _) => self.not_accepted("ERROR", &m, None).await,
             (_, Some(ticket)) => Start::Poll {
                 ticket,
-                since_ms: now_ms(),
+                since_ms: sent_ms,
             },
             (_, None) => {
                 self.fail(

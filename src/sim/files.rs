@@ -28,6 +28,9 @@ pub(super) async fn file(
         job.download_attempts[n] += 1;
         (job.download_attempts[n], job.picture.nth(n as u32))
     };
+    if cfg.download_delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(cfg.download_delay_ms)).await;
+    }
     let path = format!("/files/{id}/{name}");
     if sim.chance(
         cfg.download_5xx_rate,

@@ -124,6 +124,9 @@ pub struct SimConfig {
     /// Seed of the fault draws (same seed, same faults).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub fault_seed: u64,
+    /// Every image download waits this long before its bytes are sent (a slow file host).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub download_delay_ms: u64,
 }
 
 impl Default for SimConfig {
@@ -153,6 +156,7 @@ impl Default for SimConfig {
             oversized_rate: 0.0,
             extra_images: 0,
             fault_seed: 0,
+            download_delay_ms: 0,
         }
     }
 }
@@ -195,7 +199,8 @@ pub struct Ledger {
     pub bytes_served: u64,
     /// SHA-256 of every whole image served, by URL path (or `data:ID/N`).
     pub files: BTreeMap<String, String>,
-    /// Accepted requests whose result the client has not yet fully taken.
+    /// Accepted requests the client has not yet been told are finished
+    /// (what `--concurrency` bounds; their files may still be downloading).
     pub in_flight: u64,
     pub max_in_flight: u64,
     /// How long each accepted request took to finish, in the order accepted
@@ -325,7 +330,10 @@ struct Job {
     polls: u64,
     download_attempts: Vec<u64>,
     delivered: Vec<bool>,
+    /// Its result is not yet fully taken.
     open: bool,
+    /// The client has been told it finished.
+    told: bool,
 }
 
 /// What a validated submit asks for.

@@ -178,6 +178,9 @@ pub(super) async fn finished_reply(sim: &Arc<Sim>, id: &str) -> Reply {
                 close(&mut st, id, outcome);
                 uris
             } else {
+                // Told it finished: no longer in flight, though its files
+                // are still to be taken.
+                told(&mut sim.lock(), id);
                 (0..count as usize)
                     .map(|n| sim.image_url(id, n, format))
                     .collect()
@@ -215,12 +218,23 @@ pub(super) async fn finished_reply(sim: &Arc<Sim>, id: &str) -> Reply {
     }
 }
 
-/// Marks a request finished for the client (counted once).
+/// The client has been told the request finished: it is no longer in
+/// flight (counted once).
+pub(super) fn told(st: &mut SimState, id: &str) {
+    if let Some(job) = st.jobs.get_mut(id) {
+        if !job.told {
+            job.told = true;
+            st.ledger.in_flight -= 1;
+        }
+    }
+}
+
+/// Marks a request finished for the client, its result taken (counted once).
 pub(super) fn close(st: &mut SimState, id: &str, outcome: Outcome) {
+    told(st, id);
     if let Some(job) = st.jobs.get_mut(id) {
         if job.open {
             job.open = false;
-            st.ledger.in_flight -= 1;
             match outcome {
                 Outcome::Completed => st.ledger.completed += 1,
                 Outcome::Failed => st.ledger.failed += 1,

@@ -178,6 +178,7 @@ pub(super) async fn submit(sim: Arc<Sim>, kind: Kind, headers: HeaderMap, body: 
                 download_attempts: vec![0; (ask.count + cfg.extra_images) as usize],
                 delivered: vec![false; ask.count as usize],
                 open: true,
+                told: false,
             },
         );
         (id, immediate)
