@@ -376,7 +376,10 @@ impl RowRun {
                 Ok(Status::Completed(images)) => {
                     leave();
                     if let Schedule::Adaptive(learned) = &ctx.schedule {
-                        let seen = (last_pending.unwrap_or(0.0), since(Instant::now()));
+                        // Both ends by when the poll was sent, as polls are
+                        // planned: not by when its answer came, which adds
+                        // the round trip and any queue to every estimate.
+                        let seen = (last_pending.unwrap_or(0.0), since(sent));
                         learned.learn(key, seen.0, seen.1, draw);
                         self.seen = Some(seen);
                     }
