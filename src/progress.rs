@@ -97,8 +97,10 @@ impl Counts {
         self.already + self.completed + self.failed + self.left
     }
 
+    /// Requests at the gateway, as `--concurrency` counts them (a finished
+    /// request's download no longer holds a slot).
     fn in_flight(&self) -> u64 {
-        self.submitting + self.polling + self.downloading
+        self.submitting + self.polling
     }
 
     /// The line beside the bar: rows done, in flight, spend and ETA first,
@@ -282,7 +284,8 @@ mod tests {
             completed: 4_000,
             submitting: 24,
             polling: 1000,
-            downloading: 0,
+            // Downloads hold no slot: not in flight.
+            downloading: 7,
             spent: Usd::from_micros(12_345_670_000),
             ..Counts::default()
         };
