@@ -9,12 +9,16 @@
 //! time it was seen pending, the first time it was seen done], in seconds
 //! since its submit. The distribution of latencies is estimated from those
 //! intervals on a grid by a few rounds of the self-consistency (EM)
-//! algorithm for interval-censored data, from an even start. One round
-//! spreads each interval's weight evenly over it; run to convergence it is
+//! algorithm for interval-censored data. Run to convergence it is
 //! Turnbull's estimate, which lets the earliest request seen done drag
 //! every estimate below it (most requests are seen done at their first
 //! poll, which says nothing of when before it they finished), and the
-//! schedule then polls too early. A few rounds sit between the two. From the
+//! schedule then polls too early. A few rounds stop short of that. They
+//! start half from an even spread and half from Turnbull's support (the
+//! innermost intervals, where the latencies must lie): from an even start
+//! alone, requests seen done at their first poll spread weight back to 0 s,
+//! and a fixed latency L is then asked at about L - 2 s and again at L, the
+//! second ask 2 s after the first rather than just after L. From the
 //! estimate a dynamic programme picks the poll times that minimise the
 //! expected time a finished request waits plus [`CALL_COST`] seconds per
 //! status call, with polls of one request at least [`MIN_GAP`] apart (the
@@ -61,6 +65,8 @@ const MAX_BINS: usize = 800;
 const WINDOW: usize = 1024;
 /// EM rounds per update: between even spreading (1) and Turnbull (many).
 const EM_ROUNDS: usize = 10;
+/// The share of the EM's start on Turnbull's support (the rest is even).
+const SUPPORT: f64 = 0.5;
 /// Cold start: the first poll of the first request (the vendor's advice);
 /// the requests that probe before anything is learned, their first polls
 /// spread evenly over one gap, so that their polls every `MIN_GAP` after
@@ -348,8 +354,31 @@ impl Fit {
                 (first, last)
             })
             .collect();
-        let mut mass = vec![1.0 / (n + 1) as f64; n + 2];
-        mass[0] = 0.0;
+        // Start half even, half on Turnbull's support: the bins of the
+        // innermost intervals (a left end followed by a right end, with no
+        // end between), where every maximum-likelihood estimate lies.
+        let mut ends: Vec<(usize, bool)> = cover
+            .iter()
+            .flat_map(|&(a, b)| [(a, false), (b, true)])
+            .collect();
+        ends.sort_unstable();
+        let mut mass = vec![0.0; n + 2];
+        for w in ends.windows(2) {
+            if let [(a, false), (b, true)] = w {
+                for m in &mut mass[*a..=*b] {
+                    *m = 1.0;
+                }
+            }
+        }
+        let total: f64 = mass.iter().sum();
+        let even = 1.0 / (n + 1) as f64;
+        for m in mass.iter_mut().skip(1) {
+            *m = if total > 0.0 {
+                SUPPORT * *m / total + (1.0 - SUPPORT) * even
+            } else {
+                even
+            };
+        }
         // Turnbull's self-consistency iterations.
         let mut prefix = vec![0.0; n + 2];
         let mut weight = vec![0.0; n + 3];
@@ -536,6 +565,25 @@ mod tests {
             last = Some(t);
             now = t;
         }
+    }
+
+    #[test]
+    fn a_fixed_latency_learned_from_first_polls_is_asked_once_just_after_it() {
+        // What a run at a fixed 3 s teaches: four probes seen pending, then
+        // hundreds of requests seen done at their first poll, just after 3 s.
+        let mut intervals = vec![
+            (2.0, 4.0),
+            (2.25, 4.25),
+            (2.5, 4.5),
+            (2.75, 4.75),
+            (0.0, 3.0),
+        ];
+        intervals.extend((0..500).map(|i| (0.0, 3.02 + 0.06 * ((i as f64 * 0.618) % 1.0))));
+        let l = learned(&intervals);
+        let polls = plan(l.fit.as_ref().unwrap(), None, 3.0);
+        // Not an ask near 1 s whose next ask must wait until 3 s or later.
+        assert_eq!(polls.len(), 1, "{polls:?}");
+        assert!((3.0..=3.1).contains(&polls[0]), "{polls:?}");
     }
 
     #[test]
