@@ -545,16 +545,11 @@ impl Opened {
             tokio::spawn(watch_reachability(ctx.clone())),
         ];
 
-        let permits = ctx.requests.clone();
         let mut tasks = tokio::task::JoinSet::new();
         let total = starts.len() + fresh.len();
         let fresh = fresh.into_iter().map(|i| (i as usize, Start::Submit));
         for (started, (index, start)) in starts.into_iter().chain(fresh).enumerate() {
-            let permit = permits
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
+            let permit = row::acquire(&ctx.requests).await;
             if let poll::Schedule::Adaptive(learned) = &ctx.schedule {
                 learned.rows_ahead(total - started, ctx.settings.concurrency);
             }

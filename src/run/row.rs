@@ -95,7 +95,7 @@ pub(super) async fn drive(ctx: Arc<Ctx>, index: usize, start: Start, permit: Own
 }
 
 /// A permit of `slots` (never closed).
-async fn acquire(slots: &Arc<tokio::sync::Semaphore>) -> OwnedSemaphorePermit {
+pub(super) async fn acquire(slots: &Arc<tokio::sync::Semaphore>) -> OwnedSemaphorePermit {
     slots
         .clone()
         .acquire_owned()
