@@ -365,9 +365,7 @@ impl Fit {
         let mut mass = vec![0.0; n + 2];
         for w in ends.windows(2) {
             if let [(a, false), (b, true)] = w {
-                for m in &mut mass[*a..=*b] {
-                    *m = 1.0;
-                }
+                mass[*a..=*b].fill(1.0);
             }
         }
         let total: f64 = mass.iter().sum();
