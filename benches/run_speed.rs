@@ -10,10 +10,18 @@
 //! peak RSS. A fresh simulator and a fresh output folder serve every run, so
 //! each one has to learn the latency from scratch.
 //!
+//! Every workload runs against two gateway simulators in turn: `batchgen
+//! sim`, and `benches/independent_sim.py`, written from the vendor's
+//! documentation alone (Python's standard library; skipped without
+//! `python3`), so that a client tuned to its own simulator's quirks shows.
+//!
 //! - `BATCHGEN_BENCH_ONLY=1,3` runs only those workloads (numbered as printed).
+//! - `BATCHGEN_BENCH_SIM=batchgen` (or `independent`) runs against one
+//!   simulator only.
 //! - `BATCHGEN_BENCH_PEER=PATH` names the peer script (`none` skips it).
 //!
-//! Linux only (it reads `/proc`). It takes about ten minutes.
+//! Linux only (it reads `/proc`). It takes about half an hour (a quarter
+//! with one simulator).
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -103,51 +111,109 @@ fn main() {
         "of it user",
         "peak MiB"
     );
+    let sims = simulators();
     for (i, w) in WORKLOADS.iter().enumerate() {
         let n = i + 1;
         if only.as_ref().is_some_and(|o| !o.contains(&n)) {
             continue;
         }
-        println!("{n}. {}", w.name);
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        let manifest = dir.path().join("m.yaml");
-        write_manifest(&manifest, w.rows);
-        let runs: [(&str, Vec<String>); 2] = [
-            ("batchgen (defaults)", vec![]),
-            (
-                "batchgen, fixed 2 s polls",
-                vec!["--poll-interval-ms".into(), "2000".into()],
-            ),
-        ];
-        for (label, extra) in runs {
-            let out = dir.path().join(label.replace([' ', ',', '(', ')'], "_"));
-            let m = measure(&bin, w, |url| {
-                let mut cmd = Command::new(&bin);
-                cmd.arg("run")
-                    .arg(&manifest)
-                    .arg("--out")
-                    .arg(&out)
-                    .args(["--base-url", url, "--quiet", "--no-report", "--concurrency"])
-                    .arg(w.concurrency.to_string())
-                    .args(&extra)
-                    .env("PIXAZO_API_KEY", "bench-key");
-                cmd
-            });
-            report(label, w, &m);
+        for sim in &sims {
+            println!("{n}. {} (on {})", w.name, sim.label());
+            let dir = tempfile::tempdir().expect("a temporary folder");
+            let manifest = dir.path().join("m.yaml");
+            write_manifest(&manifest, w.rows);
+            let runs: [(&str, Vec<String>); 2] = [
+                ("batchgen (defaults)", vec![]),
+                (
+                    "batchgen, fixed 2 s polls",
+                    vec!["--poll-interval-ms".into(), "2000".into()],
+                ),
+            ];
+            for (label, extra) in runs {
+                let out = dir.path().join(label.replace([' ', ',', '(', ')'], "_"));
+                let m = measure(&bin, sim, w, |url| {
+                    let mut cmd = Command::new(&bin);
+                    cmd.arg("run")
+                        .arg(&manifest)
+                        .arg("--out")
+                        .arg(&out)
+                        .args(["--base-url", url, "--quiet", "--no-report", "--concurrency"])
+                        .arg(w.concurrency.to_string())
+                        .args(&extra)
+                        .env("PIXAZO_API_KEY", "bench-key");
+                    cmd
+                });
+                report(label, w, &m);
+            }
+            if let Some(script) = &peer {
+                let out = dir.path().join("peer");
+                let m = measure(&bin, sim, w, |url| {
+                    let mut cmd = Command::new("python3");
+                    cmd.arg(script)
+                        .arg(w.rows.to_string())
+                        .arg(w.concurrency.to_string())
+                        .arg(url)
+                        .arg(&out);
+                    cmd
+                });
+                report("peer (aiohttp, 2 s polls)", w, &m);
+            }
         }
-        if let Some(script) = &peer {
-            let out = dir.path().join("peer");
-            let m = measure(&bin, w, |url| {
-                let mut cmd = Command::new("python3");
-                cmd.arg(script)
-                    .arg(w.rows.to_string())
-                    .arg(w.concurrency.to_string())
-                    .arg(url)
-                    .arg(&out);
-                cmd
-            });
-            report("peer (aiohttp, 2 s polls)", w, &m);
+    }
+}
+
+/// Which gateway simulator serves a run.
+enum Sim {
+    /// `batchgen sim`.
+    Own,
+    /// `benches/independent_sim.py`, written from the vendor's documentation.
+    Independent(PathBuf),
+}
+
+impl Sim {
+    fn label(&self) -> &'static str {
+        match self {
+            Sim::Own => "batchgen sim",
+            Sim::Independent(_) => "the independent simulator",
         }
+    }
+
+    /// The simulator's command; both take the same flags.
+    fn command(&self, bin: &Path) -> Command {
+        match self {
+            Sim::Own => {
+                let mut c = Command::new(bin);
+                c.arg("sim");
+                c
+            }
+            Sim::Independent(script) => {
+                let mut c = Command::new("python3");
+                c.arg(script);
+                c
+            }
+        }
+    }
+}
+
+/// The simulators `BATCHGEN_BENCH_SIM` asks for (both by default; the
+/// independent one only where `python3` runs).
+fn simulators() -> Vec<Sim> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/independent_sim.py");
+    let has_python = Command::new("python3")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let independent = || {
+        if !has_python {
+            println!("independent simulator: not run (needs python3)");
+        }
+        has_python.then(|| Sim::Independent(script.clone()))
+    };
+    match std::env::var("BATCHGEN_BENCH_SIM").as_deref() {
+        Ok("batchgen") => vec![Sim::Own],
+        Ok("independent") => independent().into_iter().collect(),
+        _ => std::iter::once(Sim::Own).chain(independent()).collect(),
     }
 }
 
@@ -204,13 +270,13 @@ fn write_manifest(path: &Path, rows: usize) {
 
 /// Starts a fresh simulator for `w`, runs the client `client(url)` makes,
 /// and measures it.
-fn measure(bin: &Path, w: &Workload, client: impl FnOnce(&str) -> Command) -> Measure {
+fn measure(bin: &Path, which: &Sim, w: &Workload, client: impl FnOnce(&str) -> Command) -> Measure {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
-    let mut sim = Command::new(bin);
-    sim.args(["sim", "--port", &port.to_string()])
+    let mut sim = which.command(bin);
+    sim.args(["--port", &port.to_string()])
         .args(["--min-latency-ms", &w.min_ms.to_string()])
         .args(["--max-latency-ms", &w.max_ms.to_string()])
         .env_remove("PIXAZO_API_KEY")
