@@ -149,3 +149,47 @@ async fn a_finished_request_hands_its_slot_on_while_its_images_download() {
         .collect();
     assert_eq!(order, ["i1", "i2", "d1", "i3", "d2", "d3"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_timed_from_when_the_gateway_answered_its_submit() {
+    // A gateway that takes 1 s to answer a submit (a queue at its front
+    // door): the request's latency starts when it is accepted, just before
+    // the answer. Timed from when the submit left, the first poll (planned
+    // 0.4–0.6 s after) would go the moment the answer came.
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    let times: Arc<Mutex<(Option<Instant>, Option<Instant>)>> = Arc::default();
+    let png = batchgen::sim::render::image("p", 1, 16, 16, batchgen::api::Format::Png);
+    let t = times.clone();
+    let gw = Recorder::start(move |r| {
+        let json = |body: &str| {
+            let head = vec![("content-type".to_string(), "application/json".to_string())];
+            (200, head, body.as_bytes().to_vec())
+        };
+        if r.path.ends_with("/glm-image-request") {
+            std::thread::sleep(Duration::from_secs(1));
+            t.lock().unwrap().0 = Some(Instant::now());
+            json(r#"{"request_id":"r-1","status":"QUEUED"}"#)
+        } else if r.path.contains("/status/") {
+            t.lock().unwrap().1.get_or_insert_with(Instant::now);
+            let host = r.header("host").unwrap_or_default();
+            json(&format!(
+                r#"{{"status":"COMPLETED","output":{{"media_url":["http://{host}/i.png"]}}}}"#
+            ))
+        } else {
+            (200, vec![], png.clone())
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = seed_sweep(dir.path(), 1);
+    let out = dir.path().join("out");
+    let o = run_with_defaults(&m, &out, &gw.url, &["--poll-interval-ms", "500"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let (answered, polled) = *times.lock().unwrap();
+    let gap = polled.unwrap() - answered.unwrap();
+    assert!(
+        gap >= Duration::from_millis(400),
+        "first poll {gap:?} after the submit was answered"
+    );
+}

@@ -165,14 +165,19 @@ impl RowRun {
             return Start::End;
         }
         ctx.event(Event::Enter(Stage::Submitting));
-        // The request's clock starts as it leaves, not once its answer is
-        // journaled: the gateway's does, and a sync's wait is no latency.
         let sent_ms = now_ms();
         let result = ctx.client.send(&prepared).await;
+        // The request's poll clock starts when the gateway's answer comes,
+        // not when the submit left (a burst of submits queues at the
+        // gateway, or waits for new connections, before each is accepted
+        // and its latency starts) and not once the answer is journaled (a
+        // sync's wait is no latency): the gateway accepted it just before
+        // it answered, so a request is done by then plus its latency.
+        let answered_ms = now_ms();
         ctx.event(Event::Leave(Stage::Submitting));
         ctx.observe(&result);
         let e = match result {
-            Ok(sub) => return self.accepted(sub, sent_ms).await,
+            Ok(sub) => return self.accepted(sub, sent_ms, answered_ms).await,
             Err(e) => e,
         };
         match e.class {
@@ -211,8 +216,10 @@ impl RowRun {
     }
 
     /// The gateway accepted the submit: its request id is journaled before
-    /// anything else happens to it. `sent_ms`: when its submit was sent.
-    async fn accepted(&mut self, sub: api::Submitted, sent_ms: u64) -> Start {
+    /// anything else happens to it. `sent_ms`: when its submit was sent
+    /// (its `submitted_at`); `answered_ms`: when the answer came (its polls'
+    /// clock).
+    async fn accepted(&mut self, sub: api::Submitted, sent_ms: u64, answered_ms: u64) -> Start {
         let ctx = self.ctx.clone();
         ctx.limiter.accepted();
         let urls: Vec<String> = match &sub.status {
@@ -240,7 +247,7 @@ impl RowRun {
             (Some(Status::Error(m)), _) => self.not_accepted("ERROR", &m, None).await,
             (_, Some(ticket)) => Start::Poll {
                 ticket,
-                since_ms: sent_ms,
+                since_ms: answered_ms,
             },
             (_, None) => {
                 self.fail(
