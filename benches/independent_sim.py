@@ -120,13 +120,15 @@ class Gateway:
                      "description": ""}, {}
 
     def image(self, rid):
+        """The request's PNG, or None if there is no such request or it is not done."""
+        now = time.monotonic()
         with self.lock:
             found = self.requests.get(rid)
-            if found is not None and rid not in self.fetched:
+            if found is None or now - found[1] < found[2]:
+                return None
+            if rid not in self.fetched:
                 self.fetched.add(rid)
                 self.ledger["completed"] += 1
-        if found is None or time.monotonic() - found[1] < found[2]:
-            return None
         return png(found[0] ^ self.args.seed << 32)
 
 
