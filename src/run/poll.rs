@@ -7,7 +7,10 @@
 //!
 //! What is learned: every collected request teaches an interval, (the last
 //! time it was seen pending, the first time it was seen done], in seconds
-//! since its submit. The distribution of latencies is estimated from those
+//! since its submit; a request seen pending and not yet done counts from
+//! then as finishing some time after it (otherwise the requests found
+//! pending at a poll would count a gap later than those found done at it,
+//! and the latest polls would always look as if they were late enough). The distribution of latencies is estimated from those
 //! intervals on a grid by a few rounds of the self-consistency (EM)
 //! algorithm for interval-censored data. Run to convergence it is
 //! Turnbull's estimate, which lets the earliest request seen done drag
@@ -37,8 +40,14 @@
 //! (a request seen done at its first poll only bounds its latency from
 //! above, so nothing else would teach it): a quarter of the requests then
 //! ask at a quarter to a half of the planned time, until early asks start
-//! finding requests pending. Earlier runs of the same folder seed the
-//! estimate.
+//! finding requests pending. The other way round, while a few of the
+//! latest first polls (not most) find their request pending, some requests
+//! (10%) ask late, inside the gap after the planned first poll: nothing else
+//! tells whether those pending ones finish just after the plan or a gap
+//! after it. Once every row has started, the run ends when its last request
+//! is collected, so the last first polls weigh a request still pending
+//! (a whole gap on the run) against asking a little later. Earlier runs of
+//! the same folder seed the estimate.
 //!
 //! Cancellation: nothing here waits; rows sleep until the time this gives,
 //! and wake early when [`Learned::changes`] says the estimate moved.
@@ -87,6 +96,23 @@ const EXPLORE_HURRY: f64 = 0.25;
 const HURRY_WINDOW: usize = 16;
 const HURRY_ON: f64 = 0.9;
 const HURRY_OFF: f64 = 0.5;
+/// Share of first polls asked late, somewhere in the gap after the planned
+/// first poll, while between `LATE_FROM` and `LATE_TO` of the latest
+/// `FIRSTS` first polls (not counting exploring ones) found their request
+/// pending. A request seen pending at its first poll and done one gap later
+/// says only that it finished somewhere in that gap; when nearly every
+/// first poll is asked at the same moment nothing says where, the estimate
+/// spreads those requests over the whole gap, and the plan keeps asking
+/// just before they finish, paying a second poll and a gap for each. A few
+/// first polls inside the gap tell where they finish. (When most first
+/// polls find their request pending, its later polls tell that anyway.)
+const EXPLORE_LATE: f64 = 0.1;
+const LATE_FROM: f64 = 0.05;
+const LATE_TO: f64 = 0.5;
+const FIRSTS: usize = 100;
+/// Once every row has started, first polls allow for latencies this share
+/// longer than estimated.
+const LAST_MARGIN: f64 = 0.02;
 /// Exploring stops when fewer than this many rows per slot are still to start.
 const EXPLORE_AHEAD: usize = 10;
 /// Intervals learned before the estimate counts as settled.
@@ -112,6 +138,8 @@ pub struct Learned {
     changed: watch::Sender<u64>,
     /// Whether enough rows are still to start for exploring to pay off.
     explore: std::sync::atomic::AtomicBool,
+    /// Once every row has started: how many requests may be in flight.
+    last: std::sync::atomic::AtomicUsize,
 }
 
 impl Default for Learned {
@@ -120,6 +148,7 @@ impl Default for Learned {
             models: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
             explore: std::sync::atomic::AtomicBool::new(true),
+            last: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 }
@@ -129,11 +158,17 @@ impl Learned {
         self.models.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Rows still to start: exploring pays off only with many of them ahead.
+    /// Rows still to start, counting the one starting now: exploring pays
+    /// off only with many of them ahead, and the last rows plan for the
+    /// run's end.
     pub fn rows_ahead(&self, rows: usize, concurrency: usize) {
-        let ahead = rows > EXPLORE_AHEAD * concurrency;
+        use std::sync::atomic::Ordering::Relaxed;
         self.explore
-            .store(ahead, std::sync::atomic::Ordering::Relaxed);
+            .store(rows > EXPLORE_AHEAD * concurrency, Relaxed);
+        if rows <= 1 && self.last.swap(concurrency.max(1), Relaxed) == 0 {
+            // The requests waiting for a first poll plan again.
+            self.changed.send_modify(|v| *v += 1);
+        }
     }
 
     /// Bumps whenever an estimate moves: sleeping rows re-plan.
@@ -162,7 +197,26 @@ impl Learned {
             (EXPLORE, 0.5)
         };
         let early = (allowed && draw < rate).then(|| least + least * draw / rate);
-        let t = m.next_poll(elapsed, last_pending, early, draw);
+        // Late asks draw from the other end, so hurrying does not move them.
+        let late = (allowed && draw >= 1.0 - EXPLORE_LATE)
+            .then(|| (draw - (1.0 - EXPLORE_LATE)) / EXPLORE_LATE);
+        let moved = last_pending.is_some_and(|lo| m.seen_pending(draw, lo));
+        let t = m.next_poll(elapsed, last_pending, early, late, draw);
+        // Once every row has started, the run ends when its last request is
+        // collected: one found pending at its first poll costs the run a
+        // whole gap, not a gap's share of a slot. So the last first polls
+        // weigh that against asking a little later.
+        let in_flight = self.last.load(std::sync::atomic::Ordering::Relaxed);
+        let t = match (&m.fit, last_pending) {
+            (Some(fit), None) if in_flight > 0 && early.is_none() => {
+                fit.last_first(t, in_flight as f64)
+            }
+            _ => t,
+        };
+        drop(models);
+        if moved {
+            self.changed.send_modify(|v| *v += 1);
+        }
         // Its own jitter, from its own draw.
         t.max(elapsed) + JITTER * (draw * 7919.0).fract()
     }
@@ -174,7 +228,10 @@ impl Learned {
         let m = models.entry(key).or_default();
         if m.asked_early.remove(&draw.to_bits()) {
             m.early_outcome(lo <= 0.0);
+        } else if !m.asked_late.remove(&draw.to_bits()) && lo <= 0.0 {
+            m.first_outcome(false);
         }
+        m.open.retain(|(d, _)| *d != draw.to_bits());
         if m.probes.remove(&draw.to_bits()) && lo <= 0.0 {
             // Every probe done at its first poll: the gateway is faster than
             // the cold start asks, so hurry from the start.
@@ -184,6 +241,15 @@ impl Learned {
             }
         }
         let moved = m.learn(lo, hi, true);
+        tracing::debug!(target: "batchgen::poll", "{key:?}: pending at {lo:.3} s, done at {hi:.3} s");
+        if let Some(fit) = m.fit.as_ref().filter(|_| moved) {
+            let first = fit.first as f64 * fit.step;
+            tracing::debug!(
+                target: "batchgen::poll",
+                "{key:?}: first poll now {first:.2} s after submit, {:.1}% expected pending then",
+                100.0 * fit.survival(first)
+            );
+        }
         drop(models);
         if moved {
             self.changed.send_modify(|v| *v += 1);
@@ -211,6 +277,8 @@ struct Learner {
     cold: u32,
     /// Requests asked early (by their draw) whose answer is not yet known.
     asked_early: std::collections::HashSet<u64>,
+    /// Requests asked late (by their draw) whose answer is not yet known.
+    asked_late: std::collections::HashSet<u64>,
     /// The latest early asks: whether each found its request done.
     early_outcomes: VecDeque<bool>,
     /// Early asks keep finding requests done: ask more of them, earlier.
@@ -219,6 +287,16 @@ struct Learner {
     /// at their first poll.
     probes: std::collections::HashSet<u64>,
     probes_done: u32,
+    /// The latest first polls planned by the estimate: whether each found
+    /// its request pending.
+    firsts: VecDeque<bool>,
+    /// Requests seen pending and not yet done (by their draw), and when
+    /// they were last seen pending: the estimate counts them as finishing
+    /// some time after that. Left out, they would count only once done, a
+    /// gap or more after the requests that were done at the same poll, and
+    /// the latest polls would always look as if nearly every request was
+    /// done by then.
+    open: VecDeque<(u64, f64)>,
 }
 
 impl Learner {
@@ -231,25 +309,69 @@ impl Learner {
         if self.intervals.len() > WINDOW {
             self.intervals.pop_front();
         }
+        refit && self.changed()
+    }
+
+    /// A request (by its draw) was seen pending `lo` seconds after its
+    /// submit. True if the estimate moved.
+    fn seen_pending(&mut self, draw: f64, lo: f64) -> bool {
+        if !(lo.is_finite() && lo >= 0.0) {
+            return false;
+        }
+        let bits = draw.to_bits();
+        match self.open.iter_mut().find(|(d, _)| *d == bits) {
+            Some((_, seen)) if *seen == lo => return false,
+            Some((_, seen)) => *seen = lo,
+            None => {
+                if !self.asked_early.contains(&bits) && !self.asked_late.contains(&bits) {
+                    self.first_outcome(true);
+                }
+                self.open.push_back((bits, lo));
+                if self.open.len() > WINDOW {
+                    self.open.pop_front();
+                }
+            }
+        }
+        self.changed()
+    }
+
+    /// Something was added to the estimate: refits when due. True if it did.
+    fn changed(&mut self) -> bool {
         self.since_fit += 1;
         let due = match self.intervals.len() {
             n if n <= 32 => true,
             n if n <= SETTLED => self.since_fit >= 8,
             _ => self.since_fit >= 32,
         };
-        if refit && due {
-            self.refit();
-            return true;
-        }
-        false
+        due && self.refit()
     }
 
-    fn refit(&mut self) {
+    /// True if there was anything to fit.
+    fn refit(&mut self) -> bool {
         if self.intervals.is_empty() {
-            return;
+            return false;
         }
         self.since_fit = 0;
-        self.fit = Some(Fit::new(&self.intervals));
+        let open = self.open.iter().map(|&(_, lo)| (lo, f64::INFINITY));
+        self.fit = Some(Fit::new(self.intervals.iter().copied().chain(open)));
+        true
+    }
+
+    /// The share of the latest first polls that found their request pending.
+    fn pending_share(&self) -> f64 {
+        let pending = self.firsts.iter().filter(|p| **p).count() as f64;
+        pending / self.firsts.len().max(1) as f64
+    }
+
+    /// Whether a first poll planned by the estimate found its request pending.
+    fn first_outcome(&mut self, pending: bool) {
+        if self.fit.is_none() {
+            return;
+        }
+        self.firsts.push_back(pending);
+        if self.firsts.len() > FIRSTS {
+            self.firsts.pop_front();
+        }
     }
 
     /// One early ask's outcome: hurry while they keep finding requests done.
@@ -274,13 +396,16 @@ impl Learner {
         }
     }
 
-    /// `early`: if the request explores, the share of the planned first poll
-    /// at which it asks instead. `draw`: the request's draw, which names it.
+    /// `early`: if the request explores early, the share of the planned
+    /// first poll at which it asks instead; `late`: if it explores late, how
+    /// far into the gap after the planned first poll it asks (0 to 1).
+    /// `draw`: the request's draw, which names it.
     fn next_poll(
         &mut self,
         elapsed: f64,
         last_pending: Option<f64>,
         early: Option<f64>,
+        late: Option<f64>,
         draw: f64,
     ) -> f64 {
         if last_pending.is_some() && self.asked_early.remove(&draw.to_bits()) {
@@ -313,6 +438,15 @@ impl Learner {
             self.asked_early.insert(draw.to_bits());
             return earliest.max(planned * share);
         }
+        if let Some(into) = late.filter(|_| last_pending.is_none() && settled) {
+            if self.firsts.len() >= FIRSTS / 2
+                && (LATE_FROM..LATE_TO).contains(&self.pending_share())
+            {
+                // Most of them just past the plan, where the estimate is least sure.
+                self.asked_late.insert(draw.to_bits());
+                return planned + MIN_GAP * into * into;
+            }
+        }
         planned
     }
 }
@@ -340,15 +474,19 @@ struct Fit {
 }
 
 impl Fit {
-    fn new(intervals: &VecDeque<(f64, f64)>) -> Fit {
-        let top = intervals.iter().map(|(_, hi)| *hi).fold(0.0f64, f64::max);
+    /// `intervals`: (seen pending, seen done] in seconds since submit; `hi`
+    /// is infinite for a request not yet seen done.
+    fn new(intervals: impl Iterator<Item = (f64, f64)> + Clone) -> Fit {
+        let top = intervals
+            .clone()
+            .map(|(lo, hi)| if hi.is_finite() { hi } else { lo })
+            .fold(0.0f64, f64::max);
         let horizon = (top * 1.25).max(5.0);
         let step = (horizon / MAX_BINS as f64).max(FINEST);
         let n = (horizon / step).ceil() as usize;
         // Bins each interval covers: (lo, hi] meets bins first..=last.
         let cover: Vec<(usize, usize)> = intervals
-            .iter()
-            .map(|&(lo, hi)| {
+            .map(|(lo, hi)| {
                 let first = ((lo / step).floor() as usize + 1).min(n + 1);
                 let last = ((hi / step).ceil() as usize).clamp(first, n + 1);
                 (first, last)
@@ -469,6 +607,31 @@ impl Fit {
         (from..=self.n)
             .min_by(|&x, &y| self.cost(a, x).total_cmp(&self.cost(a, y)))
             .unwrap_or(from)
+    }
+
+    /// The estimated share of requests still pending `t` seconds after submit.
+    fn survival(&self, t: f64) -> f64 {
+        let k = ((t / self.step).floor().max(0.0) as usize).min(self.n);
+        self.survive[k]
+    }
+
+    /// A first poll planned at `planned` seconds, when `in_flight` requests
+    /// are left and the last one collected ends the run: as late as pays,
+    /// within a gap, for the chance that none of them is still pending.
+    /// The estimate is sharpest where most first polls were asked, which is
+    /// where the plan puts them, and it is least sure just past there; so
+    /// this weighs the chance that a request is pending as if the
+    /// latencies were [`LAST_MARGIN`] longer than estimated.
+    fn last_first(&self, planned: f64, in_flight: f64) -> f64 {
+        let from = ((planned / self.step).floor() as usize).min(self.n);
+        let back = ((LAST_MARGIN * planned / self.step).ceil() as usize).max(1);
+        let cost = |k: usize| {
+            let later = (k as f64 * self.step - planned).max(0.0);
+            later + MIN_GAP * (in_flight * self.survive[k.saturating_sub(back)]).min(1.0)
+        };
+        let to = (from + self.gap).min(self.n);
+        let best = (from..=to).min_by(|&x, &y| cost(x).total_cmp(&cost(y)));
+        best.map_or(planned, |k| planned.max(k as f64 * self.step))
     }
 
     /// Expected wait of requests finishing in (a, b] if polled at b.
@@ -653,7 +816,9 @@ mod tests {
     #[test]
     fn cold_first_polls_are_staggered_then_the_vendors_pace() {
         let mut l = Learner::default();
-        let firsts: Vec<f64> = (0..10).map(|_| l.next_poll(0.0, None, None, 0.5)).collect();
+        let firsts: Vec<f64> = (0..10)
+            .map(|_| l.next_poll(0.0, None, None, None, 0.5))
+            .collect();
         assert_eq!(firsts[0], COLD_FIRST);
         assert!(firsts[..8].windows(2).all(|w| w[1] > w[0]), "{firsts:?}");
         assert!(firsts[7] < COLD_FIRST + MIN_GAP, "one gap: {firsts:?}");
@@ -662,7 +827,7 @@ mod tests {
             [COLD_LAST, COLD_LAST],
             "the rest wait to be planned"
         );
-        assert_eq!(l.next_poll(1.5, Some(1.5), None, 0.5), 1.5 + MIN_GAP);
+        assert_eq!(l.next_poll(1.5, Some(1.5), None, None, 0.5), 1.5 + MIN_GAP);
     }
 
     #[test]
@@ -683,6 +848,96 @@ mod tests {
         }
         let after = l.fit.as_ref().unwrap().next(0.0, None);
         assert!(before < 3.1 && after > 4.0, "{before} → {after}");
+    }
+
+    /// `n` distinct draws from a fixed sequence.
+    fn draws(n: usize, from: usize) -> impl Iterator<Item = f64> {
+        (from..from + n).map(|i| (i as f64 * 0.618_033_988_75 + 0.001) % 1.0)
+    }
+
+    #[test]
+    fn requests_seen_pending_count_before_they_are_done() {
+        // A poll at 1.8 s found 80 requests done and 20 pending; the
+        // pending ones are learned in full only a gap later.
+        let learned = Learned::default();
+        let key = (Kind::TextToImage, 1);
+        for d in draws(80, 0) {
+            learned.learn(key, 0.0, 1.8, d);
+        }
+        for d in draws(20, 80) {
+            learned.next_poll(key, 1.8, Some(1.8), d);
+        }
+        let pending_then = |learned: &Learned| {
+            let mut models = learned.lock();
+            let m = models.get_mut(&key).unwrap();
+            m.refit();
+            (m.fit.as_ref().unwrap().survival(1.8), m.open.len())
+        };
+        let (survive, open) = pending_then(&learned);
+        assert_eq!(open, 20);
+        assert!((0.15..0.3).contains(&survive), "{survive}");
+        // Once done they count as what they are, not twice.
+        for d in draws(20, 80) {
+            learned.learn(key, 1.8, 3.8, d);
+        }
+        let (survive, open) = pending_then(&learned);
+        assert_eq!(open, 0);
+        assert!((0.15..0.3).contains(&survive), "{survive}");
+    }
+
+    #[test]
+    fn some_first_polls_ask_late_while_the_plan_keeps_finding_requests_pending() {
+        let mut intervals = vec![(0.0, 1.8); 80];
+        intervals.extend([(1.8, 3.8); 20]);
+        let mut l = learned(&intervals);
+        let planned = l.next_poll(0.0, None, None, None, 0.5);
+        let late = |l: &mut Learner| l.next_poll(0.0, None, None, Some(0.5), 0.9);
+        // Until enough first polls are known, and while none finds its
+        // request pending, a late draw asks as planned.
+        assert_eq!(late(&mut l), planned);
+        for i in 0..FIRSTS {
+            l.first_outcome(i % 50 == 0);
+        }
+        assert_eq!(late(&mut l), planned);
+        // One in five pending: ask inside the gap after the plan.
+        for i in 0..FIRSTS {
+            l.first_outcome(i % 5 == 0);
+        }
+        let t = late(&mut l);
+        assert!(t > planned && t < planned + MIN_GAP, "{planned} → {t}");
+        // A late ask is not counted among the plan's first polls.
+        assert!(l.asked_late.contains(&0.9f64.to_bits()));
+    }
+
+    #[test]
+    fn the_last_rows_first_polls_allow_for_the_run_ending_on_them() {
+        // The plan asks where most requests are done, a few are not.
+        let learned = Learned::default();
+        let key = (Kind::TextToImage, 1);
+        for (i, d) in draws(200, 0).enumerate() {
+            match i % 25 {
+                0 => learned.learn(key, 1.9, 3.9, d),
+                _ => learned.learn(key, 0.0, 1.9 + 0.1 * (i % 3) as f64, d),
+            }
+        }
+        let mut changes = learned.changes();
+        changes.mark_unchanged();
+        let draw = 0.5;
+        let before = learned.next_poll(key, 0.0, None, draw);
+        learned.rows_ahead(2, 60);
+        assert!(!changes.has_changed().unwrap());
+        assert_eq!(learned.next_poll(key, 0.0, None, draw), before);
+        // The last row starts: the waiting requests plan again, later.
+        learned.rows_ahead(1, 60);
+        assert!(changes.has_changed().unwrap());
+        let after = learned.next_poll(key, 0.0, None, draw);
+        assert!(
+            after > before && after < before + MIN_GAP,
+            "{before} → {after}"
+        );
+        // A request seen pending is asked again as before.
+        let again = learned.next_poll(key, 2.5, Some(2.5), draw);
+        assert!(again >= 2.5 + MIN_GAP);
     }
 }
 
