@@ -6,7 +6,8 @@
 //! throttled until the gateway answers 429. A 429 opens a window, once,
 //! however many rows it hits: nothing is sent before its `Retry-After`, and
 //! the rate drops to just under what the gateway accepted in the last
-//! second (multiplicative decrease). While submits succeed the rate creeps
+//! second (multiplicative decrease), counting submits whose acceptance
+//! arrives during the pause (a gateway answers a burst in any order). While submits succeed the rate creeps
 //! back up: quickly to just under the rate that drew the 429, slowly past it
 //! (additive increase), so that the run probes for a higher limit without
 //! hammering the one it found. `--rate` is a ceiling on all of this.
@@ -135,6 +136,16 @@ impl RateLimiter {
         let now = Instant::now();
         st.accepted.push_back(now);
         prune(&mut st.accepted, now);
+        if st.not_before.is_some_and(|t| now < t) {
+            // During a 429's pause: a submit sent before it, whose answer
+            // came after the 429's (a gateway answers a burst in any
+            // order). It counts toward what the gateway accepted.
+            let accepted = st.accepted.len() as f64;
+            let ceiling = self.ceiling.unwrap_or(f64::MAX);
+            st.limit_seen = st.limit_seen.map(|seen| seen.max(accepted));
+            st.rate = st.rate.map(|r| r.max(accepted * DECREASE).min(ceiling));
+            return;
+        }
         let (Some(rate), Some(seen)) = (st.rate, st.limit_seen) else {
             return;
         };
@@ -219,6 +230,31 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_submit_accepted_after_the_429_counts_toward_the_limit() {
+        // The gateway took ten of a burst but answered one 429 before the
+        // tenth acceptance.
+        let l = RateLimiter::new(None);
+        for _ in 0..10 {
+            l.acquire().await;
+        }
+        for _ in 0..9 {
+            l.accepted();
+        }
+        l.throttled(Some(Duration::from_secs(1)));
+        assert_eq!(l.rate(), Some(9.0 * DECREASE));
+        l.accepted();
+        assert_eq!(l.rate(), Some(9.5));
+        // It grows back quickly to just under ten, not nine.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            l.accepted();
+        }
+        let rate = l.rate().unwrap();
+        assert!(rate > 10.0 * 0.97, "{rate}");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn waiters_re_check_when_they_wake() {
         let l = std::sync::Arc::new(RateLimiter::new(Some(1.0)));
         l.acquire().await;
@@ -246,6 +282,7 @@ mod tests {
         }
         l.throttled(None);
         let after_429 = l.rate().unwrap();
+        tokio::time::sleep(DEFAULT_PAUSE).await;
         for _ in 0..200 {
             tokio::time::sleep(Duration::from_millis(100)).await;
             l.accepted();
