@@ -7,10 +7,11 @@
 //! however many rows it hits: nothing is sent before its `Retry-After`, and
 //! the rate drops to just under what the gateway accepted in the last
 //! second (multiplicative decrease), counting submits whose acceptance
-//! arrives during the pause (a gateway answers a burst in any order). While submits succeed the rate creeps
-//! back up: quickly to just under the rate that drew the 429, slowly past it
-//! (additive increase), so that the run probes for a higher limit without
-//! hammering the one it found. `--rate` is a ceiling on all of this.
+//! arrives during the pause (a gateway answers a burst in any order). While
+//! submits succeed the rate creeps back up: quickly to just under the rate
+//! that drew the 429, slowly past it (additive increase), so that the run
+//! probes for a higher limit without hammering the one it found. `--rate`
+//! is a ceiling on all of this.
 //!
 //! Slots are not booked ahead: waiters queue (first come, first served) and
 //! only the first one sleeps, until the next slot as the state says *when

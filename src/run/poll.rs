@@ -10,9 +10,10 @@
 //! since its submit; a request seen pending and not yet done counts from
 //! then as finishing some time after it (otherwise the requests found
 //! pending at a poll would count a gap later than those found done at it,
-//! and the latest polls would always look as if they were late enough). The distribution of latencies is estimated from those
-//! intervals on a grid by a few rounds of the self-consistency (EM)
-//! algorithm for interval-censored data. Run to convergence it is
+//! and the latest polls would always look as if they were late enough).
+//! The distribution of latencies is estimated from those intervals on a
+//! grid by a few rounds of the self-consistency (EM) algorithm for
+//! interval-censored data. Run to convergence it is
 //! Turnbull's estimate, which lets the earliest request seen done drag
 //! every estimate below it (most requests are seen done at their first
 //! poll, which says nothing of when before it they finished), and the
