@@ -306,10 +306,7 @@ impl Learner {
         if !(hi.is_finite() && hi > 0.0 && lo >= 0.0) {
             return false;
         }
-        self.intervals.push_back((lo.min(hi), hi));
-        if self.intervals.len() > WINDOW {
-            self.intervals.pop_front();
-        }
+        push_latest(&mut self.intervals, (lo.min(hi), hi), WINDOW);
         refit && self.changed()
     }
 
@@ -327,10 +324,7 @@ impl Learner {
                 if !self.asked_early.contains(&bits) && !self.asked_late.contains(&bits) {
                     self.first_outcome(true);
                 }
-                self.open.push_back((bits, lo));
-                if self.open.len() > WINDOW {
-                    self.open.pop_front();
-                }
+                push_latest(&mut self.open, (bits, lo), WINDOW);
             }
         }
         self.changed()
@@ -369,18 +363,12 @@ impl Learner {
         if self.fit.is_none() {
             return;
         }
-        self.firsts.push_back(pending);
-        if self.firsts.len() > FIRSTS {
-            self.firsts.pop_front();
-        }
+        push_latest(&mut self.firsts, pending, FIRSTS);
     }
 
     /// One early ask's outcome: hurry while they keep finding requests done.
     fn early_outcome(&mut self, done: bool) {
-        self.early_outcomes.push_back(done);
-        if self.early_outcomes.len() > HURRY_WINDOW {
-            self.early_outcomes.pop_front();
-        }
+        push_latest(&mut self.early_outcomes, done, HURRY_WINDOW);
         let n = self.early_outcomes.len();
         if n < HURRY_WINDOW / 2 {
             return;
@@ -449,6 +437,14 @@ impl Learner {
             }
         }
         planned
+    }
+}
+
+/// Appends `item`, keeping only the latest `keep`.
+fn push_latest<T>(latest: &mut VecDeque<T>, item: T, keep: usize) {
+    latest.push_back(item);
+    if latest.len() > keep {
+        latest.pop_front();
     }
 }
 
@@ -610,10 +606,14 @@ impl Fit {
             .unwrap_or(from)
     }
 
+    /// The last grid point at or before `t` seconds (at most the horizon).
+    fn point(&self, t: f64) -> usize {
+        ((t / self.step).floor() as usize).min(self.n)
+    }
+
     /// The estimated share of requests still pending `t` seconds after submit.
     fn survival(&self, t: f64) -> f64 {
-        let k = ((t / self.step).floor().max(0.0) as usize).min(self.n);
-        self.survive[k]
+        self.survive[self.point(t)]
     }
 
     /// A first poll planned at `planned` seconds, when `in_flight` requests
@@ -624,7 +624,7 @@ impl Fit {
     /// this weighs the chance that a request is pending as if the
     /// latencies were [`LAST_MARGIN`] longer than estimated.
     fn last_first(&self, planned: f64, in_flight: f64) -> f64 {
-        let from = ((planned / self.step).floor() as usize).min(self.n);
+        let from = self.point(planned);
         let back = ((LAST_MARGIN * planned / self.step).ceil() as usize).max(1);
         let cost = |k: usize| {
             let later = (k as f64 * self.step - planned).max(0.0);
@@ -649,7 +649,7 @@ impl Fit {
     /// The best poll at or after `earliest` seconds, given the last pending
     /// poll (none: not polled since submit).
     fn next(&self, earliest: f64, last_pending: Option<f64>) -> f64 {
-        let a = last_pending.map_or(0, |s| ((s / self.step).floor() as usize).min(self.n));
+        let a = last_pending.map_or(0, |s| self.point(s));
         let mut from = ((earliest / self.step).ceil() as usize).max(1);
         if last_pending.is_some() {
             from = from.max(a + self.gap);
