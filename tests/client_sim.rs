@@ -358,12 +358,7 @@ async fn server_errors_and_refused_connections_are_retryable() {
     assert_eq!(sim.ledger().accepted, 0);
     assert_eq!(sim.ledger().charged_usd_micros, 0);
 
-    // A port freed on 127.0.0.2, where no test's server listens: one freed
-    // on 127.0.0.1 can be taken at once by a server of a test running
-    // alongside, which would then receive this test's requests.
-    let closed = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
-    let url = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let url = format!("http://{}", support::refusing_addr());
     let e = expect_err(client_for(&url, KEY).submit(&small("cat", 1)).await);
     assert_eq!(
         (e.class, e.code.as_str()),

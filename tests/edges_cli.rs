@@ -356,12 +356,7 @@ async fn a_deleted_images_folder_stops_spending_and_a_plain_rerun_collects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_that_refuses_every_connection_stops_the_run() {
-    // A port freed on 127.0.0.2, where no test's server listens: one freed
-    // on 127.0.0.1 can be taken at once by a server of a test running
-    // alongside, which would then receive this test's requests.
-    let closed = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
-    let addr = closed.local_addr().unwrap();
-    drop(closed);
+    let addr = refusing_addr();
     let url = format!("http://{addr}");
     let dir = tempfile::tempdir().unwrap();
     let m = seed_sweep(dir.path(), 48);

@@ -82,6 +82,15 @@ pub async fn run_loud(manifest: &Path, out: &Path, url: &str, extra: &[&str]) ->
     output(loud_command(manifest, out, url, extra)).await
 }
 
+/// A loopback address that refuses connections. Its port is freed on
+/// 127.0.0.2, where no test's server listens: one freed on 127.0.0.1 can be
+/// taken at once by a server of a test running alongside, which would then
+/// receive the requests meant to be refused.
+pub fn refusing_addr() -> std::net::SocketAddr {
+    let closed = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    closed.local_addr().unwrap()
+}
+
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
