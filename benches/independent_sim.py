@@ -27,6 +27,7 @@ latency of each accepted request in submit order and by request id, completed
 requests (images fetched), and rejections by code.
 """
 import argparse
+import heapq
 import json
 import random
 import struct
@@ -69,7 +70,9 @@ class Gateway:
         self.requests = {}  # request_id -> (number, accepted at, latency s)
         self.accepted = deque()  # accept times within the last second
         self.ledger = {"submit_calls": 0, "status_calls": 0, "completed": 0,
-                       "latencies_ms": [], "latency_ms_by_request": {}, "rejected": {}}
+                       "latencies_ms": [], "latency_ms_by_request": {}, "rejected": {},
+                       "max_running": 0}
+        self.running = []  # heap of when each accepted request still running finishes
         self.fetched = set()
 
     def reject(self, code):
@@ -94,6 +97,10 @@ class Gateway:
             number = len(self.requests)
             rid = f"{kind}_{uuid.UUID(int=self.rng.getrandbits(128))}"
             self.requests[rid] = (number, now, latency)
+            while self.running and self.running[0] <= now:
+                heapq.heappop(self.running)
+            heapq.heappush(self.running, now + latency)
+            self.ledger["max_running"] = max(self.ledger["max_running"], len(self.running))
             self.ledger["latencies_ms"].append(round(latency * 1000.0, 3))
             self.ledger["latency_ms_by_request"][rid] = round(latency * 1000.0, 3)
         return 200, {"request_id": rid, "status": "QUEUED"}, {}

@@ -6,8 +6,10 @@
 //! For each it prints: wall time, its ratio to the bound (a perfect client
 //! holding each of C slots for exactly the simulator's latency of each
 //! request, list-scheduled; or the gateway's rate limit), status calls per
-//! row, 429s (and their share of submits), CPU seconds per 1,000 rows and
-//! peak RSS. A fresh simulator and a fresh output folder serve every run, so
+//! row, 429s (and their share of submits), CPU seconds per 1,000 rows,
+//! peak RSS, and the most requests the simulator had running at once (by its
+//! own clock: a client that hands a slot on before it has seen its request
+//! finish must still keep this within C). A fresh simulator and a fresh output folder serve every run, so
 //! each one has to learn the latency from scratch.
 //!
 //! Every workload runs against two gateway simulators in turn: `batchgen
@@ -88,6 +90,8 @@ struct Measure {
     rate_limited: u64,
     completed: u64,
     bound: f64,
+    /// The most requests running at the gateway at once (by its own clock).
+    running: u64,
 }
 
 fn main() {
@@ -101,7 +105,7 @@ fn main() {
         None => println!("peer: not run (needs python3 with aiohttp, and the script)"),
     }
     println!(
-        "{:<28} {:>8} {:>7} {:>11} {:>14} {:>13} {:>8} {:>9}",
+        "{:<28} {:>8} {:>7} {:>11} {:>14} {:>13} {:>8} {:>9} {:>8}",
         "client",
         "wall s",
         "ratio",
@@ -109,7 +113,8 @@ fn main() {
         "429s (share)",
         "CPU s/1k rows",
         "of it user",
-        "peak MiB"
+        "peak MiB",
+        "at once"
     );
     let sims = simulators();
     for (i, w) in WORKLOADS.iter().enumerate() {
@@ -229,7 +234,7 @@ fn report(label: &str, w: &Workload, m: &Measure) {
         String::new()
     };
     println!(
-        "   {:<25} {:>8.1} {:>7.2} {:>11.2} {:>8} ({:>2.0}%) {:>13.2} {:>8.2} {:>9.1}{incomplete}",
+        "   {:<25} {:>8.1} {:>7.2} {:>11.2} {:>8} ({:>2.0}%) {:>13.2} {:>8.2} {:>9.1} {:>8}{incomplete}",
         label,
         m.wall,
         m.bound / m.wall,
@@ -239,6 +244,7 @@ fn report(label: &str, w: &Workload, m: &Measure) {
         m.cpu / w.rows as f64 * 1000.0,
         m.user_cpu / w.rows as f64 * 1000.0,
         m.peak_kib as f64 / 1024.0,
+        m.running,
     );
 }
 
@@ -338,6 +344,7 @@ fn measure(bin: &Path, which: &Sim, w: &Workload, client: impl FnOnce(&str) -> C
             .unwrap_or(0),
         completed: count("completed"),
         bound,
+        running: count("max_running"),
     }
 }
 

@@ -193,3 +193,79 @@ async fn a_request_is_timed_from_when_the_gateway_answered_its_submit() {
         "first poll {gap:?} after the submit was answered"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_all_but_sure_to_be_done_hands_its_slot_on_before_its_next_poll() {
+    // A fresh folder: the first requests probe from 2 s on. Those found
+    // pending may not be asked again for 2 s, but once the other requests
+    // of the first wave are seen done at 2.5 s, their end is all but sure
+    // and their slots go on.
+    let sim = start(latency(2500, 2500)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = seed_sweep(dir.path(), 80);
+    let out = dir.path().join("out");
+    let o = run_with_defaults(&m, &out, &sim.url(), &["--concurrency", "40"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let ledger = sim.ledger();
+    assert_eq!(ledger.completed, 80);
+    assert!(
+        ledger.max_in_flight > 40,
+        "a slot went on before its request was seen done"
+    );
+    assert!(
+        ledger.max_running <= 40,
+        "{} requests ran at the gateway at once",
+        ledger.max_running
+    );
+    assert_never_paid_twice(&ledger);
+    assert!(results(&out).iter().all(|r| r["status"] == "completed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_few_never_drive_the_gateway_past_concurrency_by_more_than_an_eighth() {
+    // Nearly every request takes 2.5 s, one in ten 8 s. A slow one may be
+    // presumed done with the rest (in about half of such runs one is); it
+    // is then found pending 2 s later, takes a slot back, and the run
+    // presumes no more. Whatever the timing, every row is collected, none
+    // paid twice, and the gateway carries at most an eighth more than
+    // --concurrency.
+    let sim = start(SimConfig {
+        slow_rate: 0.1,
+        slow_latency_ms: 8000,
+        ..latency(2500, 2500)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = seed_sweep(dir.path(), 120);
+    let out = dir.path().join("out");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_batchgen"));
+    cmd.arg("run")
+        .arg(&m)
+        .arg("--out")
+        .arg(&out)
+        .args(["--base-url", &sim.url(), "--quiet", "--concurrency", "40"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("PIXAZO_API_KEY", KEY)
+        .env("RUST_LOG", "batchgen::poll=debug");
+    let o = output(cmd).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let log = text(&o.stderr);
+    if let Some(miss) = log.find("presumed finished, yet pending") {
+        assert_eq!(
+            log[miss..].matches("presumed finished ").count(),
+            0,
+            "none presumed after a miss: {log}"
+        );
+    }
+    let ledger = sim.ledger();
+    assert_eq!(ledger.completed, 120);
+    assert!(
+        ledger.max_running <= 45,
+        "{} requests ran at the gateway at once",
+        ledger.max_running
+    );
+    assert_never_paid_twice(&ledger);
+    assert!(results(&out).iter().all(|r| r["status"] == "completed"));
+    assert!(!log.contains(KEY));
+}

@@ -6,7 +6,8 @@
 //! would newly spend against the budget before anything is sent. Then
 //! [`Opened::execute`] bounds the requests in flight (`--concurrency`, a
 //! semaphore whose permit each row holds from before its submit until the
-//! gateway says the request finished; its images are then fetched under a
+//! gateway says the request finished, or the learned latencies make that
+//! all but sure; its images are then fetched under a
 //! second bound of the same size, so the slot serves the next row at once) and
 //! the submit rate (`--rate`, shared, slowed by 429s), keeps new spending
 //! under the budget, and stops submitting when told to. [`row`] drives one
@@ -524,6 +525,7 @@ impl Opened {
             refused_since: Mutex::new(None),
             status_calls: AtomicU64::new(0),
             requests: Arc::new(Semaphore::new(settings.concurrency)),
+            presumed: Arc::new(Semaphore::new(poll::presumable(settings.concurrency))),
             downloads: Arc::new(Semaphore::new(settings.concurrency)),
             cache,
             cache_warned: AtomicBool::new(false),
@@ -688,8 +690,12 @@ struct Ctx {
     refused_since: Mutex<Option<Instant>>,
     status_calls: AtomicU64,
     /// `--concurrency`: a row holds one of these from before its submit
-    /// until the gateway says its request finished.
+    /// until the gateway says its request finished, or the run is all but
+    /// sure it did.
     requests: Arc<Semaphore>,
+    /// Requests presumed finished and not yet seen done: each holds one of
+    /// these instead of a `requests` permit.
+    presumed: Arc<Semaphore>,
     /// As many again for fetching finished requests' images.
     downloads: Arc<Semaphore>,
     /// `--cache`: where fulfilled requests are stored and taken from.

@@ -52,8 +52,9 @@ struct RowRun {
 
 /// Drives row `index` from `start` to its end. `permit` (of
 /// `--concurrency`) is held while the row has a request at the gateway, or
-/// is about to: from before its submit until the gateway says it finished.
-/// Its images are then fetched under a download permit instead (as many as
+/// is about to: from before its submit until the gateway says it finished,
+/// or until the run is all but sure it did (see [`RowRun::poll`]). Its
+/// images are then fetched under a download permit instead (as many as
 /// `--concurrency` again), so the slot goes to the next row at once.
 pub(super) async fn drive(ctx: Arc<Ctx>, index: usize, start: Start, permit: OwnedSemaphorePermit) {
     let row = ctx.plan.rows[index];
@@ -86,7 +87,7 @@ pub(super) async fn drive(ctx: Arc<Ctx>, index: usize, start: Start, permit: Own
         }
         next = match next {
             Start::Submit => run.submit().await,
-            Start::Poll { ticket, since_ms } => run.poll(ticket, since_ms).await,
+            Start::Poll { ticket, since_ms } => run.poll(ticket, since_ms, &mut request).await,
             Start::Download { images, ticket } => run.download(images, ticket).await,
             Start::Cached { identity, stored } => run.take_cached(identity, stored).await,
             Start::End => return,
@@ -305,7 +306,19 @@ impl RowRun {
         }
     }
 
-    async fn poll(&mut self, ticket: Ticket, since_ms: u64) -> Start {
+    /// Polls until the request ends. `slot` is its `--concurrency` permit:
+    /// once the estimate is all but sure the request finished
+    /// ([`poll::Learned::sure_done`]) and it cannot be asked yet (the
+    /// vendor's 2 s between polls), the slot goes to the next row, within
+    /// [`poll::presumable`] such requests at once. If it is then found still
+    /// pending, it takes a slot back before anything else, and the run
+    /// presumes no more.
+    async fn poll(
+        &mut self,
+        ticket: Ticket,
+        since_ms: u64,
+        slot: &mut Option<OwnedSemaphorePermit>,
+    ) -> Start {
         let ctx = self.ctx.clone();
         let settings = &ctx.settings;
         ctx.event(Event::Enter(Stage::Polling));
@@ -339,6 +352,8 @@ impl RowRun {
         let mut last_poll: Option<Instant> = None;
         let mut last_pending: Option<f64> = None;
         let mut errors = 0u32;
+        // Held while the request is presumed finished and has no slot.
+        let mut presumed: Option<OwnedSemaphorePermit> = None;
         loop {
             let planned = match &ctx.schedule {
                 Schedule::Fixed(interval) => last_poll.unwrap_or(submitted) + jitter(*interval),
@@ -348,6 +363,13 @@ impl RowRun {
                 }
             };
             let wake = planned.max(not_before);
+            let release = match &ctx.schedule {
+                Schedule::Adaptive(learned) if slot.is_some() => learned
+                    .sure_done(key, last_pending)
+                    .map(|t| submitted + Duration::from_secs_f64(t))
+                    .filter(|t| *t + Duration::from_secs_f64(poll::SURE_LEAD) <= wake),
+                _ => None,
+            };
             // Checked before each poll but the first: a request is always asked once.
             if last_poll.is_some() && wake >= deadline {
                 leave();
@@ -369,6 +391,19 @@ impl RowRun {
                     Some(rx) => Some(rx.changed().await),
                     None => std::future::pending().await,
                 } } => continue,
+                // All but sure it finished: its slot serves the next row.
+                Ok(permit) = async { match release {
+                    Some(at) => {
+                        tokio::time::sleep_until(at).await;
+                        ctx.presumed.clone().acquire_owned().await
+                    }
+                    None => std::future::pending().await,
+                } } => {
+                    tracing::debug!(target: "batchgen::poll", "{}: presumed finished {:.3} s after submit", ticket.request_id, since(Instant::now()));
+                    presumed = Some(permit);
+                    *slot = None;
+                    continue;
+                }
             }
             let sent = Instant::now();
             last_poll = Some(sent);
@@ -379,6 +414,20 @@ impl RowRun {
                 Ok(Status::Pending(_)) => {
                     errors = 0;
                     last_pending = Some(since(sent));
+                    if presumed.take().is_some() {
+                        // Still running after all: back under the bound first.
+                        if let Schedule::Adaptive(learned) = &ctx.schedule {
+                            learned.presumed_wrong();
+                        }
+                        tracing::debug!(target: "batchgen::poll", "{}: presumed finished, yet pending", ticket.request_id);
+                        tokio::select! {
+                            permit = acquire(&ctx.requests) => *slot = Some(permit),
+                            stop = ctx.until_hard_stop() => {
+                                leave();
+                                return self.leave_accepted(stop.code(), &stop.describe(), &ticket).await;
+                            }
+                        }
+                    }
                 }
                 Ok(Status::Completed(images)) => {
                     leave();

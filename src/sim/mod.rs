@@ -127,6 +127,11 @@ pub struct SimConfig {
     /// Every image download waits this long before its bytes are sent (a slow file host).
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub download_delay_ms: u64,
+    /// The share of requests that take `--slow-latency-ms` instead (a tail).
+    #[arg(long, value_name = "RATE", default_value_t = 0.0)]
+    pub slow_rate: f64,
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub slow_latency_ms: u64,
 }
 
 impl Default for SimConfig {
@@ -157,6 +162,8 @@ impl Default for SimConfig {
             extra_images: 0,
             fault_seed: 0,
             download_delay_ms: 0,
+            slow_rate: 0.0,
+            slow_latency_ms: 0,
         }
     }
 }
@@ -203,6 +210,9 @@ pub struct Ledger {
     /// (what `--concurrency` bounds; their files may still be downloading).
     pub in_flight: u64,
     pub max_in_flight: u64,
+    /// The most accepted requests still running (within their latency) at
+    /// once: what the gateway itself carried, whatever the client knew.
+    pub max_running: u64,
     /// How long each accepted request took to finish, in the order accepted
     /// (for the bound a perfect client would reach).
     pub latencies_ms: Vec<u64>,
@@ -303,6 +313,8 @@ struct SimState {
     attempts: HashMap<String, u64>,
     wallet_micros: Option<u64>,
     recent_submits: VecDeque<Instant>,
+    /// When each accepted request still running finishes (for `max_running`).
+    running: std::collections::BinaryHeap<std::cmp::Reverse<Instant>>,
 }
 
 impl SimState {
@@ -438,6 +450,10 @@ impl Sim {
         );
         let h = Sha256::digest(id.as_bytes());
         let x = u64::from_le_bytes(h[..8].try_into().expect("8 bytes"));
+        let slow = u64::from_le_bytes(h[8..16].try_into().expect("8 bytes"));
+        if (slow as f64 / u64::MAX as f64) < cfg.slow_rate {
+            return Duration::from_millis(cfg.slow_latency_ms);
+        }
         Duration::from_millis(lo + x % (hi - lo + 1))
     }
 

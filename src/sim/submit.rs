@@ -164,6 +164,11 @@ pub(super) async fn submit(sim: Arc<Sim>, kind: Kind, headers: HeaderMap, body: 
         *st.ledger.submissions.entry(canonical.clone()).or_default() += 1;
         st.ledger.in_flight += 1;
         st.ledger.max_in_flight = st.ledger.max_in_flight.max(st.ledger.in_flight);
+        while st.running.peek().is_some_and(|r| r.0 <= now) {
+            st.running.pop();
+        }
+        st.running.push(std::cmp::Reverse(now + latency));
+        st.ledger.max_running = st.ledger.max_running.max(st.running.len() as u64);
         st.jobs.insert(
             id.clone(),
             Job {
