@@ -50,6 +50,17 @@
 //! (a whole gap on the run) against asking a little later. Earlier runs of
 //! the same folder seed the estimate.
 //!
+//! A request seen pending may not be asked again for a gap, though it may
+//! finish just after. Held for that, its slot would idle, and with as many
+//! rows per slot as a lockstep run has, stay late to the end. So once the
+//! estimate gives it less than a 1% chance of still running
+//! ([`Learned::sure_done`]), its slot serves the next row
+//! and it is collected at its next poll. How far that can drive the gateway
+//! past `--concurrency` is bounded: at most [`presumable`] requests at once,
+//! never past what was learned, never while first polls keep finding
+//! requests pending, and never again in the run once one presumed so is
+//! found pending.
+//!
 //! Cancellation: nothing here waits; rows sleep until the time this gives,
 //! and wake early when [`Learned::changes`] says the estimate moved.
 
@@ -280,21 +291,23 @@ impl Learned {
         }
     }
 
-    /// When (seconds since submit) a request not yet seen done is all but
-    /// sure to have finished at the gateway, given when it was last seen
-    /// pending: its slot may then serve the next row, though the vendor's
-    /// 2 s between polls keeps it from being asked until later. None while
-    /// too little is learned, past what was learned, or once a request
-    /// presumed so was found still pending (the estimate cannot be trusted
-    /// for this any more).
-    pub fn sure_done(&self, key: ModelKey, last_pending: Option<f64>) -> Option<f64> {
+    /// When (seconds since submit) a request seen pending `last_pending`
+    /// seconds after its submit, and not yet seen done, is all but sure to
+    /// have finished at the gateway: its slot may then serve the next row,
+    /// though the vendor's 2 s between polls keeps it from being asked until
+    /// later. (One not yet polled is planned to be asked when it is likely
+    /// done, or at once if it was submitted in an earlier run, so it is
+    /// never presumed.) None while too little is learned, past what was
+    /// learned, or once a request presumed so was found still pending (the
+    /// estimate cannot be trusted for this any more).
+    pub fn sure_done(&self, key: ModelKey, last_pending: f64) -> Option<f64> {
         if !self.presume.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
         let models = self.lock();
         let m = models.get(&key)?;
         let fit = m.fit.as_ref().filter(|_| m.intervals.len() >= SURE_AFTER)?;
-        let lo = last_pending.unwrap_or(0.0);
+        let lo = last_pending;
         // Only where requests were seen done after it: past that, the
         // estimate knows nothing of when a request still pending ends (it
         // may be one of a slow few).
@@ -890,21 +903,17 @@ mod tests {
         for i in 0..SURE_AFTER - 1 {
             learned.learn(key, 2.9, 3.05, draw(i));
         }
-        assert_eq!(
-            learned.sure_done(key, Some(2.9)),
-            None,
-            "too little learned"
-        );
+        assert_eq!(learned.sure_done(key, 2.9), None, "too little learned");
         learned.learn(key, 2.9, 3.05, draw(SURE_AFTER));
-        let sure = learned.sure_done(key, Some(2.9)).expect("enough learned");
+        let sure = learned.sure_done(key, 2.9).expect("enough learned");
         // Every request learned was done by 3.05 s; with the margins, 3.19 s.
         assert!((3.05..=3.2).contains(&sure), "{sure}");
         assert_eq!(
-            learned.sure_done(key, Some(4.0)),
+            learned.sure_done(key, 4.0),
             None,
             "seen pending past all that was learned"
         );
-        assert_eq!(learned.sure_done((Kind::ImageToImage, 1), None), None);
+        assert_eq!(learned.sure_done((Kind::ImageToImage, 1), 2.9), None);
         // First polls that keep finding requests pending (two of the latest
         // sixteen) stop it too: the gateway may have slowed down.
         let slowed = Learned::default();
@@ -914,14 +923,14 @@ mod tests {
         let t = slowed.next_poll(key, 0.0, None, draw(200));
         slowed.next_poll(key, t, Some(t), draw(200));
         assert!(
-            slowed.sure_done(key, Some(2.9)).is_some(),
+            slowed.sure_done(key, 2.9).is_some(),
             "one first poll found pending"
         );
         let t = slowed.next_poll(key, 0.0, None, draw(201));
         slowed.next_poll(key, t, Some(t), draw(201));
-        assert_eq!(slowed.sure_done(key, Some(2.9)), None, "two of them");
+        assert_eq!(slowed.sure_done(key, 2.9), None, "two of them");
         learned.presumed_wrong();
-        assert_eq!(learned.sure_done(key, Some(2.9)), None);
+        assert_eq!(learned.sure_done(key, 2.9), None);
     }
 
     #[test]
@@ -1135,8 +1144,9 @@ mod closed_loop {
             // The next event: a poll, or a slot going on.
             let release = |r: &Req| {
                 (r.holds && released < cap)
-                    .then(|| learned.sure_done(key, r.last))
+                    .then_some(r.last)
                     .flatten()
+                    .and_then(|lo| learned.sure_done(key, lo))
                     .map(|t| r.submitted + t)
                     .filter(|&t| t + SURE_LEAD <= r.at)
             };
