@@ -7,10 +7,11 @@
 //! holding each of C slots for exactly the simulator's latency of each
 //! request, list-scheduled; or the gateway's rate limit), status calls per
 //! row, 429s (and their share of submits), CPU seconds per 1,000 rows,
-//! peak RSS, and the most requests the simulator had running at once (by its
-//! own clock: a client that hands a slot on before it has seen its request
-//! finish must still keep this within C). A fresh simulator and a fresh output folder serve every run, so
-//! each one has to learn the latency from scratch.
+//! peak RSS, and the most requests the simulator had running at once (by
+//! its own clock: a client that hands a slot on before it has seen its
+//! request finish must still keep this within C). A fresh simulator and a
+//! fresh output folder serve every run, so each one has to learn the
+//! latency from scratch.
 //!
 //! Every workload runs against two gateway simulators in turn: `batchgen
 //! sim`, and `benches/independent_sim.py`, written from the vendor's

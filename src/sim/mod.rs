@@ -127,9 +127,11 @@ pub struct SimConfig {
     /// Every image download waits this long before its bytes are sent (a slow file host).
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub download_delay_ms: u64,
-    /// The share of requests that take `--slow-latency-ms` instead (a tail).
+    /// The share of requests that take `--slow-latency-ms` instead of a
+    /// latency from `--min-latency-ms` to `--max-latency-ms` (a slow few).
     #[arg(long, value_name = "RATE", default_value_t = 0.0)]
     pub slow_rate: f64,
+    /// How long the slow few take.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub slow_latency_ms: u64,
 }
@@ -207,7 +209,8 @@ pub struct Ledger {
     /// SHA-256 of every whole image served, by URL path (or `data:ID/N`).
     pub files: BTreeMap<String, String>,
     /// Accepted requests the client has not yet been told are finished
-    /// (what `--concurrency` bounds; their files may still be downloading).
+    /// (their files may still be downloading). `--concurrency` bounds this,
+    /// but for the few a run presumes finished before it may ask.
     pub in_flight: u64,
     pub max_in_flight: u64,
     /// The most accepted requests still running (within their latency) at
