@@ -224,11 +224,10 @@ async fn a_request_all_but_sure_to_be_done_hands_its_slot_on_before_its_next_pol
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_few_never_drive_the_gateway_past_concurrency_by_more_than_an_eighth() {
     // Nearly every request takes 2.5 s, one in ten 8 s. A slow one may be
-    // presumed done with the rest (in about half of such runs one is); it
-    // is then found pending 2 s later, takes a slot back, and the run
-    // presumes no more. Whatever the timing, every row is collected, none
-    // paid twice, and the gateway carries at most an eighth more than
-    // --concurrency.
+    // presumed done with the rest (in about half of such runs one is; the
+    // next test makes sure of it). Whatever the timing, every row is
+    // collected, none paid twice, and the gateway carries at most an
+    // eighth more than --concurrency.
     let sim = start(SimConfig {
         slow_rate: 0.1,
         slow_latency_ms: 8000,
@@ -268,4 +267,52 @@ async fn a_slow_few_never_drive_the_gateway_past_concurrency_by_more_than_an_eig
     assert_never_paid_twice(&ledger);
     assert!(results(&out).iter().all(|r| r["status"] == "completed"));
     assert!(!log.contains(KEY));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_presumed_done_yet_pending_takes_a_slot_back_and_the_run_presumes_no_more() {
+    // A folder that learned 1.5 s; then the gateway takes 6 s for
+    // everything. The first new request, pending at its first poll, is
+    // presumed done soon after and its slot goes to the second; found
+    // pending 2 s later, it waits for a slot again, and the second row,
+    // pending too, keeps its slot.
+    let sim = start(latency(1500, 1500)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = seed_sweep(dir.path(), 40);
+    let out = dir.path().join("out");
+    let o = run_with_defaults(&m, &out, &sim.url(), &["--concurrency", "8"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    sim.set_config(SimConfig {
+        slow_rate: 1.0,
+        slow_latency_ms: 6000,
+        ..latency(1500, 1500)
+    });
+    let grown = write(
+        dir.path(),
+        "m.yaml",
+        "defaults: {image_size: {width: 32, height: 32}}\nseeds: {from: 1, count: 42}\njobs: [{id: a, prompt: cat}]\n",
+    );
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_batchgen"));
+    cmd.arg("run")
+        .arg(&grown)
+        .arg("--out")
+        .arg(&out)
+        .args(["--base-url", &sim.url(), "--quiet", "--concurrency", "1"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("PIXAZO_API_KEY", KEY)
+        .env("RUST_LOG", "batchgen::poll=debug");
+    let o = output(cmd).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let log = text(&o.stderr);
+    assert_eq!(log.matches("presumed finished ").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("presumed finished, yet pending").count(),
+        1,
+        "{log}"
+    );
+    let ledger = sim.ledger();
+    assert_eq!(ledger.completed, 42);
+    assert_never_paid_twice(&ledger);
+    assert!(results(&out).iter().all(|r| r["status"] == "completed"));
 }
