@@ -139,10 +139,11 @@ const SURE: f64 = 0.01;
 /// a grid and clocks that are not exact ...
 const SURE_MARGIN: f64 = 0.03;
 const SURE_PAD: f64 = 0.05;
-/// ... once at least this many requests taught the estimate, and only
-/// when that is at least this long before its next poll (seconds; less
-/// buys the next row too little for the chance of being wrong).
+/// ... once at least this many requests taught the estimate.
 const SURE_AFTER: usize = 32;
+/// A request is presumed finished only when that comes at least this long
+/// (seconds) before its next poll: less buys the next row too little for
+/// the chance of being wrong.
 pub const SURE_LEAD: f64 = 0.25;
 
 /// How many requests may be presumed finished and not yet seen done at
@@ -307,11 +308,10 @@ impl Learned {
         let models = self.lock();
         let m = models.get(&key)?;
         let fit = m.fit.as_ref().filter(|_| m.intervals.len() >= SURE_AFTER)?;
-        let lo = last_pending;
         // Only where requests were seen done after it: past that, the
         // estimate knows nothing of when a request still pending ends (it
         // may be one of a slow few).
-        let later = m.done_at.len() - m.done_at.partition_point(|&hi| hi <= lo);
+        let later = m.done_at.len() - m.done_at.partition_point(|&hi| hi <= last_pending);
         // Nor while first polls keep finding requests pending, which the
         // estimate (refitted only now and then) may not show yet: the
         // gateway may have slowed down.
@@ -319,7 +319,7 @@ impl Learned {
         if later < SURE_AFTER / 4 || recent.filter(|p| **p).count() > 1 {
             return None;
         }
-        let from = fit.point(lo);
+        let from = fit.point(last_pending);
         if fit.survive[from] <= 1e-9 {
             return None; // seen pending where nothing was learned to be
         }
