@@ -60,11 +60,7 @@ async fn polls_follow_what_the_folder_has_learned() {
     );
     // New rows in the same folder: the learned latency seeds their polls.
     let before = sim.ledger().status_calls;
-    let grown = write(
-        dir.path(),
-        "m.yaml",
-        "defaults: {image_size: {width: 32, height: 32}}\nseeds: {from: 1, count: 32}\njobs: [{id: a, prompt: cat}]\n",
-    );
+    let grown = seed_sweep(dir.path(), 32);
     let o = run_with_defaults(&grown, &out, &sim.url(), &["--concurrency", "8"]).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let calls = sim.ledger().status_calls - before;
@@ -237,16 +233,8 @@ async fn a_slow_few_never_drive_the_gateway_past_concurrency_by_more_than_an_eig
     let dir = tempfile::tempdir().unwrap();
     let m = seed_sweep(dir.path(), 120);
     let out = dir.path().join("out");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_batchgen"));
-    cmd.arg("run")
-        .arg(&m)
-        .arg("--out")
-        .arg(&out)
-        .args(["--base-url", &sim.url(), "--quiet", "--concurrency", "40"])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("PIXAZO_API_KEY", KEY)
-        .env("RUST_LOG", "batchgen::poll=debug");
+    let mut cmd = defaults_command(&m, &out, &sim.url(), &["--concurrency", "40"]);
+    cmd.env("RUST_LOG", "batchgen::poll=debug");
     let o = output(cmd).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let log = text(&o.stderr);
@@ -287,21 +275,9 @@ async fn a_request_presumed_done_yet_pending_takes_a_slot_back_and_the_run_presu
         slow_latency_ms: 6000,
         ..latency(1500, 1500)
     });
-    let grown = write(
-        dir.path(),
-        "m.yaml",
-        "defaults: {image_size: {width: 32, height: 32}}\nseeds: {from: 1, count: 42}\njobs: [{id: a, prompt: cat}]\n",
-    );
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_batchgen"));
-    cmd.arg("run")
-        .arg(&grown)
-        .arg("--out")
-        .arg(&out)
-        .args(["--base-url", &sim.url(), "--quiet", "--concurrency", "1"])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("PIXAZO_API_KEY", KEY)
-        .env("RUST_LOG", "batchgen::poll=debug");
+    let grown = seed_sweep(dir.path(), 42);
+    let mut cmd = defaults_command(&grown, &out, &sim.url(), &["--concurrency", "1"]);
+    cmd.env("RUST_LOG", "batchgen::poll=debug");
     let o = output(cmd).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let log = text(&o.stderr);

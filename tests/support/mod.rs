@@ -483,6 +483,11 @@ pub async fn accepted_earlier(
 /// `batchgen run` with nothing but the folder, the gateway and `--quiet`:
 /// the defaults a user gets (no fixed poll interval, no rate ceiling).
 pub async fn run_with_defaults(manifest: &Path, out: &Path, url: &str, extra: &[&str]) -> Output {
+    output(defaults_command(manifest, out, url, extra)).await
+}
+
+/// The command [`run_with_defaults`] runs, for a test that adds to it.
+pub fn defaults_command(manifest: &Path, out: &Path, url: &str, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchgen"));
     cmd.arg("run")
         .arg(manifest)
@@ -493,5 +498,5 @@ pub async fn run_with_defaults(manifest: &Path, out: &Path, url: &str, extra: &[
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("PIXAZO_API_KEY", KEY);
-    output(cmd).await
+    cmd
 }
