@@ -11,7 +11,9 @@
 //! its own clock: a client that hands a slot on before it has seen its
 //! request finish must still keep this within C). A fresh simulator and a
 //! fresh output folder serve every run, so each one has to learn the
-//! latency from scratch.
+//! latency from scratch. The folders are deleted only when the bench ends,
+//! so that no run pays the kernel's cost of creating files just after
+//! thousands were deleted.
 //!
 //! Every workload runs against two gateway simulators in turn: `batchgen
 //! sim`, and `benches/independent_sim.py`, written from the vendor's
@@ -32,7 +34,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{children_cpu, children_user_cpu, ledger, wait_sampling_peak};
+use common::{children_cpu, children_user_cpu, cpu_of, ledger, user_cpu_of, wait_sampling_peak};
 
 struct Workload {
     name: &'static str,
@@ -118,6 +120,12 @@ fn main() {
         "at once"
     );
     let sims = simulators();
+    // Every run's folder is kept until the bench ends. On a file system
+    // that skips recently deleted inodes when it creates a file (ext4
+    // without a journal does, for a minute or more), deleting one run's
+    // thousands of files would make whichever client runs next pay kernel
+    // CPU for them.
+    let root = tempfile::tempdir().expect("a temporary folder");
     for (i, w) in WORKLOADS.iter().enumerate() {
         let n = i + 1;
         if only.as_ref().is_some_and(|o| !o.contains(&n)) {
@@ -125,8 +133,11 @@ fn main() {
         }
         for sim in &sims {
             println!("{n}. {} (on {})", w.name, sim.label());
-            let dir = tempfile::tempdir().expect("a temporary folder");
-            let manifest = dir.path().join("m.yaml");
+            let dir = root
+                .path()
+                .join(format!("{n}-{}", sim.label().replace(' ', "-")));
+            std::fs::create_dir(&dir).expect("a folder for the workload");
+            let manifest = dir.join("m.yaml");
             write_manifest(&manifest, w.rows);
             let runs: [(&str, Vec<String>); 2] = [
                 ("batchgen (defaults)", vec![]),
@@ -136,7 +147,7 @@ fn main() {
                 ),
             ];
             for (label, extra) in runs {
-                let out = dir.path().join(label.replace([' ', ',', '(', ')'], "_"));
+                let out = dir.join(label.replace([' ', ',', '(', ')'], "_"));
                 let m = measure(&bin, sim, w, |url| {
                     let mut cmd = Command::new(&bin);
                     cmd.arg("run")
@@ -152,7 +163,7 @@ fn main() {
                 report(label, w, &m);
             }
             if let Some(script) = &peer {
-                let out = dir.path().join("peer");
+                let out = dir.join("peer");
                 let m = measure(&bin, sim, w, |url| {
                     let mut cmd = Command::new("python3");
                     cmd.arg(script)
@@ -165,7 +176,69 @@ fn main() {
                 report("peer (aiohttp, 2 s polls)", w, &m);
             }
         }
+        if w.name.starts_with("CPU") {
+            let floor = root.path().join(format!("{n}-file-work"));
+            let (cpu, user) = file_work(&floor, w.rows);
+            println!(
+                "{n}. the file work alone, with no network (see `file_work`): {:.2} s CPU per 1,000 rows, {:.2} of it user",
+                cpu / w.rows as f64 * 1000.0,
+                user / w.rows as f64 * 1000.0,
+            );
+        }
     }
+}
+
+/// The CPU (in all, and in user space) of doing, one row after another,
+/// the file work a durable run must do for `rows` rows of the sims'
+/// 30 KiB images, and nothing else: per row, an image written to a new
+/// temporary file, synced and renamed into place, a sidecar written to a
+/// new temporary file and renamed, and three journal lines (intent,
+/// request id, done) with one sync of the journal and one of the folder
+/// (a run shares syncs between rows when they coincide, and syncs at most
+/// three times per row). A floor under any client that keeps batchgen's
+/// durability, to read its CPU against.
+fn file_work(dir: &Path, rows: usize) -> (f64, f64) {
+    use std::io::Write;
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).expect("a folder for the file work");
+    let image = vec![0x5a_u8; 30 * 1024];
+    let sidecar = vec![b' '; 560];
+    let line = format!(
+        "{{\"e\":\"intent\",\"key\":\"{:016x}\",\"at_ms\":1795848246972}}\n",
+        0
+    );
+    let me = std::process::id();
+    let (cpu, user) = (cpu_of(me), user_cpu_of(me));
+    let mut journal = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("journal.jsonl"))
+        .expect("the journal opens");
+    let write = |name: String, bytes: &[u8], sync: bool| {
+        let tmp = images.join(format!(".tmp-{name}"));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .expect("a temporary file");
+        f.write_all(bytes).expect("written");
+        if sync {
+            f.sync_all().expect("synced");
+        }
+        std::fs::rename(&tmp, images.join(name)).expect("renamed");
+    };
+    for i in 0..rows {
+        journal.write_all(line.as_bytes()).expect("appended");
+        journal.write_all(line.as_bytes()).expect("appended");
+        write(format!("t{i}.png"), &image, true);
+        write(format!("t{i}.json"), &sidecar, false);
+        std::fs::File::open(&images)
+            .and_then(|d| d.sync_all())
+            .expect("the folder synced");
+        journal.write_all(line.as_bytes()).expect("appended");
+        journal.sync_data().expect("the journal synced");
+    }
+    (cpu_of(me) - cpu, user_cpu_of(me) - user)
 }
 
 /// Which gateway simulator serves a run.

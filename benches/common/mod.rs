@@ -38,6 +38,11 @@ pub fn cpu_of(pid: u32) -> f64 {
     stat_seconds(&pid.to_string(), &[14, 15])
 }
 
+/// User-space CPU seconds a process has used so far (utime).
+pub fn user_cpu_of(pid: u32) -> f64 {
+    stat_seconds(&pid.to_string(), &[14])
+}
+
 /// The sum of clock-tick fields of `/proc/WHO/stat` (numbered as in
 /// proc(5)), in seconds.
 fn stat_seconds(who: &str, which: &[usize]) -> f64 {
