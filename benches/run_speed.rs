@@ -1,7 +1,11 @@
 //! `cargo bench --bench run_speed`: batchgen against `batchgen sim` running
 //! as a separate process, workload by workload, beside the same run on a
 //! fixed 2 s polling schedule and (when Python's aiohttp is installed) the
-//! peer script a user would write, `../shared/bench/peer_aiohttp.py`.
+//! peer script a user would write, `../shared/bench/peer_aiohttp.py`. On
+//! the 1,000-row workload it also runs a lean client (the peer's logic in
+//! Rust, nothing durable: see `lean_client`) and then the file work of a
+//! durable run alone (`file_work`), the two floors to read batchgen's CPU
+//! against.
 //!
 //! For each it prints: wall time, its ratio to the bound (a perfect client
 //! holding each of C slots for exactly the simulator's latency of each
@@ -98,6 +102,12 @@ struct Measure {
 }
 
 fn main() {
+    // The bench runs itself as the lean client (see `lean_client`).
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(LEAN) {
+        lean_client(&args[2..]);
+        return;
+    }
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_batchgen"));
     let only: Option<Vec<usize>> = std::env::var("BATCHGEN_BENCH_ONLY")
         .ok()
@@ -174,6 +184,19 @@ fn main() {
                     cmd
                 });
                 report("peer (aiohttp, 2 s polls)", w, &m);
+            }
+            if w.name.starts_with("CPU") {
+                let out = dir.join("lean");
+                let m = measure(&bin, sim, w, |url| {
+                    let mut cmd = Command::new(std::env::current_exe().expect("the bench's path"));
+                    cmd.arg(LEAN)
+                        .arg(w.rows.to_string())
+                        .arg(w.concurrency.to_string())
+                        .arg(url)
+                        .arg(&out);
+                    cmd
+                });
+                report("lean (Rust, no journal)", w, &m);
             }
         }
         if w.name.starts_with("CPU") {
@@ -436,4 +459,83 @@ fn list_schedule(latencies: &[f64], slots: usize) -> f64 {
         free[i] = t + l;
     }
     free.into_iter().fold(0.0, f64::max)
+}
+
+/// The argument that makes the bench run as the lean client.
+const LEAN: &str = "lean-client";
+
+/// The peer script's logic in Rust (reqwest on one thread): submit, poll
+/// every 2 s, download, write the file; no journal, no sync, no checks,
+/// nothing recorded. Its CPU is about the least the network side of a run
+/// can cost in Rust, to read batchgen's CPU against (with `file_work` for
+/// the disk side). Arguments: ROWS CONCURRENCY BASE_URL OUT_DIR. A row
+/// that fails is left out (the bench reports completed rows).
+fn lean_client(args: &[String]) {
+    let [rows, concurrency, base, out] = args else {
+        eprintln!("usage: run_speed lean-client ROWS CONCURRENCY BASE_URL OUT_DIR");
+        std::process::exit(2);
+    };
+    let (rows, concurrency): (usize, usize) = (
+        rows.parse().expect("rows"),
+        concurrency.parse().expect("concurrency"),
+    );
+    std::fs::create_dir_all(out).expect("the output folder");
+    let client = reqwest::Client::new();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let row = |i: usize| {
+        let (client, slots) = (client.clone(), slots.clone());
+        let (base, out) = (base.clone(), out.clone());
+        async move {
+            let _slot = slots.acquire_owned().await.ok()?;
+            let ask = |url: String, body: serde_json::Value| {
+                let client = client.clone();
+                async move {
+                    let reply = client
+                        .post(url)
+                        .header("Ocp-Apim-Subscription-Key", "bench-key")
+                        .json(&body)
+                        .send()
+                        .await
+                        .ok()?;
+                    reply.json::<serde_json::Value>().await.ok()
+                }
+            };
+            let body = serde_json::json!({
+                "prompt": format!("Throughput {i}"),
+                "seed": i,
+                "output_format": "png",
+                "image_size": "square",
+            });
+            let mut reply = ask(format!("{base}/glm-image/v1/glm-image-request"), body).await?;
+            let id = reply["request_id"].as_str()?.to_string();
+            while reply.get("images").is_none()
+                && !reply["status"]
+                    .as_str()
+                    .unwrap_or("")
+                    .eq_ignore_ascii_case("COMPLETED")
+            {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let status = format!("{base}/v2/requests/status/{id}");
+                reply = ask(status, serde_json::json!({ "request_id": id })).await?;
+                let word = reply["status"].as_str().unwrap_or("");
+                if word.eq_ignore_ascii_case("FAILED") || word.eq_ignore_ascii_case("ERROR") {
+                    return None;
+                }
+            }
+            let url = match reply.get("images") {
+                Some(images) => images[0]["url"].as_str()?,
+                None => reply["output"]["media_url"][0].as_str()?,
+            };
+            let bytes = client.get(url).send().await.ok()?.bytes().await.ok()?;
+            std::fs::write(Path::new(&out).join(format!("{i}.png")), &bytes).ok()
+        }
+    };
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(async {
+            let mut all: tokio::task::JoinSet<_> = (0..rows).map(row).collect();
+            while all.join_next().await.is_some() {}
+        });
 }
