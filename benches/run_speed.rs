@@ -226,10 +226,7 @@ fn file_work(dir: &Path, rows: usize) -> (f64, f64) {
     std::fs::create_dir_all(&images).expect("a folder for the file work");
     let image = vec![0x5a_u8; 30 * 1024];
     let sidecar = vec![b' '; 560];
-    let line = format!(
-        "{{\"e\":\"intent\",\"key\":\"{:016x}\",\"at_ms\":1795848246972}}\n",
-        0
-    );
+    let line = "{\"e\":\"intent\",\"key\":\"69a37c3f39a966ef\",\"at_ms\":1795848246972}\n";
     let me = std::process::id();
     let (cpu, user) = (cpu_of(me), user_cpu_of(me));
     let mut journal = std::fs::OpenOptions::new()
