@@ -176,12 +176,8 @@ fn main() {
                 let out = dir.join("peer");
                 let m = measure(&bin, sim, w, |url| {
                     let mut cmd = Command::new("python3");
-                    cmd.arg(script)
-                        .arg(w.rows.to_string())
-                        .arg(w.concurrency.to_string())
-                        .arg(url)
-                        .arg(&out);
-                    cmd
+                    cmd.arg(script);
+                    peer_args(cmd, w, url, &out)
                 });
                 report("peer (aiohttp, 2 s polls)", w, &m);
             }
@@ -189,12 +185,8 @@ fn main() {
                 let out = dir.join("lean");
                 let m = measure(&bin, sim, w, |url| {
                     let mut cmd = Command::new(std::env::current_exe().expect("the bench's path"));
-                    cmd.arg(LEAN)
-                        .arg(w.rows.to_string())
-                        .arg(w.concurrency.to_string())
-                        .arg(url)
-                        .arg(&out);
-                    cmd
+                    cmd.arg(LEAN);
+                    peer_args(cmd, w, url, &out)
                 });
                 report("lean (Rust, no journal)", w, &m);
             }
@@ -456,6 +448,16 @@ fn list_schedule(latencies: &[f64], slots: usize) -> f64 {
         free[i] = t + l;
     }
     free.into_iter().fold(0.0, f64::max)
+}
+
+/// `cmd` with the arguments the peer script and the lean client both
+/// take: ROWS CONCURRENCY BASE_URL OUT_DIR.
+fn peer_args(mut cmd: Command, w: &Workload, url: &str, out: &Path) -> Command {
+    cmd.arg(w.rows.to_string())
+        .arg(w.concurrency.to_string())
+        .arg(url)
+        .arg(out);
+    cmd
 }
 
 /// The argument that makes the bench run as the lean client.

@@ -144,7 +144,7 @@ const SURE_AFTER: usize = 32;
 /// A request is presumed finished only when that comes at least this long
 /// (seconds) before its next poll: less buys the next row too little for
 /// the chance of being wrong.
-pub const SURE_LEAD: f64 = 0.25;
+const SURE_LEAD: f64 = 0.25;
 
 /// How many requests may be presumed finished and not yet seen done at
 /// once, of `concurrency` slots: a bound on how far past `--concurrency`
@@ -296,12 +296,13 @@ impl Learned {
     /// seconds after its submit, and not yet seen done, is all but sure to
     /// have finished at the gateway: its slot may then serve the next row,
     /// though the vendor's 2 s between polls keeps it from being asked until
-    /// later. (One not yet polled is planned to be asked when it is likely
-    /// done, or at once if it was submitted in an earlier run, so it is
-    /// never presumed.) None while too little is learned, past what was
-    /// learned, or once a request presumed so was found still pending (the
-    /// estimate cannot be trusted for this any more).
-    pub fn sure_done(&self, key: ModelKey, last_pending: f64) -> Option<f64> {
+    /// `next_poll` (seconds since submit). (One not yet polled is planned to
+    /// be asked when it is likely done, or at once if it was submitted in an
+    /// earlier run, so it is never presumed.) None unless that comes at
+    /// least [`SURE_LEAD`] before `next_poll`, while too little is learned,
+    /// past what was learned, or once a request presumed so was found still
+    /// pending (the estimate cannot be trusted for this any more).
+    pub fn sure_done(&self, key: ModelKey, last_pending: f64, next_poll: f64) -> Option<f64> {
         if !self.presume.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
@@ -326,6 +327,7 @@ impl Learned {
         let limit = SURE * fit.survive[from];
         let k = (from..=fit.n).find(|&k| fit.survive[k] <= limit)?;
         Some(k as f64 * fit.step * (1.0 + SURE_MARGIN) + SURE_PAD)
+            .filter(|&t| t + SURE_LEAD <= next_poll)
     }
 
     /// A request presumed finished was found pending: presume no more.
@@ -903,17 +905,32 @@ mod tests {
         for i in 0..SURE_AFTER - 1 {
             learned.learn(key, 2.9, 3.05, draw(i));
         }
-        assert_eq!(learned.sure_done(key, 2.9), None, "too little learned");
+        assert_eq!(
+            learned.sure_done(key, 2.9, f64::INFINITY),
+            None,
+            "too little learned"
+        );
         learned.learn(key, 2.9, 3.05, draw(SURE_AFTER));
-        let sure = learned.sure_done(key, 2.9).expect("enough learned");
+        let sure = learned
+            .sure_done(key, 2.9, f64::INFINITY)
+            .expect("enough learned");
         // Every request learned was done by 3.05 s; with the margins, 3.19 s.
         assert!((3.05..=3.2).contains(&sure), "{sure}");
         assert_eq!(
-            learned.sure_done(key, 4.0),
+            learned.sure_done(key, 2.9, sure + SURE_LEAD - 0.01),
+            None,
+            "too little before its next poll"
+        );
+        assert_eq!(learned.sure_done(key, 2.9, sure + SURE_LEAD), Some(sure));
+        assert_eq!(
+            learned.sure_done(key, 4.0, f64::INFINITY),
             None,
             "seen pending past all that was learned"
         );
-        assert_eq!(learned.sure_done((Kind::ImageToImage, 1), 2.9), None);
+        assert_eq!(
+            learned.sure_done((Kind::ImageToImage, 1), 2.9, f64::INFINITY),
+            None
+        );
         // First polls that keep finding requests pending (two of the latest
         // sixteen) stop it too: the gateway may have slowed down.
         let slowed = Learned::default();
@@ -923,14 +940,18 @@ mod tests {
         let t = slowed.next_poll(key, 0.0, None, draw(200));
         slowed.next_poll(key, t, Some(t), draw(200));
         assert!(
-            slowed.sure_done(key, 2.9).is_some(),
+            slowed.sure_done(key, 2.9, f64::INFINITY).is_some(),
             "one first poll found pending"
         );
         let t = slowed.next_poll(key, 0.0, None, draw(201));
         slowed.next_poll(key, t, Some(t), draw(201));
-        assert_eq!(slowed.sure_done(key, 2.9), None, "two of them");
+        assert_eq!(
+            slowed.sure_done(key, 2.9, f64::INFINITY),
+            None,
+            "two of them"
+        );
         learned.presumed_wrong();
-        assert_eq!(learned.sure_done(key, 2.9), None);
+        assert_eq!(learned.sure_done(key, 2.9, f64::INFINITY), None);
     }
 
     #[test]
@@ -1146,9 +1167,8 @@ mod closed_loop {
                 (r.holds && released < cap)
                     .then_some(r.last)
                     .flatten()
-                    .and_then(|lo| learned.sure_done(key, lo))
+                    .and_then(|lo| learned.sure_done(key, lo, r.at - r.submitted))
                     .map(|t| r.submitted + t)
-                    .filter(|&t| t + SURE_LEAD <= r.at)
             };
             let (i, now, is_release) = reqs
                 .iter()

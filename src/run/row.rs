@@ -365,9 +365,8 @@ impl RowRun {
             let wake = planned.max(not_before);
             let release = match &ctx.schedule {
                 Schedule::Adaptive(learned) if slot.is_some() => last_pending
-                    .and_then(|lo| learned.sure_done(key, lo))
-                    .map(|t| submitted + Duration::from_secs_f64(t))
-                    .filter(|t| *t + Duration::from_secs_f64(poll::SURE_LEAD) <= wake),
+                    .and_then(|lo| learned.sure_done(key, lo, since(wake)))
+                    .map(|t| submitted + Duration::from_secs_f64(t)),
                 _ => None,
             };
             // Checked before each poll but the first: a request is always asked once.
