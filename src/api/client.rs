@@ -66,6 +66,8 @@ pub struct Client {
     /// For downloads, which never carry the key.
     pub(super) plain: reqwest::Client,
     origin: String,
+    /// The base URL, parsed: its scheme, host and port are the origin.
+    base: Url,
     /// The documented endpoints, parsed once: submit and status, by kind.
     submit_urls: [Url; 2],
     status_urls: [Url; 2],
@@ -124,6 +126,7 @@ impl Client {
             // largest image it carried: a few idle ones, not one per slot.
             plain: build(reqwest::redirect::Policy::limited(5), DOWNLOAD_IDLE)?,
             origin,
+            base,
             submit_urls,
             status_urls,
             cfg,
@@ -198,8 +201,8 @@ impl Client {
 
     /// Asks where an accepted request stands.
     pub async fn status(&self, ticket: &Ticket) -> Result<Status, ApiError> {
-        let url = match self.same_origin(ticket.status_url.as_deref()) {
-            Some(u) => self.checked(&u)?,
+        let url = match self.keyed_url(ticket.status_url.as_deref()) {
+            Some(u) => u,
             None => self.status_endpoint(ticket)?,
         };
         let body = serde_json::json!({ "request_id": ticket.request_id });
@@ -224,15 +227,13 @@ impl Client {
                 "the request is COMPLETED but the reply names no image",
             )
         };
-        let Some(url) = self.same_origin(ticket.response_url.as_deref()) else {
+        let Some(url) = self.keyed_url(ticket.response_url.as_deref()) else {
             return Err(missing());
         };
         let body = serde_json::json!({ "request_id": ticket.request_id });
         let cap = self.reply_cap(ticket.sync_images);
         let timeout = self.cfg.request_timeout;
-        let reply = self
-            .call(Op::Status, self.checked(&url)?, &body, cap, timeout)
-            .await?;
+        let reply = self.call(Op::Status, url, &body, cap, timeout).await?;
         let images = reply.images();
         if images.is_empty() {
             return Err(missing());
@@ -271,13 +272,20 @@ impl Client {
     /// A server-given URL, kept only if it is on the gateway's own origin:
     /// the key is sent to it, and the key goes nowhere else.
     fn same_origin(&self, url: Option<&str>) -> Option<String> {
-        let parsed = Url::parse(url?).ok()?;
-        (parsed.origin().ascii_serialization() == self.origin).then(|| parsed.to_string())
+        self.keyed_url(url).map(String::from)
     }
 
-    /// Parses a URL that [`Client::same_origin`] kept.
-    fn checked(&self, url: &str) -> Result<Url, ApiError> {
-        Url::parse(url).map_err(|_| self.not_a_base())
+    /// A server-given URL, parsed once, if it is on the gateway's own origin.
+    fn keyed_url(&self, url: Option<&str>) -> Option<Url> {
+        Url::parse(url?).ok().filter(|u| self.on_gateway(u))
+    }
+
+    /// Whether `url` has the gateway's origin: its scheme, host and port
+    /// (the base URL is http(s), whose origin is exactly those three).
+    fn on_gateway(&self, url: &Url) -> bool {
+        url.scheme() == self.base.scheme()
+            && url.host() == self.base.host()
+            && url.port_or_known_default() == self.base.port_or_known_default()
     }
 
     /// The most bytes a reply may hold: the base cap, plus room for images
@@ -318,7 +326,7 @@ impl Client {
         cap: u64,
         timeout: Duration,
     ) -> Result<Reply, ApiError> {
-        if url.origin().ascii_serialization() != self.origin {
+        if !self.on_gateway(&url) {
             return Err(ApiError::new(
                 Class::StopRun,
                 "FOREIGN_ORIGIN",
@@ -550,6 +558,20 @@ mod tests {
             "not a url",
         ] {
             assert_eq!(client.same_origin(Some(other)), None, "{other}");
+        }
+        // The origin is compared as the URL standard has it: scheme and host
+        // normalised, a default port the same as none.
+        let named = self::client("https://gw.example/api");
+        for same in ["HTTPS://GW.example:443/s/1", "https://gw.example/s/2"] {
+            assert!(named.keyed_url(Some(same)).is_some(), "{same}");
+        }
+        for other in [
+            "http://gw.example/s",
+            "https://gw.example:8443/s",
+            "https://gw.example.evil/s",
+            "data:,x",
+        ] {
+            assert_eq!(named.keyed_url(Some(other)), None, "{other}");
         }
     }
 
