@@ -96,13 +96,13 @@ pub fn report(err: &Error) -> ExitCode {
     match err {
         Error::Invalid(invalid) => {
             for d in &invalid.diagnostics {
-                eprintln!("{d}");
+                crate::say!("{d}");
             }
-            eprintln!("error: {err}");
+            crate::say!("error: {err}");
         }
         // A located diagnostic already says `error: FILE:LINE: …`.
-        Error::Load(LoadError::Invalid(d)) => eprintln!("{d}"),
-        _ => eprintln!("error: {err}"),
+        Error::Load(LoadError::Invalid(d)) => crate::say!("{d}"),
+        _ => crate::say!("error: {err}"),
     }
     ExitCode::from(err.code())
 }

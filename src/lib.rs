@@ -43,11 +43,17 @@
 //! - [`disk`]: durable renames, atomic writes, bounded reads of user files,
 //!   plain words for I/O errors.
 //! - [`progress`]: the progress display; reads state only.
+//! - [`console`]: every line printed to stdout and stderr; a write that
+//!   fails (a closed pipe) is dropped and noted, never a panic.
+
+// Printing goes through `console`: `println!`/`eprintln!` panic on a closed pipe.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod api;
 pub mod cache;
 pub mod cli;
 pub mod commands;
+pub mod console;
 pub mod disk;
 pub mod exit;
 pub mod export;
@@ -101,6 +107,9 @@ fn init_tracing(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| progress::LogWriter)
+        // A line that cannot be written is dropped by LogWriter; tracing's
+        // own report of it would be an `eprintln!`, which panics.
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt.block_on(batchgen::run(cli)),
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            batchgen::say!("error: cannot start the async runtime: {e}");
             ExitCode::from(batchgen::exit::INVALID)
         }
     }

@@ -481,6 +481,9 @@ pub struct Summary {
     pub rate_limited: u64,
     /// Status calls this run made.
     pub status_calls: u64,
+    /// Set when the run's own output (stderr, stdout) could not be written,
+    /// say to a closed pipe: later lines were dropped, the run went on.
+    pub logging_stopped: Option<String>,
 }
 
 impl Summary {
@@ -516,6 +519,9 @@ impl Summary {
         }
         if let Some(why) = &self.stopped {
             out.push_str(&format!("  stopped early: {why}\n"));
+        }
+        if let Some(why) = &self.logging_stopped {
+            out.push_str(&format!("  log: {why}\n"));
         }
         out.push_str(&format!(
             "  results: {}/{RESULTS_CSV}, {}/{SUMMARY_JSON}\n",
@@ -650,6 +656,8 @@ pub struct RunEnd {
     pub rate_limited: u64,
     /// Status calls this run made.
     pub status_calls: u64,
+    /// Why the run's output stopped, if a write to stderr or stdout failed.
+    pub logging_stopped: Option<String>,
 }
 
 /// Writes `results.csv` and `summary.json` for `plan` from the journal.
@@ -677,6 +685,7 @@ pub fn write(
         images_per_minute: 0.0,
         rate_limited: end.rate_limited,
         status_calls: end.status_calls,
+        logging_stopped: end.logging_stopped,
     };
     let minutes = (s.wall_time_s / 60.0).max(1e-9);
     s.rows_per_minute = s.rows_this_run as f64 / minutes;

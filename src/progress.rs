@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::console::{self, Stream};
 use crate::plan::Usd;
 
 /// The bar on screen, if one is: log lines (`-v`) are printed above it.
@@ -22,18 +23,20 @@ static BAR: std::sync::Mutex<Option<ProgressBar>> = std::sync::Mutex::new(None);
 pub struct LogWriter;
 
 impl std::io::Write for LogWriter {
+    /// Always succeeds: a log line that cannot be written (a closed pipe, a
+    /// full disk under a redirected stderr) is dropped and remembered in
+    /// [`console::lost`], never handed back to the code that logged it.
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let bar = BAR.lock().ok().and_then(|b| b.clone());
-        let mut result = Ok(());
         match bar {
-            Some(bar) => bar.suspend(|| result = std::io::stderr().write_all(buf)),
-            None => result = std::io::stderr().write_all(buf),
-        }
-        result.map(|()| buf.len())
+            Some(bar) => bar.suspend(|| console::write(Stream::Stderr, buf)),
+            None => console::write(Stream::Stderr, buf),
+        };
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stderr().flush()
+        Ok(())
     }
 }
 
@@ -200,7 +203,7 @@ pub async fn collect(
                     // Warnings and errors are shown even with --quiet.
                     Event::Say(text) => match &bar {
                         Some(bar) => bar.println(&text),
-                        None => eprintln!("{text}"),
+                        None => console::err_line(&text),
                     },
                 }
                 if let Some(bar) = &bar {
@@ -208,7 +211,7 @@ pub async fn collect(
                     bar.set_message(counts.line(start.elapsed()));
                 }
             }
-            _ = tick.tick(), if plain => eprintln!("progress: {}", counts.plain(start.elapsed())),
+            _ = tick.tick(), if plain => crate::say!("progress: {}", counts.plain(start.elapsed())),
         }
     }
     if let Some(bar) = bar {

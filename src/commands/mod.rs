@@ -21,14 +21,12 @@ pub fn load_plan(path: &std::path::Path) -> Result<crate::plan::Plan, Error> {
     let manifest = crate::manifest::load(path)?;
     let plan = crate::plan::expand(&manifest)?;
     for w in &plan.warnings {
-        eprintln!("{w}");
+        crate::say!("{w}");
     }
     Ok(plan)
 }
 
 /// Writes to stdout; a reader that went away (`| head`) is not an error.
 pub fn print_stdout(text: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    crate::console::out(text);
 }

@@ -86,7 +86,7 @@ pub async fn command(args: RunArgs) -> Result<u8, Error> {
             .await
             .map_err(|e| Error::Io(format!("cannot start the simulator: {e}")))?;
         if !args.quiet {
-            eprintln!("batchgen: running against the built-in simulator (no key, no money)");
+            crate::say!("batchgen: running against the built-in simulator (no key, no money)");
         }
         (handle.url(), Some(handle))
     } else {
@@ -96,14 +96,14 @@ pub async fn command(args: RunArgs) -> Result<u8, Error> {
     client_cfg.submit_timeout = Duration::from_secs(args.submit_timeout);
     let client = api::Client::new(client_cfg).map_err(|e| Error::Io(e.to_string()))?;
     if !args.quiet {
-        eprintln!("{}", opened.describe());
+        crate::say!("{}", opened.describe());
     }
     let report = opened.execute(client, signals()).await?;
     if let Some(sim) = simulator {
         sim.stop().await;
     }
     if let Some(stop) = &report.stop {
-        eprintln!("batchgen: stopped early: {}", stop.describe());
+        crate::say!("batchgen: stopped early: {}", stop.describe());
     }
     let code = exit::for_run(&report);
     // --quiet: a run that completed every row says nothing.
@@ -122,7 +122,7 @@ async fn contact_sheet(out_dir: &std::path::Path, summary: &output::Summary, qui
     let images = summary.totals.images;
     if images > report::AUTO_MAX_IMAGES {
         if !quiet {
-            eprintln!(
+            crate::say!(
                 "batchgen: no contact sheet for {images} images (more than {}); `batchgen report {}` writes one",
                 report::AUTO_MAX_IMAGES,
                 out_dir.display()
@@ -137,11 +137,11 @@ async fn contact_sheet(out_dir: &std::path::Path, summary: &output::Summary, qui
         .and_then(|r| r.map_err(|e| e.to_string()));
     match made {
         Ok(done) => {
-            eprint!("{}", done.warnings());
+            crate::console::write(crate::console::Stream::Stderr, done.warnings().as_bytes());
             if !quiet {
-                eprintln!("  contact sheet: {}", done.path.display());
+                crate::say!("  contact sheet: {}", done.path.display());
             }
         }
-        Err(e) => eprintln!("warning: no contact sheet: {e}"),
+        Err(e) => crate::say!("warning: no contact sheet: {e}"),
     }
 }

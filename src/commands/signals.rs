@@ -14,13 +14,13 @@ pub fn signals() -> impl Future<Output = Signal> + Send + 'static {
         let Some(first) = signals.next().await else {
             return;
         };
-        eprintln!(
+        crate::say!(
             "batchgen: {}: no new requests; finishing those in flight (send it again to quit now)",
             first.name()
         );
         let _ = tx.send(first);
         if let Some(second) = signals.next().await {
-            eprintln!(
+            crate::say!(
                 "batchgen: {}: quitting now; the journal is intact: rerun the same command to resume",
                 second.name()
             );

@@ -27,6 +27,8 @@ mod limiter;
 mod poll;
 mod row;
 mod start;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -49,6 +51,10 @@ use crate::progress::{self, Counts, Event};
 use crate::sidecar;
 pub use limiter::RateLimiter;
 use start::{decide, Flags, Start};
+
+/// The `error_code` of a row whose task panicked, and of rows the panic's
+/// stop left unrun.
+pub const PANICKED: &str = "PANICKED";
 
 /// The gateway name a simulated run records.
 pub const SIMULATED: &str = "simulated";
@@ -87,6 +93,9 @@ pub struct Settings {
     pub progress: progress::Mode,
     /// `--cache DIR` (or the manifest's `cache:`): the store of fulfilled requests.
     pub cache: Option<PathBuf>,
+    /// Tests only: the row whose task panics once its request is accepted.
+    #[cfg(test)]
+    pub panic_on: Option<crate::plan::Key>,
 }
 
 impl Settings {
@@ -110,6 +119,8 @@ impl Settings {
             results_every: Duration::from_secs(30),
             progress: progress::Mode::Auto,
             cache: None,
+            #[cfg(test)]
+            panic_on: None,
         }
     }
 }
@@ -164,6 +175,11 @@ pub enum Stop {
         url: String,
         after: Duration,
     },
+    /// A row's task panicked (a bug in batchgen): `row` is its id.
+    Panicked {
+        row: String,
+        message: String,
+    },
 }
 
 impl Stop {
@@ -177,6 +193,7 @@ impl Stop {
             Stop::Budget { .. } => "BUDGET",
             Stop::Disk(_) => "DISK",
             Stop::Unreachable { .. } => "GATEWAY_UNREACHABLE",
+            Stop::Panicked { .. } => PANICKED,
         }
     }
 
@@ -196,6 +213,9 @@ impl Stop {
                 "gateway unreachable at {url}: every connection failed for {} s",
                 after.as_secs()
             ),
+            Stop::Panicked { row, message } => {
+                format!("row {row} failed inside batchgen (a bug; please report it): {message}")
+            }
         }
     }
 
@@ -547,21 +567,27 @@ impl Opened {
             tokio::spawn(watch_reachability(ctx.clone())),
         ];
 
-        let mut tasks = tokio::task::JoinSet::new();
+        let mut rows = Rows::default();
         let total = starts.len() + fresh.len();
         let fresh = fresh.into_iter().map(|i| (i as usize, Start::Submit));
         for (started, (index, start)) in starts.into_iter().chain(fresh).enumerate() {
             let permit = row::acquire(&ctx.requests).await;
+            // Rows that ended first: a panic among them stops the run before
+            // the slot it freed is used.
+            while let Some(ended) = rows.tasks.try_join_next_with_id() {
+                rows.ended(&ctx, ended).await;
+            }
             if let poll::Schedule::Adaptive(learned) = &ctx.schedule {
                 learned.rows_ahead(total - started, ctx.settings.concurrency);
             }
             if matches!(start, Start::Submit | Start::Cached { .. }) && ctx.stopped() {
                 continue; // left unrun; the results say why
             }
-            tasks.spawn(row::drive(ctx.clone(), index, start, permit));
-            while tasks.try_join_next().is_some() {}
+            rows.spawn(&ctx, index, start, permit);
         }
-        while tasks.join_next().await.is_some() {}
+        while let Some(ended) = rows.tasks.join_next_with_id().await {
+            rows.ended(&ctx, ended).await;
+        }
         for w in watchers {
             w.abort();
             let _ = w.await;
@@ -584,6 +610,7 @@ impl Opened {
             ),
             rate_limited: ctx.limiter.rate_limited(),
             status_calls: ctx.status_calls.load(Ordering::Relaxed),
+            logging_stopped: crate::console::lost(),
         };
         let (journal, dir) = (ctx.journal, out_dir.clone());
         let summary =
@@ -592,6 +619,82 @@ impl Opened {
                 .map_err(output_err)?;
         Ok(Report { summary, stop })
     }
+}
+
+/// The row tasks under way, and which row each one drives.
+#[derive(Default)]
+struct Rows {
+    tasks: tokio::task::JoinSet<()>,
+    index: HashMap<tokio::task::Id, usize>,
+}
+
+impl Rows {
+    fn spawn(
+        &mut self,
+        ctx: &Arc<Ctx>,
+        index: usize,
+        start: Start,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let task = self
+            .tasks
+            .spawn(row::drive(ctx.clone(), index, start, permit));
+        self.index.insert(task.id(), index);
+    }
+
+    /// A row task ended. One that panicked (a bug) is never passed over:
+    /// the run stops submitting (exit 3, naming the row), and the row is
+    /// left as its journal has it, marked [`PANICKED`], so that a plain
+    /// rerun collects it if it was accepted, and submits it if it never was.
+    async fn ended(
+        &mut self,
+        ctx: &Ctx,
+        ended: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+    ) {
+        let err = match ended {
+            Ok((id, ())) => {
+                self.index.remove(&id);
+                return;
+            }
+            Err(err) => err,
+        };
+        let Some(index) = self.index.remove(&err.id()) else {
+            return;
+        };
+        let Ok(payload) = err.try_into_panic() else {
+            return; // cancelled: the tasks are never aborted
+        };
+        let message = panic_message(payload.as_ref());
+        let row = ctx.plan.rows[index];
+        let id = ctx.plan.row_id(&row);
+        ctx.stop(Stop::Panicked {
+            row: id.clone(),
+            message: message.clone(),
+        });
+        let left = format!(
+            "batchgen failed on this row (a bug: {message}); rerun the same command: an accepted request is collected, one never accepted is submitted"
+        );
+        ctx.record(&Entry::Unfinished {
+            key: row.key,
+            at_ms: journal::now_ms(),
+            code: PANICKED.to_string(),
+            message: left.clone(),
+        })
+        .await;
+        ctx.event(Event::Left);
+        ctx.event(Event::Say(format!(
+            "error: row {id}: {PANICKED}: {left}; no new requests will be sent"
+        )));
+    }
+}
+
+/// The text a panic was raised with.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// Runs file work on the blocking pool, off the async workers.

@@ -1284,6 +1284,7 @@ mod closed_loop {
     }
 
     #[test]
+    #[allow(clippy::print_stderr)] // what each workload gave, shown on failure
     fn learns_each_workload() {
         // (latencies, rows, slots, most calls per row, least share of the bound)
         for (name, rows, slots, lo, hi, max_calls, min_ratio) in [

@@ -85,6 +85,10 @@ pub(super) async fn drive(ctx: Arc<Ctx>, index: usize, start: Start, permit: Own
             }
             _ => {}
         }
+        #[cfg(test)]
+        if matches!(next, Start::Poll { .. }) && run.ctx.settings.panic_on == Some(run.key) {
+            panic!("injected by a test after the request was accepted");
+        }
         next = match next {
             Start::Submit => run.submit().await,
             Start::Poll { ticket, since_ms } => run.poll(ticket, since_ms, &mut request).await,
