@@ -50,7 +50,12 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 fn temporaries(dir: &Path) -> Vec<PathBuf> {
     files_under(dir)
         .into_iter()
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(".tmp-"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".tmp-")
+        })
         .collect()
 }
 
@@ -143,7 +148,14 @@ async fn outputs_on_a_run_folders_own_files_are_refused_however_spelled() {
 
     // An export beside the run's files, in its folder, is fine.
     let o = command(
-        &["export", "out", "--format", "jsonl", "--out", "out/all.jsonl"],
+        &[
+            "export",
+            "out",
+            "--format",
+            "jsonl",
+            "--out",
+            "out/all.jsonl",
+        ],
         dir.path(),
         &[],
     )
@@ -160,11 +172,20 @@ async fn merge_never_writes_into_a_shard() {
     let m = write(dir.path(), "m.yaml", SHARDED);
     for i in 0..2 {
         let shard = format!("{i}/2");
-        let o = run(&m, &dir.path().join(format!("s{i}")), &sim.url(), &["--shard", &shard]).await;
+        let o = run(
+            &m,
+            &dir.path().join(format!("s{i}")),
+            &sim.url(),
+            &["--shard", &shard],
+        )
+        .await;
         assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     }
     std::os::unix::fs::symlink(dir.path().join("s0"), dir.path().join("link")).unwrap();
-    let before = (snapshot(&dir.path().join("s0")), snapshot(&dir.path().join("s1")));
+    let before = (
+        snapshot(&dir.path().join("s0")),
+        snapshot(&dir.path().join("s1")),
+    );
     for target in [
         "s0",
         "s0/images",
@@ -182,7 +203,10 @@ async fn merge_never_writes_into_a_shard() {
         assert!(err.contains(target), "--out {target}: {err}");
     }
     assert_eq!(
-        (snapshot(&dir.path().join("s0")), snapshot(&dir.path().join("s1"))),
+        (
+            snapshot(&dir.path().join("s0")),
+            snapshot(&dir.path().join("s1"))
+        ),
         before
     );
 }
@@ -260,7 +284,10 @@ async fn export_and_report_read_only_images_of_the_folder() {
     let jpeg = {
         let mut bytes = Vec::new();
         image::DynamicImage::new_rgb8(8, 8)
-            .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Jpeg)
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Jpeg,
+            )
             .unwrap();
         bytes
     };
@@ -313,7 +340,8 @@ async fn export_and_report_read_only_images_of_the_folder() {
     assert_eq!(exported[0], results(&out)[5]["files"]);
     for (id, file) in ids.iter().zip(bad) {
         assert!(
-            err.lines().any(|l| l.contains(id.as_str()) && l.contains(file)),
+            err.lines()
+                .any(|l| l.contains(id.as_str()) && l.contains(file)),
             "{id} {file} is named: {err}"
         );
     }
@@ -331,7 +359,9 @@ async fn export_and_report_read_only_images_of_the_folder() {
     assert_eq!(tar.entries().unwrap().count(), 2, "one image and its json");
 
     // The sheet links none of them, and makes no thumbnail of them.
-    let o = command(&["report", "out"], dir.path(), &[]).output().unwrap();
+    let o = command(&["report", "out"], dir.path(), &[])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
     for file in ["evil.png", "fake.png", "jpeg.png", "elsewhere"] {
@@ -355,7 +385,13 @@ async fn a_merged_folder_works_after_the_tree_is_moved() {
     let m = write(&tree, "m.yaml", SHARDED);
     for i in 0..2 {
         let shard = format!("{i}/2");
-        let o = run(&m, &tree.join(format!("s{i}")), &sim.url(), &["--shard", &shard]).await;
+        let o = run(
+            &m,
+            &tree.join(format!("s{i}")),
+            &sim.url(),
+            &["--shard", &shard],
+        )
+        .await;
         assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     }
     let o = command(
@@ -373,7 +409,10 @@ async fn a_merged_folder_works_after_the_tree_is_moved() {
         .collect();
     assert_eq!(images.len(), 7);
     for f in &images {
-        assert!(f.starts_with("../s"), "{f} is relative to the merged folder");
+        assert!(
+            f.starts_with("../s"),
+            "{f} is relative to the merged folder"
+        );
     }
 
     // The whole tree moves (another mount point, another machine).
@@ -425,18 +464,30 @@ async fn a_merged_folder_works_after_the_tree_is_moved() {
     summary.as_object_mut().unwrap().remove("shard_dirs");
     std::fs::write(old.join("summary.json"), summary.to_string()).unwrap();
     let o = command(
-        &["export", "moved/merged", "--format", "jsonl", "--out", "old.jsonl"],
+        &[
+            "export",
+            "moved/merged",
+            "--format",
+            "jsonl",
+            "--out",
+            "old.jsonl",
+        ],
         dir.path(),
         &[],
     )
     .output()
     .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    assert_eq!(jsonl_lines(&dir.path().join("old.jsonl")).len(), images.len());
+    assert_eq!(
+        jsonl_lines(&dir.path().join("old.jsonl")).len(),
+        images.len()
+    );
 }
 
 /// Starts `cmd` with the test hook that pauses it right after it created a
 /// temporary file; returns the child once it says so, with that file.
+// The child goes to the caller, which waits for it.
+#[allow(clippy::zombie_processes)]
 fn start_paused(mut cmd: Command, owner: &str) -> (Child, PathBuf) {
     cmd.env("BATCHGEN_PAUSE_AFTER_TEMP", owner)
         .stdout(Stdio::null())
@@ -448,7 +499,10 @@ fn start_paused(mut cmd: Command, owner: &str) -> (Child, PathBuf) {
         line.clear();
         let n = stderr.read_line(&mut line).unwrap();
         assert!(n > 0, "{owner} ended without pausing");
-        if let Some(path) = line.trim_end().strip_prefix("batchgen: paused after creating ") {
+        if let Some(path) = line
+            .trim_end()
+            .strip_prefix("batchgen: paused after creating ")
+        {
             // The rest of what it says is read, so that it can say it.
             std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
             return (child, PathBuf::from(path));
@@ -480,9 +534,19 @@ async fn a_signal_leaves_no_temporary_file() {
     let out = exported(&sim, dir.path()).await;
     let d = dir.path();
     let wds_args = ["export", "out", "--format", "webdataset", "--out", "wds"];
-    assert_eq!(command(&wds_args, d, &[]).output().unwrap().status.code(), Some(0));
+    assert_eq!(
+        command(&wds_args, d, &[]).output().unwrap().status.code(),
+        Some(0)
+    );
     let earlier = snapshot(&d.join("wds"));
-    let jsonl_args = ["export", "out", "--format", "jsonl", "--out", "out/all.jsonl"];
+    let jsonl_args = [
+        "export",
+        "out",
+        "--format",
+        "jsonl",
+        "--out",
+        "out/all.jsonl",
+    ];
     for (args, owner, signal, code) in [
         (&wds_args[..], "export", "-INT", 130),
         (&jsonl_args[..], "export", "-TERM", 143),
@@ -497,14 +561,24 @@ async fn a_signal_leaves_no_temporary_file() {
         assert!(!temp.exists(), "{args:?}: {}", temp.display());
         assert_eq!(temporaries(d), Vec::<PathBuf>::new(), "{args:?}");
     }
-    assert_eq!(snapshot(&d.join("wds")), earlier, "the earlier export is intact");
+    assert_eq!(
+        snapshot(&d.join("wds")),
+        earlier,
+        "the earlier export is intact"
+    );
     assert!(!out.join("all.jsonl").exists());
 
     // merge
     let m = write(d, "s.yaml", SHARDED);
     for i in 0..2 {
         let shard = format!("{i}/2");
-        let o = run(&m, &d.join(format!("s{i}")), &sim.url(), &["--shard", &shard]).await;
+        let o = run(
+            &m,
+            &d.join(format!("s{i}")),
+            &sim.url(),
+            &["--shard", &shard],
+        )
+        .await;
         assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     }
     let (child, temp) = start_paused(
@@ -526,12 +600,31 @@ async fn a_killed_commands_temporaries_are_swept_by_the_next_and_live_ones_kept(
     let m = write(d, "s.yaml", SHARDED);
     for i in 0..2 {
         let shard = format!("{i}/2");
-        let o = run(&m, &d.join(format!("s{i}")), &sim.url(), &["--shard", &shard]).await;
+        let o = run(
+            &m,
+            &d.join(format!("s{i}")),
+            &sim.url(),
+            &["--shard", &shard],
+        )
+        .await;
         assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     }
     for (args, owner) in [
-        (&["export", "out", "--format", "webdataset", "--out", "wds"][..], "export"),
-        (&["export", "out", "--format", "jsonl", "--out", "meta/all.jsonl"][..], "export"),
+        (
+            &["export", "out", "--format", "webdataset", "--out", "wds"][..],
+            "export",
+        ),
+        (
+            &[
+                "export",
+                "out",
+                "--format",
+                "jsonl",
+                "--out",
+                "meta/all.jsonl",
+            ][..],
+            "export",
+        ),
         (&["report", "out"][..], "report"),
         (&["merge", "s0", "s1", "--out", "merged"][..], "merge"),
     ] {
@@ -540,14 +633,25 @@ async fn a_killed_commands_temporaries_are_swept_by_the_next_and_live_ones_kept(
         child.wait().unwrap();
         assert!(temp.is_file(), "SIGKILL leaves {}", temp.display());
         let o = command(args, d, &[]).output().unwrap();
-        assert!(matches!(o.status.code(), Some(0)), "{args:?}: {}", text(&o.stderr));
+        assert!(
+            matches!(o.status.code(), Some(0)),
+            "{args:?}: {}",
+            text(&o.stderr)
+        );
         assert!(!temp.exists(), "{args:?} swept {}", temp.display());
         assert_eq!(temporaries(d), Vec::<PathBuf>::new(), "{args:?}");
     }
 
     // A live export's temporary is left alone: by another export to the
     // same place, by a report of its folder and by a run of its folder.
-    let args = ["export", "out", "--format", "jsonl", "--out", "out/all.jsonl"];
+    let args = [
+        "export",
+        "out",
+        "--format",
+        "jsonl",
+        "--out",
+        "out/all.jsonl",
+    ];
     let (child, temp) = start_paused(command(&args, d, &[]), "export");
     assert!(temp.starts_with(&out), "{}", temp.display());
     let o = command(&args, d, &[]).output().unwrap();
@@ -570,7 +674,10 @@ async fn temporaries_an_older_export_left_are_swept_once_stale() {
     exported(&sim, dir.path()).await;
     let d = dir.path();
     let args = ["export", "out", "--format", "webdataset", "--out", "wds"];
-    assert_eq!(command(&args, d, &[]).output().unwrap().status.code(), Some(0));
+    assert_eq!(
+        command(&args, d, &[]).output().unwrap().status.code(),
+        Some(0)
+    );
     // What a killed export of an earlier version left: `.tmp-` and six characters.
     let stale = d.join("wds/.tmp-Ab12Cd");
     let young = d.join("wds/.tmp-Zz98Yx");
@@ -584,7 +691,10 @@ async fn temporaries_an_older_export_left_are_swept_once_stale() {
         .unwrap()
         .set_modified(old)
         .unwrap();
-    assert_eq!(command(&args, d, &[]).output().unwrap().status.code(), Some(0));
+    assert_eq!(
+        command(&args, d, &[]).output().unwrap().status.code(),
+        Some(0)
+    );
     assert!(!stale.exists(), "an hour-old one is swept");
     assert!(young.exists(), "a recent one may be a live older export's");
 }
