@@ -56,7 +56,7 @@ fn a_run_folders_own_files_and_the_inputs_are_refused() {
         Writes::Folder,
     )
     .unwrap_err();
-    assert!(e.why.contains("which this command reads"), "{e}");
+    assert!(e.why.contains("the folder this command reads"), "{e}");
     for ok in ["run/all.jsonl", "run/wds", "plain/x", "x.jsonl"] {
         assert!(
             check_output("--out", &d.join(ok), &[&run], Writes::File).is_ok(),
