@@ -114,7 +114,8 @@ fn replace(
 }
 
 /// Removes files in `dir` whose names start with `prefix` (temporary files
-/// a killed run left behind). Returns how many were removed.
+/// a killed run left behind), except those a live `export` or `report` holds
+/// there ([`crate::temps::held`]). Returns how many were removed.
 pub fn remove_stray(dir: &Path, prefix: &str) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -123,6 +124,7 @@ pub fn remove_stray(dir: &Path, prefix: &str) -> usize {
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter(|e| !crate::temps::held(&e.path()))
         .filter(|e| std::fs::remove_file(e.path()).is_ok())
         .count()
 }

@@ -6,9 +6,12 @@
 //! layouts, not by our results.csv. The metadata of each image is its
 //! provenance sidecar ([`crate::sidecar`]) with `file` relative to DIR, and
 //! every image is checked against its recorded SHA-256 as it is read, so an
-//! export never ships a damaged file. Output is written to temporary files
-//! and renamed into place only once the whole export succeeded: a failed
-//! export leaves the previous one as it was.
+//! export never ships a damaged file. Only files inside DIR (or inside the
+//! shard folders a merge of DIR recorded) are read, and only images whose
+//! bytes are the format their name says ([`crate::confine`]); the output may
+//! not land on a run folder's own files. Output is written to temporary
+//! files ([`crate::temps`]) and renamed into place only once the whole
+//! export succeeded: a failed export leaves the previous one as it was.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -16,9 +19,11 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::disk::{self, TEMP_PREFIX};
+use crate::confine::{self, Found, Sources, Writes};
+use crate::disk;
 use crate::output::{read_results, Status};
 use crate::sidecar;
+use crate::temps::{self, Owner, Temp};
 
 /// The largest image an export reads.
 const MAX_IMAGE_BYTES: u64 = 256 << 20;
@@ -39,6 +44,9 @@ pub enum ExportError {
     /// The folder, a file in it, or a flag is not usable: nothing was written.
     #[error("{0}")]
     Input(String),
+    /// The output would land on a run's own files, or on the folder read.
+    #[error(transparent)]
+    Refused(#[from] confine::Refused),
     #[error("{path}: damaged: its SHA-256 is not the one recorded when it was saved; rerun `batchgen run --verify` on its manifest to fetch it again")]
     Damaged { path: PathBuf },
     #[error("cannot write {path}: {}", crate::disk::plain(source))]
@@ -55,6 +63,9 @@ pub struct Exported {
     pub bytes: u64,
     /// The files written (shards, or the one JSONL file).
     pub files: Vec<PathBuf>,
+    /// Images not exported, each with its row and why (outside the folder,
+    /// not the image its name says).
+    pub skipped: Vec<String>,
 }
 
 impl Exported {
@@ -64,12 +75,24 @@ impl Exported {
             Format::Webdataset => format!("{} tar shard(s)", self.files.len()),
             Format::Jsonl => "one JSONL file".to_string(),
         };
+        let skipped = match self.skipped.len() {
+            0 => String::new(),
+            n => format!("; {n} skipped (see the warnings)"),
+        };
         format!(
-            "batchgen: exported {} images ({}) as {what} → {}\n",
+            "batchgen: exported {} images ({}) as {what} → {}{skipped}\n",
             self.images,
             disk::human_bytes(self.bytes),
             out.display()
         )
+    }
+
+    /// One line per image not exported.
+    pub fn warnings(&self) -> String {
+        self.skipped
+            .iter()
+            .map(|w| format!("warning: {w}\n"))
+            .collect()
     }
 }
 
@@ -83,21 +106,52 @@ struct Item {
 }
 
 /// Calls `each` for every image of every completed row of `dir`, in
-/// results.csv order.
+/// results.csv order; an image that may not be read (outside the folder,
+/// not the format its name says) is skipped and said so in `skipped`.
 fn for_each_image(
     dir: &Path,
+    skipped: &mut Vec<String>,
     mut each: impl FnMut(Item) -> Result<(), ExportError>,
 ) -> Result<(), ExportError> {
+    let lines = read_results(dir).map_err(ExportError::Input)?;
+    let sources = Sources::of(dir).map_err(ExportError::Input)?;
     let mut keys = HashSet::new();
-    for line in read_results(dir).map_err(ExportError::Input)? {
+    for line in lines {
         let line = line.map_err(ExportError::Input)?;
         if Status::parse(&line.status) != Some(Status::Completed) {
             continue;
         }
         for (file, sha) in line.files() {
             let path = dir.join(file);
-            let bytes = disk::read_regular(&path, MAX_IMAGE_BYTES)
+            let outside = |name: &str, real: &Path| {
+                let at = match real == Path::new(name) {
+                    true => String::new(),
+                    false => format!(" (at {})", real.display()),
+                };
+                let why = sources.outside();
+                format!("row {}: {name}{at} {why}; not exported", line.id)
+            };
+            let real = match sources.resolve(file) {
+                Ok(Found::Inside(real)) => real,
+                Ok(Found::Outside(real)) => {
+                    skipped.push(outside(file, &real));
+                    continue;
+                }
+                // Not there: reading it says so, by name.
+                Err(_) => path.clone(),
+            };
+            let bytes = disk::read_regular(&real, MAX_IMAGE_BYTES)
                 .map_err(|e| ExportError::Input(e.to_string()))?;
+            if let Err(why) = confine::image_as_named(file, &bytes) {
+                skipped.push(format!("row {}: {file} {why}; not exported", line.id));
+                continue;
+            }
+            let side = sidecar::path_for(Path::new(file));
+            let side = side.to_string_lossy();
+            if let Ok(Found::Outside(real)) = sources.resolve(&side) {
+                skipped.push(outside(&side, &real));
+                continue;
+            }
             let mut meta = sidecar::read(dir, file).map_err(|e| {
                 ExportError::Input(format!(
                     "{e} (a rerun of `batchgen run` on its manifest writes missing sidecars and sends nothing)"
@@ -145,6 +199,11 @@ pub fn export(
     out: &Path,
     shard_bytes: u64,
 ) -> Result<Exported, ExportError> {
+    let writes = match format {
+        Format::Jsonl => Writes::File,
+        Format::Webdataset => Writes::Folder,
+    };
+    confine::check_output("--out", out, &[dir], writes)?;
     match format {
         Format::Jsonl => jsonl(dir, out),
         Format::Webdataset => webdataset(dir, out, shard_bytes),
@@ -170,10 +229,11 @@ fn jsonl(dir: &Path, out: &Path) -> Result<Exported, ExportError> {
         _ => Path::new("."),
     };
     disk::create_dir_durable(parent).map_err(write_err(parent))?;
-    let tmp = disk::temp_in(parent, TEMP_PREFIX).map_err(write_err(parent))?;
+    temps::sweep(parent, Owner::Export, false);
+    let tmp = Temp::new_in(parent, Owner::Export).map_err(write_err(parent))?;
     let mut w = std::io::BufWriter::new(tmp.as_file());
     let mut done = Exported::default();
-    for_each_image(dir, |item| {
+    for_each_image(dir, &mut done.skipped, |item| {
         done.images += 1;
         done.bytes += item.bytes.len() as u64;
         w.write_all(&item.json)
@@ -183,7 +243,7 @@ fn jsonl(dir: &Path, out: &Path) -> Result<Exported, ExportError> {
     w.flush().map_err(write_err(out))?;
     drop(w);
     tmp.as_file().sync_all().map_err(write_err(out))?;
-    tmp.persist(out).map_err(|e| write_err(out)(e.error))?;
+    tmp.persist(out).map_err(write_err(out))?;
     disk::sync_dir(parent);
     done.files.push(out.to_path_buf());
     Ok(done)
@@ -191,7 +251,7 @@ fn jsonl(dir: &Path, out: &Path) -> Result<Exported, ExportError> {
 
 /// One tar shard being written.
 struct Shard {
-    tmp: tempfile::NamedTempFile,
+    tmp: Temp,
     tar: tar::Builder<std::io::BufWriter<std::fs::File>>,
     bytes: u64,
 }
@@ -209,17 +269,21 @@ fn webdataset(dir: &Path, out: &Path, shard_bytes: u64) -> Result<Exported, Expo
         )));
     }
     disk::create_dir_durable(out).map_err(write_err(out))?;
+    // An older batchgen's anonymous temporaries are swept only from a
+    // folder that holds shards (this command's folder, not any folder).
+    temps::sweep(out, Owner::Export, holds_shards(out));
     let mut done = Exported::default();
-    let mut finished: Vec<tempfile::NamedTempFile> = Vec::new();
+    let mut finished: Vec<Temp> = Vec::new();
     let mut current: Option<Shard> = None;
-    let close = |shard: Shard, finished: &mut Vec<tempfile::NamedTempFile>| {
+    let close = |shard: Shard, finished: &mut Vec<Temp>| {
         let mut w = shard.tar.into_inner().map_err(write_err(out))?;
         w.flush().map_err(write_err(out))?;
         shard.tmp.as_file().sync_all().map_err(write_err(out))?;
         finished.push(shard.tmp);
         Ok::<(), ExportError>(())
     };
-    for_each_image(dir, |item| {
+    let mut skipped = Vec::new();
+    for_each_image(dir, &mut skipped, |item| {
         let sample = entry_bytes(item.bytes.len() as u64) + entry_bytes(item.json.len() as u64);
         // Two 512-byte blocks end every tar.
         if current
@@ -231,7 +295,7 @@ fn webdataset(dir: &Path, out: &Path, shard_bytes: u64) -> Result<Exported, Expo
         let shard = match &mut current {
             Some(s) => s,
             None => {
-                let tmp = disk::temp_in(out, TEMP_PREFIX).map_err(write_err(out))?;
+                let tmp = Temp::new_in(out, Owner::Export).map_err(write_err(out))?;
                 let file = tmp.as_file().try_clone().map_err(write_err(out))?;
                 let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
                 tar.mode(tar::HeaderMode::Deterministic);
@@ -264,9 +328,10 @@ fn webdataset(dir: &Path, out: &Path, shard_bytes: u64) -> Result<Exported, Expo
     // earlier, longer export go.
     for (n, tmp) in finished.into_iter().enumerate() {
         let path = out.join(format!("{SHARD_PREFIX}{n:06}.tar"));
-        tmp.persist(&path).map_err(|e| write_err(&path)(e.error))?;
+        tmp.persist(&path).map_err(write_err(&path))?;
         done.files.push(path);
     }
+    done.skipped = skipped;
     let ours: HashSet<&PathBuf> = done.files.iter().collect();
     if let Ok(entries) = std::fs::read_dir(out) {
         for e in entries.flatten() {
@@ -281,6 +346,16 @@ fn webdataset(dir: &Path, out: &Path, shard_bytes: u64) -> Result<Exported, Expo
     }
     disk::sync_dir(out);
     Ok(done)
+}
+
+/// Whether `dir` holds a shard of an earlier export.
+fn holds_shards(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(SHARD_PREFIX) && name.ends_with(".tar")
+        })
+    })
 }
 
 /// `--shard-size`: bytes, with an optional unit (k, M, G decimal; KiB, MiB, GiB binary).

@@ -40,6 +40,9 @@
 //! - [`sidecar`]: each image's provenance, `images/ID_N.json`.
 //! - [`report`]: the contact sheet, `index.html`, from results.csv.
 //! - [`export`]: WebDataset shards and JSONL for training code.
+//! - [`confine`]: where `export`, `merge` and `report` may write (never on a
+//!   run's own files) and which files they may read (only the folder's).
+//! - [`temps`]: their temporary files, removed on a signal, swept when stale.
 //! - [`disk`]: durable renames, atomic writes, bounded reads of user files,
 //!   plain words for I/O errors.
 //! - [`progress`]: the progress display; reads state only.
@@ -53,6 +56,7 @@ pub mod api;
 pub mod cache;
 pub mod cli;
 pub mod commands;
+pub mod confine;
 pub mod console;
 pub mod disk;
 pub mod exit;
@@ -67,6 +71,7 @@ pub mod report;
 pub mod run;
 pub mod sidecar;
 pub mod sim;
+pub mod temps;
 
 use std::process::ExitCode;
 
@@ -81,9 +86,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Run(args) => commands::run::command(args).await,
         Command::Status(args) => commands::status::command(&args),
         Command::Sim(args) => commands::sim::command(args).await,
-        Command::Merge(args) => commands::merge::command(&args),
-        Command::Export(args) => commands::export::command(&args),
-        Command::Report(args) => commands::report::command(&args),
+        Command::Merge(args) => commands::merge::command(args).await,
+        Command::Export(args) => commands::export::command(args).await,
+        Command::Report(args) => commands::report::command(args).await,
         Command::Completions(args) => commands::completions::command(&args),
     };
     match result {

@@ -7,8 +7,14 @@
 //! are distinct shards of one plan run against one gateway, then streams
 //! their results.csv files into one, in manifest order (the `row` column;
 //! each shard's file is already in that order, so memory stays flat however
-//! many rows there are), with file paths that resolve from the merged
-//! folder; summary.json adds the merged rows up as `run` would.
+//! many rows there are), with file paths relative to the merged folder
+//! (`../s0/images/…` for a shard beside it), so that the whole tree can be
+//! moved or mounted elsewhere; summary.json adds the merged rows up as `run`
+//! would and records the shard folders (`shard_dirs`, relative too), the
+//! only folders outside it that `report` and `export` read. The merged
+//! folder may not be a shard or inside a run's own files
+//! ([`crate::confine`]), and its files are written through temporaries that
+//! a signal removes ([`crate::temps`]).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -16,10 +22,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::disk::write_atomic;
+use crate::confine::{self, Writes};
 use crate::journal;
 use crate::output::{Status, Totals, COLUMNS, RESULTS_CSV, SUMMARY_JSON};
 use crate::plan::{Shard, Usd};
+use crate::temps::{self, write_atomic, Owner};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MergeError {
@@ -49,6 +56,9 @@ pub enum MergeError {
     SameShard(PathBuf, PathBuf, Shard),
     #[error("{0} holds a run (journal.jsonl): merge into a folder of its own")]
     OutIsRun(PathBuf),
+    /// The merged folder would be inside a run's own files.
+    #[error(transparent)]
+    Refused(#[from] confine::Refused),
     #[error("{path}: {why}")]
     Read { path: PathBuf, why: String },
     #[error("cannot write {path}: {}", crate::disk::plain(source))]
@@ -64,8 +74,11 @@ pub struct MergeSummary {
     pub out_dir: String,
     pub manifest: Option<String>,
     pub gateway: Option<String>,
-    /// The shard folders merged, in shard order.
+    /// The shard folders merged, in shard order, as given.
     pub shards: Vec<String>,
+    /// The same folders relative to the merged folder, as the file paths in
+    /// its results.csv are: `report` and `export` read files only there.
+    pub shard_dirs: Vec<String>,
     /// Shards of the run not given to the merge (their rows are missing).
     pub shards_missing: Vec<u32>,
     #[serde(flatten)]
@@ -119,6 +132,8 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeSummary, MergeError> {
     if out.join(journal::FILE_NAME).exists() {
         return Err(MergeError::OutIsRun(out.to_path_buf()));
     }
+    let inputs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+    confine::check_output("--out", out, &inputs, Writes::Merged)?;
     let mut shards: Vec<ShardDir> = Vec::new();
     let mut first: Option<(PathBuf, journal::Replay)> = None;
     for dir in dirs {
@@ -187,15 +202,20 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeSummary, MergeError> {
         path: out.to_path_buf(),
         source,
     })?;
+    temps::sweep(out, Owner::Merge, false);
+    let real_out = std::fs::canonicalize(out).map_err(|source| MergeError::Write {
+        path: out.to_path_buf(),
+        source,
+    })?;
     let mut totals = Totals::default();
     let mut by_kind: BTreeMap<String, Usd> = BTreeMap::new();
     let mut readers: Vec<ShardRows> = shards
         .iter()
-        .map(|s| ShardRows::open(&s.dir, out))
+        .map(|s| ShardRows::open(&s.dir, &real_out))
         .collect::<Result<_, _>>()?;
     let results = out.join(RESULTS_CSV);
     let mut failure: Option<MergeError> = None;
-    write_atomic(&results, |w| {
+    write_atomic(Owner::Merge, &results, |w| {
         let mut csv = csv::Writer::from_writer(w);
         csv.write_record(COLUMNS)?;
         loop {
@@ -245,13 +265,17 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeSummary, MergeError> {
         manifest: first.last_run_manifest.clone(),
         gateway: first.gateway.clone(),
         shards: shards.iter().map(|s| s.dir.display().to_string()).collect(),
+        shard_dirs: readers
+            .iter()
+            .map(|r| r.prefix.display().to_string())
+            .collect(),
         shards_missing,
         totals,
         cost_usd_by_kind: by_kind,
     };
     let json = serde_json::to_vec_pretty(&summary).expect("a summary serialises");
     let path = out.join(SUMMARY_JSON);
-    write_atomic(&path, |w| {
+    write_atomic(Owner::Merge, &path, |w| {
         w.write_all(&json)?;
         w.write_all(b"\n")
     })
@@ -277,19 +301,24 @@ struct ShardRows {
     reader: csv::Reader<std::fs::File>,
     /// Where each of `COLUMNS` is in this file.
     at: Vec<Option<usize>>,
-    /// The shard folder as seen from the merged folder.
+    /// The shard folder as seen from the merged folder (relative).
     prefix: PathBuf,
     next: Option<Line>,
     done: bool,
 }
 
 impl ShardRows {
+    /// `out` is the merged folder, resolved.
     fn open(dir: &Path, out: &Path) -> Result<ShardRows, MergeError> {
         let path = dir.join(RESULTS_CSV);
         let bad = |why: String| MergeError::Read {
             path: path.clone(),
             why,
         };
+        let real = std::fs::canonicalize(dir).map_err(|e| MergeError::Read {
+            path: dir.to_path_buf(),
+            why: crate::disk::plain(&e),
+        })?;
         let mut reader = csv::Reader::from_path(&path).map_err(|e| bad(e.to_string()))?;
         let headers = reader.headers().map_err(|e| bad(e.to_string()))?.clone();
         let at: Vec<Option<usize>> = COLUMNS
@@ -304,7 +333,7 @@ impl ShardRows {
             }
         }
         Ok(ShardRows {
-            prefix: relative(out, dir),
+            prefix: confine::relative(out, &real),
             path,
             reader,
             at,
@@ -394,14 +423,4 @@ fn column(name: &str) -> usize {
         .iter()
         .position(|c| *c == name)
         .expect("a results.csv column")
-}
-
-/// `target` as seen from `base`: relative when inside it, absolute otherwise.
-fn relative(base: &Path, target: &Path) -> PathBuf {
-    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    let (base, target) = (abs(base), abs(target));
-    match target.strip_prefix(&base) {
-        Ok(rel) => rel.to_path_buf(),
-        Err(_) => target,
-    }
 }

@@ -10,25 +10,28 @@
 //! (and summary.json for the header), so a merged folder has a sheet too.
 //!
 //! Thumbnails are made once: one newer than its image is kept. Paths come
-//! from results.csv, which a user may have edited: one that is not a plain
-//! path inside DIR is shown as such, never read or written.
+//! from results.csv, which a user may have edited: a file is read only when
+//! it resolves inside DIR (or a shard folder its merge recorded) and its
+//! bytes are the format its name says; anything else is shown as text, never
+//! linked (module `thumbs`). The sheet is written only into DIR, never when DIR
+//! lies inside a run's own files, and its thumbnails only into DIR/thumbs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::io::Cursor;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
-use crate::disk::{self, write_atomic};
+use crate::confine::{self, Sources, Writes};
 use crate::output::{plain_name, read_results, ResultLine, Status};
+use crate::temps::{self, Owner};
+
+mod thumbs;
+
+use thumbs::Shown;
 
 pub const INDEX_HTML: &str = "index.html";
 pub const THUMBS_DIR: &str = "thumbs";
-/// The longest side of a thumbnail, in pixels (shown at half that).
-const THUMB_SIDE: u32 = 256;
-/// The largest image a thumbnail is made from.
-const MAX_IMAGE_BYTES: u64 = 256 << 20;
+/// The largest summary.json read for the header.
+const MAX_SUMMARY_BYTES: u64 = 16 << 20;
 /// The most images a run's end makes a sheet for; `batchgen report` has no limit.
 pub const AUTO_MAX_IMAGES: u64 = 5_000;
 
@@ -71,6 +74,10 @@ impl Reported {
 pub enum ReportError {
     #[error("{0}")]
     Input(String),
+    /// The sheet or its thumbnails would land outside the folder's own
+    /// `index.html` and `thumbs/`, or on a run's own files.
+    #[error(transparent)]
+    Refused(#[from] confine::Refused),
     #[error("cannot write {path}: {}", crate::disk::plain(source))]
     Write {
         path: PathBuf,
@@ -119,43 +126,6 @@ fn esc(text: &str) -> String {
         }
     }
     out
-}
-
-/// The thumbnail of an image: `thumbs/` + its path, as a JPEG.
-fn thumb_path(image: &Path) -> PathBuf {
-    Path::new(THUMBS_DIR).join(image).with_extension("jpg")
-}
-
-/// Makes the thumbnail of `image` unless one newer than it exists.
-fn make_thumb(dir: &Path, image: &Path) -> Result<bool, String> {
-    let (src, dst) = (dir.join(image), dir.join(thumb_path(image)));
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    if let (Some(t), Some(i)) = (modified(&dst), modified(&src)) {
-        if t >= i {
-            return Ok(false);
-        }
-    }
-    let bytes = disk::read_regular(&src, MAX_IMAGE_BYTES).map_err(|e| e.to_string())?;
-    let mut reader = image::ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(16_384);
-    limits.max_image_height = Some(16_384);
-    limits.max_alloc = Some(512 << 20);
-    reader.limits(limits);
-    let img = reader.decode().map_err(|e| e.to_string())?;
-    let small = img.thumbnail(THUMB_SIDE, THUMB_SIDE).into_rgb8();
-    let mut jpeg = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 80)
-        .encode_image(&small)
-        .map_err(|e| e.to_string())?;
-    let parent = dst.parent().expect("a thumbnail is inside thumbs/");
-    std::fs::create_dir_all(parent)
-        .map_err(|e| format!("cannot write {}: {}", parent.display(), disk::plain(&e)))?;
-    write_atomic(&dst, |w| std::io::Write::write_all(w, &jpeg))
-        .map_err(|e| format!("cannot write {}: {e}", dst.display()))?;
-    Ok(true)
 }
 
 /// The parameters a cell's column can differ by, as results.csv names them.
@@ -305,7 +275,7 @@ function thumbFailed(img) { console.error("batchgen: thumbnail did not load: " +
 "#;
 
 /// One row's cell: its thumbnails, or its status and error; details on hover and click.
-fn cell(out: &mut String, r: &ResultLine, thumbs: &BTreeMap<String, bool>) {
+fn cell(out: &mut String, r: &ResultLine, shown: &BTreeMap<String, Shown>) {
     let status = Status::parse(&r.status);
     let class = status.map_or("not_run", Status::as_str);
     let mut details: Vec<(&str, String)> = vec![("id", r.id.clone()), ("prompt", r.prompt.clone())];
@@ -337,29 +307,28 @@ fn cell(out: &mut String, r: &ResultLine, thumbs: &BTreeMap<String, bool>) {
     );
     if status == Some(Status::Completed) {
         for (file, _) in r.files() {
-            match inside(file) {
-                Some(path) if thumbs.get(file).copied().unwrap_or(false) => {
+            match shown.get(file) {
+                Some(Shown::Thumb { image, thumb }) => {
                     let _ = write!(
                         out,
                         "<a href=\"{}\"><img class=\"thumb\" src=\"{}\" loading=\"lazy\" alt=\"{}\" onerror=\"thumbFailed(this)\"></a>",
-                        href(&path),
-                        href(&thumb_path(&path)),
+                        href(image),
+                        href(thumb),
                         esc(file)
                     );
                 }
-                Some(path) => {
+                Some(Shown::Link { image }) => {
                     let _ = write!(
                         out,
                         "<a class=\"msg\" href=\"{}\">no thumbnail: open the image</a>",
-                        href(&path)
+                        href(image)
                     );
                 }
+                Some(Shown::Text(what)) => {
+                    let _ = write!(out, "<div class=\"msg\">{what}: {}</div>", esc(file));
+                }
                 None => {
-                    let _ = write!(
-                        out,
-                        "<div class=\"msg\">not a file of this folder: {}</div>",
-                        esc(file)
-                    );
+                    let _ = write!(out, "<div class=\"msg\">{}</div>", esc(file));
                 }
             }
         }
@@ -385,48 +354,25 @@ pub fn report(dir: &Path) -> Result<Reported, ReportError> {
         .map_err(ReportError::Input)?
         .collect::<Result<_, _>>()
         .map_err(ReportError::Input)?;
-    let summary: Option<serde_json::Value> = std::fs::read(dir.join(crate::output::SUMMARY_JSON))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let summary: Option<serde_json::Value> =
+        crate::disk::read_regular(&dir.join(crate::output::SUMMARY_JSON), MAX_SUMMARY_BYTES)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+    // Written only into DIR's own index.html and thumbs/, never into a run's own files.
+    let path = dir.join(INDEX_HTML);
+    confine::check_output("", &path, &[], Writes::File)?;
+    thumbs::check_root(dir).map_err(ReportError::Input)?;
+    temps::sweep(dir, Owner::Report, false);
+    temps::sweep_tree(&dir.join(THUMBS_DIR), Owner::Report, true);
+    let sources = Sources::of(dir).map_err(ReportError::Input)?;
 
-    // Thumbnails, for every plain image path of a completed row.
+    // Thumbnails, for every image of a completed row that may be read.
     let images: Vec<String> = rows
         .iter()
         .filter(|r| Status::parse(&r.status) == Some(Status::Completed))
         .flat_map(|r| r.files().into_iter().map(|(f, _)| f.to_string()))
         .collect();
-    let next = AtomicUsize::new(0);
-    let made = AtomicUsize::new(0);
-    let results: Mutex<BTreeMap<String, Result<(), String>>> = Mutex::new(BTreeMap::new());
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .min(8);
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(file) = images.get(i) else { break };
-                let r = match inside(file) {
-                    Some(path) => make_thumb(dir, &path).map(|new| {
-                        if new {
-                            made.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }),
-                    None => Err("not a plain path inside the folder".to_string()),
-                };
-                results.lock().expect("no panics").insert(file.clone(), r);
-            });
-        }
-    });
-    let results = results.into_inner().expect("no panics");
-    let thumbs: BTreeMap<String, bool> = results
-        .iter()
-        .map(|(f, r)| (f.clone(), r.is_ok()))
-        .collect();
-    let unreadable: Vec<(String, String)> = results
-        .into_iter()
-        .filter_map(|(f, r)| r.err().map(|e| (f, e)))
-        .collect();
+    let thumbs = thumbs::make_all(dir, &sources, &images);
 
     // Totals, from the rows themselves.
     let mut by_status: BTreeMap<&str, u64> = BTreeMap::new();
@@ -493,7 +439,7 @@ pub fn report(dir: &Path) -> Result<Reported, ReportError> {
             for c in 0..grid.columns.len() {
                 html.push_str("<td>");
                 for &i in cells.get(&c).map(Vec::as_slice).unwrap_or(&[]) {
-                    cell(&mut html, &rows[i], &thumbs);
+                    cell(&mut html, &rows[i], &thumbs.shown);
                 }
                 html.push_str("</td>");
             }
@@ -503,19 +449,19 @@ pub fn report(dir: &Path) -> Result<Reported, ReportError> {
     }
     html.push_str("</body></html>\n");
 
-    let path = dir.join(INDEX_HTML);
-    write_atomic(&path, |w| std::io::Write::write_all(w, html.as_bytes())).map_err(|source| {
-        ReportError::Write {
-            path: path.clone(),
-            source,
-        }
+    temps::write_atomic(Owner::Report, &path, |w| {
+        std::io::Write::write_all(w, html.as_bytes())
+    })
+    .map_err(|source| ReportError::Write {
+        path: path.clone(),
+        source,
     })?;
     Ok(Reported {
         path,
         rows: rows.len() as u64,
         images: images.len() as u64,
-        thumbnails_made: made.into_inner() as u64,
-        unreadable,
+        thumbnails_made: thumbs.made,
+        unreadable: thumbs.unreadable,
     })
 }
 

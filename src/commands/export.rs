@@ -1,13 +1,22 @@
 //! `batchgen export DIR`: WebDataset shards or JSONL, for training code.
 
 use super::print_stdout;
+use super::signals::interruptible;
 use crate::cli::ExportArgs;
 use crate::exit::{self, Error};
 use crate::export;
 
 /// `batchgen export DIR --format F --out PATH`.
-pub fn command(args: &ExportArgs) -> Result<u8, Error> {
-    let done = export::export(&args.dir, args.format, &args.out, args.shard_size)?;
-    print_stdout(&done.to_text(args.format, &args.out));
+pub async fn command(args: ExportArgs) -> Result<u8, Error> {
+    let ExportArgs {
+        dir,
+        format,
+        out,
+        shard_size,
+    } = args;
+    let shown = out.clone();
+    let done = interruptible(move || export::export(&dir, format, &out, shard_size)).await?;
+    crate::console::write(crate::console::Stream::Stderr, done.warnings().as_bytes());
+    print_stdout(&done.to_text(format, &shown));
     Ok(exit::OK)
 }

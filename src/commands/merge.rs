@@ -1,13 +1,14 @@
 //! `batchgen merge DIR... --out DIR`: the shards of a run joined.
 
 use super::print_stdout;
+use super::signals::interruptible;
 use crate::cli::MergeArgs;
 use crate::exit::{self, Error};
 use crate::merge;
 
 /// `batchgen merge DIR... --out DIR`.
-pub fn command(args: &MergeArgs) -> Result<u8, Error> {
-    let summary = merge::merge(&args.dirs, &args.out)?;
+pub async fn command(args: MergeArgs) -> Result<u8, Error> {
+    let summary = interruptible(move || merge::merge(&args.dirs, &args.out)).await?;
     print_stdout(&summary.to_text());
     Ok(if summary.complete() {
         exit::OK

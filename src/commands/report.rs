@@ -1,13 +1,14 @@
 //! `batchgen report DIR`: the contact sheet.
 
 use super::print_stdout;
+use super::signals::interruptible;
 use crate::cli::ReportArgs;
 use crate::exit::{self, Error};
 use crate::report;
 
 /// `batchgen report DIR`.
-pub fn command(args: &ReportArgs) -> Result<u8, Error> {
-    let done = report::report(&args.dir)?;
+pub async fn command(args: ReportArgs) -> Result<u8, Error> {
+    let done = interruptible(move || report::report(&args.dir)).await?;
     print_stdout(&done.to_text());
     Ok(exit::OK)
 }

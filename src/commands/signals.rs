@@ -1,8 +1,35 @@
-//! The signals that stop a run (Ctrl-C, SIGTERM, SIGHUP), shared by `run` and `sim`.
+//! The signals that stop a command (Ctrl-C, SIGTERM, SIGHUP): shared by
+//! `run` and `sim`, and by `export`, `merge` and `report`
+//! ([`interruptible`]), which remove their temporary files before they go.
 
 use std::future::Future;
 
 use crate::run::Signal;
+
+/// Runs the file work of `export`, `merge` or `report` off the async
+/// workers. A Ctrl-C, SIGTERM or SIGHUP meanwhile removes every temporary
+/// file the command holds ([`crate::temps`]) and exits with the signal's
+/// code (130, 143, 129): outputs are renamed into place whole, so what is
+/// left is the earlier output or the new one, never part of one. The work
+/// itself is not cancelled: the process ends under it.
+pub async fn interruptible<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    let mut signals = Signals::install();
+    let task = tokio::task::spawn_blocking(work);
+    tokio::select! {
+        done = task => match done {
+            Ok(done) => done,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        },
+        Some(signal) = signals.next() => {
+            let removed = crate::temps::remove_all_before_exit();
+            crate::say!(
+                "batchgen: {}: stopped; {removed} temporary file(s) removed, earlier outputs left as they were",
+                signal.name()
+            );
+            std::process::exit(i32::from(signal.exit_code()));
+        }
+    }
+}
 
 /// Resolves on the first Ctrl-C, SIGTERM or SIGHUP; a second one exits at
 /// once with that signal's code (the journal is synced line by line, so it
