@@ -104,8 +104,8 @@ async fn assert_an_echoed_key_is_written_nowhere(echo: EchoKey) {
         failed_rate: 0.2,
         error_rate: 0.15,
         submit_5xx_rate: 0.2,
-        status_5xx_rate: 0.2,
-        download_5xx_rate: 0.2,
+        status_5xx_rate: 0.1,
+        download_5xx_rate: 0.1,
         fault_seed: 22,
         ..quick()
     })
@@ -392,19 +392,22 @@ impl Flaky {
     }
 }
 
-/// Waits until the journal holds `n` more lines with `needle` than
-/// `before`, or `run` has ended. Returns the count.
+/// Waits until the journal holds `n` lines with `needle`, or `run` has
+/// ended. Returns the count. A backstop of 20 s keeps a phase that cannot
+/// show in the journal (polls refused) from waiting forever: when it ends
+/// matters to how much the test exercises, never to what it asserts.
 async fn journal_count_or_end(
     out: &Path,
     needle: &str,
     n: usize,
     run: &tokio::task::JoinHandle<Report>,
 ) -> usize {
+    let backstop = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let count = std::fs::read_to_string(out.join("journal.jsonl"))
             .map(|t| t.matches(needle).count())
             .unwrap_or(0);
-        if count >= n || run.is_finished() {
+        if count >= n || run.is_finished() || tokio::time::Instant::now() >= backstop {
             return count;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
