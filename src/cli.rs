@@ -153,6 +153,10 @@ pub struct RunArgs {
     /// above 5,000 images; `batchgen report DIR` writes it at any size.
     #[arg(long)]
     pub no_report: bool,
+    /// How long every connection to the gateway may fail (refused, unknown host) before the run
+    /// stops with GATEWAY_UNREACHABLE. Hidden: a knob for tests and odd networks.
+    #[arg(long, value_name = "SECS", default_value_t = 30, hide = true, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub unreachable_after: u64,
 }
 
 #[derive(Debug, Args)]

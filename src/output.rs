@@ -551,12 +551,13 @@ impl Records for Replay {
 const RESULTS_CHUNK: usize = 4096;
 
 /// Writes `results.csv` for `plan` from the journal; returns the totals and
-/// the cost by kind.
+/// the cost by kind. `stop`: the code and description of what stopped the
+/// run early, which rows it never reached carry.
 pub fn write_results(
     plan: &Plan,
     records: &dyn Records,
     out_dir: &Path,
-    stop_code: Option<&str>,
+    stop: Option<(&str, &str)>,
 ) -> std::io::Result<(Totals, BTreeMap<&'static str, Usd>)> {
     let mut totals = Totals::default();
     let mut by_kind: BTreeMap<&'static str, Usd> = Kind::ALL
@@ -578,7 +579,13 @@ pub fn write_results(
             let mut prices = reqs.iter().map(|req| request_price(plan, req));
             records.each(&keys, &mut |rec| {
                 let price = prices.next().expect("one record per key");
-                results.push(row_result(rec, price, stop_code));
+                let mut r = row_result(rec, price, stop.map(|(code, _)| code));
+                if let Some((_, why)) = stop.filter(|_| r.status == Status::NotRun) {
+                    if r.error_message.is_empty() {
+                        r.error_message = why.to_string();
+                    }
+                }
+                results.push(r);
             });
             for ((row, req), r) in chunk.iter().zip(reqs.drain(..)).zip(results.drain(..)) {
                 let key = row.key.to_string();
@@ -667,8 +674,11 @@ pub fn write(
     out_dir: &Path,
     end: RunEnd,
 ) -> std::io::Result<Summary> {
-    let stop_code = end.stop.as_ref().map(|(code, _)| code.as_str());
-    let (totals, cost_usd_by_kind) = write_results(plan, replay, out_dir, stop_code)?;
+    let stop = end
+        .stop
+        .as_ref()
+        .map(|(code, why)| (code.as_str(), why.as_str()));
+    let (totals, cost_usd_by_kind) = write_results(plan, replay, out_dir, stop)?;
     let keys: HashSet<Key> = plan.rows.iter().map(|r| r.key).collect();
     let mut s = Summary {
         manifest: plan.manifest.display().to_string(),

@@ -4,7 +4,9 @@
 //! `Ocp-Apim-Subscription-Key`, so they go only to the gateway's own origin
 //! (checked on every call, including URLs a journal replays), never follow a
 //! redirect, send a request id as one escaped path segment, and read replies
-//! only up to a cap and a deadline.
+//! only up to a cap and a deadline. Whatever a reply says (request ids, URLs,
+//! error codes and messages) leaves here with the key hidden
+//! ([`super::redact`]); ids and URLs get it back only as a request is built.
 
 use std::time::Duration;
 
@@ -15,6 +17,7 @@ use reqwest::Url;
 use super::error::{
     http_error, ours, redirected, retry_after_header, summarise, transport_error, Op,
 };
+use super::redact::Redactor;
 use super::wire::{self, Phase, Reply};
 use super::{ApiError, ApiKey, Class, Status, Submitted, Ticket};
 use crate::plan::{ImageInput, Kind, Request};
@@ -70,6 +73,8 @@ pub struct Client {
     /// The documented endpoints, parsed once: submit and status, by kind.
     submit_urls: [Url; 2],
     status_urls: [Url; 2],
+    /// Hides the key in what the gateway says; puts it back into ids and URLs sent.
+    pub(super) redactor: std::sync::Arc<Redactor>,
     pub(super) cfg: ClientConfig,
 }
 
@@ -126,12 +131,18 @@ impl Client {
             base,
             submit_urls,
             status_urls,
+            redactor: std::sync::Arc::new(Redactor::new(&cfg.key)),
             cfg,
         })
     }
 
     pub fn base_url(&self) -> &str {
         &self.cfg.base_url
+    }
+
+    /// The base URL as it may be shown: without credentials (or the key).
+    pub fn shown_base_url(&self) -> String {
+        self.redactor.url(&self.base)
     }
 
     /// The gateway's origin (`https://host:port`): where the key may go.
@@ -159,15 +170,18 @@ impl Client {
         self.send(&prepared).await
     }
 
-    /// Sends a prepared submit.
+    /// Sends a prepared submit. The ticket holds the request id and URLs
+    /// with the key hidden, as they are to be written down.
     pub async fn send(&self, prepared: &Prepared) -> Result<Submitted, ApiError> {
-        let url = self.submit_urls[prepared.kind as usize].clone();
+        let url = &self.submit_urls[prepared.kind as usize];
         let timeout = self.cfg.submit_timeout;
         let cap = self.reply_cap(prepared.sync_images);
         let reply = self
-            .call(Op::Submit, url, &prepared.body, cap, timeout)
-            .await?;
+            .call(Op::Submit, url.clone(), &prepared.body, cap, timeout)
+            .await
+            .map_err(|e| self.name_missing_endpoint(e, url))?;
         let unsure = |why: &str| Err(ApiError::new(Class::Unsure, ours::BAD_RESPONSE, why));
+        let exact = |text: Option<String>| text.map(|t| self.redactor.hide(&t, true).into_owned());
         let ticket = match reply.request_id.clone() {
             None => None,
             Some(id) if check_request_id(&id).is_err() => {
@@ -175,9 +189,9 @@ impl Client {
             }
             Some(request_id) => Some(Ticket {
                 kind: prepared.kind,
-                request_id,
-                status_url: self.same_origin(reply.status_url.as_deref()),
-                response_url: self.same_origin(reply.response_url.as_deref()),
+                request_id: self.redactor.hide(&request_id, true).into_owned(),
+                status_url: exact(self.same_origin(reply.status_url.as_deref())),
+                response_url: exact(self.same_origin(reply.response_url.as_deref())),
                 sync_images: prepared.sync_images,
             }),
         };
@@ -196,13 +210,33 @@ impl Client {
         Ok(Submitted { ticket, status })
     }
 
-    /// Asks where an accepted request stands.
+    /// A submit's 404: the endpoint does not exist at `url`, which is named
+    /// (without credentials, query or key) so that a wrong `--base-url` shows.
+    fn name_missing_endpoint(&self, mut e: ApiError, url: &Url) -> ApiError {
+        if e.http_status != Some(404) {
+            return e;
+        }
+        e.message = super::one_line(&format!(
+            "nothing answers submits at {} (check --base-url): {}",
+            self.redactor.url(url),
+            e.message
+        ));
+        e
+    }
+
+    /// Asks where an accepted request stands. `ticket` is as [`Client::send`]
+    /// gave it (or a journal kept it): the key hidden.
     pub async fn status(&self, ticket: &Ticket) -> Result<Status, ApiError> {
-        let url = match self.keyed_url(ticket.status_url.as_deref()) {
+        let status_url = ticket
+            .status_url
+            .as_deref()
+            .map(|u| self.redactor.restore(u));
+        let url = match self.keyed_url(status_url.as_deref()) {
             Some(u) => u,
             None => self.status_endpoint(ticket)?,
         };
-        let body = serde_json::json!({ "request_id": ticket.request_id });
+        let id = self.redactor.restore(&ticket.request_id);
+        let body = serde_json::json!({ "request_id": id });
         let cap = self.reply_cap(ticket.sync_images);
         let timeout = self.cfg.request_timeout;
         let reply = self.call(Op::Status, url, &body, cap, timeout).await?;
@@ -224,10 +258,15 @@ impl Client {
                 "the request is COMPLETED but the reply names no image",
             )
         };
-        let Some(url) = self.keyed_url(ticket.response_url.as_deref()) else {
+        let response_url = ticket
+            .response_url
+            .as_deref()
+            .map(|u| self.redactor.restore(u));
+        let Some(url) = self.keyed_url(response_url.as_deref()) else {
             return Err(missing());
         };
-        let body = serde_json::json!({ "request_id": ticket.request_id });
+        let id = self.redactor.restore(&ticket.request_id);
+        let body = serde_json::json!({ "request_id": id });
         let cap = self.reply_cap(ticket.sync_images);
         let timeout = self.cfg.request_timeout;
         let reply = self.call(Op::Status, url, &body, cap, timeout).await?;
@@ -241,7 +280,8 @@ impl Client {
     /// The documented status endpoint of `ticket`; a text-to-image request
     /// id is one escaped path segment, whatever it holds.
     fn status_endpoint(&self, ticket: &Ticket) -> Result<Url, ApiError> {
-        check_request_id(&ticket.request_id).map_err(|why| {
+        let id = self.redactor.restore(&ticket.request_id);
+        check_request_id(&id).map_err(|why| {
             ApiError::new(
                 Class::FailRow,
                 "BAD_REQUEST_ID",
@@ -253,7 +293,7 @@ impl Client {
             url.path_segments_mut()
                 .map_err(|()| self.not_a_base())?
                 .pop_if_empty()
-                .push(&ticket.request_id);
+                .push(&id);
         }
         Ok(url)
     }
@@ -294,21 +334,22 @@ impl Client {
             .saturating_add(per_image.saturating_mul(u64::from(inline_images)))
     }
 
-    /// Replaces the key wherever a gateway echoed it.
-    fn redact(&self, text: String) -> String {
-        let key = self.cfg.key.expose();
-        if text.contains(key) {
-            text.replace(key, "<redacted>")
-        } else {
-            text
-        }
-    }
-
-    /// How a reply says the request ended, if it does (messages redacted).
+    /// How a reply says the request ended, if it does, the key hidden: in
+    /// messages for good, in image URLs so that [`Client::download`] can
+    /// restore it (inline `data:` images are never shown, so left whole).
     fn terminal_status(&self, reply: &Reply) -> Option<Status> {
         Some(match terminal_status(reply)? {
-            Status::Failed(m) => Status::Failed(self.redact(m)),
-            Status::Error(m) => Status::Error(self.redact(m)),
+            Status::Failed(m) => Status::Failed(self.redactor.hide_owned(m)),
+            Status::Error(m) => Status::Error(self.redactor.hide_owned(m)),
+            Status::Completed(images) => Status::Completed(
+                images
+                    .into_iter()
+                    .map(|u| match u.starts_with("data:") {
+                        true => u,
+                        false => self.redactor.hide(&u, true).into_owned(),
+                    })
+                    .collect(),
+            ),
             other => other,
         })
     }
@@ -334,7 +375,7 @@ impl Client {
                 ),
             ));
         }
-        let path = logged_path(|| url.path().to_string());
+        let path = logged_path(|| self.redactor.hide(url.path(), true).into_owned());
         let started = std::time::Instant::now();
         let mut answered: Option<u16> = None;
         let exchange = async {
@@ -427,12 +468,10 @@ impl Client {
                 )),
             }
         };
-        let result: Result<Reply, ApiError> = exchange.await;
+        // A transport error names the URL sent to: key and all, if the id held it.
+        let result = exchange.await.map_err(|e| self.redactor.error(e));
         log_exchange("POST", path.as_deref(), answered, &result, started);
-        result.map_err(|mut e| {
-            e.message = self.redact(std::mem::take(&mut e.message));
-            e
-        })
+        result
     }
 }
 

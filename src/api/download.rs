@@ -38,6 +38,8 @@ impl Client {
     /// in `dir`, which is renamed into place only once it holds a complete
     /// PNG or JPEG; a truncated or corrupt download is a `Retry` error and
     /// leaves nothing behind. The API key is never sent with a download.
+    /// `image` is as [`Client::status`] gave it (the key hidden); an error
+    /// names it so.
     pub async fn download(
         &self,
         image: &str,
@@ -52,14 +54,21 @@ impl Client {
             return sink.finish(stem).await;
         }
         let started = std::time::Instant::now();
+        let url = self.redactor.restore(image);
         let path = super::client::logged_path(|| {
-            reqwest::Url::parse(image).map_or_else(
+            reqwest::Url::parse(&url).map_or_else(
                 |_| "(unparsable URL)".to_string(),
-                |u| format!("{}{}", u.origin().ascii_serialization(), u.path()),
+                |u| {
+                    let shown = format!("{}{}", u.origin().ascii_serialization(), u.path());
+                    self.redactor.hide(&shown, true).into_owned()
+                },
             )
         });
         let mut answered = None;
-        let result = self.fetch(image, dir, &mut answered).await;
+        let result = self
+            .fetch(&url, dir, &mut answered)
+            .await
+            .map_err(|e| self.redactor.error(e));
         super::client::log_exchange("GET", path.as_deref(), answered, &result, started);
         result?.finish(stem).await
     }

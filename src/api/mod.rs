@@ -10,6 +10,7 @@
 //! - [`error`]: classification of every failure, and one-line messages.
 //! - [`download`]: images into files, whole or not at all.
 //! - [`wire`]: the JSON shapes, shared with the simulator.
+//! - `redact`: the key hidden in whatever the gateway says, where it enters.
 //!
 //! Cancellation: every call is a future; dropping it (for instance when a
 //! `select!` picks the shutdown branch) abandons the HTTP exchange. A submit
@@ -22,6 +23,7 @@ pub mod download;
 pub mod error;
 pub mod image;
 mod key;
+mod redact;
 pub mod wire;
 
 use serde::{Deserialize, Serialize};
@@ -38,7 +40,10 @@ use wire::Phase;
 use crate::plan::Kind;
 
 /// What to poll for an accepted request. Serialisable, so the journal can
-/// keep it and a resumed run can poll instead of submitting again.
+/// keep it and a resumed run can poll instead of submitting again. Its id
+/// and URLs are as the gateway sent them, but for any part of the key they
+/// held, which is a placeholder (`{key}`, `{key[A..B]}`) that only the
+/// client's requests fill in.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ticket {
     pub kind: Kind,
@@ -61,7 +66,7 @@ fn is_zero(n: &u32) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Status {
     Pending(Phase),
-    /// Image URLs or `data:` URIs.
+    /// Image URLs (the key hidden, as in a [`Ticket`]) or `data:` URIs.
     Completed(Vec<String>),
     /// Possibly charged; retrying is the user's call (`--retry-failed`).
     Failed(String),

@@ -57,6 +57,7 @@ pub async fn command(args: RunArgs) -> Result<u8, Error> {
     settings.poll_interval = args.poll_interval_ms.map(Duration::from_millis);
     settings.resubmit_lost = args.resubmit_lost;
     settings.verify = args.verify;
+    settings.unreachable_after = Duration::from_secs(args.unreachable_after);
     settings.cache = args.cache.clone().or_else(|| plan.cache.clone());
     settings.progress = if args.quiet {
         progress::Mode::Quiet

@@ -80,7 +80,8 @@ pub struct Settings {
     pub verify: bool,
     /// How long a run polls one accepted request before leaving it (`POLL_TIMEOUT`).
     pub row_deadline: Duration,
-    /// Submits per row per run that may fail before the row gives up (429s do not count).
+    /// Submits per row per run that may fail before the row gives up (429s and
+    /// connections that never opened do not count).
     pub max_attempts: u32,
     /// Status calls in a row that may fail before the row is left to a rerun.
     pub max_status_failures: u32,
@@ -883,7 +884,7 @@ async fn watch_reachability(ctx: Arc<Ctx>) {
         let since = *ctx.refused_since.lock().unwrap_or_else(|e| e.into_inner());
         if since.is_some_and(|t| t.elapsed() >= after) {
             ctx.stop(Stop::Unreachable {
-                url: ctx.client.base_url().to_string(),
+                url: ctx.client.shown_base_url(),
                 after,
             });
             return;

@@ -43,8 +43,10 @@ struct RowRun {
     price: Usd,
     /// Whether `price` is counted in this run's committed spending.
     reserved: bool,
-    /// Failed submits this run (429s excepted).
+    /// Failed submits this run (429s and refused connections excepted).
     failures: u32,
+    /// Submits in a row whose connection never opened (they wait for the gateway).
+    refused: u32,
     /// When its request was last seen pending and first seen done, in
     /// seconds since its submit (journaled with its files, to seed later runs).
     seen: Option<(f64, f64)>,
@@ -65,6 +67,7 @@ pub(super) async fn drive(ctx: Arc<Ctx>, index: usize, start: Start, permit: Own
         price: output::row_price(&ctx.plan, &row),
         reserved: false,
         failures: 0,
+        refused: 0,
         seen: None,
         ctx,
     };
@@ -266,7 +269,10 @@ impl RowRun {
     }
 
     /// The submit provably was not accepted: record it, then try again
-    /// (after a backoff; a 429 waits in the shared rate limiter instead).
+    /// (after a backoff; a 429 waits in the shared rate limiter instead). A
+    /// connection that never opened says nothing of the row: it waits for
+    /// the gateway, without using up its attempts, until the gateway answers
+    /// or the run stops as unreachable (`watch_reachability`).
     async fn not_accepted(&mut self, code: &str, message: &str, err: Option<&ApiError>) -> Start {
         let ctx = self.ctx.clone();
         if !ctx
@@ -283,6 +289,12 @@ impl RowRun {
         if err.is_some_and(ApiError::is_rate_limited) {
             return Start::Submit;
         }
+        if err.is_some_and(ApiError::is_unreachable) {
+            self.refused += 1;
+            let delay = refused_delay(&ctx.settings.backoff, self.refused);
+            return self.wait_to_submit(delay).await;
+        }
+        self.refused = 0;
         self.failures += 1;
         if self.failures >= ctx.settings.max_attempts {
             // Never accepted, nothing charged: a plain rerun submits it again.
@@ -300,7 +312,12 @@ impl RowRun {
             .settings
             .backoff
             .delay(self.failures - 1, err.and_then(|e| e.retry_after));
-        let mut stop = ctx.stop.subscribe();
+        self.wait_to_submit(delay).await
+    }
+
+    /// Sleeps `delay`, then submits again; gives up (unrun) if the run stops first.
+    async fn wait_to_submit(&mut self, delay: Duration) -> Start {
+        let mut stop = self.ctx.stop.subscribe();
         tokio::select! {
             _ = tokio::time::sleep(delay) => Start::Submit,
             _ = stop.wait_for(Option::is_some) => {
@@ -356,6 +373,7 @@ impl RowRun {
         let mut last_poll: Option<Instant> = None;
         let mut last_pending: Option<f64> = None;
         let mut errors = 0u32;
+        let mut refused = 0u32;
         // Held while the request is presumed finished and has no slot.
         let mut presumed: Option<OwnedSemaphorePermit> = None;
         loop {
@@ -416,6 +434,7 @@ impl RowRun {
             match result {
                 Ok(Status::Pending(_)) => {
                     errors = 0;
+                    refused = 0;
                     last_pending = Some(since(sent));
                     if presumed.take().is_some() {
                         // Still running after all: back under the bound first.
@@ -455,6 +474,12 @@ impl RowRun {
                     leave();
                     self.say(format!("warning: row {}: the gateway answered ERROR (not charged); submitting again: {m}", self.id));
                     return self.not_accepted("ERROR", &m, None).await;
+                }
+                // Not this request's failure: it waits for the gateway (or
+                // the run's unreachable stop, which leaves it collectable).
+                Err(e) if e.is_unreachable() => {
+                    refused += 1;
+                    not_before = Instant::now() + refused_delay(&backoff, refused);
                 }
                 Err(e) if e.is_retryable() || e.may_have_been_accepted() => {
                     errors += 1;
@@ -790,6 +815,14 @@ impl Saved {
             .zip(self.sha256.iter().cloned())
             .collect()
     }
+}
+
+/// How long to wait after the `refused`th connection in a row that never
+/// opened: the backoff's first few steps (at most 8 × its base, 4 s by
+/// default), so that a gateway that comes back is noticed soon, and the
+/// run's unreachable limit, not the row, decides when to give up.
+fn refused_delay(backoff: &Backoff, refused: u32) -> Duration {
+    backoff.delay(refused.saturating_sub(1).min(3), None)
 }
 
 /// `d` ± 20%.

@@ -9,7 +9,9 @@ pub(super) async fn file(
     UrlPath((id, name)): UrlPath<(String, String)>,
 ) -> Response {
     let cfg = sim.cfg();
-    let not_found = || (StatusCode::NOT_FOUND, "no such file").into_response();
+    // Made before the state is locked (the echo reads it).
+    let missing = sim.echoed("no such file");
+    let not_found = || (StatusCode::NOT_FOUND, missing.clone()).into_response();
     let Some(n) = name.split('.').next().and_then(|s| s.parse::<usize>().ok()) else {
         return not_found();
     };
@@ -38,7 +40,11 @@ pub(super) async fn file(
         attempt,
     ) {
         sim.lock().count_fault("download_5xx");
-        return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            sim.echoed("internal error"),
+        )
+            .into_response();
     }
     let truncate = sim.chance(cfg.truncate_rate, &format!("truncate:{path}"), attempt);
     let format = spec.format;

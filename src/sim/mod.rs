@@ -134,6 +134,11 @@ pub struct SimConfig {
     /// How long the slow few take.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub slow_latency_ms: u64,
+    /// Echo the API key back, as a careless gateway might: `whole`, or `fragment` (8 of its
+    /// characters), inside request ids (and so status and image URLs), status URLs and every
+    /// error message.
+    #[arg(long, value_enum, value_name = "HOW")]
+    pub echo_key: Option<EchoKey>,
 }
 
 impl Default for SimConfig {
@@ -166,8 +171,17 @@ impl Default for SimConfig {
             download_delay_ms: 0,
             slow_rate: 0.0,
             slow_latency_ms: 0,
+            echo_key: None,
         }
     }
+}
+
+/// How much of the key `--echo-key` sends back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EchoKey {
+    Whole,
+    /// Its middle 8 characters (the whole key if it is shorter than 12).
+    Fragment,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -318,6 +332,8 @@ struct SimState {
     recent_submits: VecDeque<Instant>,
     /// When each accepted request still running finishes (for `max_running`).
     running: std::collections::BinaryHeap<std::cmp::Reverse<Instant>>,
+    /// The key the last keyed call carried, kept only for `--echo-key`.
+    seen_key: Option<String>,
 }
 
 impl SimState {
@@ -431,6 +447,9 @@ impl Sim {
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
             .unwrap_or("");
+        if self.cfg().echo_key.is_some() && !given.is_empty() {
+            self.lock().seen_key = Some(given.to_string());
+        }
         match &self.cfg().key {
             Some(k) => !k.is_empty() && given == k,
             None => !given.is_empty(),
@@ -460,13 +479,35 @@ impl Sim {
         Duration::from_millis(lo + x % (hi - lo + 1))
     }
 
+    /// What `--echo-key` sends back of the key the client gave, if anything.
+    fn echo(&self) -> Option<String> {
+        let how = self.cfg().echo_key?;
+        let key = self.lock().seen_key.clone()?;
+        Some(match how {
+            EchoKey::Fragment if key.len() >= 12 && key.is_ascii() => {
+                let mid = key.len() / 2;
+                key[mid - 4..mid + 4].to_string()
+            }
+            _ => key,
+        })
+    }
+
+    /// `message`, with the key echoed at its end under `--echo-key`.
+    fn echoed(&self, message: &str) -> String {
+        match self.echo() {
+            Some(echo) => format!("{message} (key {echo})"),
+            None => message.to_string(),
+        }
+    }
+
     fn image_url(&self, id: &str, n: usize, format: Format) -> String {
         format!("{}/files/{id}/{n}.{}", self.base_url, format.extension())
     }
 }
 
 /// An error reply in the endpoint's documented shape.
-fn error(kind: Kind, status: StatusCode, code: &str, message: &str) -> Response {
+fn error(sim: &Sim, kind: Kind, status: StatusCode, code: &str, message: &str) -> Response {
+    let message = &sim.echoed(message);
     let body = match kind {
         Kind::TextToImage => Reply::nested_error(code, message),
         Kind::ImageToImage => Reply::flat_error(code, message),
@@ -480,13 +521,14 @@ fn reject(sim: &Sim, kind: Kind, status: StatusCode, code: &str, message: &str) 
         .rejected
         .entry(code.to_string())
         .or_default() += 1;
-    error(kind, status, code, message)
+    error(sim, kind, status, code, message)
 }
 
 /// An injected fault: counted in the ledger, answered 500 in the endpoint's shape.
 fn injected_500(sim: &Sim, kind: Kind, fault: &str) -> Response {
     sim.lock().count_fault(fault);
     error(
+        sim,
         kind,
         StatusCode::INTERNAL_SERVER_ERROR,
         code::INTERNAL_ERROR,

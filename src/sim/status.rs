@@ -148,7 +148,7 @@ pub(super) async fn finished_reply(sim: &Arc<Sim>, id: &str) -> Reply {
             Reply {
                 request_id: Some(id.to_string()),
                 status: Some(word(phase)),
-                error: Some(wire::ErrorField::Text(message.into())),
+                error: Some(wire::ErrorField::Text(sim.echoed(message))),
                 ..Reply::default()
             }
         }

@@ -54,6 +54,7 @@ pub(super) async fn submit(sim: Arc<Sim>, kind: Kind, headers: HeaderMap, body: 
             drop(st);
             let secs = cfg.retry_after_secs;
             let mut resp = error(
+                &sim,
                 kind,
                 StatusCode::TOO_MANY_REQUESTS,
                 code::RATE_LIMIT_EXCEEDED,
@@ -114,6 +115,7 @@ pub(super) async fn submit(sim: Arc<Sim>, kind: Kind, headers: HeaderMap, body: 
         Outcome::Completed
     };
     let cost = sim.price_micros(kind) * u64::from(ask.count);
+    let echo = sim.echo().map(|e| format!("{e}_")).unwrap_or_default();
     let (id, immediate) = {
         let mut st = sim.lock();
         if st.wallet_micros.is_some_and(|wallet| wallet < cost) {
@@ -145,7 +147,7 @@ pub(super) async fn submit(sim: Arc<Sim>, kind: Kind, headers: HeaderMap, body: 
             format!("{}:{}", st.next_id, canonical).as_bytes(),
         ));
         let id = format!(
-            "{prefix}_{}-{}-{}-{}-{}",
+            "{prefix}_{echo}{}-{}-{}-{}-{}",
             &h[..8],
             &h[8..12],
             &h[12..16],
@@ -207,10 +209,13 @@ pub(super) async fn submit(sim: Arc<Sim>, kind: Kind, headers: HeaderMap, body: 
         let _ = stopping.wait_for(|stop| *stop).await;
         return proxy_page(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Time-out");
     }
-    let status_url = match kind {
+    let mut status_url = match kind {
         Kind::TextToImage => format!("{}{}{id}", sim.base_url, wire::TEXT_TO_IMAGE_STATUS),
         Kind::ImageToImage => format!("{}{}", sim.base_url, wire::IMAGE_TO_IMAGE_STATUS),
     };
+    if let Some(echo) = sim.echo() {
+        status_url.push_str(&format!("?ref={echo}"));
+    }
     if cfg.submit_shape == SubmitShape::CompletedId {
         return Json(Reply {
             request_id: Some(id),
