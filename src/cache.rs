@@ -88,6 +88,17 @@ pub struct Hit {
     pub stored: Stored,
 }
 
+impl Hit {
+    /// A hit that names no folder, for tests of what is decided with one.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Hit {
+        Hit {
+            dir: PathBuf::new(),
+            stored: Stored { files: Vec::new() },
+        }
+    }
+}
+
 /// A file taken from the store into the output folder.
 #[derive(Debug)]
 pub struct Taken {

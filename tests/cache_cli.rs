@@ -499,33 +499,40 @@ async fn a_damaged_row_from_the_cache_is_restored_from_it_free_and_never_called_
     assert_eq!(sim.ledger().accepted, 1, "nothing paid");
 
     // Damaged again, and the store gone too: it cost nothing here, and it
-    // is submitted (paid) only when asked.
+    // is taken again once a store has it, or submitted (paid) when asked.
+    let away = dir.path().join("away");
+    let is_gone = |o: &std::process::Output| {
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+        never_charged(o, &two);
+        let failed = by_id(&two)["cat_s1"].clone();
+        assert_eq!(failed["status"], "failed");
+        assert_eq!(
+            (
+                failed["cost_usd"].as_str(),
+                failed["possibly_charged_usd"].as_str()
+            ),
+            ("", ""),
+            "{failed:?}"
+        );
+        assert!(
+            failed["error_message"].contains("--retry-failed"),
+            "{failed:?}"
+        );
+        assert_eq!(sim.ledger().accepted, 1, "nothing paid without being asked");
+    };
     scribble(&file, b"damaged");
-    std::fs::remove_dir_all(&cache).unwrap();
-    let o = run_loud(
-        &m,
-        &two,
-        &sim.url(),
-        &["--cache", cache.to_str().unwrap(), "--verify"],
-    )
-    .await;
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    std::fs::rename(&cache, &away).unwrap();
+    is_gone(&run_loud(&m, &two, &sim.url(), &[&flag[..], &["--verify"]].concat()).await);
+    std::fs::remove_dir_all(&cache).unwrap(); // the empty store that run made
+    std::fs::rename(&away, &cache).unwrap();
+    let o = run_loud(&m, &two, &sim.url(), &flag).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     never_charged(&o, &two);
-    let failed = by_id(&two)["cat_s1"].clone();
-    assert_eq!(failed["status"], "failed");
-    assert_eq!(
-        (
-            failed["cost_usd"].as_str(),
-            failed["possibly_charged_usd"].as_str()
-        ),
-        ("", ""),
-        "{failed:?}"
-    );
-    assert!(
-        failed["error_message"].contains("--retry-failed"),
-        "{failed:?}"
-    );
-    assert_eq!(sim.ledger().accepted, 1, "nothing paid without being asked");
+    assert_eq!(by_id(&two)["cat_s1"]["cached"], "true");
+    assert_eq!(sha256_file(&file), row["sha256"], "restored");
+
+    scribble(&file, b"damaged");
+    is_gone(&run_loud(&m, &two, &sim.url(), &["--verify"]).await);
     let o = run(&m, &two, &sim.url(), &["--retry-failed"]).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     assert_eq!(sim.ledger().accepted, 2);

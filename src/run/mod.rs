@@ -313,10 +313,9 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
                     .or_default()
                     .push((lo as f64 / 1000.0, hi as f64 / 1000.0));
             }
-            let restore = || {
+            let in_cache = || {
                 let cache = cache.as_ref()?;
-                let hit = cache.lookup(&cache.identity(&req).ok()?)?;
-                Some(Start::Cached { hit })
+                cache.lookup(&cache.identity(&req).ok()?)
             };
             let d = decide(
                 rec,
@@ -324,7 +323,7 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
                 price,
                 flags,
                 |done| files_intact(&out_dir, done, settings.verify),
-                restore,
+                in_cache,
             );
             // A completed row whose provenance is missing gets it again.
             if let (Start::End, None, Some(r)) = (&d.start, &d.record, rec) {
@@ -337,15 +336,13 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
             }
             verdicts.extend(d.record);
             // A request fulfilled before, by any run, is taken from the cache.
-            let cached = match (&d.start, &cache) {
-                (Start::Submit, Some(cache)) => cache
-                    .identity(&req)
-                    .ok()
-                    .and_then(|identity| cache.lookup(&identity)),
+            let cached = match &d.start {
+                Start::Submit => in_cache(),
                 _ => None,
             };
             if let Some(hit) = cached {
-                resumed.push((i, Start::Cached { hit }));
+                let or_submit = true;
+                resumed.push((i, Start::Cached { hit, or_submit }));
                 continue;
             }
             match d.start {

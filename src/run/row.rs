@@ -92,7 +92,7 @@ pub(super) async fn drive(ctx: Arc<Ctx>, index: usize, start: Start, permit: Own
             Start::Submit => run.submit().await,
             Start::Poll { ticket, since_ms } => run.poll(ticket, since_ms, &mut request).await,
             Start::Download { images, ticket } => run.download(images, ticket).await,
-            Start::Cached { hit } => run.take_cached(hit).await,
+            Start::Cached { hit, or_submit } => run.take_cached(hit, or_submit).await,
             Start::End => return,
         };
     }
@@ -572,11 +572,11 @@ impl RowRun {
     /// Takes the row's images from the cache: completed at no cost. A row
     /// completed earlier whose files were damaged gets them back, keeping
     /// what it cost and whether it was paid for. An entry that fails its
-    /// checks is forgotten: a new row is then submitted; a completed one
-    /// gets the verdict it would have had without the cache (never a submit
-    /// nobody asked for). A failure to write the output folder stops
-    /// spending, as a download's does.
-    async fn take_cached(&mut self, hit: cache::Hit) -> Start {
+    /// checks is forgotten: the row is then submitted if `or_submit` (it
+    /// would have been without the cache), else it gets the verdict it
+    /// would have had (never a submit nobody asked for). A failure to write
+    /// the output folder stops spending, as a download's does.
+    async fn take_cached(&mut self, hit: cache::Hit, or_submit: bool) -> Start {
         let ctx = self.ctx.clone();
         let Some(cache) = ctx.cache.clone() else {
             return Start::Submit;
@@ -620,28 +620,25 @@ impl RowRun {
             }
             Err(e) => {
                 cache.forget(&hit);
-                let then = if before.is_some() {
-                    ""
-                } else {
-                    "; it is submitted"
-                };
+                let submit = or_submit && before.is_none();
+                let then = if submit { "; it is submitted" } else { "" };
                 self.say(format!(
                     "warning: row {}: not taken from the cache ({e}){then}",
                     self.id
                 ));
                 return match before {
-                    None => Start::Submit,
-                    Some((_, true, _)) => {
+                    _ if submit => Start::Submit,
+                    Some((_, false, _)) => {
+                        self.fail(FILES_MISSING, FILES_MISSING_MESSAGE, Charged::Yes)
+                            .await
+                    }
+                    _ => {
                         self.fail(
                             CACHED_FILES_MISSING,
                             CACHED_FILES_MISSING_MESSAGE,
                             Charged::No,
                         )
                         .await
-                    }
-                    Some((_, false, _)) => {
-                        self.fail(FILES_MISSING, FILES_MISSING_MESSAGE, Charged::Yes)
-                            .await
                     }
                 };
             }

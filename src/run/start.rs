@@ -11,6 +11,7 @@
 //! and submits whose answer never arrived.
 
 use crate::api::Ticket;
+use crate::cache::Hit;
 use crate::journal::{now_ms, Charged, Entry, Record, State};
 use crate::output::{LOST, RESULT_LOST};
 use crate::plan::{Key, Usd};
@@ -29,8 +30,12 @@ pub(crate) enum Start {
     },
     /// Its request was fulfilled before: its images are in the cache (a
     /// completed row whose files were damaged gets them back from there).
+    /// If the entry fails its checks, the row is submitted only if
+    /// `or_submit` (it would have been without the cache); otherwise it
+    /// keeps the verdict it would have had.
     Cached {
         hit: crate::cache::Hit,
+        or_submit: bool,
     },
     End,
 }
@@ -73,18 +78,22 @@ pub(crate) const FILES_MISSING_MESSAGE: &str = "its files are missing or damaged
 
 /// Decides where row `key` starts. `files_intact` checks a completed row's
 /// files against what its `done` line recorded (the row's state);
-/// `from_cache` is the start that takes the row's images from the cache,
-/// if it holds them.
+/// `from_cache` finds the row's request in the cache, if it holds it.
 pub(crate) fn decide(
     rec: Option<&Record>,
     key: Key,
     price: Usd,
     flags: Flags,
     files_intact: impl FnOnce(&State) -> bool,
-    from_cache: impl FnOnce() -> Option<Start>,
+    from_cache: impl FnOnce() -> Option<Hit>,
 ) -> Decision {
     let Some(rec) = rec else {
         return Start::Submit.into();
+    };
+    // Back from the cache, at no cost; a miss keeps the row's verdict.
+    let restore = |hit| Start::Cached {
+        hit,
+        or_submit: false,
     };
     let verdict = |code: &str, message: &str| Decision {
         start: Start::End,
@@ -113,7 +122,7 @@ pub(crate) fn decide(
         // Taken from the cache: a request id it may hold is not what made
         // its files, and nothing was paid here that could be lost.
         State::Done { cached: true, .. } => match from_cache() {
-            Some(start) => start.into(),
+            Some(hit) => restore(hit).into(),
             None => Decision {
                 start: Start::End,
                 record: Some(Entry::Failed {
@@ -127,10 +136,14 @@ pub(crate) fn decide(
             },
         },
         // Paid for: fetched again from its request, else from the cache.
-        State::Done { .. } => match resume(rec).or_else(from_cache) {
+        State::Done { .. } => match resume(rec).or_else(|| from_cache().map(restore)) {
             Some(start) => start.into(),
             None => verdict(FILES_MISSING, FILES_MISSING_MESSAGE),
         },
+        // Cost nothing: taken again whenever the cache has it.
+        State::Failed { code, .. } if code == CACHED_FILES_MISSING && !flags.retry_failed => {
+            from_cache().map_or(Start::End, restore).into()
+        }
         State::Failed { code, .. } => {
             let collectable = COLLECTABLE_VERDICTS.contains(&code.as_str());
             // Paying again for a lost result is its own decision.
@@ -308,19 +321,18 @@ mod tests {
             cached,
         };
         // Stands for the start that takes the row from the cache.
-        let marker = Start::Download {
-            images: vec!["from the cache".into()],
-            ticket: None,
+        let marker = Start::Cached {
+            hit: Hit::for_tests(),
+            or_submit: false,
         };
         let decide_with = |r: &Record, held: bool, flags| {
-            let m = marker.clone();
             decide(
                 Some(r),
                 Key(7),
                 Usd::from_micros(50_000),
                 flags,
                 |_| false,
-                move || held.then_some(m),
+                move || held.then(Hit::for_tests),
             )
         };
         // From the cache, even when an earlier failed attempt left a request id.
@@ -348,6 +360,7 @@ mod tests {
         // Submitted (paid) only with --retry-failed.
         let gone = rec(failed(CACHED_FILES_MISSING, Charged::No), None);
         assert_eq!(start(&gone, false, true), Start::End);
+        assert_eq!(decide_with(&gone, true, Flags::default()).start, marker);
         assert_eq!(start(&gone, true, true), Start::Submit);
         // A paid row: its request first, then the cache, then a verdict.
         let paid = rec(files(false), Some(ticket()));
