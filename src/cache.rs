@@ -4,44 +4,65 @@
 //! any earlier run, of any manifest, need not be paid for again: its images
 //! are taken from the store, and the row is completed at no cost.
 //!
-//! What a request is: the gateway it went to, its endpoint, every parameter
-//! as sent (the seed included, derived or given) and the content of every
-//! local image it sends. Two rows with the same identity would send the
-//! same request. Layout: `DIR/GATEWAY/ab/IDENTITY/` holds the images
-//! (`0.png`, …) and `entry.json` (their names, sizes and SHA-256).
+//! What a request is: the gateway it went to (its base URL, normalised: see
+//! [`crate::gateway`]), its endpoint, every parameter as sent (the seed
+//! included, derived or given) and the content of every local image it
+//! sends. Two rows with the same identity would send the same request.
+//! Layout: `DIR/GATEWAY-HASH/ab/IDENTITY/` holds the images (`0.png`, …)
+//! and `entry.json` (their names, sizes and SHA-256). `GATEWAY` is the base
+//! URL made a file name, `HASH` the start of its SHA-256, so no two base
+//! URLs share a folder (the simulator's is `DIR/simulated/`, as it always
+//! was). Versions that knew only origins kept entries in
+//! `DIR/ORIGIN/`: those are still taken for a base URL without a path (the
+//! only kind those versions could tell apart), never for one with a path.
+//!
+//! Trust: nothing in the store is taken on its word. A file is taken only
+//! if the copy that landed in the output folder (the store may change under
+//! a run) has the size and SHA-256 `entry.json` records and is a whole image
+//! of the format its name declares (PNG or JPEG). Anything else is a miss:
+//! the entry is forgotten, and the row is paid for and stored afresh.
+//!
+//! Copies, never links: an output file and a stored file never share an
+//! inode, so editing one never changes the other. Files are copied with
+//! `std::io::copy`, which on Linux uses `copy_file_range`: a copy-on-write
+//! reflink where the file system offers one (btrfs, XFS), else a kernel copy.
 //!
 //! Safety: an entry appears whole or not at all (it is built in a temporary
 //! folder beside it, synced, and renamed into place), so runs sharing one
 //! store never see half an entry; when two store the same request, the
-//! first rename wins and the other is dropped. A file taken from the store
-//! is checked against its SHA-256 as it is copied; an entry that fails is
-//! treated as missing (the row is paid for, and stored again).
+//! first rename wins and the other is dropped.
 //!
 //! Cancellation: nothing here is async; callers run it on the blocking pool.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::api::{image, Format};
 use crate::disk::{self, hex};
+use crate::gateway::Gateway;
 use crate::output::plain_name;
 use crate::plan::{ImageInput, Request};
 
 const ENTRY_JSON: &str = "entry.json";
 /// The most an `entry.json` may hold.
 const ENTRY_CAP: u64 = 64 * 1024;
-/// The largest file taken from the store.
-const FILE_CAP: u64 = 256 * 1024 * 1024;
+/// The largest file taken from or put into the store: as large as the
+/// largest download (each is checked whole, in memory).
+const FILE_CAP: u64 = 64 * 1024 * 1024;
 
 /// One gateway's part of a store.
 #[derive(Debug)]
 pub struct Cache {
     root: PathBuf,
+    /// Where versions that knew only origins kept this gateway's entries
+    /// (for a base URL without a path; read, never written).
+    legacy: Option<PathBuf>,
     /// SHA-256 of local images, by path, read once per run.
     local: Mutex<HashMap<PathBuf, String>>,
 }
@@ -60,6 +81,24 @@ pub struct StoredFile {
     pub sha256: String,
 }
 
+/// A stored request found in the store: its folder, and what it holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hit {
+    dir: PathBuf,
+    pub stored: Stored,
+}
+
+impl Hit {
+    /// A hit that names no folder, for tests of what is decided with one.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Hit {
+        Hit {
+            dir: PathBuf::new(),
+            stored: Stored { files: Vec::new() },
+        }
+    }
+}
+
 /// A file taken from the store into the output folder.
 #[derive(Debug)]
 pub struct Taken {
@@ -76,8 +115,12 @@ pub enum CacheError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the cache entry {0} is damaged")]
-    Damaged(PathBuf),
+    /// An entry whose files are not what it records, or not images.
+    #[error("the cache entry {entry} is damaged: {why}")]
+    Damaged { entry: PathBuf, why: String },
+    /// A file that cannot go into the store as it is.
+    #[error("{path} is not stored: {why}")]
+    Unstorable { path: PathBuf, why: String },
     #[error(transparent)]
     Read(#[from] disk::ReadError),
     /// Writing into the output folder failed (a local fault, not the cache's).
@@ -99,16 +142,19 @@ impl CacheError {
 
 impl Cache {
     /// The part of the store at `dir` that holds `gateway`'s images.
-    pub fn open(dir: &Path, gateway: &str) -> Result<Cache, CacheError> {
-        let mut slug = crate::plan::sanitize(gateway);
-        if slug.is_empty() {
-            slug = "gateway".into();
-        }
-        let root = dir.join(slug);
+    pub fn open(dir: &Path, gateway: &Gateway) -> Result<Cache, CacheError> {
+        // The simulator is one gateway, in the folder it always had.
+        let root = match gateway.is_simulated() {
+            true => dir.join(crate::gateway::SIMULATED),
+            false => dir.join(folder_name(gateway.base())),
+        };
         // No stray clean-up here: another run may be building an entry.
         std::fs::create_dir_all(&root).map_err(CacheError::io(&root))?;
+        let legacy = (!gateway.has_path() && !gateway.is_simulated())
+            .then(|| dir.join(legacy_name(gateway.origin())));
         Ok(Cache {
             root,
+            legacy,
             local: Mutex::new(HashMap::new()),
         })
     }
@@ -142,74 +188,89 @@ impl Cache {
         Ok(h)
     }
 
-    fn entry_dir(&self, identity: &str) -> PathBuf {
-        self.root.join(&identity[..2]).join(identity)
+    /// The stored request `identity`, if the store has it (its own folder
+    /// first, then the one versions that knew only origins wrote).
+    pub fn lookup(&self, identity: &str) -> Option<Hit> {
+        std::iter::once(&self.root)
+            .chain(&self.legacy)
+            .find_map(|root| {
+                let dir = entry_dir(root, identity);
+                let bytes = disk::read_regular(&dir.join(ENTRY_JSON), ENTRY_CAP).ok()?;
+                let stored: Stored = serde_json::from_slice(&bytes).ok()?;
+                (!stored.files.is_empty() && stored.files.iter().all(|f| plain_name(&f.name)))
+                    .then_some(Hit { dir, stored })
+            })
     }
 
-    /// The stored request `identity`, if the store has it.
-    pub fn lookup(&self, identity: &str) -> Option<Stored> {
-        let path = self.entry_dir(identity).join(ENTRY_JSON);
-        let bytes = disk::read_regular(&path, ENTRY_CAP).ok()?;
-        let stored: Stored = serde_json::from_slice(&bytes).ok()?;
-        (!stored.files.is_empty() && stored.files.iter().all(|f| plain_name(&f.name)))
-            .then_some(stored)
-    }
-
-    /// Copies the stored files of `identity` into `dir` as `STEM_N.EXT`,
-    /// each checked against its SHA-256 and renamed into place whole.
+    /// Copies the stored files of `hit` into `dir` as `STEM_N.EXT`. Each
+    /// copy is checked where it landed (size, SHA-256, a whole image of the
+    /// format its name declares); only when all are whole are they renamed
+    /// into place.
     pub fn take(
         &self,
-        identity: &str,
-        stored: &Stored,
+        hit: &Hit,
         dir: &Path,
         stem: &str,
         temp_prefix: &str,
     ) -> Result<Vec<Taken>, CacheError> {
-        let entry = self.entry_dir(identity);
-        let mut taken = Vec::new();
-        for (n, f) in stored.files.iter().enumerate() {
-            let from = entry.join(&f.name);
-            let to = dir.join(format!("{stem}_{n}{}", dot_ext(Path::new(&f.name))));
-            let mut src = disk::open_regular(&from, FILE_CAP)?;
+        let mut landed = Vec::new();
+        for (n, f) in hit.stored.files.iter().enumerate() {
+            let damaged = |why: String| CacheError::Damaged {
+                entry: hit.dir.clone(),
+                why: format!("{}: {why}", f.name),
+            };
+            let format = declared_format(Path::new(&f.name))
+                .ok_or_else(|| damaged("not named as a PNG or JPEG image".into()))?;
+            let from = hit.dir.join(&f.name);
+            let to = dir.join(format!("{stem}_{n}.{}", format.extension()));
             let out = |source| CacheError::Output {
                 path: to.clone(),
                 source,
             };
+            let src = disk::open_regular(&from, FILE_CAP)?;
             let tmp = disk::temp_in(dir, temp_prefix).map_err(out)?;
-            let mut h = Sha256::new();
-            let mut bytes = 0u64;
-            let mut buf = vec![0; 1 << 16];
-            let mut w = tmp.as_file();
-            loop {
-                let got = src.read(&mut buf).map_err(CacheError::io(&from))?;
-                if got == 0 {
-                    break;
+            copy(src.get_ref(), tmp.as_file(), f.bytes.min(FILE_CAP)).map_err(|e| {
+                if is_local(&e) {
+                    out(e)
+                } else {
+                    CacheError::io(&from)(e)
                 }
-                h.update(&buf[..got]);
-                w.write_all(&buf[..got]).map_err(out)?;
-                bytes += got as u64;
-            }
-            if bytes != f.bytes || hex(&h.finalize()) != f.sha256 {
-                return Err(CacheError::Damaged(entry));
-            }
+            })?;
             tmp.as_file().sync_all().map_err(out)?;
+            let bytes = check(tmp.as_file(), &f.sha256, format)
+                .map_err(out)?
+                .map_err(&damaged)?;
+            if bytes != f.bytes {
+                return Err(damaged(format!(
+                    "{bytes} bytes, not the {} recorded",
+                    f.bytes
+                )));
+            }
+            landed.push((tmp, to, f));
+        }
+        let mut taken = Vec::new();
+        for (tmp, to, f) in landed {
+            let out = |source| CacheError::Output {
+                path: to.clone(),
+                source,
+            };
             let file = tmp.persist(&to).map_err(|e| out(e.error))?;
             let meta = file.metadata().map_err(out)?;
             taken.push(Taken {
                 path: to,
                 sha256: f.sha256.clone(),
-                bytes,
+                bytes: f.bytes,
                 mtime_ns: disk::mtime_ns(&meta),
             });
         }
         Ok(taken)
     }
 
-    /// Stores `files` (paths and SHA-256) as the images of `identity`:
-    /// linked when the store is on the same file system, else copied.
+    /// Stores `files` (paths and SHA-256) as the images of `identity`, as
+    /// copies checked where they landed (never links: see the module).
     /// Storing what is already stored changes nothing.
     pub fn store(&self, identity: &str, files: &[(PathBuf, String)]) -> Result<(), CacheError> {
-        let entry = self.entry_dir(identity);
+        let entry = entry_dir(&self.root, identity);
         if entry.join(ENTRY_JSON).is_file() {
             return Ok(());
         }
@@ -220,15 +281,24 @@ impl Cache {
             .map_err(io)?;
         let mut stored = Stored { files: Vec::new() };
         for (n, (path, sha256)) in files.iter().enumerate() {
-            let name = format!("{n}{}", dot_ext(path));
+            let unstorable = |why: String| CacheError::Unstorable {
+                path: path.clone(),
+                why,
+            };
+            let format = declared_format(path)
+                .ok_or_else(|| unstorable("not named as a PNG or JPEG image".into()))?;
+            let name = format!("{n}.{}", format.extension());
             let to = tmp.path().join(&name);
-            if std::fs::hard_link(path, &to).is_err() {
-                std::fs::copy(path, &to).map_err(CacheError::io(path))?;
-                File::open(&to)
-                    .and_then(|f| f.sync_all())
-                    .map_err(CacheError::io(&to))?;
-            }
-            let bytes = std::fs::metadata(&to).map_err(CacheError::io(&to))?.len();
+            let src = disk::open_regular(path, FILE_CAP)?;
+            let copied = File::create_new(&to).and_then(|dst| {
+                copy(src.get_ref(), &dst, FILE_CAP)?;
+                dst.sync_all()?;
+                Ok(dst)
+            });
+            let dst = copied.map_err(CacheError::io(&to))?;
+            let bytes = check(&dst, sha256, format)
+                .map_err(CacheError::io(&to))?
+                .map_err(|why| unstorable(format!("{why} (was it changed since it was saved?)")))?;
             stored.files.push(StoredFile {
                 name,
                 bytes,
@@ -266,21 +336,89 @@ impl Cache {
     }
 
     /// Removes a damaged entry, so that the next payer stores it afresh.
-    pub fn forget(&self, identity: &str) {
-        let _ = std::fs::remove_dir_all(self.entry_dir(identity));
+    pub fn forget(&self, hit: &Hit) {
+        let _ = std::fs::remove_dir_all(&hit.dir);
     }
 }
 
-/// `.png` for `x.png`; empty for a name without an extension.
-fn dot_ext(path: &Path) -> String {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .map_or(String::new(), |e| format!(".{e}"))
+fn entry_dir(root: &Path, identity: &str) -> PathBuf {
+    root.join(&identity[..2]).join(identity)
+}
+
+/// The folder of the gateway at `base`: readable, and unique by its hash.
+fn folder_name(base: &str) -> String {
+    let readable: String = crate::plan::sanitize(base).chars().take(40).collect();
+    let hash = hex(&Sha256::digest(base.as_bytes()));
+    format!("{}-{}", readable.trim_end_matches(['.', '-']), &hash[..16])
+}
+
+/// The folder versions that knew only origins gave `origin`.
+fn legacy_name(origin: &str) -> String {
+    let slug = crate::plan::sanitize(origin);
+    if slug.is_empty() {
+        "gateway".into()
+    } else {
+        slug
+    }
+}
+
+/// The image format a file's name declares (`.png`, `.jpg`, `.jpeg`).
+fn declared_format(name: &Path) -> Option<Format> {
+    let ext = name.extension()?.to_str()?.to_ascii_lowercase();
+    match ext.as_str() {
+        "png" => Some(Format::Png),
+        "jpg" | "jpeg" => Some(Format::Jpeg),
+        _ => None,
+    }
+}
+
+/// Copies at most `cap` + 1 bytes of `from` into `to` (the kernel's copy:
+/// a reflink where the file system offers one).
+fn copy(from: &File, to: &File, cap: u64) -> std::io::Result<u64> {
+    std::io::copy(&mut from.take(cap + 1), &mut &*to)
+}
+
+/// A failure of the file system being written, not of the one read.
+fn is_local(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::StorageFull | K::QuotaExceeded | K::ReadOnlyFilesystem | K::FileTooLarge
+    )
+}
+
+/// Reads `file` from its start (at most [`FILE_CAP`] bytes) and checks that
+/// it is `sha256` and a whole image of `format`. Its size, or why not.
+fn check(file: &File, sha256: &str, format: Format) -> std::io::Result<Result<u64, String>> {
+    let mut f = file;
+    f.rewind()?;
+    let mut bytes = Vec::new();
+    f.take(FILE_CAP + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > FILE_CAP {
+        return Ok(Err(format!("larger than {}", disk::human_bytes(FILE_CAP))));
+    }
+    if hex(&Sha256::digest(&bytes)) != sha256 {
+        return Ok(Err("its SHA-256 is not the one recorded".into()));
+    }
+    Ok(match image::inspect(&bytes) {
+        Ok(info) if info.format == format => Ok(bytes.len() as u64),
+        Ok(info) => Err(format!(
+            "a {} image under the name of a {} one",
+            info.format.extension(),
+            format.extension()
+        )),
+        Err(why) => Err(why.to_string()),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sim::render;
+
+    fn gateway(url: &str) -> Gateway {
+        Gateway::of_url(&reqwest::Url::parse(url).unwrap())
+    }
 
     #[test]
     fn stored_files_come_back_checked_and_whole() {
@@ -288,37 +426,155 @@ mod tests {
         let out = dir.path().join("out");
         std::fs::create_dir_all(&out).unwrap();
         let src = out.join("a_0.png");
-        std::fs::write(&src, b"picture").unwrap();
-        let sha = hex(&Sha256::digest(b"picture"));
-        let cache = Cache::open(&dir.path().join("cache"), "simulated").unwrap();
+        let picture = render::image("cat", 1, 8, 8, Format::Png);
+        std::fs::write(&src, &picture).unwrap();
+        let sha = hex(&Sha256::digest(&picture));
+        let cache = Cache::open(&dir.path().join("cache"), &Gateway::simulated()).unwrap();
         let id = hex(&Sha256::digest(b"request"));
         assert!(cache.lookup(&id).is_none());
         cache.store(&id, &[(src.clone(), sha.clone())]).unwrap();
         cache.store(&id, &[(src.clone(), sha.clone())]).unwrap();
-        let stored = cache.lookup(&id).expect("stored");
-        assert_eq!(stored.files[0].bytes, 7);
+        let hit = cache.lookup(&id).expect("stored");
+        assert_eq!(hit.stored.files[0].bytes, picture.len() as u64);
 
         let elsewhere = dir.path().join("other");
         std::fs::create_dir_all(&elsewhere).unwrap();
-        let taken = cache
-            .take(&id, &stored, &elsewhere, "b_s1", ".part-")
-            .unwrap();
+        let taken = cache.take(&hit, &elsewhere, "b_s1", ".part-").unwrap();
         assert_eq!(taken[0].path, elsewhere.join("b_s1_0.png"));
-        assert_eq!(std::fs::read(&taken[0].path).unwrap(), b"picture");
+        assert_eq!(std::fs::read(&taken[0].path).unwrap(), picture);
         assert_eq!(taken[0].sha256, sha);
 
         // A stored file changed behind the store's back is refused.
-        let entry = cache.entry_dir(&id).join("0.png");
+        let entry = hit.dir.join("0.png");
         std::fs::remove_file(&entry).unwrap();
-        std::fs::write(&entry, b"pictura").unwrap();
+        let mut other = picture.clone();
+        other[40] ^= 1;
+        std::fs::write(&entry, &other).unwrap();
         assert!(matches!(
-            cache.take(&id, &stored, &elsewhere, "c", ".part-"),
-            Err(CacheError::Damaged(_))
+            cache.take(&hit, &elsewhere, "c", ".part-"),
+            Err(CacheError::Damaged { .. })
         ));
         assert!(!elsewhere.join("c_0.png").exists());
-        cache.forget(&id);
+        cache.forget(&hit);
         assert!(cache.lookup(&id).is_none());
         let left: Vec<_> = std::fs::read_dir(&elsewhere).unwrap().collect();
         assert_eq!(left.len(), 1, "no temporary file is left behind");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_store_and_the_outputs_never_share_a_file() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("a_0.jpg");
+        let picture = render::image("cat", 1, 8, 8, Format::Jpeg);
+        std::fs::write(&src, &picture).unwrap();
+        let sha = hex(&Sha256::digest(&picture));
+        let cache = Cache::open(&dir.path().join("cache"), &Gateway::simulated()).unwrap();
+        let id = hex(&Sha256::digest(b"request"));
+        cache.store(&id, &[(src.clone(), sha.clone())]).unwrap();
+        let hit = cache.lookup(&id).unwrap();
+        let stored = std::fs::metadata(hit.dir.join("0.jpg")).unwrap();
+        let taken = cache.take(&hit, dir.path(), "b", ".part-").unwrap();
+        for path in [&src, &taken[0].path] {
+            let meta = std::fs::metadata(path).unwrap();
+            assert_eq!(meta.nlink(), 1, "{}", path.display());
+            assert_ne!((meta.dev(), meta.ino()), (stored.dev(), stored.ino()));
+        }
+        // An output changed before it is stored is not stored.
+        let changed = dir.path().join("c_0.jpg");
+        std::fs::write(&changed, b"not what was saved").unwrap();
+        let other = hex(&Sha256::digest(b"other request"));
+        assert!(matches!(
+            cache.store(&other, &[(changed, sha)]),
+            Err(CacheError::Unstorable { .. })
+        ));
+        assert!(cache.lookup(&other).is_none());
+    }
+
+    #[test]
+    fn only_whole_images_of_the_declared_format_are_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("cache"), &Gateway::simulated()).unwrap();
+        let png = render::image("cat", 1, 8, 8, Format::Png);
+        let jpg = render::image("cat", 1, 8, 8, Format::Jpeg);
+        let page = b"<html><script>alert(1)</script></html>".to_vec();
+        for (n, (name, bytes)) in [
+            ("0.png", page.clone()),
+            ("0.html", page),
+            ("0.png", jpg),
+            ("0.png", png[..png.len() - 4].to_vec()),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let id = hex(&Sha256::digest(format!("request {n}")));
+            let folder = entry_dir(&cache.root, &id);
+            std::fs::create_dir_all(&folder).unwrap();
+            std::fs::write(folder.join(name), &bytes).unwrap();
+            let entry = Stored {
+                files: vec![StoredFile {
+                    name: name.into(),
+                    bytes: bytes.len() as u64,
+                    sha256: hex(&Sha256::digest(&bytes)),
+                }],
+            };
+            std::fs::write(folder.join(ENTRY_JSON), serde_json::to_vec(&entry).unwrap()).unwrap();
+            let hit = cache.lookup(&id).expect("an entry");
+            let got = cache.take(&hit, dir.path(), "x", ".part-");
+            assert!(
+                matches!(got, Err(CacheError::Damaged { .. })),
+                "{name} {n}: {got:?}"
+            );
+            assert_eq!(
+                std::fs::read_dir(dir.path()).unwrap().count(),
+                1,
+                "nothing left"
+            );
+        }
+    }
+
+    #[test]
+    fn entries_stored_by_origin_serve_only_base_urls_without_a_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("cache");
+        let picture = render::image("cat", 1, 8, 8, Format::Png);
+        let src = dir.path().join("a_0.png");
+        std::fs::write(&src, &picture).unwrap();
+        let sha = hex(&Sha256::digest(&picture));
+        let id = hex(&Sha256::digest(b"request"));
+        // Stored as versions that knew only origins laid the store out.
+        let root = gateway("https://h.example");
+        Cache::open(&store, &root)
+            .unwrap()
+            .store(&id, &[(src, sha)])
+            .unwrap();
+        let now = store.join(folder_name(root.base()));
+        std::fs::rename(&now, store.join("https-h.example")).unwrap();
+
+        assert!(Cache::open(&store, &gateway("HTTPS://h.example:443/"))
+            .unwrap()
+            .lookup(&id)
+            .is_some());
+        for other in [
+            "https://h.example/a",
+            "https://h.example:8443",
+            "http://h.example",
+        ] {
+            let cache = Cache::open(&store, &gateway(other)).unwrap();
+            assert!(cache.lookup(&id).is_none(), "{other}");
+        }
+        let names: std::collections::HashSet<String> = [
+            "http://h/a",
+            "http://h/b",
+            "http://h/a/b",
+            "http://h/a-b",
+            "http://h",
+            "http://h:81",
+        ]
+        .iter()
+        .map(|u| folder_name(gateway(u).base()))
+        .collect();
+        assert_eq!(names.len(), 6, "{names:?}");
     }
 }

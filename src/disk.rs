@@ -297,6 +297,13 @@ pub struct Capped<R> {
     left: u64,
 }
 
+impl<R> Capped<R> {
+    /// The reader within, for a caller that bounds what it reads itself.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+}
+
 impl<R: Read> Read for Capped<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         // Ask for one byte past the cap, so that growth is seen, not hidden.

@@ -84,6 +84,11 @@ pub enum Entry {
         /// The gateway's origin, or `simulated` (absent in older journals).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         gateway: Option<String>,
+        /// The gateway's base URL, normalised (see [`crate::gateway`]);
+        /// absent for the simulator and in journals of versions that knew
+        /// only origins.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base_url: Option<String>,
         /// The digest of the whole plan's row keys (shards of one manifest share it).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         plan: Option<String>,
@@ -330,9 +335,12 @@ pub struct Replay {
     pub last_run_shard: Option<crate::plan::Shard>,
     /// The gateway the folder belongs to (the first one a run recorded).
     pub gateway: Option<String>,
+    /// Its base URL (the first one a run recorded; runs of versions that
+    /// recorded origins only have none).
+    pub base_url: Option<String>,
     pub lines: usize,
-    /// The run line that named the gateway, and the newest run line: what
-    /// compaction keeps of the runs.
+    /// The run line that named the gateway (and its base URL, once one
+    /// did), and the newest run line: what compaction keeps of the runs.
     first_run: Option<Box<Entry>>,
     last_run: Option<Box<Entry>>,
 }
@@ -363,8 +371,13 @@ impl Replay {
 
     pub fn apply(&mut self, entry: Entry) {
         self.lines += 1;
-        if let Entry::Run { gateway, .. } = &entry {
-            if self.first_run.is_none() || (self.gateway.is_none() && gateway.is_some()) {
+        if let Entry::Run {
+            gateway, base_url, ..
+        } = &entry
+        {
+            let names_more = (self.gateway.is_none() && gateway.is_some())
+                || (self.base_url.is_none() && base_url.is_some());
+            if self.first_run.is_none() || names_more {
                 self.first_run = Some(Box::new(entry.clone()));
             }
             self.last_run = Some(Box::new(entry.clone()));
@@ -374,6 +387,7 @@ impl Replay {
                 rows,
                 manifest,
                 gateway,
+                base_url,
                 plan,
                 shard,
                 ..
@@ -384,6 +398,9 @@ impl Replay {
                 self.last_run_shard = shard;
                 if self.gateway.is_none() {
                     self.gateway = gateway;
+                }
+                if self.base_url.is_none() {
+                    self.base_url = base_url;
                 }
             }
             Entry::Intent {
@@ -1027,6 +1044,7 @@ mod tests {
             rows: 100,
             version: "0".into(),
             gateway: gateway.map(str::to_string),
+            base_url: None,
             plan: None,
             shard: None,
         };
@@ -1099,6 +1117,42 @@ mod tests {
         let again = read(dir.path()).unwrap();
         assert_eq!(again.lines, 102);
         assert_eq!(again.records[&Key(500)].state, State::Uncertain);
+    }
+
+    #[test]
+    fn the_base_url_a_folder_was_first_run_against_outlives_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let run = |base_url: Option<&str>| Entry::Run {
+            at_ms: 1,
+            manifest: "m.yaml".into(),
+            rows: 1,
+            version: "0".into(),
+            gateway: Some("https://h".into()),
+            base_url: base_url.map(str::to_string),
+            plan: None,
+            shard: None,
+        };
+        // A version that recorded origins only, this one, then that one again.
+        j.append_blocking(&run(None)).unwrap();
+        j.append_blocking(&run(Some("https://h/a"))).unwrap();
+        for at_ms in 0..20 {
+            j.append_blocking(&intent(Key(1), at_ms)).unwrap();
+        }
+        j.append_blocking(&run(Some("https://h/a"))).unwrap();
+        j.append_blocking(&run(None)).unwrap();
+        drop(j);
+        assert_eq!(
+            read(dir.path()).unwrap().base_url.as_deref(),
+            Some("https://h/a")
+        );
+        drop(Journal::open(dir.path()).unwrap());
+        let after = read(dir.path()).unwrap();
+        assert_eq!(after.lines, 3, "compacted");
+        assert_eq!(
+            (after.gateway.as_deref(), after.base_url.as_deref()),
+            (Some("https://h"), Some("https://h/a"))
+        );
     }
 
     #[test]

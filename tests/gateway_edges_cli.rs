@@ -251,10 +251,7 @@ async fn errors_that_name_a_url_holding_the_key_hide_it() {
 async fn run_here(m: &Path, out: &Path, url: &str, tune: impl FnOnce(&mut Settings)) -> Report {
     let plan = Arc::new(batchgen::plan::expand(&batchgen::manifest::load(m).unwrap()).unwrap());
     let mut settings = Settings::new(out.to_path_buf());
-    settings.gateway = reqwest::Url::parse(url)
-        .unwrap()
-        .origin()
-        .ascii_serialization();
+    settings.gateway = batchgen::gateway::Gateway::of_url(&reqwest::Url::parse(url).unwrap());
     settings.progress = batchgen::progress::Mode::Quiet;
     settings.poll_interval = Some(Duration::from_millis(40));
     settings.concurrency = 2;

@@ -9,6 +9,7 @@ use super::signals::signals;
 use super::{load_plan, print_stdout};
 use crate::cli::{PlanArgs, RunArgs};
 use crate::exit::{self, Error};
+use crate::gateway::Gateway;
 use crate::{api, output, progress, report, run, sim};
 
 /// Validates everything (manifest, key, URL, output folder, what this run
@@ -26,17 +27,18 @@ pub async fn command(args: RunArgs) -> Result<u8, Error> {
     let mut plan = load_plan(&args.manifest)?;
     shard(&mut plan, args.shard)?;
     let max_cost = budget_limit(args.max_cost, &plan);
-    // The gateway: its origin (where the key may go) names the folder's owner.
+    // The gateway: its base URL, normalised, names the folder's owner and
+    // its part of the cache.
     let (key, gateway) = if args.simulate {
         let key = api::ApiKey::new("simulated").expect("a valid key");
-        (key, run::SIMULATED.to_string())
+        (key, Gateway::simulated())
     } else {
         let url = reqwest::Url::parse(&args.base_url)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
             .ok_or_else(|| Error::BaseUrl(args.base_url.clone()))?;
         let key = api::ApiKey::load(args.api_key_file.as_deref())?;
-        (key, url.origin().ascii_serialization())
+        (key, Gateway::of_url(&url))
     };
     let out_dir = args
         .out

@@ -50,6 +50,7 @@ pub fn command(args: &StatusArgs) -> Result<u8, Error> {
         let json = serde_json::json!({
             "manifest": replay.last_run_manifest,
             "gateway": replay.gateway,
+            "base_url": replay.base_url,
             "rows": totals.rows,
             "rows_by_status": totals.rows_by_status,
             "completed": by(output::Status::Completed),
@@ -74,7 +75,11 @@ pub fn command(args: &StatusArgs) -> Result<u8, Error> {
             "{}: from {} (gateway: {})\n  {}\n  {} images · {} spent",
             args.dir.display(),
             replay.last_run_manifest.as_deref().unwrap_or("?"),
-            replay.gateway.as_deref().unwrap_or("?"),
+            replay
+                .base_url
+                .as_deref()
+                .or(replay.gateway.as_deref())
+                .unwrap_or("?"),
             totals.rows_line(),
             totals.images,
             totals.cost_usd,

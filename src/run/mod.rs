@@ -44,6 +44,7 @@ use tokio::time::Instant;
 use crate::api::{ApiError, Backoff, Client, PART_PREFIX};
 use crate::cache::Cache;
 use crate::disk;
+use crate::gateway::Gateway;
 use crate::journal::{self, Entry, Journal, JournalError};
 use crate::output::{self, RunEnd, Stems, Summary, Totals};
 use crate::plan::{Plan, Usd};
@@ -56,15 +57,14 @@ use start::{decide, Flags, Start};
 /// stop left unrun.
 pub const PANICKED: &str = "PANICKED";
 
-/// The gateway name a simulated run records.
-pub const SIMULATED: &str = "simulated";
+pub use crate::gateway::SIMULATED;
 
 /// How a run behaves; built from the command line and validated before work starts.
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub out_dir: PathBuf,
-    /// Which gateway this run talks to: its origin, or [`SIMULATED`].
-    pub gateway: String,
+    /// Which gateway this run talks to (its base URL), or the simulator.
+    pub gateway: Gateway,
     pub concurrency: usize,
     /// `--rate`: a ceiling on submits per second (none: found from the gateway).
     pub rate_per_sec: Option<f64>,
@@ -103,7 +103,7 @@ impl Settings {
     pub fn new(out_dir: PathBuf) -> Settings {
         Settings {
             out_dir,
-            gateway: String::new(),
+            gateway: Gateway::simulated(),
             concurrency: 8,
             rate_per_sec: None,
             max_cost: None,
@@ -298,9 +298,11 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
         )),
         None => None,
     };
-    if let Some(made_by) = journal.with_replay(|r| r.gateway.clone()) {
-        if made_by != settings.gateway {
-            return Err(other_gateway(&out_dir, made_by, &settings.gateway));
+    let (made_by, made_at) = journal.with_replay(|r| (r.gateway.clone(), r.base_url.clone()));
+    if let Some(made_by) = made_by {
+        if !settings.gateway.made(&made_by, made_at.as_deref()) {
+            let made_by = made_at.unwrap_or(made_by);
+            return Err(other_gateway(&out_dir, made_by, settings.gateway.base()));
         }
     }
     disk::remove_stray(&images_dir, PART_PREFIX);
@@ -332,9 +334,18 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
                     .or_default()
                     .push((lo as f64 / 1000.0, hi as f64 / 1000.0));
             }
-            let d = decide(rec, key, price, flags, |done| {
-                files_intact(&out_dir, done, settings.verify)
-            });
+            let in_cache = || {
+                let cache = cache.as_ref()?;
+                cache.lookup(&cache.identity(&req).ok()?)
+            };
+            let d = decide(
+                rec,
+                key,
+                price,
+                flags,
+                |done| files_intact(&out_dir, done, settings.verify),
+                in_cache,
+            );
             // A completed row whose provenance is missing gets it again.
             if let (Start::End, None, Some(r)) = (&d.start, &d.record, rec) {
                 if let journal::State::Done { files, .. } = &r.state {
@@ -346,15 +357,13 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
             }
             verdicts.extend(d.record);
             // A request fulfilled before, by any run, is taken from the cache.
-            let cached = match (&d.start, &cache) {
-                (Start::Submit, Some(cache)) => cache
-                    .identity(&req)
-                    .ok()
-                    .and_then(|identity| Some((cache.lookup(&identity)?, identity))),
+            let cached = match &d.start {
+                Start::Submit => in_cache(),
                 _ => None,
             };
-            if let Some((stored, identity)) = cached {
-                resumed.push((i, Start::Cached { identity, stored }));
+            if let Some(hit) = cached {
+                let or_submit = true;
+                resumed.push((i, Start::Cached { hit, or_submit }));
                 continue;
             }
             match d.start {
@@ -488,7 +497,8 @@ impl Opened {
                 manifest: plan.manifest.display().to_string(),
                 rows: plan.rows.len() as u64,
                 version: env!("CARGO_PKG_VERSION").into(),
-                gateway: Some(settings.gateway.clone()),
+                gateway: Some(settings.gateway.origin().to_string()),
+                base_url: settings.gateway.recorded_base(),
                 plan: Some(plan.digest.clone()),
                 shard: plan.shard,
             })
@@ -596,7 +606,7 @@ impl Opened {
         rows_done.send_replace(true);
         let _ = writer.await;
         let stop = ctx.stop.borrow().clone();
-        let gateway = ctx.settings.gateway.clone();
+        let gateway = ctx.settings.gateway.origin().to_string();
         let ctx = Arc::into_inner(ctx).expect("every task holding the context has ended");
         drop(ctx.events);
         let counts = collector.await.unwrap_or_default();
@@ -883,10 +893,13 @@ async fn watch_reachability(ctx: Arc<Ctx>) {
         tick.tick().await;
         let since = *ctx.refused_since.lock().unwrap_or_else(|e| e.into_inner());
         if since.is_some_and(|t| t.elapsed() >= after) {
-            ctx.stop(Stop::Unreachable {
-                url: ctx.client.shown_base_url(),
-                after,
-            });
+            // Named as the journal names it: no user name, password or query.
+            let gateway = &ctx.settings.gateway;
+            let url = match gateway.is_simulated() {
+                true => ctx.client.shown_base_url(),
+                false => gateway.base().to_string(),
+            };
+            ctx.stop(Stop::Unreachable { url, after });
             return;
         }
     }

@@ -24,12 +24,15 @@ use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 
 use super::poll::{self, Schedule};
+use super::start::{
+    CACHED_FILES_MISSING, CACHED_FILES_MISSING_MESSAGE, FILES_MISSING, FILES_MISSING_MESSAGE,
+};
 use super::{Ctx, Start, Stop};
 use crate::api::{
     self, backoff::unit_random, ApiError, Backoff, Class, Status, Ticket, PART_PREFIX,
 };
 use crate::cache;
-use crate::journal::{now_ms, Charged, Entry};
+use crate::journal::{now_ms, Charged, Entry, State};
 use crate::output::{self, IMAGES_DIR, RESULT_LOST, SUBMIT_UNCERTAIN};
 use crate::plan::{Key, Request, Usd};
 use crate::progress::{Event, Stage};
@@ -96,7 +99,7 @@ pub(super) async fn drive(ctx: Arc<Ctx>, index: usize, start: Start, permit: Own
             Start::Submit => run.submit().await,
             Start::Poll { ticket, since_ms } => run.poll(ticket, since_ms, &mut request).await,
             Start::Download { images, ticket } => run.download(images, ticket).await,
-            Start::Cached { identity, stored } => run.take_cached(identity, stored).await,
+            Start::Cached { hit, or_submit } => run.take_cached(hit, or_submit).await,
             Start::End => return,
         };
     }
@@ -595,31 +598,44 @@ impl RowRun {
         Start::End
     }
 
-    /// Takes the row's images from the cache: completed at no cost. A
-    /// damaged entry is forgotten and the row is submitted instead; a
-    /// failure to write the output folder stops spending, as a download's does.
-    async fn take_cached(&mut self, identity: String, stored: cache::Stored) -> Start {
+    /// Takes the row's images from the cache: completed at no cost. A row
+    /// completed earlier whose files were damaged gets them back, keeping
+    /// what it cost and whether it was paid for. An entry that fails its
+    /// checks is forgotten: the row is then submitted if `or_submit` (it
+    /// would have been without the cache), else it gets the verdict it
+    /// would have had (never a submit nobody asked for). A failure to write
+    /// the output folder stops spending, as a download's does.
+    async fn take_cached(&mut self, hit: cache::Hit, or_submit: bool) -> Start {
         let ctx = self.ctx.clone();
         let Some(cache) = ctx.cache.clone() else {
             return Start::Submit;
         };
         if ctx.stopped() {
-            return Start::End; // left unrun, as a row not yet submitted
+            return Start::End; // left unrun, or left as it stands
         }
+        let before = ctx.journal.with_replay(|r| {
+            let rec = r.records.get(&self.key)?;
+            match &rec.state {
+                State::Done {
+                    cost_micros,
+                    cached,
+                    ..
+                } => Some((Usd::from_micros(*cost_micros), *cached, rec.seen_ms)),
+                _ => None,
+            }
+        });
         let stem = ctx.stems.stem(&self.id, self.key);
         let dir = ctx.images_dir.clone();
         let taken = {
-            let (cache, identity) = (cache.clone(), identity.clone());
-            tokio::task::spawn_blocking(move || {
-                cache.take(&identity, &stored, &dir, &stem, PART_PREFIX)
-            })
-            .await
-            .unwrap_or_else(|e| {
-                Err(cache::CacheError::Io {
-                    path: ctx.images_dir.clone(),
-                    source: std::io::Error::other(e),
+            let (cache, hit) = (cache.clone(), hit.clone());
+            tokio::task::spawn_blocking(move || cache.take(&hit, &dir, &stem, PART_PREFIX))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(cache::CacheError::Io {
+                        path: ctx.images_dir.clone(),
+                        source: std::io::Error::other(e),
+                    })
                 })
-            })
         };
         let taken = match taken {
             Ok(taken) => taken,
@@ -632,12 +648,28 @@ impl RowRun {
                 return Start::End;
             }
             Err(e) => {
-                cache.forget(&identity);
+                cache.forget(&hit);
+                let submit = or_submit && before.is_none();
+                let then = if submit { "; it is submitted" } else { "" };
                 self.say(format!(
-                    "warning: row {}: not taken from the cache ({e}); it is submitted",
+                    "warning: row {}: not taken from the cache ({e}){then}",
                     self.id
                 ));
-                return Start::Submit;
+                return match before {
+                    _ if submit => Start::Submit,
+                    Some((_, false, _)) => {
+                        self.fail(FILES_MISSING, FILES_MISSING_MESSAGE, Charged::Yes)
+                            .await
+                    }
+                    _ => {
+                        self.fail(
+                            CACHED_FILES_MISSING,
+                            CACHED_FILES_MISSING_MESSAGE,
+                            Charged::No,
+                        )
+                        .await
+                    }
+                };
             }
         };
         let count = taken.len() as u64;
@@ -645,7 +677,14 @@ impl RowRun {
         for t in taken {
             saved.push(t.path, t.sha256, t.bytes, t.mtime_ns);
         }
-        if !ctx.record(&self.done(saved, Usd::default(), true)).await {
+        let (cost, cached) = match before {
+            Some((cost, cached, seen)) => {
+                self.seen = seen.map(|[lo, hi]| (lo as f64 / 1000.0, hi as f64 / 1000.0));
+                (cost, cached)
+            }
+            None => (Usd::default(), true),
+        };
+        if !ctx.record(&self.done(saved, cost, cached)).await {
             return Start::End;
         }
         self.write_sidecars().await;

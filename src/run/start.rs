@@ -3,13 +3,15 @@
 //!
 //! Why this exists apart from the scheduler: this is the rule that keeps a
 //! rerun from paying twice, and it is a pure function of a journal record
-//! (and whether the row's files are intact), so it is tested on its own.
+//! (and whether the row's files are intact, and whether the cache holds its
+//! images), so it is tested on its own.
 //!
 //! A plain rerun submits rows never accepted and collects every row holding
 //! a live request id; `--retry-failed` adds final verdicts (`FAILED`, 4xx)
 //! and submits whose answer never arrived.
 
 use crate::api::Ticket;
+use crate::cache::Hit;
 use crate::journal::{now_ms, Charged, Entry, Record, State};
 use crate::output::{LOST, RESULT_LOST};
 use crate::plan::{Key, Usd};
@@ -26,10 +28,14 @@ pub(crate) enum Start {
         images: Vec<String>,
         ticket: Option<Ticket>,
     },
-    /// Its request was fulfilled before: its images are in the cache.
+    /// Its request was fulfilled before: its images are in the cache (a
+    /// completed row whose files were damaged gets them back from there).
+    /// If the entry fails its checks, the row is submitted only if
+    /// `or_submit` (it would have been without the cache); otherwise it
+    /// keeps the verdict it would have had.
     Cached {
-        identity: String,
-        stored: crate::cache::Stored,
+        hit: crate::cache::Hit,
+        or_submit: bool,
     },
     End,
 }
@@ -63,17 +69,31 @@ pub(crate) struct Flags {
     pub resubmit_lost: bool,
 }
 
+/// The code of a row whose files, taken from the cache at no cost, are
+/// gone, and the cache no longer holds them: nothing was charged for it.
+pub(crate) const CACHED_FILES_MISSING: &str = "CACHED_FILES_MISSING";
+pub(crate) const CACHED_FILES_MISSING_MESSAGE: &str = "its files, taken from the cache at no cost, are missing or damaged, and no cache this run was given holds them; nothing was charged for it: rerun with the --cache it came from to take it again, or with --retry-failed to submit it (paid)";
+pub(crate) const FILES_MISSING: &str = "FILES_MISSING";
+pub(crate) const FILES_MISSING_MESSAGE: &str = "its files are missing or damaged and the request cannot be polled again; rerun with --resubmit-lost to pay for it again";
+
 /// Decides where row `key` starts. `files_intact` checks a completed row's
-/// files against what its `done` line recorded (the row's state).
+/// files against what its `done` line recorded (the row's state);
+/// `from_cache` finds the row's request in the cache, if it holds it.
 pub(crate) fn decide(
     rec: Option<&Record>,
     key: Key,
     price: Usd,
     flags: Flags,
     files_intact: impl FnOnce(&State) -> bool,
+    from_cache: impl FnOnce() -> Option<Hit>,
 ) -> Decision {
     let Some(rec) = rec else {
         return Start::Submit.into();
+    };
+    // Back from the cache, at no cost; a miss keeps the row's verdict.
+    let restore = |hit| Start::Cached {
+        hit,
+        or_submit: false,
     };
     let verdict = |code: &str, message: &str| Decision {
         start: Start::End,
@@ -98,18 +118,31 @@ pub(crate) fn decide(
                 "accepted with images that were never saved; rerun with --resubmit-lost to pay for it again",
             ),
         },
-        State::Done { .. } => {
-            if files_intact(&rec.state) {
-                Start::End.into()
-            } else {
-                match resume(rec) {
-                    Some(start) => start.into(),
-                    None => verdict(
-                        "FILES_MISSING",
-                        "its files are missing or damaged and the request cannot be polled again; rerun with --resubmit-lost to pay for it again",
-                    ),
-                }
-            }
+        State::Done { .. } if files_intact(&rec.state) => Start::End.into(),
+        // Taken from the cache: a request id it may hold is not what made
+        // its files, and nothing was paid here that could be lost.
+        State::Done { cached: true, .. } => match from_cache() {
+            Some(hit) => restore(hit).into(),
+            None => Decision {
+                start: Start::End,
+                record: Some(Entry::Failed {
+                    key,
+                    at_ms: now_ms(),
+                    code: CACHED_FILES_MISSING.into(),
+                    message: CACHED_FILES_MISSING_MESSAGE.into(),
+                    charged: Charged::No,
+                    cost_micros: 0,
+                }),
+            },
+        },
+        // Paid for: fetched again from its request, else from the cache.
+        State::Done { .. } => match resume(rec).or_else(|| from_cache().map(restore)) {
+            Some(start) => start.into(),
+            None => verdict(FILES_MISSING, FILES_MISSING_MESSAGE),
+        },
+        // Cost nothing: taken again whenever the cache has it.
+        State::Failed { code, .. } if code == CACHED_FILES_MISSING && !flags.retry_failed => {
+            from_cache().map_or(Start::End, restore).into()
         }
         State::Failed { code, .. } => {
             let collectable = COLLECTABLE_VERDICTS.contains(&code.as_str());
@@ -174,9 +207,14 @@ mod tests {
             retry_failed,
             resubmit_lost: false,
         };
-        decide(Some(rec), Key(7), Usd::from_micros(50_000), flags, |_| {
-            intact
-        })
+        decide(
+            Some(rec),
+            Key(7),
+            Usd::from_micros(50_000),
+            flags,
+            |_| intact,
+            || None,
+        )
         .start
     }
 
@@ -192,7 +230,15 @@ mod tests {
     #[test]
     fn a_plain_rerun_submits_what_was_never_accepted() {
         assert_eq!(
-            decide(None, Key(7), Usd::default(), Flags::default(), |_| true).start,
+            decide(
+                None,
+                Key(7),
+                Usd::default(),
+                Flags::default(),
+                |_| true,
+                || None
+            )
+            .start,
             Start::Submit
         );
         let mut gave_up = rec(State::Pending, None);
@@ -255,12 +301,79 @@ mod tests {
             Usd::from_micros(7),
             Flags::default(),
             |_| true,
+            || None,
         );
         assert_eq!(d.start, Start::End);
         assert!(matches!(
             d.record,
             Some(Entry::Failed { ref code, cost_micros: 7, charged: Charged::Yes, .. })
                 if code == "RESULT_LOST"
+        ));
+    }
+
+    #[test]
+    fn damaged_files_come_back_from_the_cache_and_a_cached_row_is_never_charged() {
+        let files = |cached| State::Done {
+            files: vec!["images/a_0.png".into()],
+            sha256: vec!["x".into()],
+            stamps: vec![],
+            cost_micros: if cached { 0 } else { 50_000 },
+            cached,
+        };
+        // Stands for the start that takes the row from the cache.
+        let marker = Start::Cached {
+            hit: Hit::for_tests(),
+            or_submit: false,
+        };
+        let decide_with = |r: &Record, held: bool, flags| {
+            decide(
+                Some(r),
+                Key(7),
+                Usd::from_micros(50_000),
+                flags,
+                |_| false,
+                move || held.then(Hit::for_tests),
+            )
+        };
+        // From the cache, even when an earlier failed attempt left a request id.
+        for t in [None, Some(ticket())] {
+            let r = rec(files(true), t);
+            assert_eq!(decide_with(&r, true, Flags::default()).start, marker);
+            let d = decide_with(&r, false, Flags::default());
+            assert_eq!(d.start, Start::End);
+            let Some(Entry::Failed {
+                code,
+                message,
+                charged,
+                cost_micros,
+                ..
+            }) = d.record
+            else {
+                panic!("{d:?}");
+            };
+            assert_eq!(
+                (code.as_str(), charged, cost_micros),
+                (CACHED_FILES_MISSING, Charged::No, 0)
+            );
+            assert!(message.contains("--retry-failed") && !message.contains("--resubmit-lost"));
+        }
+        // Submitted (paid) only with --retry-failed.
+        let gone = rec(failed(CACHED_FILES_MISSING, Charged::No), None);
+        assert_eq!(start(&gone, false, true), Start::End);
+        assert_eq!(decide_with(&gone, true, Flags::default()).start, marker);
+        assert_eq!(start(&gone, true, true), Start::Submit);
+        // A paid row: its request first, then the cache, then a verdict.
+        let paid = rec(files(false), Some(ticket()));
+        assert!(matches!(
+            decide_with(&paid, true, Flags::default()).start,
+            Start::Poll { .. }
+        ));
+        let paid = rec(files(false), None);
+        assert_eq!(decide_with(&paid, true, Flags::default()).start, marker);
+        let d = decide_with(&paid, false, Flags::default());
+        assert!(matches!(
+            d.record,
+            Some(Entry::Failed { ref code, charged: Charged::Yes, .. }) if code == FILES_MISSING
         ));
     }
 
@@ -272,7 +385,15 @@ mod tests {
                 retry_failed,
                 resubmit_lost,
             };
-            decide(Some(&lost), Key(7), Usd::default(), flags, |_| true).start
+            decide(
+                Some(&lost),
+                Key(7),
+                Usd::default(),
+                flags,
+                |_| true,
+                || None,
+            )
+            .start
         };
         assert_eq!(with(false, false), Start::End);
         assert_eq!(

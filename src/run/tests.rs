@@ -28,7 +28,7 @@ fn client(url: &str) -> Client {
 
 fn settings(out: &Path) -> Settings {
     let mut s = Settings::new(out.to_path_buf());
-    s.gateway = "test".into();
+    s.gateway = crate::gateway::Gateway::simulated();
     s.concurrency = 1;
     s.poll_interval = Some(std::time::Duration::from_millis(20));
     s.progress = crate::progress::Mode::Quiet;

@@ -500,3 +500,73 @@ pub fn defaults_command(manifest: &Path, out: &Path, url: &str, extra: &[&str]) 
         .env("PIXAZO_API_KEY", KEY);
     cmd
 }
+
+/// One loopback host that serves other servers under path prefixes: a
+/// request for `URL/a/REST` is forwarded to the server routed at `/a` as
+/// `/REST` (the longest prefix wins; `""` takes what no other prefix does).
+/// It stands for several gateways behind one host, reached by path.
+pub struct PathProxy {
+    pub url: String,
+}
+
+impl PathProxy {
+    /// Serves until the test's runtime ends.
+    pub async fn start(routes: Vec<(&'static str, String)>) -> PathProxy {
+        use axum::body::Body;
+        use axum::extract::Request;
+        use axum::http::{header, StatusCode};
+        use axum::response::{IntoResponse, Response};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let routes = Arc::new(routes);
+        let forward = move |req: Request| {
+            let (client, routes) = (client.clone(), routes.clone());
+            async move {
+                let path = req.uri().path().to_string();
+                let query = req
+                    .uri()
+                    .query()
+                    .map(|q| format!("?{q}"))
+                    .unwrap_or_default();
+                let Some((prefix, to)) = routes
+                    .iter()
+                    .filter(|(p, _)| path == *p || path.starts_with(&format!("{p}/")))
+                    .max_by_key(|(p, _)| p.len())
+                else {
+                    return StatusCode::NOT_FOUND.into_response();
+                };
+                let target = format!("{to}{}{query}", &path[prefix.len()..]);
+                let (method, headers) = (req.method().clone(), req.headers().clone());
+                let body = axum::body::to_bytes(req.into_body(), usize::MAX)
+                    .await
+                    .unwrap_or_default();
+                let mut fwd = client.request(method, target).body(body);
+                for (name, value) in &headers {
+                    if name != header::HOST && name != header::CONTENT_LENGTH {
+                        fwd = fwd.header(name, value);
+                    }
+                }
+                let Ok(answer) = fwd.send().await else {
+                    return StatusCode::BAD_GATEWAY.into_response();
+                };
+                let mut res = Response::builder().status(answer.status());
+                for (name, value) in answer.headers() {
+                    if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING {
+                        res = res.header(name, value);
+                    }
+                }
+                let bytes = answer.bytes().await.unwrap_or_default();
+                res.body(Body::from(bytes)).unwrap()
+            }
+        };
+        let app = axum::Router::new().fallback(forward);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        PathProxy { url }
+    }
+}
