@@ -4,7 +4,8 @@
 //! the run is known to be valid. This stage applies defaults, per-job values,
 //! sweeps and seed lists; checks every value against the API's documented
 //! rules; gives each row a stable `key` (for machines: journal, resume) and a
-//! readable `id` (for people: file names, reports); and prices the run.
+//! readable `id` (for people: file names, reports; unique even ignoring case,
+//! see `ids.rs`); and prices the run.
 //!
 //! Precedence, lowest first: `defaults`, then `sweep` (and top-level `seeds`),
 //! then the job's own values. A job that sets a swept parameter itself is not
