@@ -111,38 +111,53 @@ pub const UNCERTAIN_MESSAGE: &str =
 It is not sent again unless you rerun with --retry-failed";
 
 /// The file-name stems rows use for their images: the row id, unless a file
-/// of another row (an older version of the manifest) already has that name.
+/// of another row (an older version of the manifest) already has that name,
+/// or a name equal to it but for case (one file on macOS and Windows).
 /// Ids are sanitised to `[A-Za-z0-9._-]` with no leading dot, so a stem can
-/// never leave the images folder; anything else falls back to the key.
+/// never leave the images folder; anything else falls back to the key. (Two
+/// rows of one plan never have ids equal even ignoring case: the plan
+/// refuses them.)
 #[derive(Debug, Default)]
 pub struct Stems {
-    /// Hash of a stem -> key of the row whose files bear it. (Hashes, so
-    /// that a million rows cost 16 bytes each; two stems sharing a hash
-    /// only make a row take the longer `ID-KEY` name, never share a file.)
+    /// Hash of a stem in lower case -> key of the row whose files bear it.
+    /// (Hashes, so that a million rows cost 16 bytes each; two stems sharing
+    /// a hash only make a row take the longer `ID-KEY` name, never share a
+    /// file.)
     claimed: HashMap<u64, Key>,
+    /// Hashes of stems that the files of two rows bear (a folder written on a
+    /// case-sensitive disk, or by a version that let ids clash): no row takes
+    /// them again.
+    contested: HashSet<u64>,
 }
 
 impl Stems {
     pub fn from_journal(replay: &Replay) -> Stems {
         let mut claimed = HashMap::new();
+        let mut contested = HashSet::new();
         for (key, rec) in &replay.records {
             if let State::Done { files, .. } = &rec.state {
                 for f in files {
                     if let Some(stem) = file_stem(f) {
-                        claimed.insert(stem_hash(stem), *key);
+                        let hash = stem_hash(stem);
+                        if *claimed.entry(hash).or_insert(*key) != *key {
+                            contested.insert(hash);
+                        }
                     }
                 }
             }
         }
-        Stems { claimed }
+        Stems { claimed, contested }
     }
 
     pub fn stem(&self, row_id: &str, key: Key) -> String {
         if !plain_name(row_id) {
             return key.to_string();
         }
-        match self.claimed.get(&stem_hash(row_id)) {
-            Some(owner) if *owner != key => format!("{row_id}-{key}"),
+        let hash = stem_hash(row_id);
+        match self.claimed.get(&hash) {
+            Some(owner) if *owner != key || self.contested.contains(&hash) => {
+                format!("{row_id}-{key}")
+            }
             _ => row_id.to_string(),
         }
     }
@@ -158,9 +173,10 @@ pub fn plain_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
+/// The hash of a stem as a case-insensitive disk sees it.
 fn stem_hash(stem: &str) -> u64 {
     use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(stem)
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(stem.to_ascii_lowercase())
 }
 
 /// `images/cat_s1_0.png` -> `cat_s1`.
@@ -902,6 +918,36 @@ mod tests {
         assert_eq!(stems.stem("dog_s1", Key(2)), "dog_s1");
         for evil in ["../x", "/abs", ".hidden", "a/b", ""] {
             assert_eq!(stems.stem(evil, Key(3)), Key(3).to_string(), "{evil}");
+        }
+    }
+
+    /// On macOS and Windows `Cat_s1_0.png` and `cat_s1_0.png` are one file:
+    /// a row of today's manifest never takes the name of an older row's file
+    /// but for case, and no row takes a name two rows' files already bear.
+    #[test]
+    fn stems_equal_but_for_case_are_another_rows_name() {
+        let mut replay = Replay::default();
+        for (key, file) in [
+            (1, "images/Cat_s1_0.png"),
+            (2, "images/j_s2_0.png"),
+            (3, "images/J_s2_0.png"),
+        ] {
+            replay.apply(Entry::Done {
+                key: Key(key),
+                at_ms: 0,
+                files: vec![file.into()],
+                sha256: vec!["x".into()],
+                stamps: vec![],
+                cost_micros: 0,
+                seen_ms: None,
+                cached: false,
+            });
+        }
+        let stems = Stems::from_journal(&replay);
+        assert_eq!(stems.stem("cat_s1", Key(9)), format!("cat_s1-{}", Key(9)));
+        assert_eq!(stems.stem("cat_s1", Key(1)), "cat_s1", "its own files");
+        for key in [Key(2), Key(3)] {
+            assert_eq!(stems.stem("j_s2", key), format!("j_s2-{key}"));
         }
     }
 

@@ -4,7 +4,8 @@
 //! the run is known to be valid. This stage applies defaults, per-job values,
 //! sweeps and seed lists; checks every value against the API's documented
 //! rules; gives each row a stable `key` (for machines: journal, resume) and a
-//! readable `id` (for people: file names, reports); and prices the run.
+//! readable `id` (for people: file names, reports; unique even ignoring case,
+//! see `ids.rs`); and prices the run.
 //!
 //! Precedence, lowest first: `defaults`, then `sweep` (and top-level `seeds`),
 //! then the job's own values. A job that sets a swept parameter itself is not
@@ -14,6 +15,7 @@
 //! job's sweep, and [`Plan::request`] rebuilds the full request on demand, so a
 //! million-row seed sweep stays light.
 
+mod ids;
 mod params;
 mod report;
 
@@ -24,6 +26,7 @@ use std::path::PathBuf;
 use sha2::{Digest, Sha256};
 
 use crate::manifest::{entry, stray_key, Diagnostic, Field, Job, Loc, Manifest, Node, Value};
+pub use ids::sanitize;
 pub use params::{
     image_mime, ImageInput, ImageSize, Kind, OutputFormat, ParamValue, Request,
     MAX_LOCAL_IMAGE_BYTES, MAX_NUM_IMAGES, SIZE_PRESETS,
@@ -194,7 +197,7 @@ impl Axis {
 /// A job after defaults, its own values and the sweep are resolved.
 #[derive(Clone, Debug)]
 pub struct JobPlan {
-    /// Sanitised to `[A-Za-z0-9._-]`, unique in the plan.
+    /// Sanitised to `[A-Za-z0-9._-]`, unique in the plan even ignoring case.
     pub id: String,
     pub loc: Loc,
     /// Every parameter that does not vary between the job's rows.
@@ -342,35 +345,11 @@ impl Plan {
         req
     }
 
-    /// The row's readable id: job id, swept values, seed.
+    /// The row's readable id: job id, swept values, seed (and `_dupN` for
+    /// the Nth repeat of an identical request). Unique in the plan, even
+    /// ignoring case: [`expand`] refuses a plan where two rows' ids clash.
     pub fn row_id(&self, row: &Row) -> String {
-        let job = self.job(row);
-        let mut id = job.id.clone();
-        let values = job.decode(row.combo);
-        for (axis, v) in job.axes.iter().zip(&values) {
-            if !axis.is_seed() {
-                let index = match axis {
-                    Axis::List { values, .. } => values.iter().position(|x| x == v).unwrap_or(0),
-                    Axis::SeedRange { .. } => 0,
-                };
-                id.push('_');
-                id.push_str(&v.id_part(index + 1));
-            }
-        }
-        // The seed as `request` resolves it, without rebuilding the request.
-        let seed = values
-            .iter()
-            .find_map(|v| match v {
-                ParamValue::Seed(s) => Some(*s),
-                _ => None,
-            })
-            .or(job.base.seed)
-            .unwrap_or_else(|| row.key.derived_seed());
-        id.push_str(&format!("_s{seed}"));
-        if row.occurrence > 0 {
-            id.push_str(&format!("_dup{}", row.occurrence));
-        }
-        id
+        self.job(row).row_id(row)
     }
 
     /// Requests, images and estimated cost, by kind.
@@ -437,6 +416,12 @@ impl Invalid {
 
 /// Expands and validates a manifest. Every problem is reported at once.
 pub fn expand(manifest: &Manifest) -> Result<Plan, Invalid> {
+    expand_checking(manifest, true)
+}
+
+/// [`expand`]; `check_ids: false` leaves out the check that no two rows'
+/// ids clash (for the test that compares it with comparing every id).
+fn expand_checking(manifest: &Manifest, check_ids: bool) -> Result<Plan, Invalid> {
     let mut diags = manifest.problems.clone();
     let top_loc = Loc {
         file: std::sync::Arc::from(manifest.path.as_path()),
@@ -525,7 +510,7 @@ pub fn expand(manifest: &Manifest) -> Result<Plan, Invalid> {
             "the manifest has no jobs: add `jobs:` or `jobs_from:`",
         ));
     }
-    let ids = job_ids(&manifest.jobs, &mut diags);
+    let ids = ids::job_ids(&manifest.jobs, &mut diags);
     let mut jobs = Vec::with_capacity(manifest.jobs.len());
     for (job, id) in manifest.jobs.iter().zip(ids) {
         if let Some(plan) = resolve_job(job, id, &defaults, &sweep, &mut diags) {
@@ -556,7 +541,14 @@ pub fn expand(manifest: &Manifest) -> Result<Plan, Invalid> {
     if diags.iter().any(Diagnostic::is_error) {
         return Err(Invalid { diagnostics: diags });
     }
-    let rows = rows(&jobs);
+    let (rows, repeats) = rows(&jobs);
+    if check_ids {
+        diags.extend(ids::clashing_row_ids(&jobs, &rows, &top_loc));
+    }
+    if diags.iter().any(Diagnostic::is_error) {
+        return Err(Invalid { diagnostics: diags });
+    }
+    diags.extend(ids::repeated_requests(&jobs, &rows, &repeats, &top_loc));
     let mut digest = Sha256::new();
     for r in &rows {
         digest.update(r.key.0.to_be_bytes());
@@ -878,92 +870,15 @@ fn resolve_job(
     })
 }
 
-/// Gives every job a unique, file-name-safe id: the sanitised id as written,
-/// or one made from the prompt as written. Two jobs written with the same id
-/// are an error.
-fn job_ids(jobs: &[Job], diags: &mut Vec<Diagnostic>) -> Vec<String> {
-    let mut taken: HashMap<String, Loc> = HashMap::new();
-    let mut ids = vec![String::new(); jobs.len()];
-    let mut pending = Vec::new();
-    for (i, job) in jobs.iter().enumerate() {
-        let Some(node) = job.get("id") else {
-            pending.push(i);
-            continue;
-        };
-        let raw = match &node.value {
-            Value::Str(s) => s.clone(),
-            Value::Int(n) => n.to_string(),
-            _ => {
-                diags.push(
-                    Diagnostic::error(
-                        &node.loc,
-                        format!("expected text, found {}", node.describe()),
-                    )
-                    .field("id"),
-                );
-                pending.push(i);
-                continue;
-            }
-        };
-        let id = sanitize(&raw);
-        if id.is_empty() {
-            diags.push(
-                Diagnostic::error(&node.loc, format!("id \"{raw}\" has no letters or digits"))
-                    .field("id"),
-            );
-        } else if let Some(first) = taken.get(&id) {
-            diags.push(
-                Diagnostic::error(
-                    &node.loc,
-                    format!("id `{id}` is already used by the job at {first}"),
-                )
-                .job(Some(&id))
-                .field("id"),
-            );
-        } else {
-            taken.insert(id.clone(), node.loc.clone());
-        }
-        ids[i] = id;
-    }
-    for i in pending {
-        let prompt = jobs[i].get("prompt").and_then(Node::as_str).unwrap_or("");
-        let slug: String = sanitize(&prompt.to_lowercase()).chars().take(32).collect();
-        let slug = slug.trim_end_matches(['-', '.', '_']);
-        let stem = if slug.is_empty() { "job" } else { slug };
-        let mut id = stem.to_string();
-        let mut n = 1;
-        while taken.contains_key(&id) {
-            n += 1;
-            id = format!("{stem}-{n}");
-        }
-        taken.insert(id.clone(), jobs[i].loc.clone());
-        ids[i] = id;
-    }
-    ids
-}
-
-/// Keeps `[A-Za-z0-9._-]`, turns runs of anything else into one `-`, and
-/// strips leading dots and dashes, so an id is always a plain file-name part
-/// (`../../x` becomes `x`). At most 64 characters.
-pub fn sanitize(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len().min(64));
-    for c in raw.chars() {
-        if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-            out.push(c);
-        } else if !out.ends_with('-') {
-            out.push('-');
-        }
-    }
-    let trimmed = out.trim_start_matches(['.', '-']).trim_end_matches('-');
-    trimmed.chars().take(64).collect()
-}
-
 /// Every row of every job, keyed. Identical requests are numbered by
-/// occurrence so that their keys differ.
-fn rows(jobs: &[JobPlan]) -> Vec<Row> {
+/// occurrence so that their keys differ; those with a seed of their own
+/// (not derived from the key) send the same bytes again, and are counted.
+fn rows(jobs: &[JobPlan]) -> (Vec<Row>, ids::Repeats) {
     let total: u64 = jobs.iter().map(JobPlan::row_count).sum();
-    let mut rows = Vec::with_capacity(total as usize);
-    let mut seen: HashMap<u64, u32> = HashMap::with_capacity(total as usize);
+    let mut rows: Vec<Row> = Vec::with_capacity(total as usize);
+    // Hash of a request without derived seed -> (rows with it so far, the first).
+    let mut seen: HashMap<u64, (u32, u32)> = HashMap::with_capacity(total as usize);
+    let mut repeats = ids::Repeats::default();
     for (j, job) in jobs.iter().enumerate() {
         let seed_axis = job.axes.last().filter(|a| a.is_seed());
         let inner = seed_axis.map_or(1, Axis::len);
@@ -985,7 +900,11 @@ fn rows(jobs: &[JobPlan]) -> Vec<Row> {
                 let mut h = prefix.clone();
                 h.update(Request::canonical_seed(seed).as_bytes());
                 let canonical = first_u64(&h.finalize());
-                let occurrence = seen.entry(canonical).or_insert(0);
+                let index = rows.len() as u32;
+                let (occurrence, first) = seen.entry(canonical).or_insert((0, index));
+                if *occurrence > 0 && seed.is_some() {
+                    repeats.note(rows[*first as usize].job, *first, j as u32, index);
+                }
                 let mut k = Sha256::new();
                 k.update(canonical.to_le_bytes());
                 k.update(occurrence.to_le_bytes());
@@ -994,13 +913,13 @@ fn rows(jobs: &[JobPlan]) -> Vec<Row> {
                     occurrence: *occurrence,
                     combo,
                     key: Key(first_u64(&k.finalize())),
-                    index: rows.len() as u32,
+                    index,
                 });
                 *occurrence += 1;
             }
         }
     }
-    rows
+    (rows, repeats)
 }
 
 fn first_u64(digest: &[u8]) -> u64 {

@@ -289,22 +289,24 @@ pub enum ParamValue {
 }
 
 impl ParamValue {
-    /// A short, file-name-safe rendering for row ids (`g1.5`, `1280x720`).
-    pub(crate) fn id_part(&self, index: usize) -> String {
+    /// Appends a short, file-name-safe rendering for row ids (`g1.5`,
+    /// `1280x720`); `index` is the value's place in its sweep, from 1.
+    pub(crate) fn push_id_part(&self, index: usize, out: &mut String) {
+        use std::fmt::Write as _;
         let on_off = |b: &bool| if *b { "on" } else { "off" };
-        match self {
-            ParamValue::Prompt(_) => format!("p{index}"),
-            ParamValue::ImageUrls(_) => format!("img{index}"),
-            ParamValue::ImageSize(s) => s.to_string(),
-            ParamValue::Steps(n) => format!("steps{n}"),
-            ParamValue::Guidance(g) => format!("g{g}"),
-            ParamValue::Seed(s) => format!("s{s}"),
-            ParamValue::NumImages(n) => format!("n{n}"),
-            ParamValue::SafetyChecker(b) => format!("safety-{}", on_off(b)),
-            ParamValue::OutputFormat(f) => f.as_str().to_string(),
-            ParamValue::SyncMode(b) => format!("sync-{}", on_off(b)),
-            ParamValue::PromptExpansion(b) => format!("expand-{}", on_off(b)),
-        }
+        let _ = match self {
+            ParamValue::Prompt(_) => write!(out, "p{index}"),
+            ParamValue::ImageUrls(_) => write!(out, "img{index}"),
+            ParamValue::ImageSize(s) => write!(out, "{s}"),
+            ParamValue::Steps(n) => write!(out, "steps{n}"),
+            ParamValue::Guidance(g) => write!(out, "g{g}"),
+            ParamValue::Seed(s) => write!(out, "s{s}"),
+            ParamValue::NumImages(n) => write!(out, "n{n}"),
+            ParamValue::SafetyChecker(b) => write!(out, "safety-{}", on_off(b)),
+            ParamValue::OutputFormat(f) => write!(out, "{}", f.as_str()),
+            ParamValue::SyncMode(b) => write!(out, "sync-{}", on_off(b)),
+            ParamValue::PromptExpansion(b) => write!(out, "expand-{}", on_off(b)),
+        };
     }
 }
 

@@ -263,6 +263,117 @@ fn ids_are_sanitised_and_derived_ids_are_unique() {
 }
 
 #[test]
+fn an_id_made_from_a_prompt_never_differs_from_another_only_in_case() {
+    let plan = plan_of("jobs:\n  - {id: Cat, prompt: x}\n  - {prompt: cat}\n");
+    let ids: Vec<&str> = plan.jobs.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, ["Cat", "cat-2"], "one file on macOS and Windows");
+}
+
+/// Each way two rows' ids met on d00fa90: a swept value's suffix meeting a
+/// job id (any swept parameter, ids written or made from the prompt), and
+/// ids equal but for case.
+#[test]
+fn rows_whose_ids_clash_are_refused_naming_both() {
+    let cases = [
+        (
+            "sweep: {guidance_scale: [1.5, 2.5]}\njobs:\n  - {id: j, prompt: first, seed: 2}\n  - {id: j_g1.5, prompt: second, seed: 2, guidance_scale: 3}\n",
+            "DIR/m.yaml:4: job `j_g1.5`: id: its row `j_g1.5_s2` has the same id as row `j_g1.5_s2` of job `j` at DIR/m.yaml:3",
+        ),
+        (
+            "sweep: {prompt: [a, b]}\njobs:\n  - {id: j, seed: 1}\n  - {id: j_p2, prompt: c, seed: 1}\n",
+            "its row `j_p2_s1` has the same id as row `j_p2_s1` of job `j` at DIR/m.yaml:3",
+        ),
+        (
+            "sweep: {num_images: [1, 2]}\njobs:\n  - {id: cat, prompt: x, seed: 1}\n  - {prompt: cat_n2, seed: 1, num_images: 3}\n",
+            "DIR/m.yaml:4: job `cat_n2`: id: its row `cat_n2_s1` has the same id as row `cat_n2_s1` of job `cat`",
+        ),
+        (
+            "sweep: {image_size: [square, 640x480]}\njobs:\n  - {id: j, prompt: a, seed: 1}\n  - {id: J_SQUARE, prompt: b, seed: 1, image_size: square_hd}\n",
+            "its row `J_SQUARE_s1` and row `j_square_s1` of job `j` at DIR/m.yaml:3 differ only in case",
+        ),
+        (
+            "seeds: [1, 2]\nsweep: {output_format: [png, jpeg]}\njobs:\n  - {id: x, prompt: a}\n  - {id: X_PNG, prompt: b, output_format: png}\n",
+            "its row `X_PNG_s1` and row `x_png_s1` of job `x` at DIR/m.yaml:4 differ only in case",
+        ),
+    ];
+    for (yaml, want) in cases {
+        let errors = errors_of(yaml);
+        assert!(
+            errors.iter().any(|e| e.contains(want)),
+            "{want:?} not in {errors:#?}"
+        );
+        assert!(errors[0].ends_with("give one of the two jobs another id"));
+    }
+}
+
+/// The clash check compares stems, then seeds, not whole ids: it must find
+/// exactly the rows that comparing every id (in lower case) finds.
+#[test]
+fn the_clash_check_finds_what_comparing_every_id_finds() {
+    let ids = [
+        "j",
+        "j_g1.5",
+        "J_G2.5",
+        "j_s2",
+        "j_png",
+        "J_PNG_s1",
+        "j_square_g2.5",
+        "J_JPEG",
+    ];
+    let sweeps = [
+        "sweep: {guidance_scale: [1.5, 2.5]}\n",
+        "sweep: {output_format: [png, jpeg], seed: [1, 2]}\n",
+        "sweep: {image_size: [square, 640x480], guidance_scale: [2.5]}\nseeds: [2, 3]\n",
+        "seeds: {from: 1, count: 3}\n",
+    ];
+    // Swept on all but the seed; pinned, with the sweep's seeds (or ones
+    // derived from keys); pinned, another seed.
+    let own = [
+        "seed: 2",
+        "prompt: q, guidance_scale: 1.5, output_format: png",
+        "prompt: r, guidance_scale: 2.5, image_size: square, seed: 2",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.yaml");
+    let (mut manifests, mut with_clashes) = (0, 0);
+    for sweep in sweeps {
+        for a in ids {
+            for b in ids.iter().filter(|b| !b.eq_ignore_ascii_case(a)) {
+                for (va, vb) in own.iter().flat_map(|va| own.iter().map(move |vb| (va, vb))) {
+                    let yaml = format!(
+                        "defaults: {{prompt: p}}\n{sweep}jobs:\n  - {{id: {a}, {va}}}\n  - {{id: {b}, {vb}}}\n  - {{id: z, seed: 2}}\n"
+                    );
+                    std::fs::write(&path, &yaml).unwrap();
+                    let m = manifest::load(&path).unwrap();
+                    let plan = expand_checking(&m, false)
+                        .unwrap_or_else(|e| panic!("{yaml}{:#?}", e.diagnostics));
+                    let mut seen: HashMap<String, u32> = HashMap::new();
+                    let mut want = Vec::new();
+                    for (r, row) in plan.rows.iter().enumerate() {
+                        let id = plan.row_id(row).to_ascii_lowercase();
+                        match seen.get(&id) {
+                            Some(&first) => want.push((first, r as u32)),
+                            None => {
+                                seen.insert(id, r as u32);
+                            }
+                        }
+                    }
+                    let got = ids::clashes(&plan.jobs, &plan.rows);
+                    assert_eq!(got.count, want.len() as u64, "{yaml}");
+                    for pair in &got.shown {
+                        assert!(want.contains(pair), "{pair:?} in {yaml}");
+                    }
+                    manifests += 1;
+                    with_clashes += usize::from(!want.is_empty());
+                    assert_eq!(expand(&m).is_err(), !want.is_empty(), "{yaml}");
+                }
+            }
+        }
+    }
+    assert!(with_clashes >= 14, "{with_clashes} of {manifests} clash");
+}
+
+#[test]
 fn every_error_is_reported_with_its_line_job_and_field() {
     let errors = errors_of(
         "defaults:
