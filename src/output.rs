@@ -150,7 +150,10 @@ impl Stems {
     }
 
     pub fn stem(&self, row_id: &str, key: Key) -> String {
-        if !plain_name(row_id) {
+        // A long id would make a name the file system refuses (255 bytes,
+        // with `-KEY`, `_N.jpeg` and a temporary prefix), after the image
+        // was paid for: such a row's files take its key.
+        if !plain_name(row_id) || row_id.len() > MAX_STEM {
             return key.to_string();
         }
         let hash = stem_hash(row_id);
@@ -162,6 +165,9 @@ impl Stems {
         }
     }
 }
+
+/// The longest row id used as a file name as it is.
+pub const MAX_STEM: usize = 160;
 
 /// A name that is one plain file-name part: `[A-Za-z0-9._-]`, not empty,
 /// not hidden (so never `.` or `..`).

@@ -277,3 +277,28 @@ fn identical_request_warnings_are_capped() {
     assert_eq!(lines, 2, "{lines} lines:\n{stderr}");
     assert_mentions(&stderr, &["`b_s1_dup1`", "`a_s1`", "39 more rows"]);
 }
+
+#[tokio::test]
+async fn a_row_id_too_long_for_a_file_name_still_saves_its_paid_image() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let long = "x".repeat(240);
+    let m = write(
+        dir.path(),
+        "m.yaml",
+        &format!(
+            "defaults: {{image_size: {{width: 32, height: 32}}}}\nsweep: {{guidance_scale: [1e-300]}}\njobs:\n  - {{id: {long}, prompt: cat, seed: 1}}\n  - {{id: short, prompt: dog, seed: 1}}\n"
+        ),
+    );
+    let out = dir.path().join("out");
+    let o = run(&m, &out, &sim.url(), &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let rows = results(&out);
+    assert!(rows.iter().all(|r| r["status"] == "completed"));
+    for row in &rows {
+        let file = Path::new(&row["files"]).file_name().unwrap();
+        assert!(file.len() < 100, "{file:?}");
+        assert!(file.to_string_lossy().starts_with(&row["key"]), "{file:?}");
+    }
+    assert_files_are_what_was_served(&out, &sim.ledger());
+}
