@@ -314,13 +314,14 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
             let d = decide(rec, key, price, flags, |done| {
                 files_intact(&out_dir, done, settings.verify)
             });
-            // A completed row whose provenance is missing gets it again.
+            // A completed row's provenance is what the journal says (and
+            // names the row's current id): missing or other, it is written again.
             if let (Start::End, None, Some(r)) = (&d.start, &d.record, rec) {
-                if let journal::State::Done { files, .. } = &r.state {
-                    if sidecars.is_ok() && !sidecar::present(&out_dir, files) {
-                        let all = sidecar::for_row(&plan.row_id(row), key, &req, r);
-                        sidecars = sidecar::write(&out_dir, &all).map_err(output_err(&images_dir));
-                    }
+                if sidecars.is_ok() {
+                    let id = plan.row_id(row);
+                    sidecars = sidecar::restore(&out_dir, &id, key, &req, r, settings.verify)
+                        .map(drop)
+                        .map_err(output_err(&images_dir));
                 }
             }
             verdicts.extend(d.record);

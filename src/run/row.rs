@@ -662,9 +662,14 @@ impl RowRun {
         else {
             return;
         };
-        let sidecars = sidecar::for_row(&self.id, self.key, &self.req, &rec);
-        let out_dir = ctx.settings.out_dir.clone();
-        if let Err(e) = super::blocking(move || sidecar::write(&out_dir, &sidecars)).await {
+        let (out_dir, id, key, req) = (
+            ctx.settings.out_dir.clone(),
+            self.id.clone(),
+            self.key,
+            self.req.clone(),
+        );
+        let written = super::blocking(move || sidecar::write(&out_dir, &id, key, &req, &rec));
+        if let Err(e) = written.await {
             let message = format!(
                 "cannot write the provenance of row {} in {}: {}",
                 self.id,
