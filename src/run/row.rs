@@ -599,7 +599,13 @@ impl RowRun {
                     "error: row {}: {e}; no new requests will be sent",
                     self.id
                 ));
-                ctx.stop(Stop::Disk(e.to_string()));
+                if let cache::CacheError::Output { source, .. } = &e {
+                    ctx.stop(Stop::Disk(format!(
+                        "cannot write in {}: {}",
+                        ctx.images_dir.display(),
+                        crate::disk::plain(source)
+                    )));
+                }
                 return Start::End;
             }
             Err(e) => {
@@ -670,14 +676,13 @@ impl RowRun {
         );
         let written = super::blocking(move || sidecar::write(&out_dir, &id, key, &req, &rec));
         if let Err(e) = written.await {
-            let message = format!(
-                "cannot write the provenance of row {} in {}: {}",
-                self.id,
-                ctx.images_dir.display(),
-                crate::disk::plain(&e)
-            );
-            self.say(format!("error: {message}; no new requests will be sent"));
-            ctx.stop(Stop::Disk(message));
+            let (dir, why) = (ctx.images_dir.display(), crate::disk::plain(&e));
+            self.say(format!(
+                "error: cannot write the provenance of row {} in {dir}: {why}; no new requests will be sent",
+                self.id
+            ));
+            // The stop names no row: every row it leaves repeats it.
+            ctx.stop(Stop::Disk(format!("cannot write in {dir}: {why}")));
         }
     }
 
