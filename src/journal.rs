@@ -1213,6 +1213,9 @@ mod tests {
         assert_eq!(j.out_of_room(), None);
         drop(j);
         assert!(held() < 64 << 10, "given back: {} bytes held", held());
-        assert_eq!(read(dir.path()).unwrap().records[&A].state, State::Uncertain);
+        assert_eq!(
+            read(dir.path()).unwrap().records[&A].state,
+            State::Uncertain
+        );
     }
 }
