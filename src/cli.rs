@@ -130,7 +130,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub resubmit_lost: bool,
     /// Check every completed row's files by their SHA-256 (default: by the size and time they
-    /// were written with); a damaged file is fetched again.
+    /// were written with); a damaged file is fetched again. Every sidecar is compared too.
     #[arg(long)]
     pub verify: bool,
     /// A store of fulfilled requests shared by runs and manifests (default: the manifest's

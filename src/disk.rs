@@ -62,6 +62,23 @@ pub fn temp_in(dir: &Path, prefix: &str) -> std::io::Result<tempfile::NamedTempF
     b.tempfile_in(dir)
 }
 
+/// Allocates `len` bytes of `file` from `offset` without changing its size
+/// (Linux `fallocate` with `FALLOC_FL_KEEP_SIZE`), so that writing there
+/// later needs no more room on the disk. Elsewhere, and on filesystems that
+/// cannot, an error of kind `Unsupported`; a full disk is `StorageFull`.
+pub fn reserve(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{fallocate, FallocateFlags};
+        fallocate(file, FallocateFlags::KEEP_SIZE, offset, len).map_err(std::io::Error::from)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, offset, len);
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+}
+
 /// A file's modification time in ns since the epoch (0 if unknown).
 pub fn mtime_ns(meta: &std::fs::Metadata) -> u64 {
     meta.modified()

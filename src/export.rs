@@ -152,14 +152,20 @@ fn for_each_image(
                 skipped.push(outside(&side, &real));
                 continue;
             }
-            let mut meta = sidecar::read(dir, file).map_err(|e| {
-                ExportError::Input(format!(
-                    "{e} (a rerun of `batchgen run` on its manifest writes missing sidecars and sends nothing)"
-                ))
-            })?;
+            // Sidecars are derived from the journal: a plain rerun rewrites
+            // one that is missing or disagrees with it, and sends nothing.
+            let rerun = "a rerun of `batchgen run` on its manifest writes sidecars again from the journal and sends nothing";
+            let mut meta = sidecar::read(dir, file)
+                .map_err(|e| ExportError::Input(format!("{e} ({rerun})")))?;
             let actual = disk::hex(&Sha256::digest(&bytes));
-            if sha.is_some_and(|s| s != actual) || meta.sha256 != actual {
+            if sha.is_some_and(|s| s != actual) || (sha.is_none() && meta.sha256 != actual) {
                 return Err(ExportError::Damaged { path });
+            }
+            if meta.sha256 != actual {
+                return Err(ExportError::Input(format!(
+                    "{}: its sha256 is not that of {file}, which is intact (results.csv records the same): the sidecar disagrees with the journal; {rerun}",
+                    sidecar::path_for(&path).display()
+                )));
             }
             // The file as the reader of this folder finds it.
             meta.file = file.to_string();

@@ -573,6 +573,12 @@ pub fn read(dir: &Path) -> Result<Replay, JournalError> {
 /// Before a group with `done` lines, the folders holding their files are
 /// synced once, so that the renames a `done` line records are durable first.
 ///
+/// A run keeps room allocated past the journal's end ([`Journal::keep_room`]),
+/// so that when the disk fills, the lines that say why each accepted row was
+/// left (`unfinished`, `DISK`) still fit and `status` reads them; once the
+/// room cannot be kept, [`Journal::out_of_room`] says so, and the run stops
+/// spending while there is room left.
+///
 /// Cancellation: dropping an `append` future does not take its line back
 /// (it may still be written); dropping the `Journal` lets the writer finish
 /// what it was given, then stops it.
@@ -589,6 +595,10 @@ struct Shared {
     replay: Replay,
     /// A write failed: nothing more is appended (a half line may be there).
     broken: bool,
+    /// Bytes to keep allocated past the end (0: none).
+    room: u64,
+    /// Why that room could not be kept (the disk is full).
+    out_of_room: Option<String>,
 }
 
 /// One line to commit, and whom to tell.
@@ -669,6 +679,8 @@ impl Journal {
         let shared = std::sync::Arc::new(Mutex::new(Shared {
             replay,
             broken: false,
+            room: 0,
+            out_of_room: None,
         }));
         let (queue, jobs) = std::sync::mpsc::channel();
         let writer = {
@@ -733,6 +745,19 @@ impl Journal {
     pub fn with_replay<R>(&self, f: impl FnOnce(&Replay) -> R) -> R {
         f(&self.lock().replay)
     }
+
+    /// Keeps at least `bytes` allocated past the journal's end from the next
+    /// line on (and half of it at all times), where the filesystem allows;
+    /// the room is given back when the journal is dropped.
+    pub fn keep_room(&self, bytes: u64) {
+        self.lock().room = bytes;
+    }
+
+    /// Why the room asked for could not be kept: the disk is full, and only
+    /// what room is left takes more lines.
+    pub fn out_of_room(&self) -> Option<String> {
+        self.lock().out_of_room.clone()
+    }
 }
 
 impl crate::output::Records for Journal {
@@ -759,6 +784,9 @@ fn write_groups(
     shared: std::sync::Arc<Mutex<Shared>>,
 ) {
     let mut buf = Vec::new();
+    // Where the room allocated past the end ends, and whether it can be.
+    let mut allocated = len;
+    let mut reserving = true;
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -785,7 +813,28 @@ fn write_groups(
         for folder in &folders {
             crate::disk::sync_dir(folder);
         }
-        let broken = shared.lock().unwrap_or_else(|e| e.into_inner()).broken;
+        let (broken, room) = {
+            let sh = shared.lock().unwrap_or_else(|e| e.into_inner());
+            (sh.broken, sh.room)
+        };
+        // Room for this group and then `room`, taken again once half of it is used.
+        let need = len + buf.len() as u64;
+        if room > 0 && reserving && !broken && allocated < need + room / 2 {
+            match crate::disk::reserve(&file, len, buf.len() as u64 + room) {
+                Ok(()) => allocated = need + room,
+                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                    let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
+                    sh.out_of_room.get_or_insert_with(|| {
+                        format!(
+                            "cannot keep room for the journal {}: {}",
+                            dir.join(FILE_NAME).display(),
+                            crate::disk::plain(&e)
+                        )
+                    });
+                }
+                Err(_) => reserving = false,
+            }
+        }
         let written = if broken {
             Err(std::io::ErrorKind::BrokenPipe)
         } else {
@@ -812,6 +861,10 @@ fn write_groups(
         for job in group {
             job.done.send(written);
         }
+    }
+    if allocated > len {
+        // The room past the end goes back to the disk.
+        let _ = file.set_len(len);
     }
 }
 
@@ -1192,5 +1245,31 @@ mod tests {
         assert_eq!(r.gateway, None);
         assert_eq!(r.records[&A].state, State::Pending);
         assert_eq!(r.records[&A].price_micros, 0);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_run_keeps_room_past_the_end_and_gives_it_back() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let probe = File::create(dir.path().join("probe")).unwrap();
+        if crate::disk::reserve(&probe, 0, 4096).is_err() {
+            return; // this filesystem cannot allocate ahead
+        }
+        let path = dir.path().join(FILE_NAME);
+        let held = || std::fs::metadata(&path).unwrap().blocks() * 512;
+        let j = Journal::open(dir.path()).unwrap();
+        j.keep_room(1 << 20);
+        j.append_blocking(&intent(A, 1)).unwrap();
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(size < 200, "the size is the lines'");
+        assert!(held() >= 1 << 20, "{} bytes held", held());
+        assert_eq!(j.out_of_room(), None);
+        drop(j);
+        assert!(held() < 64 << 10, "given back: {} bytes held", held());
+        assert_eq!(
+            read(dir.path()).unwrap().records[&A].state,
+            State::Uncertain
+        );
     }
 }

@@ -5,9 +5,14 @@
 //! build the tree from `yaml-rust2`'s marked event stream instead.
 //!
 //! An alias (`*name`) repeats the value its anchor names, so a few hundred
-//! bytes of nested aliases can describe billions of values. The tree is
-//! capped at [`MAX_VALUES`] values, aliases expanded; past it, parsing stops
-//! with the line of the value that crossed it.
+//! bytes of nested aliases can describe billions of values, or a kilobyte
+//! string a million times over. Two caps bound what a manifest may expand
+//! to, both counted with aliases expanded: [`MAX_VALUES`] values, and
+//! [`MAX_TEXT_BYTES`] of text (keys and scalars), so that long strings
+//! count as well as many values. A document with aliases is first read
+//! without building anything, weighing each anchor once: a bomb is refused
+//! at the line that crossed a cap, in little more memory than its own text
+//! takes, and only a document within both caps is built.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,35 +26,23 @@ use super::{Loc, Node, Value};
 /// The most values a manifest's tree may hold once aliases are expanded.
 pub const MAX_VALUES: usize = 2_000_000;
 
+/// The most text (keys and scalars, in bytes) a manifest's tree may hold
+/// once aliases are expanded: four times the largest file read
+/// ([`super::MAX_YAML_BYTES`]), so that only aliases can reach it, and
+/// they may repeat text three times that again.
+pub const MAX_TEXT_BYTES: usize = 4 * super::MAX_YAML_BYTES as usize;
+
 /// Parses `text` (read from `file`) into a located tree.
 ///
-/// Errors are YAML syntax errors, already phrased for the user with their line.
+/// Errors are YAML syntax errors and refusals of documents past the caps,
+/// already phrased for the user with their line.
 pub(crate) fn parse(file: &Arc<Path>, text: &str) -> Result<Node, (Loc, String)> {
-    let mut builder = Builder {
-        file: file.clone(),
-        stack: Vec::new(),
-        anchors: Vec::new(),
-        root: None,
-        documents: 0,
-        values: 0,
-        too_many: None,
-    };
-    let mut parser = Parser::new_from_str(text);
-    parser.load(&mut builder, true).map_err(|e| {
-        (
-            Loc::line(file, e.marker().line()),
-            format!("YAML syntax error: {}", e.info()),
-        )
-    })?;
-    if let Some(loc) = builder.too_many {
-        return Err((
-            loc,
-            format!(
-                "the manifest holds more than {MAX_VALUES} values once its aliases (`*name`) are expanded: \
-write fewer, or move jobs to a `jobs_from:` CSV"
-            ),
-        ));
+    // Without a `*`, there is no alias: the tree is its text, and building
+    // it counts its values.
+    if text.contains('*') {
+        run(file, text, false)?;
     }
+    let builder = run(file, text, true)?;
     if builder.documents > 1 {
         return Err((
             Loc::line(file, 1),
@@ -62,96 +55,177 @@ write fewer, or move jobs to a `jobs_from:` CSV"
     }))
 }
 
-struct Builder {
-    file: Arc<Path>,
-    /// Open collections; a mapping's pending key is kept beside it.
-    stack: Vec<(Node, usize, Option<Node>)>,
-    /// Anchored values, with how many values each holds.
-    anchors: Vec<(usize, Node, usize)>,
-    root: Option<Node>,
-    documents: usize,
-    /// Values in the tree so far, aliases expanded.
-    values: usize,
-    /// Where the tree passed [`MAX_VALUES`]; nothing more is built after.
-    too_many: Option<Loc>,
+/// Reads `text` once: weighing it, and building its tree if `build`.
+fn run(file: &Arc<Path>, text: &str, build: bool) -> Result<Builder, (Loc, String)> {
+    let mut builder = Builder {
+        file: file.clone(),
+        build,
+        stack: Vec::new(),
+        anchors: Vec::new(),
+        root: None,
+        documents: 0,
+        values: 0,
+        text_bytes: 0,
+        refused: None,
+    };
+    let mut parser = Parser::new_from_str(text);
+    parser.load(&mut builder, true).map_err(|e| {
+        (
+            Loc::line(file, e.marker().line()),
+            format!("YAML syntax error: {}", e.info()),
+        )
+    })?;
+    match builder.refused.take() {
+        Some(refused) => Err(refused),
+        None => Ok(builder),
+    }
 }
 
-/// How many values `node` holds, itself included.
-fn size(node: &Node) -> usize {
-    1 + match &node.value {
-        Value::List(items) => items.iter().map(size).sum(),
-        Value::Map(entries) => entries.iter().map(|(k, v)| size(k) + size(v)).sum(),
-        _ => 0,
+/// How much of the tree a value takes, itself and everything in it:
+/// values, and bytes of text.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Weight {
+    values: usize,
+    text: usize,
+}
+
+impl Weight {
+    /// One value, with `text` bytes of text (0 for a collection).
+    fn one(text: usize) -> Weight {
+        Weight { values: 1, text }
     }
+
+    fn add(&mut self, other: Weight) {
+        self.values = self.values.saturating_add(other.values);
+        self.text = self.text.saturating_add(other.text);
+    }
+}
+
+/// A collection being read, with a mapping's pending key and its weight so far.
+struct Open {
+    node: Node,
+    anchor: usize,
+    key: Option<Node>,
+    weight: Weight,
+}
+
+struct Builder {
+    file: Arc<Path>,
+    /// Whether nodes are kept; if not, the document is only weighed.
+    build: bool,
+    stack: Vec<Open>,
+    /// Anchored values (empty placeholders when not building), with their weight.
+    anchors: Vec<(usize, Node, Weight)>,
+    root: Option<Node>,
+    documents: usize,
+    /// Values in the tree so far, and their text, aliases expanded.
+    values: usize,
+    text_bytes: usize,
+    /// Where and why a cap was crossed; nothing more is read after.
+    refused: Option<(Loc, String)>,
 }
 
 impl Builder {
-    /// Counts `n` more values; false (and building stops) past the cap.
-    fn count(&mut self, n: usize, loc: &Loc) -> bool {
-        self.values = self.values.saturating_add(n);
-        if self.values > MAX_VALUES && self.too_many.is_none() {
-            self.too_many = Some(loc.clone());
+    /// Counts `w` more; false (and reading stops) past a cap.
+    fn count(&mut self, w: Weight, loc: &Loc) -> bool {
+        self.values = self.values.saturating_add(w.values);
+        self.text_bytes = self.text_bytes.saturating_add(w.text);
+        let why = if self.values > MAX_VALUES {
+            format!("the manifest holds more than {MAX_VALUES} values once its aliases (`*name`) are expanded")
+        } else if self.text_bytes > MAX_TEXT_BYTES {
+            format!(
+                "the manifest holds more than {} MiB of text once its aliases (`*name`) are expanded",
+                MAX_TEXT_BYTES >> 20
+            )
+        } else {
+            return true;
+        };
+        if self.refused.is_none() {
+            self.refused = Some((
+                loc.clone(),
+                format!("{why}: write fewer, or move jobs to a `jobs_from:` CSV"),
+            ));
         }
-        self.too_many.is_none()
+        false
     }
 
-    fn insert(&mut self, node: Node, anchor: usize) {
+    fn insert(&mut self, node: Node, anchor: usize, weight: Weight) {
         if anchor > 0 {
-            let n = size(&node);
-            self.anchors.push((anchor, node.clone(), n));
+            let kept = if self.build {
+                node.clone()
+            } else {
+                empty(&node)
+            };
+            self.anchors.push((anchor, kept, weight));
         }
         match self.stack.last_mut() {
-            None => self.root = Some(node),
-            Some((parent, _, pending_key)) => match &mut parent.value {
-                Value::List(items) => items.push(node),
-                Value::Map(entries) => match pending_key.take() {
-                    None => *pending_key = Some(node),
-                    Some(key) => entries.push((key, node)),
-                },
-                _ => unreachable!("only collections are pushed on the stack"),
-            },
+            None => self.root = self.build.then_some(node),
+            Some(open) => {
+                open.weight.add(weight);
+                if !self.build {
+                    return;
+                }
+                match &mut open.node.value {
+                    Value::List(items) => items.push(node),
+                    Value::Map(entries) => match open.key.take() {
+                        None => open.key = Some(node),
+                        Some(key) => entries.push((key, node)),
+                    },
+                    _ => unreachable!("only collections are pushed on the stack"),
+                }
+            }
         }
+    }
+
+    fn open(&mut self, value: Value, anchor: usize, loc: Loc) {
+        self.stack.push(Open {
+            node: Node { value, loc },
+            anchor,
+            key: None,
+            weight: Weight::one(0),
+        });
+    }
+}
+
+/// A placeholder for a node that is weighed, not kept.
+fn empty(node: &Node) -> Node {
+    Node {
+        value: Value::Null,
+        loc: node.loc.clone(),
     }
 }
 
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
-        if self.too_many.is_some() {
+        if self.refused.is_some() {
             return;
         }
         let loc = Loc::line(&self.file, mark.line());
-        let new_value = matches!(
-            ev,
-            Event::SequenceStart(..) | Event::MappingStart(..) | Event::Scalar(..)
-        );
-        if new_value && !self.count(1, &loc) {
-            return;
-        }
         match ev {
             Event::DocumentStart => self.documents += 1,
-            Event::SequenceStart(anchor, _) => self.stack.push((
-                Node {
-                    value: Value::List(Vec::new()),
-                    loc,
-                },
-                anchor,
-                None,
-            )),
-            Event::MappingStart(anchor, _) => self.stack.push((
-                Node {
-                    value: Value::Map(Vec::new()),
-                    loc,
-                },
-                anchor,
-                None,
-            )),
+            Event::SequenceStart(anchor, _) => {
+                if self.count(Weight::one(0), &loc) {
+                    self.open(Value::List(Vec::new()), anchor, loc);
+                }
+            }
+            Event::MappingStart(anchor, _) => {
+                if self.count(Weight::one(0), &loc) {
+                    self.open(Value::Map(Vec::new()), anchor, loc);
+                }
+            }
             Event::SequenceEnd | Event::MappingEnd => {
-                if let Some((node, anchor, _)) = self.stack.pop() {
-                    self.insert(node, anchor);
+                if let Some(open) = self.stack.pop() {
+                    self.insert(open.node, open.anchor, open.weight);
                 }
             }
             Event::Scalar(text, style, anchor, _tag) => {
-                let value = if style == TScalarStyle::Plain {
+                let weight = Weight::one(text.len());
+                if !self.count(weight, &loc) {
+                    return;
+                }
+                let value = if !self.build {
+                    Value::Null
+                } else if style == TScalarStyle::Plain {
                     match Yaml::from_str(&text) {
                         Yaml::Integer(i) => Value::Int(i),
                         Yaml::Real(r) => r.parse().map(Value::Float).unwrap_or(Value::Str(r)),
@@ -162,24 +236,25 @@ impl MarkedEventReceiver for Builder {
                 } else {
                     Value::Str(text)
                 };
-                self.insert(Node { value, loc }, anchor);
+                self.insert(Node { value, loc }, anchor, weight);
             }
             Event::Alias(id) => {
-                let anchored = |b: &Builder| b.anchors.iter().rposition(|(a, _, _)| *a == id);
-                let Some(at) = anchored(self) else {
+                let Some(at) = self.anchors.iter().rposition(|(a, _, _)| *a == id) else {
                     self.insert(
                         Node {
                             value: Value::Null,
                             loc,
                         },
                         0,
+                        Weight::one(0),
                     );
                     return;
                 };
                 // Counted before it is copied: a bomb is refused, never built.
-                if self.count(self.anchors[at].2, &loc) {
+                let weight = self.anchors[at].2;
+                if self.count(weight, &loc) {
                     let node = self.anchors[at].1.clone();
-                    self.insert(node, 0);
+                    self.insert(node, 0, weight);
                 }
             }
             Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
@@ -249,6 +324,40 @@ mod tests {
             super::super::Pos::Line(7),
             "the line that crossed the cap"
         );
+    }
+
+    #[test]
+    fn long_text_repeated_by_aliases_is_refused_at_its_line() {
+        // A kilobyte, ten times per level: 100 MB of text by line 6.
+        let mut text = format!("a: &a \"{}\"\n", "x".repeat(1000));
+        for (prev, name) in ["a", "b", "c", "d", "e"]
+            .iter()
+            .zip(["b", "c", "d", "e", "f"])
+        {
+            let items = vec![format!("*{prev}"); 10].join(", ");
+            text.push_str(&format!("{name}: &{name} [{items}]\n"));
+        }
+        let err = parse(&Arc::from(Path::new("t.yaml")), &text).unwrap_err();
+        assert!(
+            err.1.contains("64 MiB of text") && err.1.contains("aliases"),
+            "{}",
+            err.1
+        );
+        assert_eq!(err.0.pos, super::super::Pos::Line(6));
+        // One level less (10 MB) is a manifest like any other.
+        let cut: String = text.lines().take(5).map(|l| format!("{l}\n")).collect();
+        parse(&Arc::from(Path::new("t.yaml")), &cut).unwrap();
+    }
+
+    #[test]
+    fn weighing_a_document_builds_nothing() {
+        let file: Arc<Path> = Arc::from(Path::new("t.yaml"));
+        let weighed = run(&file, "a: &a [1, 2]\nb: *a\n", false).unwrap();
+        assert!(weighed.root.is_none());
+        assert_eq!(weighed.values, 9, "a map, 2 keys, 2 lists of 2");
+        assert_eq!(weighed.text_bytes, 6);
+        let built = run(&file, "a: &a [1, 2]\nb: *a\n", true).unwrap();
+        assert_eq!((built.values, built.text_bytes), (9, 6));
     }
 
     #[test]

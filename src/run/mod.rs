@@ -169,7 +169,9 @@ pub enum Stop {
     Budget {
         limit: Usd,
     },
-    /// The journal or the output folder cannot be written.
+    /// The journal or the output folder cannot be written: what cannot be,
+    /// and why, in words that name no row (every row the stop leaves
+    /// repeats them; the row that met the fault says so in its own line).
     Disk(String),
     /// Every connection to the gateway has failed for a while.
     Unreachable {
@@ -292,6 +294,7 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
     disk::create_dir_durable(&images_dir).map_err(output_err(&images_dir))?;
     let lock = lock(&out_dir)?;
     let journal = Journal::open(&out_dir)?;
+    journal.keep_room(journal_room(settings.concurrency));
     let cache = match &settings.cache {
         Some(dir) => Some(Arc::new(
             Cache::open(dir, &settings.gateway).map_err(RunError::Cache)?,
@@ -346,13 +349,14 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
                 |done| files_intact(&out_dir, done, settings.verify),
                 in_cache,
             );
-            // A completed row whose provenance is missing gets it again.
+            // A completed row's provenance is what the journal says (and
+            // names the row's current id): missing or other, it is written again.
             if let (Start::End, None, Some(r)) = (&d.start, &d.record, rec) {
-                if let journal::State::Done { files, .. } = &r.state {
-                    if sidecars.is_ok() && !sidecar::present(&out_dir, files) {
-                        let all = sidecar::for_row(&plan.row_id(row), key, &req, r);
-                        sidecars = sidecar::write(&out_dir, &all).map_err(output_err(&images_dir));
-                    }
+                if sidecars.is_ok() {
+                    let id = plan.row_id(row);
+                    sidecars = sidecar::restore(&out_dir, &id, key, &req, r, settings.verify)
+                        .map(drop)
+                        .map_err(output_err(&images_dir));
                 }
             }
             verdicts.extend(d.record);
@@ -393,6 +397,14 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
         to_spend,
         to_submit,
     })
+}
+
+/// Room the journal keeps on the disk for the lines a disk fault makes
+/// rows write: one `unfinished` line (under a KiB) for every row that can
+/// hold a request id at once (in flight, presumed finished, downloading).
+fn journal_room(concurrency: usize) -> u64 {
+    let rows = 2 * concurrency + poll::presumable(concurrency);
+    (rows as u64 * 1024).max(64 << 10)
 }
 
 fn other_gateway(dir: &Path, made_by: String, this: &str) -> RunError {
@@ -578,6 +590,8 @@ impl Opened {
             tokio::spawn(watch_reachability(ctx.clone())),
         ];
 
+        // A disk too full to keep the journal's room: nothing is sent.
+        ctx.out_of_room();
         let mut rows = Rows::default();
         let total = starts.len() + fresh.len();
         let fresh = fresh.into_iter().map(|i| (i as usize, Start::Submit));
@@ -853,14 +867,25 @@ impl Ctx {
         }
     }
 
-    /// Appends to the journal; a journal that cannot be written stops the run.
+    /// Appends to the journal; a journal that cannot be written stops the
+    /// run, and so does one that has lines left but no more room.
     async fn record(&self, entry: &Entry) -> bool {
         match self.journal.append(entry).await {
-            Ok(()) => true,
+            Ok(()) => {
+                self.out_of_room();
+                true
+            }
             Err(e) => {
                 self.stop(Stop::Disk(e.to_string()));
                 false
             }
+        }
+    }
+
+    /// Stops the run if the journal's room on the disk could not be kept.
+    fn out_of_room(&self) {
+        if let Some(why) = self.journal.out_of_room() {
+            self.stop(Stop::Disk(why));
         }
     }
 

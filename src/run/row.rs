@@ -644,7 +644,13 @@ impl RowRun {
                     "error: row {}: {e}; no new requests will be sent",
                     self.id
                 ));
-                ctx.stop(Stop::Disk(e.to_string()));
+                if let cache::CacheError::Output { source, .. } = &e {
+                    ctx.stop(Stop::Disk(format!(
+                        "cannot write in {}: {}",
+                        ctx.images_dir.display(),
+                        crate::disk::plain(source)
+                    )));
+                }
                 return Start::End;
             }
             Err(e) => {
@@ -730,17 +736,21 @@ impl RowRun {
         else {
             return;
         };
-        let sidecars = sidecar::for_row(&self.id, self.key, &self.req, &rec);
-        let out_dir = ctx.settings.out_dir.clone();
-        if let Err(e) = super::blocking(move || sidecar::write(&out_dir, &sidecars)).await {
-            let message = format!(
-                "cannot write the provenance of row {} in {}: {}",
-                self.id,
-                ctx.images_dir.display(),
-                crate::disk::plain(&e)
-            );
-            self.say(format!("error: {message}; no new requests will be sent"));
-            ctx.stop(Stop::Disk(message));
+        let (out_dir, id, key, req) = (
+            ctx.settings.out_dir.clone(),
+            self.id.clone(),
+            self.key,
+            self.req.clone(),
+        );
+        let written = super::blocking(move || sidecar::write(&out_dir, &id, key, &req, &rec));
+        if let Err(e) = written.await {
+            let (dir, why) = (ctx.images_dir.display(), crate::disk::plain(&e));
+            self.say(format!(
+                "error: cannot write the provenance of row {} in {dir}: {why}; no new requests will be sent",
+                self.id
+            ));
+            // The stop names no row: every row it leaves repeats it.
+            ctx.stop(Stop::Disk(format!("cannot write in {dir}: {why}")));
         }
     }
 
