@@ -27,6 +27,7 @@ mod limiter;
 mod poll;
 mod row;
 mod start;
+mod tasks;
 #[cfg(test)]
 mod tests;
 
@@ -52,6 +53,7 @@ use crate::progress::{self, Counts, Event};
 use crate::sidecar;
 pub use limiter::RateLimiter;
 use start::{decide, Flags, Start};
+use tasks::Rows;
 
 /// The `error_code` of a row whose task panicked, and of rows the panic's
 /// stop left unrun.
@@ -644,82 +646,6 @@ impl Opened {
                 .map_err(output_err)?;
         Ok(Report { summary, stop })
     }
-}
-
-/// The row tasks under way, and which row each one drives.
-#[derive(Default)]
-struct Rows {
-    tasks: tokio::task::JoinSet<()>,
-    index: HashMap<tokio::task::Id, usize>,
-}
-
-impl Rows {
-    fn spawn(
-        &mut self,
-        ctx: &Arc<Ctx>,
-        index: usize,
-        start: Start,
-        permit: tokio::sync::OwnedSemaphorePermit,
-    ) {
-        let task = self
-            .tasks
-            .spawn(row::drive(ctx.clone(), index, start, permit));
-        self.index.insert(task.id(), index);
-    }
-
-    /// A row task ended. One that panicked (a bug) is never passed over:
-    /// the run stops submitting (exit 3, naming the row), and the row is
-    /// left as its journal has it, marked [`PANICKED`], so that a plain
-    /// rerun collects it if it was accepted, and submits it if it never was.
-    async fn ended(
-        &mut self,
-        ctx: &Ctx,
-        ended: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
-    ) {
-        let err = match ended {
-            Ok((id, ())) => {
-                self.index.remove(&id);
-                return;
-            }
-            Err(err) => err,
-        };
-        let Some(index) = self.index.remove(&err.id()) else {
-            return;
-        };
-        let Ok(payload) = err.try_into_panic() else {
-            return; // cancelled: the tasks are never aborted
-        };
-        let message = panic_message(payload.as_ref());
-        let row = ctx.plan.rows[index];
-        let id = ctx.plan.row_id(&row);
-        ctx.stop(Stop::Panicked {
-            row: id.clone(),
-            message: message.clone(),
-        });
-        let left = format!(
-            "batchgen failed on this row (a bug: {message}); rerun the same command: an accepted request is collected, one never accepted is submitted"
-        );
-        ctx.record(&Entry::Unfinished {
-            key: row.key,
-            at_ms: journal::now_ms(),
-            code: PANICKED.to_string(),
-            message: left.clone(),
-        })
-        .await;
-        ctx.event(Event::Left);
-        ctx.event(Event::Say(format!(
-            "error: row {id}: {PANICKED}: {left}; no new requests will be sent"
-        )));
-    }
-}
-
-/// The text a panic was raised with.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// Runs file work on the blocking pool, off the async workers.
