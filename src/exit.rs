@@ -37,6 +37,10 @@ pub enum Error {
     Key(#[from] KeyError),
     #[error("invalid --base-url `{0}`: give an http(s) URL")]
     BaseUrl(String),
+    #[error("--base-url holds the API key (or a part of it); give the gateway's URL without it (the key goes in PIXAZO_API_KEY or --api-key-file)")]
+    BaseUrlHoldsKey,
+    #[error("--base-url has a query (`?…`) or a fragment (`#…`): give the gateway's scheme, host, port and path only")]
+    BaseUrlQuery,
     #[error("cannot summarise {0}: there is no batchgen journal in it")]
     NoRun(String),
     #[error("{0}")]
@@ -61,6 +65,8 @@ impl Error {
             | Error::Io(_)
             | Error::Key(_)
             | Error::BaseUrl(_)
+            | Error::BaseUrlHoldsKey
+            | Error::BaseUrlQuery
             | Error::NoRun(_)
             | Error::Shard(_) => INVALID,
             Error::Merge(crate::merge::MergeError::Write { .. }) => ABORTED,

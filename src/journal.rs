@@ -464,6 +464,19 @@ impl Replay {
                 cached,
             } => {
                 let r = self.records.entry(key).or_default();
+                if cached {
+                    // Taken from the cache without an intent line: what the
+                    // attempt before it may have cost stays reported.
+                    r.earlier_micros += match &r.state {
+                        State::Uncertain => r.price_micros,
+                        State::Failed {
+                            charged: Charged::Possibly | Charged::Yes,
+                            cost_micros,
+                            ..
+                        } => *cost_micros,
+                        _ => 0,
+                    };
+                }
                 r.seen_ms = seen_ms;
                 r.state = State::Done {
                     files,

@@ -539,3 +539,91 @@ async fn a_damaged_row_from_the_cache_is_restored_from_it_free_and_never_called_
     assert_eq!(by_id(&two)["cat_s1"]["cached"], "false");
     assert_files_are_what_was_served(&two, &sim.ledger());
 }
+
+/// A paid row whose image was deleted, whose result the gateway no longer
+/// keeps, while the cache holds its images: it comes back from the cache,
+/// free, not declared lost; what the folder paid stays what it paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_row_the_cache_holds_is_restored_from_it_not_declared_lost() {
+    let sim = start(quick()).await;
+    let addr = sim.addr;
+    let dir = tempfile::tempdir().unwrap();
+    let m = seed_sweep(dir.path(), 2);
+    let out = dir.path().join("out");
+    let cache = dir.path().join("cache");
+    let flag = ["--cache", cache.to_str().unwrap()];
+    let o = run(&m, &out, &sim.url(), &flag).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(summary(&out)["cost_usd"], 0.1);
+    for f in std::fs::read_dir(out.join("images")).unwrap() {
+        let p = f.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("a_s1_")
+        {
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+    // The gateway, restarted, keeps no earlier result.
+    let served = sim.ledger();
+    sim.stop().await;
+    let sim = batchgen::sim::start(quick(), addr).await.unwrap();
+    let o = run(&m, &out, &sim.url(), &flag).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let rows = results(&out);
+    assert!(rows.iter().all(|r| r["status"] == "completed"), "{rows:?}");
+    assert_eq!(summary(&out)["cost_usd"], 0.1, "{:#}", summary(&out));
+    assert_eq!(sim.ledger().submit_calls, 0, "nothing asked of the gateway");
+    assert_files_are_what_was_served(&out, &served);
+}
+
+/// A submit that may have been charged (answered 502), retried with
+/// `--retry-failed` and taken from the cache: the possible charge of the
+/// first submit stays reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_possible_charge_is_still_reported_after_a_cache_hit() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = seed_sweep(dir.path(), 1);
+    let cache = dir.path().join("cache");
+    let flag = ["--cache", cache.to_str().unwrap()];
+    // Another folder fills the cache.
+    let o = run(&m, &dir.path().join("a"), &sim.url(), &flag).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    // This folder's submit is charged and answered 502 (no cache given).
+    sim.set_config(batchgen::sim::SimConfig {
+        submit_502_rate: 1.0,
+        ..quick()
+    });
+    let b = dir.path().join("b");
+    let o = run(&m, &b, &sim.url(), &[]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert_eq!(results(&b)[0]["error_code"], "SUBMIT_UNCERTAIN");
+    assert_eq!(summary(&b)["possibly_charged_usd"], 0.05);
+    sim.set_config(quick());
+    let o = run(
+        &m,
+        &b,
+        &sim.url(),
+        &[&flag[..], &["--retry-failed"]].concat(),
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let row = &results(&b)[0];
+    assert_eq!(
+        (row["status"].as_str(), row["cached"].as_str()),
+        ("completed", "true")
+    );
+    assert_eq!(
+        summary(&b)["possibly_charged_usd"],
+        0.05,
+        "{:#}",
+        summary(&b)
+    );
+    assert_eq!(
+        sim.ledger().accepted,
+        2,
+        "the cache's fill and the 502'd submit"
+    );
+}

@@ -1,8 +1,9 @@
 //! A run whose own output cannot be written (a reader that went away, a
 //! full disk under a redirected log) loses nothing: every accepted request
 //! is journaled and collected, nothing is paid twice, and summary.json says
-//! once that the log stopped. Each test's outcome holds whenever the
-//! writes start failing, so none depends on timing.
+//! once that the log stopped. The writes fail from the first one (a pipe
+//! whose reader is gone before the command starts, /dev/full), so no
+//! outcome depends on timing.
 
 mod support;
 
@@ -12,18 +13,18 @@ use std::process::{Command, Stdio};
 use support::*;
 
 /// Runs `cmd` with stdout and stderr going where `sink` says; returns its exit code.
-async fn run_into(mut cmd: Command, sink: fn() -> Stdio, close_pipes: bool) -> Option<i32> {
-    tokio::task::spawn_blocking(move || {
-        let mut child = cmd.stdout(sink()).stderr(sink()).spawn().unwrap();
-        if close_pipes {
-            // The reader goes away, as `| head` does.
-            drop(child.stdout.take());
-            drop(child.stderr.take());
-        }
-        child.wait().unwrap().code()
-    })
-    .await
-    .unwrap()
+async fn run_into(mut cmd: Command, sink: fn() -> Stdio) -> Option<i32> {
+    tokio::task::spawn_blocking(move || cmd.stdout(sink()).stderr(sink()).status().unwrap().code())
+        .await
+        .unwrap()
+}
+
+/// A pipe whose reader went away (as `| head` does) before the command
+/// started: its every write fails.
+fn closed_pipe() -> Stdio {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    Stdio::from(writer)
 }
 
 /// Every row completed and was paid once, and the run noted that its log stopped.
@@ -59,7 +60,7 @@ async fn a_verbose_run_into_a_full_disk_loses_no_paid_request() {
     let manifest = seed_sweep(dir.path(), 40);
     let mut cmd = loud_command(&manifest, &out, &sim.url(), &["--concurrency", "8"]);
     cmd.arg("-vv");
-    let code = run_into(cmd, dev_full, false).await;
+    let code = run_into(cmd, dev_full).await;
     assert_eq!(code, Some(0));
     assert_nothing_lost(&out, 40, &sim);
 }
@@ -72,7 +73,7 @@ async fn a_verbose_run_whose_reader_went_away_loses_no_paid_request() {
     let manifest = seed_sweep(dir.path(), 40);
     let mut cmd = loud_command(&manifest, &out, &sim.url(), &["--concurrency", "8"]);
     cmd.arg("-v");
-    let code = run_into(cmd, Stdio::piped, true).await;
+    let code = run_into(cmd, closed_pipe).await;
     assert_eq!(code, Some(0));
     assert_nothing_lost(&out, 40, &sim);
     // A rerun finds every row done and pays for nothing.
@@ -91,12 +92,12 @@ async fn commands_printing_to_a_closed_pipe_end_quietly_with_their_own_code() {
     ] {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchgen"));
         cmd.args(&args);
-        let code = run_into(cmd, Stdio::piped, true).await;
+        let code = run_into(cmd, closed_pipe).await;
         assert_eq!(code, Some(0), "{args:?}");
     }
     // An invalid manifest keeps its exit code when stderr is gone.
     let bad = write(dir.path(), "bad.yaml", "jobs: [{id: a}]\n");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchgen"));
     cmd.arg("plan").arg(&bad);
-    assert_eq!(run_into(cmd, dev_full, false).await, Some(2));
+    assert_eq!(run_into(cmd, dev_full).await, Some(2));
 }

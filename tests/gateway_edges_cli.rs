@@ -362,22 +362,32 @@ impl Flaky {
                 }
                 let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
                 loop {
-                    tokio::select! {
+                    let down = tokio::select! {
                         accepted = listener.accept() => {
-                            let Ok((mut inbound, _)) = accepted else { continue };
-                            tokio::spawn(async move {
-                                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                                }
-                            });
-                        }
-                        down = rx.wait_for(|up| !*up) => {
-                            if down.is_err() {
-                                return;
+                            if let Ok((inbound, _)) = accepted {
+                                pass_through(inbound, target);
                             }
-                            break;
+                            None
                         }
+                        down = rx.wait_for(|up| !*up) => Some(down.is_err()),
+                    };
+                    match down {
+                        None => continue,
+                        Some(true) => return,
+                        Some(false) => {}
                     }
+                    // Serve what the kernel already queued (asked of the
+                    // kernel itself, not of the runtime's last readiness),
+                    // then close at once: closing on queued connections
+                    // would reset them after the client sent its request,
+                    // which is not a refusal but a submit of unknown fate.
+                    let listener = listener.into_std().unwrap();
+                    while let Ok((inbound, _)) = listener.accept() {
+                        inbound.set_nonblocking(true).unwrap();
+                        pass_through(tokio::net::TcpStream::from_std(inbound).unwrap(), target);
+                    }
+                    drop(listener);
+                    break;
                 }
             }
         });
@@ -387,6 +397,15 @@ impl Flaky {
     fn set(&self, up: bool) {
         self.up.send_replace(up);
     }
+}
+
+/// Passes one accepted connection through to `target`.
+fn pass_through(mut inbound: tokio::net::TcpStream, target: SocketAddr) {
+    tokio::spawn(async move {
+        if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+        }
+    });
 }
 
 /// Waits until the journal holds `n` lines with `needle`, or `run` has
@@ -487,5 +506,128 @@ async fn a_submit_answered_404_names_the_url_it_was_sent_to() {
             "{}",
             file.display()
         );
+    }
+}
+
+/// A request whose id holds the key it was submitted with, after the key
+/// was changed: the run cannot rebuild the id, so it does not ask the
+/// gateway for an id it never issued (and take the 404 for a lost, paid
+/// result); the row stays accepted, `KEY_CHANGED`, and a rerun with the
+/// key it was submitted with collects it, paying nothing again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_key_leaves_a_request_whose_id_held_the_old_one_collectable() {
+    let sim = start(SimConfig {
+        key: None, // the old key and the new one both work
+        echo_key: Some(EchoKey::Whole),
+        ..quick()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = seed_sweep(dir.path(), 1);
+    let out = dir.path().join("out");
+    let ticket = accepted_by_an_earlier_run(&sim, &m, &out).await;
+    assert!(ticket.request_id.contains("{key#"), "{ticket:?}");
+
+    let mut cmd = command(&m, &out, &sim.url(), &[]);
+    cmd.env("PIXAZO_API_KEY", "sk-ROTATED-new-key-0042");
+    let o = output(cmd).await;
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let row = &results(&out)[0];
+    assert_eq!(
+        (row["status"].as_str(), row["error_code"].as_str()),
+        ("accepted", "KEY_CHANGED"),
+        "{row:?}"
+    );
+    assert!(
+        row["error_message"].contains("rerun with that key"),
+        "{row:?}"
+    );
+
+    let o = run(&m, &out, &sim.url(), &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(results(&out)[0]["status"], "completed");
+    let ledger = sim.ledger();
+    assert_eq!(ledger.accepted, 1);
+    assert_never_paid_twice(&ledger);
+}
+
+/// After a soft stop (SIGTERM here) the run drains its accepted rows; a
+/// gateway that then goes away leaves them `GATEWAY_UNREACHABLE` once the
+/// run's limit passes, instead of polling a dead gateway until each row's
+/// deadline (`POLL_TIMEOUT`). The deadline is far beyond the limit, so the
+/// code, not a duration, tells the two apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_after_a_signal_ends_when_the_gateway_goes_away() {
+    let sim = start(latency(60_000, 60_000)).await;
+    let url = sim.url();
+    let dir = tempfile::tempdir().unwrap();
+    let m = seed_sweep(dir.path(), 6);
+    let out = dir.path().join("out");
+    let plan = Arc::new(batchgen::plan::expand(&batchgen::manifest::load(&m).unwrap()).unwrap());
+    let mut s = Settings::new(out.clone());
+    s.gateway = batchgen::gateway::Gateway::of_url(&reqwest::Url::parse(&url).unwrap());
+    s.progress = batchgen::progress::Mode::Quiet;
+    s.poll_interval = Some(Duration::from_millis(100));
+    s.concurrency = 2;
+    s.unreachable_after = Duration::from_secs(1);
+    s.row_deadline = Duration::from_secs(120);
+    s.backoff = Backoff {
+        base: Duration::from_millis(20),
+        cap: Duration::from_millis(200),
+    };
+    let opened = tokio::task::spawn_blocking(move || batchgen::run::open(plan, s))
+        .await
+        .unwrap()
+        .unwrap();
+    let client = Client::new(ClientConfig::new(&url, ApiKey::new(KEY).unwrap())).unwrap();
+    let (term, termed) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = termed.await;
+            batchgen::run::Signal::Terminate
+        };
+        opened.execute(client, shutdown).await.unwrap()
+    });
+    // Two rows accepted: SIGTERM (they are drained), then the gateway goes.
+    journal_count_or_end(&out, "\"e\":\"submitted\"", 2, &run).await;
+    let _ = term.send(());
+    sim.stop().await;
+    let report = run.await.unwrap();
+    assert_eq!(
+        report.stop,
+        Some(Stop::Signal(batchgen::run::Signal::Terminate))
+    );
+    let rows = results(&out);
+    let accepted: Vec<_> = rows.iter().filter(|r| r["status"] == "accepted").collect();
+    assert_eq!(accepted.len(), 2, "{rows:?}");
+    for r in accepted {
+        assert_eq!(r["error_code"], "GATEWAY_UNREACHABLE", "{r:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_base_url_that_holds_the_key_or_a_query_is_refused_unechoed() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = seed_sweep(dir.path(), 1);
+    let out = dir.path().join("out");
+    for (url, says) in [
+        (format!("http://127.0.0.1:9/v1/{KEY}"), "holds the API key"),
+        (
+            format!("http://127.0.0.1:9/v1/x{}", &KEY[3..14]),
+            "holds the API key",
+        ),
+        (
+            "http://127.0.0.1:9/v1?token=t0k3n-s3cr3t".to_string(),
+            "has a query",
+        ),
+        ("http://127.0.0.1:9/v1#frag".to_string(), "has a query"),
+    ] {
+        let o = run(&m, &out, &url, &[]).await;
+        assert_eq!(o.status.code(), Some(2), "{url}: {}", text(&o.stderr));
+        let err = text(&o.stderr);
+        assert!(err.contains(says), "{url}: {err}");
+        assert_no_key_printed(&url, &o);
+        assert!(!err.contains("t0k3n"), "{err}");
+        assert!(!out.exists(), "{url}: nothing is written");
     }
 }

@@ -230,12 +230,13 @@ impl Client {
         let status_url = ticket
             .status_url
             .as_deref()
-            .map(|u| self.redactor.restore(u));
+            .map(|u| self.restore(u))
+            .transpose()?;
         let url = match self.keyed_url(status_url.as_deref()) {
             Some(u) => u,
             None => self.status_endpoint(ticket)?,
         };
-        let id = self.redactor.restore(&ticket.request_id);
+        let id = self.restore(&ticket.request_id)?;
         let body = serde_json::json!({ "request_id": id });
         let cap = self.reply_cap(ticket.sync_images);
         let timeout = self.cfg.request_timeout;
@@ -261,11 +262,12 @@ impl Client {
         let response_url = ticket
             .response_url
             .as_deref()
-            .map(|u| self.redactor.restore(u));
+            .map(|u| self.restore(u))
+            .transpose()?;
         let Some(url) = self.keyed_url(response_url.as_deref()) else {
             return Err(missing());
         };
-        let id = self.redactor.restore(&ticket.request_id);
+        let id = self.restore(&ticket.request_id)?;
         let body = serde_json::json!({ "request_id": id });
         let cap = self.reply_cap(ticket.sync_images);
         let timeout = self.cfg.request_timeout;
@@ -277,10 +279,24 @@ impl Client {
         Ok(Status::Completed(images))
     }
 
+    /// A request id or URL as the gateway gave it, the key put back where
+    /// [`Client::send`] hid it. One hidden for another key (the key was
+    /// changed since) cannot be rebuilt: `KEY_CHANGED`, and the request
+    /// stays collectable with the key it was submitted with.
+    pub(super) fn restore<'a>(&self, text: &'a str) -> Result<std::borrow::Cow<'a, str>, ApiError> {
+        self.redactor.restore(text).map_err(|super::redact::KeyChanged| {
+            ApiError::new(
+                Class::FailRow,
+                ours::KEY_CHANGED,
+                "the gateway put part of the API key in this request's id or URLs, and the key given now is not the one it was submitted with: rerun with that key to collect it",
+            )
+        })
+    }
+
     /// The documented status endpoint of `ticket`; a text-to-image request
     /// id is one escaped path segment, whatever it holds.
     fn status_endpoint(&self, ticket: &Ticket) -> Result<Url, ApiError> {
-        let id = self.redactor.restore(&ticket.request_id);
+        let id = self.restore(&ticket.request_id)?;
         check_request_id(&id).map_err(|why| {
             ApiError::new(
                 Class::FailRow,

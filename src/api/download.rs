@@ -54,7 +54,7 @@ impl Client {
             return sink.finish(stem).await;
         }
         let started = std::time::Instant::now();
-        let url = self.redactor.restore(image);
+        let url = self.restore(image)?;
         let path = super::client::logged_path(|| {
             reqwest::Url::parse(&url).map_or_else(
                 |_| "(unparsable URL)".to_string(),

@@ -55,6 +55,8 @@ pub struct ApiError {
 /// Codes of our own, for errors the vendor has no word for.
 pub mod ours {
     pub const CONNECTION_FAILED: &str = "CONNECTION_FAILED";
+    /// A request id or URL holds part of another key than this run's.
+    pub const KEY_CHANGED: &str = "KEY_CHANGED";
     pub const REDIRECTED: &str = "REDIRECTED";
     pub const REPLY_TOO_LARGE: &str = "REPLY_TOO_LARGE";
     pub const BAD_RESPONSE: &str = "BAD_RESPONSE";

@@ -34,6 +34,7 @@ pub use download::{Downloaded, PART_PREFIX};
 pub use error::{one_line, ApiError, Class};
 pub use image::{Format, ImageInfo};
 pub use key::{ApiKey, KeyError, ENV_VAR as KEY_ENV_VAR, MAX_KEY_FILE_BYTES};
+pub use redact::holds_key;
 pub use wire::submit_path;
 use wire::Phase;
 

@@ -11,9 +11,13 @@
 //!
 //! Request ids and URLs must still work (a rerun polls the id its journal
 //! holds; money depends on it), so in those the placeholder says what stood
-//! there: `{key}` for the whole key, `{key[A..B]}` for its bytes A to B; a
-//! literal `{key` is written `{key{`; and [`Redactor::restore`] turns the
-//! text back into what the gateway sent, only when a request is built.
+//! there: `{key#FP}` for the whole key, `{key[A..B]#FP}` for its bytes A to
+//! B; a literal `{key` is written `{key{`; and [`Redactor::restore`] turns
+//! the text back into what the gateway sent, only when a request is built.
+//! `FP` is a fingerprint of the key (8 hex digits of a SHA-256 of it, which
+//! says nothing of the key): a rerun given another key (a rotated one)
+//! cannot rebuild the id, and is told so ([`KeyChanged`]) instead of asking
+//! the gateway for an id it never issued and taking the 404 for a lost result.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -38,7 +42,13 @@ pub(crate) struct Redactor {
     min: usize,
     /// Where each `min`-byte window of the key starts, by its bytes.
     windows: HashMap<u64, Vec<usize>>,
+    /// `#` and 8 hex digits that tell this key from another.
+    fingerprint: String,
 }
+
+/// A placeholder was written for another key than the one this run has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KeyChanged;
 
 impl std::fmt::Debug for Redactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -61,10 +71,14 @@ impl Redactor {
         for (at, w) in bytes.windows(min).enumerate() {
             windows.entry(pack(w)).or_default().push(at);
         }
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(format!("batchgen key fingerprint\n{}", key.expose()));
+        let fingerprint = format!("#{}", &crate::disk::hex(&digest)[..8]);
         Redactor {
             key: key.clone(),
             min,
             windows,
+            fingerprint,
         }
     }
 
@@ -86,9 +100,9 @@ impl Redactor {
                 if !exact {
                     o.push_str(REDACTED);
                 } else if len == self.key.expose().len() {
-                    o.push_str("{key}");
+                    o.push_str(&format!("{OPEN}{}}}", self.fingerprint));
                 } else {
-                    o.push_str(&format!("{OPEN}[{at}..{}]}}", at + len));
+                    o.push_str(&format!("{OPEN}[{at}..{}]{}}}", at + len, self.fingerprint));
                 }
                 i += len;
                 copied = i;
@@ -158,10 +172,11 @@ impl Redactor {
     }
 
     /// The text [`Redactor::hide`] was given (with `exact`), key and all: for
-    /// building a request, never for showing.
-    pub(crate) fn restore<'a>(&self, text: &'a str) -> Cow<'a, str> {
+    /// building a request, never for showing. A placeholder whose
+    /// fingerprint is another key's cannot be restored with this one.
+    pub(crate) fn restore<'a>(&self, text: &'a str) -> Result<Cow<'a, str>, KeyChanged> {
         if !text.contains(OPEN) {
-            return Cow::Borrowed(text);
+            return Ok(Cow::Borrowed(text));
         }
         let key = self.key.expose();
         let mut out = String::with_capacity(text.len() + key.len());
@@ -169,29 +184,72 @@ impl Redactor {
         while let Some(at) = rest.find(OPEN) {
             out.push_str(&rest[..at]);
             let after = &rest[at + OPEN.len()..];
-            if let Some(r) = after.strip_prefix('}') {
-                out.push_str(key);
-                rest = r;
-            } else if let Some(r) = after.strip_prefix('{') {
+            if let Some(r) = after.strip_prefix('{') {
                 out.push_str(OPEN);
                 rest = r;
-            } else if let Some((range, r)) = range(after).filter(|(r, _)| r.end <= key.len()) {
-                out.push_str(&key[range]);
-                rest = r;
-            } else {
-                out.push_str(OPEN);
-                rest = after;
+                continue;
+            }
+            match placeholder(after).filter(|p| p.range.as_ref().is_none_or(|r| r.end <= key.len()))
+            {
+                Some(p) => {
+                    if p.fingerprint.is_some_and(|f| f != self.fingerprint) {
+                        return Err(KeyChanged);
+                    }
+                    out.push_str(p.range.map_or(key, |r| &key[r]));
+                    rest = p.rest;
+                }
+                None => {
+                    out.push_str(OPEN);
+                    rest = after;
+                }
             }
         }
         out.push_str(rest);
-        Cow::Owned(out)
+        Ok(Cow::Owned(out))
     }
 }
 
-/// `[A..B]}` at the start of `s` (A < B): the range, and what follows.
-fn range(s: &str) -> Option<(std::ops::Range<usize>, &str)> {
-    let s = s.strip_prefix('[')?;
-    let (inside, rest) = s.split_once("]}")?;
+/// What follows `{key` in a placeholder.
+struct Placeholder<'a> {
+    /// The key's bytes it stands for (the whole key if none).
+    range: Option<std::ops::Range<usize>>,
+    /// `#` and the key's fingerprint, if written.
+    fingerprint: Option<&'a str>,
+    /// The text after the closing `}`.
+    rest: &'a str,
+}
+
+/// `[A..B]` (A < B), then `#` and 8 hex digits, both optional, then `}`, at
+/// the start of `s`.
+fn placeholder(s: &str) -> Option<Placeholder<'_>> {
+    let (range, s) = match s.strip_prefix('[') {
+        Some(inside) => {
+            let (inside, rest) = inside.split_once(']')?;
+            (Some(range(inside)?), rest)
+        }
+        None => (None, s),
+    };
+    let (fingerprint, s) = match s.get(..9) {
+        Some(f) if f.starts_with('#') && f[1..].bytes().all(|c| c.is_ascii_hexdigit()) => {
+            (Some(f), &s[9..])
+        }
+        _ => (None, s),
+    };
+    let rest = s.strip_prefix('}')?;
+    Some(Placeholder {
+        range,
+        fingerprint,
+        rest,
+    })
+}
+
+/// Whether `text` holds the key, or a run of [`MIN_FRAGMENT`] of its characters.
+pub fn holds_key(key: &ApiKey, text: &str) -> bool {
+    matches!(Redactor::new(key).hide(text, false), Cow::Owned(_))
+}
+
+/// `A..B` (A < B).
+fn range(inside: &str) -> Option<std::ops::Range<usize>> {
     let (a, b) = inside.split_once("..")?;
     let digits = |d: &str| {
         (!d.is_empty() && d.len() < 8 && d.bytes().all(|c| c.is_ascii_digit()))
@@ -199,7 +257,7 @@ fn range(s: &str) -> Option<(std::ops::Range<usize>, &str)> {
             .flatten()
     };
     let (a, b) = (digits(a)?, digits(b)?);
-    (a < b).then_some((a..b, rest))
+    (a < b).then_some(a..b)
 }
 
 #[cfg(test)]
@@ -210,6 +268,23 @@ mod tests {
 
     fn redactor(key: &str) -> Redactor {
         Redactor::new(&ApiKey::new(key).unwrap())
+    }
+
+    /// `text` with `r`'s fingerprint in every placeholder, as `hide` writes them.
+    fn with_fp(r: &Redactor, text: &str) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("{key") {
+            out.push_str(&rest[..at + 4]);
+            rest = &rest[at + 4..];
+            if let Some(close) = rest.find('}').filter(|_| !rest.starts_with('{')) {
+                out.push_str(&rest[..close]);
+                out.push_str(&r.fingerprint);
+                rest = &rest[close..];
+            }
+        }
+        out.push_str(rest);
+        out
     }
 
     /// No `MIN_FRAGMENT` characters of `key` in a row in `text`.
@@ -235,9 +310,9 @@ mod tests {
             ("", ""),
         ] {
             let got = r.hide(text, true);
-            assert_eq!(got, hidden, "{text}");
+            assert_eq!(got, with_fp(&r, hidden), "{text}");
             assert!(clean(KEY, &got), "{got}");
-            assert_eq!(r.restore(&got), text, "{got}");
+            assert_eq!(r.restore(&got).unwrap(), text, "{got}");
         }
     }
 
@@ -245,7 +320,7 @@ mod tests {
     fn what_hides_nothing_is_not_copied() {
         let r = redactor(KEY);
         assert!(matches!(r.hide("glm-image_1234", true), Cow::Borrowed(_)));
-        assert!(matches!(r.restore("glm-image_1234"), Cow::Borrowed(_)));
+        assert!(matches!(r.restore("glm-image_1234"), Ok(Cow::Borrowed(_))));
     }
 
     #[test]
@@ -264,12 +339,20 @@ mod tests {
         ] {
             let hidden = r.hide(text, true);
             assert!(clean(KEY, &hidden), "{hidden}");
-            assert_eq!(r.restore(&hidden), text, "{text} → {hidden}");
+            assert_eq!(r.restore(&hidden).unwrap(), text, "{text} → {hidden}");
         }
         // Malformed placeholders are left as they are.
-        for text in ["{key[", "{key[9..3]}", "{key[0..99]}", "{key[a..b]}"] {
-            assert_eq!(r.restore(text), text);
+        for text in [
+            "{key[",
+            "{key[9..3]}",
+            "{key[0..99]}",
+            "{key[a..b]}",
+            "{key#12}",
+        ] {
+            assert_eq!(r.restore(text).unwrap(), text);
         }
+        // Without a fingerprint, a placeholder takes the key this run has.
+        assert_eq!(r.restore("a{key[3..9]}b").unwrap(), "aSECRETb");
     }
 
     #[test]
@@ -284,8 +367,8 @@ mod tests {
     #[test]
     fn a_short_key_is_hidden_whole() {
         let r = redactor("k3y");
-        assert_eq!(r.hide("ak3yk3", true), "a{key}k3");
-        assert_eq!(r.restore("a{key}k3"), "ak3yk3");
+        assert_eq!(r.hide("ak3yk3", true), with_fp(&r, "a{key}k3"));
+        assert_eq!(r.restore(&with_fp(&r, "a{key}k3")).unwrap(), "ak3yk3");
     }
 
     #[test]
@@ -299,9 +382,9 @@ mod tests {
         ] {
             let hidden = r.hide(text, true);
             assert!(clean(key, &hidden), "{hidden}");
-            assert_eq!(r.restore(&hidden), text);
+            assert_eq!(r.restore(&hidden).unwrap(), text);
         }
-        assert_eq!(r.hide("abcdefghXY", true), "{key[8..18]}");
+        assert_eq!(r.hide("abcdefghXY", true), with_fp(&r, "{key[8..18]}"));
     }
 
     #[test]
@@ -314,6 +397,19 @@ mod tests {
         assert_eq!(r.url(&url), "https://gw.example:8443/<redacted>/x");
         let base = reqwest::Url::parse("http://127.0.0.1:9000").unwrap();
         assert_eq!(r.url(&base), "http://127.0.0.1:9000");
+    }
+
+    #[test]
+    fn an_id_hidden_for_another_key_is_not_rebuilt_with_this_one() {
+        let old = redactor(KEY);
+        let new = redactor("sk-ROTATED-run-test-0042");
+        for text in ["glm-image_sk-SECRET-run-test-4711_1", "id ET-run-t"] {
+            let hidden = old.hide(text, true);
+            assert_eq!(new.restore(&hidden), Err(KeyChanged), "{hidden}");
+            assert_eq!(old.restore(&hidden).unwrap(), text);
+        }
+        assert_ne!(old.fingerprint, new.fingerprint);
+        assert!(clean(KEY, &old.fingerprint));
     }
 
     #[test]

@@ -33,11 +33,21 @@ pub async fn command(args: RunArgs) -> Result<u8, Error> {
         let key = api::ApiKey::new("simulated").expect("a valid key");
         (key, Gateway::simulated())
     } else {
+        let key = api::ApiKey::load(args.api_key_file.as_deref())?;
+        // Never echoed if it holds the key: the journal, results and
+        // messages would carry it.
+        if api::holds_key(&key, &args.base_url) {
+            return Err(Error::BaseUrlHoldsKey);
+        }
         let url = reqwest::Url::parse(&args.base_url)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
             .ok_or_else(|| Error::BaseUrl(args.base_url.clone()))?;
-        let key = api::ApiKey::load(args.api_key_file.as_deref())?;
+        // The endpoints' paths are added to the base URL's: a query or a
+        // fragment would swallow them (and a token in it would be logged).
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(Error::BaseUrlQuery);
+        }
         (key, Gateway::of_url(&url))
     };
     let out_dir = args

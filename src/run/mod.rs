@@ -402,11 +402,14 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
 }
 
 /// Room the journal keeps on the disk for the lines a disk fault makes
-/// rows write: one `unfinished` line (under a KiB) for every row that can
-/// hold a request id at once (in flight, presumed finished, downloading).
+/// rows write: for every row that can hold a request id at once (in
+/// flight, presumed finished, downloading), its `submitted` line if its
+/// submit is under way and an `unfinished` line (each under a KiB, with a
+/// long path), twice over, since only half the room is sure to be left
+/// when the disk fills.
 fn journal_room(concurrency: usize) -> u64 {
     let rows = 2 * concurrency + poll::presumable(concurrency);
-    (rows as u64 * 1024).max(64 << 10)
+    (rows as u64 * 4096).max(64 << 10)
 }
 
 fn other_gateway(dir: &Path, made_by: String, this: &str) -> RunError {
@@ -598,9 +601,15 @@ impl Opened {
         let total = starts.len() + fresh.len();
         let fresh = fresh.into_iter().map(|i| (i as usize, Start::Submit));
         for (started, (index, start)) in starts.into_iter().chain(fresh).enumerate() {
-            let permit = row::acquire(&ctx.requests).await;
-            // Rows that ended first: a panic among them stops the run before
-            // the slot it freed is used.
+            // Rows that end while this waits for a slot are seen at once (a
+            // panic among them stops the run, before the slot it freed is used).
+            let permit = loop {
+                tokio::select! {
+                    biased;
+                    Some(ended) = rows.tasks.join_next_with_id() => rows.ended(&ctx, ended).await,
+                    permit = row::acquire(&ctx.requests) => break permit,
+                }
+            };
             while let Some(ended) = rows.tasks.try_join_next_with_id() {
                 rows.ended(&ctx, ended).await;
             }

@@ -25,7 +25,8 @@ use tokio::time::Instant;
 
 use super::poll::{self, Schedule};
 use super::start::{
-    CACHED_FILES_MISSING, CACHED_FILES_MISSING_MESSAGE, FILES_MISSING, FILES_MISSING_MESSAGE,
+    resume, CACHED_FILES_MISSING, CACHED_FILES_MISSING_MESSAGE, FILES_MISSING,
+    FILES_MISSING_MESSAGE,
 };
 use super::{Ctx, Start, Stop};
 use crate::api::{
@@ -482,6 +483,19 @@ impl RowRun {
                 // the run's unreachable stop, which leaves it collectable).
                 Err(e) if e.is_unreachable() => {
                     refused += 1;
+                    // After a soft stop the run's unreachable stop cannot
+                    // come (the first stop stands): leave it here instead.
+                    let since = *ctx.refused_since.lock().unwrap_or_else(|e| e.into_inner());
+                    if since.is_some_and(|t| t.elapsed() >= settings.unreachable_after) {
+                        leave();
+                        let message = format!(
+                            "every connection to the gateway failed for {} s, the last with {e}",
+                            settings.unreachable_after.as_secs()
+                        );
+                        return self
+                            .leave_accepted("GATEWAY_UNREACHABLE", &message, &ticket)
+                            .await;
+                    }
                     not_before = Instant::now() + refused_delay(&backoff, refused);
                 }
                 Err(e) if e.is_retryable() || e.may_have_been_accepted() => {
@@ -493,6 +507,11 @@ impl RowRun {
                         return self.leave_accepted(&e.code, &message, &ticket).await;
                     }
                     not_before = Instant::now() + backoff.delay(errors - 1, e.retry_after);
+                }
+                // Rebuilt only with the key it was submitted with.
+                Err(e) if e.code == api::error::ours::KEY_CHANGED => {
+                    leave();
+                    return self.leave_accepted(&e.code, &e.message, &ticket).await;
                 }
                 Err(e) if e.is_not_found() => {
                     leave();
@@ -568,9 +587,11 @@ impl RowRun {
                             .fail("DOWNLOAD_LOST", &message, Charged::Possibly)
                             .await;
                     }
-                    return self
-                        .leave_collectable("DOWNLOAD_FAILED", &message, &request)
-                        .await;
+                    let code = match e.code.as_str() {
+                        api::error::ours::KEY_CHANGED => api::error::ours::KEY_CHANGED,
+                        _ => "DOWNLOAD_FAILED",
+                    };
+                    return self.leave_collectable(code, &message, &request).await;
                 }
             }
         }
@@ -663,9 +684,18 @@ impl RowRun {
                 ));
                 return match before {
                     _ if submit => Start::Submit,
+                    // Paid for: fetched again from its request, if it can be.
                     Some((_, false, _)) => {
-                        self.fail(FILES_MISSING, FILES_MISSING_MESSAGE, Charged::Yes)
-                            .await
+                        let again = ctx
+                            .journal
+                            .with_replay(|r| r.records.get(&self.key).and_then(|r| resume(r)));
+                        match again {
+                            Some(start) => start,
+                            None => {
+                                self.fail(FILES_MISSING, FILES_MISSING_MESSAGE, Charged::Yes)
+                                    .await
+                            }
+                        }
                     }
                     _ => {
                         self.fail(

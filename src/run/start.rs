@@ -135,8 +135,10 @@ pub(crate) fn decide(
                 }),
             },
         },
-        // Paid for: fetched again from its request, else from the cache.
-        State::Done { .. } => match resume(rec).or_else(|| from_cache().map(restore)) {
+        // Paid for: taken from the cache (free, checked by SHA-256, and there
+        // when the gateway no longer keeps the result), else fetched again
+        // from its request (a miss in the cache falls back to it too).
+        State::Done { .. } => match from_cache().map(restore).or_else(|| resume(rec)) {
             Some(start) => start.into(),
             None => verdict(FILES_MISSING, FILES_MISSING_MESSAGE),
         },
@@ -163,7 +165,7 @@ pub(crate) fn decide(
 
 /// Where an accepted row picks up: its images if the journal has them, else
 /// its request id.
-fn resume(rec: &Record) -> Option<Start> {
+pub(super) fn resume(rec: &Record) -> Option<Start> {
     match (rec.ticket(), rec.images.is_empty()) {
         (_, false) => Some(Start::Download {
             images: rec.images.clone(),
@@ -362,10 +364,12 @@ mod tests {
         assert_eq!(start(&gone, false, true), Start::End);
         assert_eq!(decide_with(&gone, true, Flags::default()).start, marker);
         assert_eq!(start(&gone, true, true), Start::Submit);
-        // A paid row: its request first, then the cache, then a verdict.
+        // A paid row: the cache first (free, and checked by SHA-256; the
+        // gateway may have dropped the result), then its request, then a verdict.
         let paid = rec(files(false), Some(ticket()));
+        assert_eq!(decide_with(&paid, true, Flags::default()).start, marker);
         assert!(matches!(
-            decide_with(&paid, true, Flags::default()).start,
+            decide_with(&paid, false, Flags::default()).start,
             Start::Poll { .. }
         ));
         let paid = rec(files(false), None);
