@@ -227,6 +227,10 @@ impl Cache {
                 path: to.clone(),
                 source,
             };
+            // Only what the store itself holds: a link leads outside it.
+            if std::fs::symlink_metadata(&from).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(damaged("a symbolic link, not a file of the store".into()));
+            }
             let src = disk::open_regular(&from, FILE_CAP)?;
             let tmp = disk::temp_in(dir, temp_prefix).map_err(out)?;
             copy(src.get_ref(), tmp.as_file(), f.bytes.min(FILE_CAP)).map_err(|e| {

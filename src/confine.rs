@@ -114,6 +114,23 @@ pub fn check_output(
         why,
     };
     let real = resolve(given).map_err(refuse)?;
+    // An output is replaced whole (renamed into place): a device, a pipe or
+    // a socket there would be replaced by a plain file.
+    if let Ok(meta) = std::fs::metadata(&real) {
+        let fits = match writes {
+            Writes::File => meta.is_file(),
+            Writes::Folder | Writes::Merged => meta.is_dir(),
+        };
+        if !fits {
+            let wanted = match writes {
+                Writes::File => "a plain file",
+                Writes::Folder | Writes::Merged => "a folder",
+            };
+            return Err(refuse(format!(
+                "exists and is not {wanted} (a device, a pipe, a socket or the other kind): batchgen replaces its output whole; give a new path or {wanted}"
+            )));
+        }
+    }
     for input in inputs {
         if resolve(input).is_ok_and(|i| i == real) {
             return Err(refuse(format!(

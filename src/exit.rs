@@ -77,7 +77,10 @@ impl Error {
             Error::Report(_) => INVALID,
             // Refused before anything was sent.
             Error::Run(
-                RunError::Locked(_) | RunError::OtherGateway { .. } | RunError::Cache(_),
+                RunError::Locked(_)
+                | RunError::ImagesLink(_)
+                | RunError::OtherGateway { .. }
+                | RunError::Cache(_),
             ) => INVALID,
             // The run could not keep its journal or outputs: stopped, as when aborted.
             Error::Run(_) => ABORTED,

@@ -331,26 +331,32 @@ fn webdataset(dir: &Path, out: &Path, shard_bytes: u64) -> Result<Exported, Expo
         close(shard, &mut finished)?;
     }
     // Everything is written: the shards take their names, and those of an
-    // earlier, longer export go.
-    for (n, tmp) in finished.into_iter().enumerate() {
-        let path = out.join(format!("{SHARD_PREFIX}{n:06}.tar"));
-        tmp.persist(&path).map_err(write_err(&path))?;
-        done.files.push(path);
-    }
-    done.skipped = skipped;
-    let ours: HashSet<&PathBuf> = done.files.iter().collect();
-    if let Ok(entries) = std::fs::read_dir(out) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let stale = name.starts_with(SHARD_PREFIX)
-                && name.ends_with(".tar")
-                && !ours.contains(&e.path());
-            if stale {
-                std::fs::remove_file(e.path()).map_err(write_err(&e.path()))?;
+    // earlier, longer export go, all before a signal may end the command.
+    temps::commit(|| {
+        for (n, tmp) in finished.into_iter().enumerate() {
+            let path = out.join(format!("{SHARD_PREFIX}{n:06}.tar"));
+            tmp.persist(&path).map_err(write_err(&path))?;
+            done.files.push(path);
+            if n == 0 {
+                temps::pause_in_commit_if_asked();
             }
         }
-    }
-    disk::sync_dir(out);
+        let ours: HashSet<&PathBuf> = done.files.iter().collect();
+        if let Ok(entries) = std::fs::read_dir(out) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let stale = name.starts_with(SHARD_PREFIX)
+                    && name.ends_with(".tar")
+                    && !ours.contains(&e.path());
+                if stale {
+                    std::fs::remove_file(e.path()).map_err(write_err(&e.path()))?;
+                }
+            }
+        }
+        disk::sync_dir(out);
+        Ok::<(), ExportError>(())
+    })?;
+    done.skipped = skipped;
     Ok(done)
 }
 

@@ -23,7 +23,9 @@
 //! Test hook: with `BATCHGEN_PAUSE_AFTER_TEMP=COMMAND` in its environment,
 //! that command says `batchgen: paused after creating PATH` on stderr each
 //! time it has created a temporary file, and waits there for a signal, so
-//! that tests interrupt it at a known point instead of guessing when.
+//! that tests interrupt it at a known point instead of guessing when. With
+//! `BATCHGEN_PAUSE_AFTER_TEMP=export-commit`, an export pauses once its
+//! first shard is in place ([`pause_in_commit_if_asked`]).
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -133,10 +135,30 @@ pub fn write_atomic(
     Ok(())
 }
 
+/// Held while a command puts several outputs in place ([`commit`]).
+static COMMIT: Mutex<()> = Mutex::new(());
+
+/// Runs `renames`, which put a command's outputs in place one by one (an
+/// export's shards): a signal meanwhile waits for them to end, so the
+/// outputs are never left half old, half new. (A SIGKILL cannot wait.)
+pub fn commit<T>(renames: impl FnOnce() -> T) -> T {
+    let _commit = COMMIT.lock().unwrap_or_else(|e| e.into_inner());
+    renames()
+}
+
 /// Removes every temporary file this process holds and keeps new ones from
-/// being made: for a command about to exit on a signal. Returns how many
-/// were removed.
+/// being made: for a command about to exit on a signal. Waits for a
+/// [`commit`] under way to end first. Returns how many were removed.
 pub fn remove_all_before_exit() -> usize {
+    // Held until the process exits, as `live` below: no commit starts after.
+    let commit = match COMMIT.try_lock() {
+        Ok(commit) => commit,
+        Err(_) => {
+            crate::say!("batchgen: waiting for the outputs being put in place");
+            COMMIT.lock().unwrap_or_else(|e| e.into_inner())
+        }
+    };
+    std::mem::forget(commit);
     let live = live();
     let removed = live
         .iter()
@@ -255,6 +277,21 @@ pub fn sweep_tree(dir: &Path, owner: Owner, anonymous_too: bool) -> usize {
         }
     }
     removed
+}
+
+/// The second test hook: with `BATCHGEN_PAUSE_AFTER_TEMP=export-commit`,
+/// an export says `batchgen: paused in a commit` once it has put its first
+/// shard in place, and waits there until the file `$BATCHGEN_RESUME_FILE`
+/// exists.
+pub fn pause_in_commit_if_asked() {
+    if std::env::var("BATCHGEN_PAUSE_AFTER_TEMP").as_deref() != Ok("export-commit") {
+        return;
+    }
+    crate::say!("batchgen: paused in a commit");
+    let resume = std::env::var_os("BATCHGEN_RESUME_FILE").map(PathBuf::from);
+    while !resume.as_ref().is_some_and(|f| f.exists()) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// The test hook (see the module's documentation).

@@ -627,3 +627,40 @@ async fn a_possible_charge_is_still_reported_after_a_cache_hit() {
         "the cache's fill and the 502'd submit"
     );
 }
+
+/// An entry whose image is a link out of the store (to a file whose bytes
+/// match, even) is a miss: the store serves only files it holds.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_that_links_out_of_the_store_is_a_miss() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let flag = ["--cache", cache.to_str().unwrap()];
+    let m = cats(dir.path(), "[1]", "");
+    let o = run(&m, &dir.path().join("one"), &sim.url(), &flag).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let entry = entries(&cache);
+    let folder = entry[0].parent().unwrap();
+    let image = walk(folder)
+        .into_iter()
+        .find(|f| f.file_name().unwrap() != "entry.json")
+        .unwrap();
+    let outside = dir.path().join("outside.img");
+    std::fs::rename(&image, &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, &image).unwrap();
+    let out = dir.path().join("two");
+    let o = run(&m, &out, &sim.url(), &flag).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("not taken from the cache"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(
+        sim.ledger().accepted,
+        2,
+        "paid for, not served through the link"
+    );
+    assert_eq!(by_id(&out)["cat_s1"]["cached"], "false");
+}

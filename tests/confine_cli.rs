@@ -698,3 +698,120 @@ async fn temporaries_an_older_export_left_are_swept_once_stale() {
     assert!(!stale.exists(), "an hour-old one is swept");
     assert!(young.exists(), "a recent one may be a live older export's");
 }
+
+/// An output that exists and is not what the command writes (a pipe, a
+/// device, a folder where a file goes, a file where a folder goes) is
+/// refused, exit 2, and left as it was: outputs are replaced whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_that_are_not_plain_files_or_folders_are_left_alone() {
+    use std::os::unix::fs::FileTypeExt;
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    exported(&sim, dir.path()).await;
+    let d = dir.path();
+    let fifo = d.join("pipe");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    std::fs::create_dir(d.join("a-folder")).unwrap();
+    std::fs::write(d.join("a-file"), "mine").unwrap();
+    for (format, to) in [
+        ("jsonl", "pipe"),
+        ("jsonl", "a-folder"),
+        ("webdataset", "pipe"),
+        ("webdataset", "a-file"),
+    ] {
+        let args = ["export", "out", "--format", format, "--out", to];
+        let o = command(&args, d, &[]).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o.stderr));
+        assert!(
+            text(&o.stderr).contains("exists and is not"),
+            "{}",
+            text(&o.stderr)
+        );
+    }
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert!(d.join("a-folder").is_dir());
+    assert_eq!(std::fs::read(d.join("a-file")).unwrap(), b"mine");
+}
+
+/// Reads `child`'s stderr (piped) until a line starting with `said`; panics
+/// if it ends first. Returns the rest of the stream.
+fn until_said(stderr: &mut BufReader<std::process::ChildStderr>, said: &str) {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = stderr.read_line(&mut line).unwrap();
+        assert!(n > 0, "ended before saying {said:?}");
+        if line.starts_with(said) {
+            return;
+        }
+    }
+}
+
+/// A signal while an export puts its shards in place waits for them: the
+/// folder holds the new export whole, never new shards beside old ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_while_shards_are_put_in_place_leaves_no_mix() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    exported(&sim, dir.path()).await;
+    let d = dir.path();
+    // An earlier export, a shard per sample.
+    let small = [
+        "export",
+        "out",
+        "--format",
+        "webdataset",
+        "--out",
+        "wds",
+        "--shard-size",
+        "4096",
+    ];
+    assert_eq!(
+        command(&small, d, &[]).output().unwrap().status.code(),
+        Some(0)
+    );
+    let shards = || {
+        let mut names: Vec<String> = std::fs::read_dir(d.join("wds"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(shards().len(), 3, "{:?}", shards());
+    // The new one fits in one shard; it is paused once that shard is in place.
+    let resume = d.join("resume");
+    let big = ["export", "out", "--format", "webdataset", "--out", "wds"];
+    let resume_env = resume.to_str().unwrap();
+    let mut cmd = command(
+        &big,
+        d,
+        &[
+            ("BATCHGEN_PAUSE_AFTER_TEMP", "export-commit"),
+            ("BATCHGEN_RESUME_FILE", resume_env),
+        ],
+    );
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    until_said(&mut stderr, "batchgen: paused in a commit");
+    kill(&child, "-INT");
+    until_said(
+        &mut stderr,
+        "batchgen: waiting for the outputs being put in place",
+    );
+    std::fs::write(&resume, "").unwrap();
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert_eq!(shards(), ["shard-000000.tar"]);
+    let tar = std::fs::File::open(d.join("wds/shard-000000.tar")).unwrap();
+    let entries = tar::Archive::new(tar).entries().unwrap().count();
+    assert_eq!(entries, 6, "three images and their sidecars");
+}

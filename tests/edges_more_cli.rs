@@ -391,3 +391,24 @@ async fn a_manifest_that_reuses_anchors_thousands_of_times_still_plans() {
     let o = batchgen(&["plan", file.to_str().unwrap(), "--json"], dir.path()).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
 }
+
+/// Aliases that stay just under both caps (1.5 million short strings, the
+/// text within its 32 MiB) are built, and the tree stays under 200 MB: the
+/// plan runs to its own verdict (a manifest without jobs) within 200 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aliases_just_under_the_caps_are_built_in_under_200_mb() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut body = format!("s: &s \"{}\"\n", "z".repeat(22));
+    body.push_str(&format!("l0: &l0 [{}]\n", vec!["*s"; 100].join(",")));
+    body.push_str(&format!("l1: &l1 [{}]\n", vec!["*l0"; 100].join(",")));
+    body.push_str(&format!("l2: [{}]\n", vec!["*l1"; 147].join(",")));
+    let file = write(dir.path(), "under.yaml", &body);
+    let o = plan_within(200 * 1024, &file).await;
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        !err.contains("aliases"),
+        "built, not refused for its aliases: {err}"
+    );
+    assert!(err.contains("under.yaml"), "{err}");
+}

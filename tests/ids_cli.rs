@@ -302,3 +302,45 @@ async fn a_row_id_too_long_for_a_file_name_still_saves_its_paid_image() {
     }
     assert_files_are_what_was_served(&out, &sim.ledger());
 }
+
+/// An `images` folder that is a link (into another run, say) is never
+/// written through: exit 2, nothing sent, the other run's images intact.
+#[tokio::test]
+async fn a_run_never_writes_through_a_linked_images_folder() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = write(
+        dir.path(),
+        "first.yaml",
+        "defaults: {image_size: {width: 32, height: 32}}\njobs: [{id: j, prompt: first, seed: 1}]\n",
+    );
+    let a = dir.path().join("a");
+    let o = run(&first, &a, &sim.url(), &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let before = image_names(&a);
+    let shas: Vec<String> = before
+        .iter()
+        .map(|n| sha256_file(&a.join("images").join(n)))
+        .collect();
+
+    let second = write(
+        dir.path(),
+        "second.yaml",
+        "defaults: {image_size: {width: 32, height: 32}}\njobs: [{id: j, prompt: second, seed: 1}]\n",
+    );
+    let b = dir.path().join("b");
+    std::fs::create_dir(&b).unwrap();
+    std::os::unix::fs::symlink("../a/images", b.join("images")).unwrap();
+    let o = run(&second, &b, &sim.url(), &[]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("symbolic link"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(sim.ledger().accepted, 1, "nothing sent for the second run");
+    assert_eq!(image_names(&a), before);
+    for (n, sha) in before.iter().zip(&shas) {
+        assert_eq!(&sha256_file(&a.join("images").join(n)), sha, "{n}");
+    }
+}

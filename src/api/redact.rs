@@ -42,6 +42,8 @@ pub(crate) struct Redactor {
     min: usize,
     /// Where each `min`-byte window of the key starts, by its bytes.
     windows: HashMap<u64, Vec<usize>>,
+    /// The same for the key in lower case, for messages.
+    folded: HashMap<u64, Vec<usize>>,
     /// `#` and 8 hex digits that tell this key from another.
     fingerprint: String,
 }
@@ -67,10 +69,15 @@ impl Redactor {
     pub(crate) fn new(key: &ApiKey) -> Redactor {
         let bytes = key.expose().as_bytes();
         let min = MIN_FRAGMENT.min(bytes.len()).max(1);
-        let mut windows: HashMap<u64, Vec<usize>> = HashMap::new();
-        for (at, w) in bytes.windows(min).enumerate() {
-            windows.entry(pack(w)).or_default().push(at);
-        }
+        let index = |bytes: &[u8]| {
+            let mut windows: HashMap<u64, Vec<usize>> = HashMap::new();
+            for (at, w) in bytes.windows(min).enumerate() {
+                windows.entry(pack(w)).or_default().push(at);
+            }
+            windows
+        };
+        let windows = index(bytes);
+        let folded = index(&bytes.to_ascii_lowercase());
         use sha2::{Digest, Sha256};
         let digest = Sha256::digest(format!("batchgen key fingerprint\n{}", key.expose()));
         let fingerprint = format!("#{}", &crate::disk::hex(&digest)[..8]);
@@ -78,6 +85,7 @@ impl Redactor {
             key: key.clone(),
             min,
             windows,
+            folded,
             fingerprint,
         }
     }
@@ -87,6 +95,9 @@ impl Redactor {
     /// `{key` is escaped too, so that [`Redactor::restore`] gives `text`
     /// back (for request ids and URLs; messages need not be).
     pub(crate) fn hide<'a>(&self, text: &'a str, exact: bool) -> Cow<'a, str> {
+        if !exact {
+            return self.hide_message(text);
+        }
         let t = text.as_bytes();
         let mut out: Option<String> = None;
         // `text[..copied]` is in `out` already.
@@ -120,6 +131,41 @@ impl Redactor {
             None => Cow::Borrowed(text),
             Some(mut o) => {
                 o.push_str(&text[copied..]);
+                Cow::Owned(o)
+            }
+        }
+    }
+
+    /// A message with every run of [`MIN_FRAGMENT`] of the key's characters
+    /// replaced by `<redacted>`, however the gateway echoed them: as sent,
+    /// in another case, or percent-encoded (then the message is shown
+    /// decoded). A message need not come back, so nothing is escaped.
+    fn hide_message<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let decoded = percent_decoded(text);
+        let folded = decoded.to_ascii_lowercase();
+        let key = self.key.expose().to_ascii_lowercase();
+        let t = folded.as_bytes();
+        let mut out: Option<String> = None;
+        let mut copied = 0;
+        let mut i = 0;
+        // The key is ASCII and ASCII case folding keeps every byte in its
+        // place, so a match in `folded` is a cut at char boundaries of `decoded`.
+        while i < t.len() {
+            match longest_run(key.as_bytes(), &self.folded, self.min, t, i) {
+                Some(len) => {
+                    let o = out.get_or_insert_with(|| String::with_capacity(text.len()));
+                    o.push_str(&decoded[copied..i]);
+                    o.push_str(REDACTED);
+                    i += len;
+                    copied = i;
+                }
+                None => i += 1,
+            }
+        }
+        match out {
+            None => Cow::Borrowed(text),
+            Some(mut o) => {
+                o.push_str(&decoded[copied..]);
                 Cow::Owned(o)
             }
         }
@@ -243,6 +289,62 @@ fn placeholder(s: &str) -> Option<Placeholder<'_>> {
     })
 }
 
+/// The longest run of `key`'s bytes, at least `min` long, that `t` holds
+/// from `t[i]` (`windows`: where each `min` bytes of `key` start).
+fn longest_run(
+    key: &[u8],
+    windows: &HashMap<u64, Vec<usize>>,
+    min: usize,
+    t: &[u8],
+    i: usize,
+) -> Option<usize> {
+    let window = t.get(i..i + min)?;
+    windows
+        .get(&pack(window))?
+        .iter()
+        .filter(|&&at| key[at..at + min] == *window)
+        .map(|&at| {
+            key[at..]
+                .iter()
+                .zip(&t[i..])
+                .take_while(|(a, b)| a == b)
+                .count()
+        })
+        .max()
+}
+
+/// `text` with its `%XX` escapes decoded (kept as they are where they do
+/// not decode to UTF-8).
+fn percent_decoded(text: &str) -> Cow<'_, str> {
+    if !text.contains('%') {
+        return Cow::Borrowed(text);
+    }
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).and_then(|&c| hex(c)),
+            b.get(i + 2).and_then(|&c| hex(c)),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    match String::from_utf8(out) {
+        Ok(s) => Cow::Owned(s),
+        Err(_) => Cow::Borrowed(text),
+    }
+}
+
 /// Whether `text` holds the key, or a run of [`MIN_FRAGMENT`] of its characters.
 pub fn holds_key(key: &ApiKey, text: &str) -> bool {
     matches!(Redactor::new(key).hide(text, false), Cow::Owned(_))
@@ -353,6 +455,27 @@ mod tests {
         }
         // Without a fingerprint, a placeholder takes the key this run has.
         assert_eq!(r.restore("a{key[3..9]}b").unwrap(), "aSECRETb");
+    }
+
+    #[test]
+    fn a_key_echoed_in_another_case_or_percent_encoded_is_hidden_in_messages() {
+        let key = "Zq7R+tY3/uWp9=Xk+Lm2N/v5Bc=8Dg4";
+        let r = redactor(key);
+        for text in [
+            "bad key zq7r+ty3/uwp9=xk+lm2n/v5bc=8dg4 here".to_string(),
+            "bad key ZQ7R+TY3/UWP9=XK+LM2N/V5BC=8DG4 here".to_string(),
+            "id Zq7R%2BtY3%2FuWp9%3DXk%2BLm2N%2Fv5Bc%3D8Dg4 here".to_string(),
+            "id zq7r%2bty3%2fuwp9 here".to_string(),
+        ] {
+            let hidden = r.hide_owned(text.clone());
+            assert!(hidden.contains(REDACTED), "{text} → {hidden}");
+            assert!(
+                clean(&key.to_ascii_lowercase(), &hidden.to_ascii_lowercase()),
+                "{hidden}"
+            );
+        }
+        // Escapes that hide no key are left as they are.
+        assert_eq!(r.hide_owned("50%25 done %zz".into()), "50%25 done %zz");
     }
 
     #[test]

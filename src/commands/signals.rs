@@ -23,7 +23,7 @@ pub async fn interruptible<T: Send + 'static>(work: impl FnOnce() -> T + Send + 
         Some(signal) = signals.next() => {
             let removed = crate::temps::remove_all_before_exit();
             crate::say!(
-                "batchgen: {}: stopped; {removed} temporary file(s) removed, earlier outputs left as they were",
+                "batchgen: {}: stopped; {removed} temporary file(s) removed; every output is whole (the earlier one, or the new one if it was being put in place)",
                 signal.name()
             );
             std::process::exit(i32::from(signal.exit_code()));

@@ -111,16 +111,24 @@ pub(super) fn job_ids(jobs: &[Job], diags: &mut Vec<Diagnostic>) -> Vec<String> 
         }
         ids[i] = id;
     }
+    // Where each stem's search for a free `-N` resumes: the ones before are
+    // taken for good, so ten thousand jobs of one prompt take no longer
+    // than ten thousand of different prompts.
+    let mut tried: HashMap<String, u32> = HashMap::new();
     for i in pending {
         let prompt = jobs[i].get("prompt").and_then(Node::as_str).unwrap_or("");
         let slug: String = sanitize(&prompt.to_lowercase()).chars().take(32).collect();
         let slug = slug.trim_end_matches(['-', '.', '_']).to_ascii_lowercase();
         let stem = if slug.is_empty() { "job" } else { &slug };
-        let mut id = stem.to_string();
-        let mut n = 1;
+        let n = tried.entry(stem.to_string()).or_insert(1);
+        let name = |n: u32| match n {
+            1 => stem.to_string(),
+            n => format!("{stem}-{n}"),
+        };
+        let mut id = name(*n);
         while taken.contains_key(&id) {
-            n += 1;
-            id = format!("{stem}-{n}");
+            *n += 1;
+            id = name(*n);
         }
         taken.insert(id.clone(), i);
         ids[i] = id;

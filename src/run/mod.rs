@@ -248,6 +248,8 @@ pub enum RunError {
     },
     #[error("another batchgen run is using {0}; wait for it to end (a folder is run by one process at a time)")]
     Locked(PathBuf),
+    #[error("{0} is a symbolic link: a run writes its images only inside its own folder; replace the link with a folder; nothing was sent")]
+    ImagesLink(PathBuf),
     #[error("{0}")]
     Cache(crate::cache::CacheError),
     #[error("{dir} was made against {made_by}, not {this}: one folder holds the results of one gateway. {hint}")]
@@ -293,6 +295,11 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
         let path = path.to_path_buf();
         move |source| RunError::Output { path, source }
     };
+    // Files are only ever written inside the folder: an `images` that
+    // leads elsewhere (another run's images, say) is not followed.
+    if std::fs::symlink_metadata(&images_dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(RunError::ImagesLink(images_dir));
+    }
     disk::create_dir_durable(&images_dir).map_err(output_err(&images_dir))?;
     let lock = lock(&out_dir)?;
     let journal = Journal::open(&out_dir)?;

@@ -330,6 +330,12 @@ impl Learned {
             .filter(|&t| t + SURE_LEAD <= next_poll)
     }
 
+    /// Whether requests may still be presumed finished: a presumption
+    /// planned before another proved wrong is checked again when it falls due.
+    pub fn may_presume(&self) -> bool {
+        self.presume.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// A request presumed finished was found pending: presume no more.
     pub fn presumed_wrong(&self) {
         self.presume

@@ -424,6 +424,13 @@ impl RowRun {
                     }
                     None => std::future::pending().await,
                 } } => {
+                    // Planned before another presumption proved wrong: plan again.
+                    if let Schedule::Adaptive(learned) = &ctx.schedule {
+                        if !learned.may_presume() {
+                            drop(permit);
+                            continue;
+                        }
+                    }
                     tracing::debug!(target: "batchgen::poll", "{}: presumed finished {:.3} s after submit", ticket.request_id, since(Instant::now()));
                     presumed = Some(permit);
                     *slot = None;
