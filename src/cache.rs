@@ -59,6 +59,8 @@ const FILE_CAP: u64 = 64 * 1024 * 1024;
 /// One gateway's part of a store.
 #[derive(Debug)]
 pub struct Cache {
+    /// The store's folder, links resolved: nothing outside it is served.
+    store: PathBuf,
     root: PathBuf,
     /// Where versions that knew only origins kept this gateway's entries
     /// (for a base URL without a path; read, never written).
@@ -150,9 +152,11 @@ impl Cache {
         };
         // No stray clean-up here: another run may be building an entry.
         std::fs::create_dir_all(&root).map_err(CacheError::io(&root))?;
+        let store = std::fs::canonicalize(dir).map_err(CacheError::io(dir))?;
         let legacy = (!gateway.has_path() && !gateway.is_simulated())
             .then(|| dir.join(legacy_name(gateway.origin())));
         Ok(Cache {
+            store,
             root,
             legacy,
             local: Mutex::new(HashMap::new()),
@@ -227,9 +231,14 @@ impl Cache {
                 path: to.clone(),
                 source,
             };
-            // Only what the store itself holds: a link leads outside it.
-            if std::fs::symlink_metadata(&from).is_ok_and(|m| m.file_type().is_symlink()) {
-                return Err(damaged("a symbolic link, not a file of the store".into()));
+            // Only what the store itself holds: a link (of the file, or of
+            // its entry's folder) may lead outside it.
+            let from = std::fs::canonicalize(&from).map_err(CacheError::io(&from))?;
+            if !from.starts_with(&self.store) {
+                return Err(damaged(format!(
+                    "leads out of the store, to {}",
+                    from.display()
+                )));
             }
             let src = disk::open_regular(&from, FILE_CAP)?;
             let tmp = disk::temp_in(dir, temp_prefix).map_err(out)?;

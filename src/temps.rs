@@ -146,19 +146,26 @@ pub fn commit<T>(renames: impl FnOnce() -> T) -> T {
     renames()
 }
 
-/// Removes every temporary file this process holds and keeps new ones from
-/// being made: for a command about to exit on a signal. Waits for a
-/// [`commit`] under way to end first. Returns how many were removed.
-pub fn remove_all_before_exit() -> usize {
-    // Held until the process exits, as `live` below: no commit starts after.
+/// Waits for a [`commit`] under way to end, then keeps any other from
+/// starting, for good: for a command about to exit on a signal (blocking;
+/// the caller may give up waiting on a second signal).
+pub fn hold_commits() {
     let commit = match COMMIT.try_lock() {
         Ok(commit) => commit,
         Err(_) => {
-            crate::say!("batchgen: waiting for the outputs being put in place");
+            crate::say!(
+                "batchgen: waiting for the outputs being put in place (send it again to quit now)"
+            );
             COMMIT.lock().unwrap_or_else(|e| e.into_inner())
         }
     };
     std::mem::forget(commit);
+}
+
+/// Removes every temporary file this process holds and keeps new ones from
+/// being made: for a command about to exit on a signal, once
+/// [`hold_commits`] returned. Returns how many were removed.
+pub fn remove_all_before_exit() -> usize {
     let live = live();
     let removed = live
         .iter()
@@ -288,8 +295,10 @@ pub fn pause_in_commit_if_asked() {
         return;
     }
     crate::say!("batchgen: paused in a commit");
-    let resume = std::env::var_os("BATCHGEN_RESUME_FILE").map(PathBuf::from);
-    while !resume.as_ref().is_some_and(|f| f.exists()) {
+    let Some(resume) = std::env::var_os("BATCHGEN_RESUME_FILE").map(PathBuf::from) else {
+        return;
+    };
+    while !resume.exists() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }

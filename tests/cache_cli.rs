@@ -663,4 +663,21 @@ async fn an_entry_that_links_out_of_the_store_is_a_miss() {
         "paid for, not served through the link"
     );
     assert_eq!(by_id(&out)["cat_s1"]["cached"], "false");
+
+    // The same with the entry's whole folder a link to a copy outside.
+    let entry = entries(&cache);
+    let folder = entry[0].parent().unwrap().to_path_buf();
+    let copy = dir.path().join("outside-entry");
+    std::fs::rename(&folder, &copy).unwrap();
+    std::os::unix::fs::symlink(&copy, &folder).unwrap();
+    let out = dir.path().join("three");
+    let o = run(&m, &out, &sim.url(), &flag).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("not taken from the cache"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(sim.ledger().accepted, 3);
+    assert_eq!(by_id(&out)["cat_s1"]["cached"], "false");
 }

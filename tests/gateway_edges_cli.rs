@@ -593,9 +593,15 @@ async fn a_drain_after_a_signal_ends_when_the_gateway_goes_away() {
     let _ = term.send(());
     sim.stop().await;
     let report = run.await.unwrap();
-    assert_eq!(
-        report.stop,
-        Some(Stop::Signal(batchgen::run::Signal::Terminate))
+    // The signal is the stop, unless a box too loaded to hear it within the
+    // limit let the unreachable stop come first; the rows end alike.
+    assert!(
+        matches!(
+            report.stop,
+            Some(Stop::Signal(batchgen::run::Signal::Terminate) | Stop::Unreachable { .. })
+        ),
+        "{:?}",
+        report.stop
     );
     let rows = results(&out);
     let accepted: Vec<_> = rows.iter().filter(|r| r["status"] == "accepted").collect();
@@ -621,6 +627,18 @@ async fn a_base_url_that_holds_the_key_or_a_query_is_refused_unechoed() {
             "has a query",
         ),
         ("http://127.0.0.1:9/v1#frag".to_string(), "has a query"),
+        // Tabs, which the URL parser drops, cut it into runs of 4.
+        (
+            format!(
+                "http://127.0.0.1:9/{}",
+                KEY.as_bytes()
+                    .chunks(4)
+                    .map(|c| std::str::from_utf8(c).unwrap())
+                    .collect::<Vec<_>>()
+                    .join("\t")
+            ),
+            "holds the API key",
+        ),
     ] {
         let o = run(&m, &out, &url, &[]).await;
         assert_eq!(o.status.code(), Some(2), "{url}: {}", text(&o.stderr));

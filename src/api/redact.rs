@@ -235,16 +235,19 @@ impl Redactor {
                 rest = r;
                 continue;
             }
-            match placeholder(after).filter(|p| p.range.as_ref().is_none_or(|r| r.end <= key.len()))
-            {
-                Some(p) => {
-                    if p.fingerprint.is_some_and(|f| f != self.fingerprint) {
-                        return Err(KeyChanged);
-                    }
+            let fits = |p: &Placeholder| p.range.as_ref().is_none_or(|r| r.end <= key.len());
+            match placeholder(after) {
+                // Written for another key (a shorter one's range may not
+                // even fit this key): never rebuilt with this one.
+                Some(p) if p.fingerprint.is_some_and(|f| f != self.fingerprint) => {
+                    return Err(KeyChanged)
+                }
+                Some(p) if p.fingerprint.is_some() && !fits(&p) => return Err(KeyChanged),
+                Some(p) if fits(&p) => {
                     out.push_str(p.range.map_or(key, |r| &key[r]));
                     rest = p.rest;
                 }
-                None => {
+                _ => {
                     out.push_str(OPEN);
                     rest = after;
                 }
@@ -313,41 +316,55 @@ fn longest_run(
         .max()
 }
 
-/// `text` with its `%XX` escapes decoded (kept as they are where they do
-/// not decode to UTF-8).
+/// `text` with its `%XX` escapes of printable ASCII decoded, twice over (a
+/// key escaped twice shows too). Only printable ASCII, the key's own
+/// alphabet: a message never regains a control character or a line break
+/// its one-line form took out, and stays valid UTF-8.
 fn percent_decoded(text: &str) -> Cow<'_, str> {
-    if !text.contains('%') {
-        return Cow::Borrowed(text);
-    }
-    let b = text.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
+    let once = |text: &str| -> Option<String> {
+        if !text.contains('%') {
+            return None;
+        }
+        let b = text.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
         let hex = |c: u8| (c as char).to_digit(16);
-        match (
-            b[i],
-            b.get(i + 1).and_then(|&c| hex(c)),
-            b.get(i + 2).and_then(|&c| hex(c)),
-        ) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (c, _, _) => {
-                out.push(c);
-                i += 1;
+        while i < b.len() {
+            let escaped = match (
+                b[i],
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            ) {
+                (b'%', Some(hi), Some(lo)) => {
+                    Some((hi * 16 + lo) as u8).filter(|c| (0x21..=0x7e).contains(c))
+                }
+                _ => None,
+            };
+            match escaped {
+                Some(c) => {
+                    out.push(c);
+                    i += 3;
+                }
+                None => {
+                    out.push(b[i]);
+                    i += 1;
+                }
             }
         }
-    }
-    match String::from_utf8(out) {
-        Ok(s) => Cow::Owned(s),
-        Err(_) => Cow::Borrowed(text),
+        String::from_utf8(out).ok().filter(|o| o != text)
+    };
+    match once(text) {
+        None => Cow::Borrowed(text),
+        Some(first) => Cow::Owned(once(&first).unwrap_or(first)),
     }
 }
 
-/// Whether `text` holds the key, or a run of [`MIN_FRAGMENT`] of its characters.
+/// Whether `text` holds the key, or a run of [`MIN_FRAGMENT`] of its
+/// characters, in any case or percent-encoded. A key shorter than that (a
+/// test's `local`) is never looked for: it would be found in `localhost`.
 pub fn holds_key(key: &ApiKey, text: &str) -> bool {
-    matches!(Redactor::new(key).hide(text, false), Cow::Owned(_))
+    key.expose().len() >= MIN_FRAGMENT
+        && matches!(Redactor::new(key).hide(text, false), Cow::Owned(_))
 }
 
 /// `A..B` (A < B).
@@ -476,6 +493,14 @@ mod tests {
         }
         // Escapes that hide no key are left as they are.
         assert_eq!(r.hide_owned("50%25 done %zz".into()), "50%25 done %zz");
+        // Escaped twice, or beside an escape that is no character.
+        let twice = "id Zq7R%252BtY3%252FuWp9%253DXk here";
+        assert!(r.hide_owned(twice.into()).contains(REDACTED));
+        let odd = "id Zq7R%2BtY3%2FuWp9%3DXk name caf%E9";
+        assert!(r.hide_owned(odd.into()).contains(REDACTED));
+        // Decoding never brings back a line break or a terminal escape.
+        let shown = r.hide_owned(format!("bad key {key} x%0Ay%1B[31mRED"));
+        assert!(shown.contains(REDACTED) && !shown.contains('\n') && !shown.contains('\u{1b}'));
     }
 
     #[test]
@@ -533,6 +558,15 @@ mod tests {
         }
         assert_ne!(old.fingerprint, new.fingerprint);
         assert!(clean(KEY, &old.fingerprint));
+    }
+
+    #[test]
+    fn a_range_of_a_longer_key_is_not_rebuilt_with_a_shorter_one() {
+        let old = redactor(KEY);
+        let short = redactor("sk-new-0042");
+        let hidden = old.hide("id ET-run-test-4711", true);
+        assert!(hidden.contains("{key["), "{hidden}");
+        assert_eq!(short.restore(&hidden), Err(KeyChanged));
     }
 
     #[test]

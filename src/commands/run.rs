@@ -43,6 +43,10 @@ pub async fn command(args: RunArgs) -> Result<u8, Error> {
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
             .ok_or_else(|| Error::BaseUrl(args.base_url.clone()))?;
+        // As parsed, too: the parser drops tabs and line breaks inside it.
+        if api::holds_key(&key, url.as_str()) {
+            return Err(Error::BaseUrlHoldsKey);
+        }
         // The endpoints' paths are added to the base URL's: a query or a
         // fragment would swallow them (and a token in it would be logged).
         if url.query().is_some() || url.fragment().is_some() {

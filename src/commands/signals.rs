@@ -21,6 +21,17 @@ pub async fn interruptible<T: Send + 'static>(work: impl FnOnce() -> T + Send + 
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         },
         Some(signal) = signals.next() => {
+            // Outputs being put in place are let finish; a second signal
+            // does not wait for them (a rename that hangs, on a network disk).
+            let held = tokio::task::spawn_blocking(crate::temps::hold_commits);
+            tokio::select! {
+                _ = held => {}
+                Some(second) = signals.next() => {
+                    let removed = crate::temps::remove_all_before_exit();
+                    crate::say!("batchgen: {}: quitting now; {removed} temporary file(s) removed", second.name());
+                    std::process::exit(i32::from(second.exit_code()));
+                }
+            }
             let removed = crate::temps::remove_all_before_exit();
             crate::say!(
                 "batchgen: {}: stopped; {removed} temporary file(s) removed; every output is whole (the earlier one, or the new one if it was being put in place)",

@@ -23,12 +23,15 @@ use yaml_rust2::Yaml;
 
 use super::{Loc, Node, Value};
 
-/// The most values a manifest's tree may hold once aliases are expanded.
-/// With [`MAX_TEXT_BYTES`], a tree built whole stays under 200 MB: the
-/// worst measured, 1.5 million aliased strings of 8 to 22 bytes, peaked at
-/// 159 MB. A manifest of more rows than this allows is a CSV's work
-/// (`jobs_from:`).
-pub const MAX_VALUES: usize = 1_500_000;
+/// The most values a manifest's tree may hold.
+pub const MAX_VALUES: usize = 2_000_000;
+
+/// The most values the tree of a manifest with aliases may hold once they
+/// are expanded. With [`MAX_TEXT_BYTES`], such a tree stays under 200 MB
+/// however its aliases are arranged: the worst measured, 1.5 million
+/// aliased strings of 8 to 22 bytes from a file of a few kilobytes, peaked
+/// at 159 MB. (A manifest without aliases is bounded by its file's size.)
+pub const MAX_ALIASED_VALUES: usize = 1_500_000;
 
 /// The most text (keys and scalars, in bytes) a manifest's tree may hold
 /// once aliases are expanded: twice the largest file read
@@ -42,10 +45,11 @@ pub const MAX_TEXT_BYTES: usize = 2 * super::MAX_YAML_BYTES as usize;
 pub(crate) fn parse(file: &Arc<Path>, text: &str) -> Result<Node, (Loc, String)> {
     // Without a `*`, there is no alias: the tree is its text, and building
     // it counts its values.
-    if text.contains('*') {
-        run(file, text, false)?;
+    let aliased = text.contains('*');
+    if aliased {
+        run(file, text, false, aliased)?;
     }
-    let builder = run(file, text, true)?;
+    let builder = run(file, text, true, aliased)?;
     if builder.documents > 1 {
         return Err((
             Loc::line(file, 1),
@@ -59,10 +63,11 @@ pub(crate) fn parse(file: &Arc<Path>, text: &str) -> Result<Node, (Loc, String)>
 }
 
 /// Reads `text` once: weighing it, and building its tree if `build`.
-fn run(file: &Arc<Path>, text: &str, build: bool) -> Result<Builder, (Loc, String)> {
+fn run(file: &Arc<Path>, text: &str, build: bool, aliased: bool) -> Result<Builder, (Loc, String)> {
     let mut builder = Builder {
         file: file.clone(),
         build,
+        aliased,
         stack: Vec::new(),
         anchors: Vec::new(),
         root: None,
@@ -116,6 +121,8 @@ struct Builder {
     file: Arc<Path>,
     /// Whether nodes are kept; if not, the document is only weighed.
     build: bool,
+    /// Whether the document may hold aliases (its text has a `*`).
+    aliased: bool,
     stack: Vec<Open>,
     /// Anchored values (empty placeholders when not building), with their weight.
     anchors: Vec<(usize, Node, Weight)>,
@@ -133,8 +140,10 @@ impl Builder {
     fn count(&mut self, w: Weight, loc: &Loc) -> bool {
         self.values = self.values.saturating_add(w.values);
         self.text_bytes = self.text_bytes.saturating_add(w.text);
-        let why = if self.values > MAX_VALUES {
-            format!("the manifest holds more than {MAX_VALUES} values once its aliases (`*name`) are expanded")
+        let why = if self.aliased && self.values > MAX_ALIASED_VALUES {
+            format!("the manifest holds more than {MAX_ALIASED_VALUES} values once its aliases (`*name`) are expanded")
+        } else if self.values > MAX_VALUES {
+            format!("the manifest holds more than {MAX_VALUES} values")
         } else if self.text_bytes > MAX_TEXT_BYTES {
             format!(
                 "the manifest holds more than {} MiB of text once its aliases (`*name`) are expanded",
@@ -217,7 +226,13 @@ impl MarkedEventReceiver for Builder {
                 }
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                if let Some(open) = self.stack.pop() {
+                if let Some(mut open) = self.stack.pop() {
+                    // A vector's spare room is most of a small collection's size.
+                    match &mut open.node.value {
+                        Value::List(items) => items.shrink_to_fit(),
+                        Value::Map(entries) => entries.shrink_to_fit(),
+                        _ => {}
+                    }
                     self.insert(open.node, open.anchor, open.weight);
                 }
             }
@@ -355,11 +370,11 @@ mod tests {
     #[test]
     fn weighing_a_document_builds_nothing() {
         let file: Arc<Path> = Arc::from(Path::new("t.yaml"));
-        let weighed = run(&file, "a: &a [1, 2]\nb: *a\n", false).unwrap();
+        let weighed = run(&file, "a: &a [1, 2]\nb: *a\n", false, true).unwrap();
         assert!(weighed.root.is_none());
         assert_eq!(weighed.values, 9, "a map, 2 keys, 2 lists of 2");
         assert_eq!(weighed.text_bytes, 6);
-        let built = run(&file, "a: &a [1, 2]\nb: *a\n", true).unwrap();
+        let built = run(&file, "a: &a [1, 2]\nb: *a\n", true, true).unwrap();
         assert_eq!((built.values, built.text_bytes), (9, 6));
     }
 

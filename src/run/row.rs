@@ -594,11 +594,20 @@ impl RowRun {
                             .fail("DOWNLOAD_LOST", &message, Charged::Possibly)
                             .await;
                     }
-                    let code = match e.code.as_str() {
-                        api::error::ours::KEY_CHANGED => api::error::ours::KEY_CHANGED,
-                        _ => "DOWNLOAD_FAILED",
-                    };
-                    return self.leave_collectable(code, &message, &request).await;
+                    if e.code == api::error::ours::KEY_CHANGED {
+                        // Its image URL was written with another key: ask
+                        // the request for fresh ones (its id may be clean).
+                        if let Some(ticket) = ticket {
+                            return Start::Poll {
+                                ticket,
+                                since_ms: now_ms(),
+                            };
+                        }
+                        return self.leave_collectable(&e.code, &message, &request).await;
+                    }
+                    return self
+                        .leave_collectable("DOWNLOAD_FAILED", &message, &request)
+                        .await;
                 }
             }
         }
