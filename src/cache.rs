@@ -223,7 +223,7 @@ impl Cache {
                 entry: hit.dir.clone(),
                 why: format!("{}: {why}", f.name),
             };
-            let format = declared_format(Path::new(&f.name))
+            let format = Format::of_name(Path::new(&f.name))
                 .ok_or_else(|| damaged("not named as a PNG or JPEG image".into()))?;
             let from = hit.dir.join(&f.name);
             let to = dir.join(format!("{stem}_{n}.{}", format.extension()));
@@ -298,7 +298,7 @@ impl Cache {
                 path: path.clone(),
                 why,
             };
-            let format = declared_format(path)
+            let format = Format::of_name(path)
                 .ok_or_else(|| unstorable("not named as a PNG or JPEG image".into()))?;
             let name = format!("{n}.{}", format.extension());
             let to = tmp.path().join(&name);
@@ -372,16 +372,6 @@ fn legacy_name(origin: &str) -> String {
         "gateway".into()
     } else {
         slug
-    }
-}
-
-/// The image format a file's name declares (`.png`, `.jpg`, `.jpeg`).
-fn declared_format(name: &Path) -> Option<Format> {
-    let ext = name.extension()?.to_str()?.to_ascii_lowercase();
-    match ext.as_str() {
-        "png" => Some(Format::Png),
-        "jpg" | "jpeg" => Some(Format::Jpeg),
-        _ => None,
     }
 }
 

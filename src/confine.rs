@@ -17,6 +17,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use crate::api::Format;
 use crate::journal;
 use crate::output::{IMAGES_DIR, PLAN_KEYS, RESULTS_CSV, SUMMARY_JSON};
 use crate::report::THUMBS_DIR;
@@ -122,12 +123,17 @@ pub fn check_output(
             Writes::Folder | Writes::Merged => meta.is_dir(),
         };
         if !fits {
-            let wanted = match writes {
-                Writes::File => "a plain file",
-                Writes::Folder | Writes::Merged => "a folder",
+            let (wanted, writes) = match writes {
+                Writes::File => ("a plain file", "writes one file there"),
+                Writes::Folder | Writes::Merged => ("a folder", "writes a folder of files there"),
+            };
+            let found = match (meta.is_dir(), meta.is_file()) {
+                (true, _) => "a folder",
+                (_, true) => "a plain file",
+                _ => "a device, a pipe or a socket",
             };
             return Err(refuse(format!(
-                "exists and is not {wanted} (a device, a pipe, a socket or the other kind): batchgen replaces its output whole; give a new path or {wanted}"
+                "exists and is not {wanted} but {found}: this command {writes}, replacing what is there whole; give a new path or {wanted}"
             )));
         }
     }
@@ -277,32 +283,28 @@ impl Sources {
     }
 }
 
-/// The first bytes of a PNG and of a JPEG.
-const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
-const JPEG_MAGIC: &[u8] = &[0xFF, 0xD8, 0xFF];
-
-/// How many bytes [`image_as_named`] looks at.
-pub const MAGIC_BYTES: usize = 8;
+pub use crate::api::image::MAGIC_BYTES;
 
 /// Checks that `head` (the first bytes of `file`) begins the image format
 /// `file`'s extension says: `.png` a PNG, `.jpg`/`.jpeg` a JPEG.
 pub fn image_as_named(file: &str, head: &[u8]) -> Result<(), String> {
+    let Some(format) = Format::of_name(Path::new(file)) else {
+        return Err("is not named as an image (.png, .jpg or .jpeg)".into());
+    };
+    if format.begins(head) {
+        return Ok(());
+    }
     let ext = Path::new(file)
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();
-    let (magic, format) = match ext.as_str() {
-        "png" => (PNG_MAGIC, "PNG"),
-        "jpg" | "jpeg" => (JPEG_MAGIC, "JPEG"),
-        _ => return Err("is not named as an image (.png, .jpg or .jpeg)".into()),
+    let name = match format {
+        Format::Png => "PNG",
+        Format::Jpeg => "JPEG",
     };
-    if head.starts_with(magic) {
-        Ok(())
-    } else {
-        Err(format!(
-            "is named .{ext} but its bytes are not a {format} image"
-        ))
-    }
+    Err(format!(
+        "is named .{ext} but its bytes are not a {name} image"
+    ))
 }
 
 /// Reads the first [`MAGIC_BYTES`] of a regular file.

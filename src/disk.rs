@@ -99,11 +99,22 @@ pub fn write_atomic(
     replace(path, fill, true)
 }
 
-/// Writes `path` atomically but not durably: a temporary file beside it,
-/// renamed into place, nothing synced. For derived files that a later run
-/// rebuilds when they are missing or empty (as a crash can leave them).
-pub fn write_replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    replace(path, |w| w.write_all(bytes), false)
+/// Writes `path` atomically but not durably, dated `modified`: a temporary
+/// file beside it, renamed into place, nothing synced. For derived files
+/// that a later run rebuilds when they are missing or empty (as a crash can
+/// leave them), and tells from their date (sidecars).
+pub fn write_replace(
+    path: &Path,
+    bytes: &[u8],
+    modified: std::time::SystemTime,
+) -> std::io::Result<()> {
+    let fill = |w: &mut std::io::BufWriter<&File>| {
+        w.write_all(bytes)?;
+        // Dated once written: nothing is left to write after.
+        w.flush()?;
+        w.get_ref().set_modified(modified)
+    };
+    replace(path, fill, false)
 }
 
 /// A temporary file beside `path`, filled, renamed into place; synced
@@ -114,16 +125,43 @@ fn replace(
     durable: bool,
 ) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = temp_in(dir, TEMP_PREFIX)?;
+    fill_in_place(temp_in(dir, TEMP_PREFIX)?, dir, path, fill, durable)
+}
+
+/// A temporary file that becomes its target whole when renamed to it.
+pub trait Staged {
+    fn file(&self) -> &File;
+    fn into_place(self, path: &Path) -> std::io::Result<()>;
+}
+
+impl Staged for tempfile::NamedTempFile {
+    fn file(&self) -> &File {
+        self.as_file()
+    }
+
+    fn into_place(self, path: &Path) -> std::io::Result<()> {
+        self.persist(path).map(drop).map_err(|e| e.error)
+    }
+}
+
+/// Fills `tmp` (in `dir`) through a buffer, then renames it to `path`;
+/// synced (file and rename) if `durable`.
+pub fn fill_in_place(
+    tmp: impl Staged,
+    dir: &Path,
+    path: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<&File>) -> std::io::Result<()>,
+    durable: bool,
+) -> std::io::Result<()> {
     {
-        let mut w = std::io::BufWriter::new(tmp.as_file());
+        let mut w = std::io::BufWriter::new(tmp.file());
         fill(&mut w)?;
         w.flush()?;
     }
     if durable {
-        tmp.as_file().sync_all()?;
+        tmp.file().sync_all()?;
     }
-    tmp.persist(path).map_err(|e| e.error)?;
+    tmp.into_place(path)?;
     if durable {
         sync_dir(dir);
     }

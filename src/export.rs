@@ -224,12 +224,6 @@ fn write_err(path: &Path) -> impl Fn(std::io::Error) -> ExportError + '_ {
 }
 
 fn jsonl(dir: &Path, out: &Path) -> Result<Exported, ExportError> {
-    if out.is_dir() {
-        return Err(ExportError::Input(format!(
-            "--out {}: is a folder; --format jsonl writes one file",
-            out.display()
-        )));
-    }
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -268,12 +262,6 @@ fn entry_bytes(size: u64) -> u64 {
 }
 
 fn webdataset(dir: &Path, out: &Path, shard_bytes: u64) -> Result<Exported, ExportError> {
-    if out.exists() && !out.is_dir() {
-        return Err(ExportError::Input(format!(
-            "--out {}: is a file; --format webdataset writes its shards into a folder",
-            out.display()
-        )));
-    }
     disk::create_dir_durable(out).map_err(write_err(out))?;
     // An older batchgen's anonymous temporaries are swept only from a
     // folder that holds shards (this command's folder, not any folder).
@@ -344,11 +332,7 @@ fn webdataset(dir: &Path, out: &Path, shard_bytes: u64) -> Result<Exported, Expo
         let ours: HashSet<&PathBuf> = done.files.iter().collect();
         if let Ok(entries) = std::fs::read_dir(out) {
             for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let stale = name.starts_with(SHARD_PREFIX)
-                    && name.ends_with(".tar")
-                    && !ours.contains(&e.path());
-                if stale {
+                if is_shard(&e.file_name().to_string_lossy()) && !ours.contains(&e.path()) {
                     std::fs::remove_file(e.path()).map_err(write_err(&e.path()))?;
                 }
             }
@@ -363,11 +347,15 @@ fn webdataset(dir: &Path, out: &Path, shard_bytes: u64) -> Result<Exported, Expo
 /// Whether `dir` holds a shard of an earlier export.
 fn holds_shards(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|entries| {
-        entries.flatten().any(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.starts_with(SHARD_PREFIX) && name.ends_with(".tar")
-        })
+        entries
+            .flatten()
+            .any(|e| is_shard(&e.file_name().to_string_lossy()))
     })
+}
+
+/// `shard-NNNNNN.tar`: a file name an export gives its shards.
+fn is_shard(name: &str) -> bool {
+    name.starts_with(SHARD_PREFIX) && name.ends_with(".tar")
 }
 
 /// `--shard-size`: bytes, with an optional unit (k, M, G decimal; KiB, MiB, GiB binary).

@@ -244,6 +244,20 @@ impl Record {
     pub fn request_id(&self) -> Option<&str> {
         self.ticket.as_deref().map(|h| &*h.request_id)
     }
+
+    /// What its state says may have been charged without images to show
+    /// for it: an uncertain submit, a `FAILED` or lost request.
+    fn at_stake_micros(&self) -> u64 {
+        match &self.state {
+            State::Uncertain => self.price_micros,
+            State::Failed {
+                charged: Charged::Possibly | Charged::Yes,
+                cost_micros,
+                ..
+            } => *cost_micros,
+            _ => 0,
+        }
+    }
 }
 
 /// A [`Ticket`] as a replay holds it. Status and result URLs are nearly
@@ -407,15 +421,11 @@ impl Replay {
                 key, price_micros, ..
             } => {
                 let r = self.records.entry(key).or_default();
+                // A new attempt: the earlier one's charge, possible or paid,
+                // is history.
                 r.earlier_micros += match &r.state {
-                    State::Uncertain => r.price_micros,
-                    State::Failed {
-                        charged: Charged::Possibly | Charged::Yes,
-                        cost_micros,
-                        ..
-                    }
-                    | State::Done { cost_micros, .. } => *cost_micros,
-                    _ => 0,
+                    State::Done { cost_micros, .. } => *cost_micros,
+                    _ => r.at_stake_micros(),
                 };
                 r.attempts += 1;
                 r.state = State::Uncertain;
@@ -467,15 +477,7 @@ impl Replay {
                 if cached {
                     // Taken from the cache without an intent line: what the
                     // attempt before it may have cost stays reported.
-                    r.earlier_micros += match &r.state {
-                        State::Uncertain => r.price_micros,
-                        State::Failed {
-                            charged: Charged::Possibly | Charged::Yes,
-                            cost_micros,
-                            ..
-                        } => *cost_micros,
-                        _ => 0,
-                    };
+                    r.earlier_micros += r.at_stake_micros();
                 }
                 r.seen_ms = seen_ms;
                 r.state = State::Done {

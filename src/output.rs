@@ -218,8 +218,10 @@ impl RowResult {
 
 /// What the journal says of a row. `price` is what the row costs if every
 /// image it asks for is made (used when the journal predates recording it);
-/// `stop_code` explains rows the run never reached (`INTERRUPTED`, `BUDGET`, …).
-pub fn row_result(rec: Option<&Record>, price: Usd, stop_code: Option<&str>) -> RowResult {
+/// `stop` (a code and its description) explains rows the run never reached
+/// (`INTERRUPTED`, `BUDGET`, …).
+pub fn row_result(rec: Option<&Record>, price: Usd, stop: Option<(&str, &str)>) -> RowResult {
+    let (stop_code, stop_why) = stop.unwrap_or_default();
     let mut r = RowResult {
         status: Status::NotRun,
         request_id: None,
@@ -231,8 +233,8 @@ pub fn row_result(rec: Option<&Record>, price: Usd, stop_code: Option<&str>) -> 
         cached: false,
         cost: Usd::default(),
         possibly_charged: Usd::default(),
-        error_code: stop_code.unwrap_or_default().to_string(),
-        error_message: String::new(),
+        error_code: stop_code.to_string(),
+        error_message: stop_why.to_string(),
     };
     let Some(rec) = rec else { return r };
     let price = match rec.price_micros {
@@ -283,6 +285,7 @@ pub fn row_result(rec: Option<&Record>, price: Usd, stop_code: Option<&str>) -> 
             r.sha256 = sha256.clone();
             r.cost = Usd::from_micros(*cost_micros);
             r.error_code.clear();
+            r.error_message.clear();
         }
         State::Failed {
             code,
@@ -601,13 +604,7 @@ pub fn write_results(
             let mut prices = reqs.iter().map(|req| request_price(plan, req));
             records.each(&keys, &mut |rec| {
                 let price = prices.next().expect("one record per key");
-                let mut r = row_result(rec, price, stop.map(|(code, _)| code));
-                if let Some((_, why)) = stop.filter(|_| r.status == Status::NotRun) {
-                    if r.error_message.is_empty() {
-                        r.error_message = why.to_string();
-                    }
-                }
-                results.push(r);
+                results.push(row_result(rec, price, stop));
             });
             for ((row, req), r) in chunk.iter().zip(reqs.drain(..)).zip(results.drain(..)) {
                 let key = row.key.to_string();
@@ -901,20 +898,27 @@ mod tests {
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 
+    /// The stems of a folder whose journal says row `key` saved `file`.
+    fn stems_of(done: &[(u64, &str)]) -> Stems {
+        let mut replay = Replay::default();
+        for &(key, file) in done {
+            replay.apply(Entry::Done {
+                key: Key(key),
+                at_ms: 0,
+                files: vec![file.into()],
+                sha256: vec!["x".into()],
+                stamps: vec![],
+                cost_micros: 0,
+                seen_ms: None,
+                cached: false,
+            });
+        }
+        Stems::from_journal(&replay)
+    }
+
     #[test]
     fn stems_never_leave_the_folder_and_never_collide() {
-        let mut replay = Replay::default();
-        replay.apply(Entry::Done {
-            key: Key(1),
-            at_ms: 0,
-            files: vec!["images/cat_s1_0.png".into()],
-            sha256: vec!["x".into()],
-            stamps: vec![],
-            cost_micros: 0,
-            seen_ms: None,
-            cached: false,
-        });
-        let stems = Stems::from_journal(&replay);
+        let stems = stems_of(&[(1, "images/cat_s1_0.png")]);
         assert_eq!(stems.stem("cat_s1", Key(1)), "cat_s1", "its own files");
         assert_eq!(
             stems.stem("cat_s1", Key(2)),
@@ -932,24 +936,11 @@ mod tests {
     /// but for case, and no row takes a name two rows' files already bear.
     #[test]
     fn stems_equal_but_for_case_are_another_rows_name() {
-        let mut replay = Replay::default();
-        for (key, file) in [
+        let stems = stems_of(&[
             (1, "images/Cat_s1_0.png"),
             (2, "images/j_s2_0.png"),
             (3, "images/J_s2_0.png"),
-        ] {
-            replay.apply(Entry::Done {
-                key: Key(key),
-                at_ms: 0,
-                files: vec![file.into()],
-                sha256: vec!["x".into()],
-                stamps: vec![],
-                cost_micros: 0,
-                seen_ms: None,
-                cached: false,
-            });
-        }
-        let stems = Stems::from_journal(&replay);
+        ]);
         assert_eq!(stems.stem("cat_s1", Key(9)), format!("cat_s1-{}", Key(9)));
         assert_eq!(stems.stem("cat_s1", Key(1)), "cat_s1", "its own files");
         for key in [Key(2), Key(3)] {
@@ -970,7 +961,7 @@ mod tests {
             }),
             ..Record::default()
         };
-        let r = |rec: Option<&Record>| row_result(rec, price, Some("INTERRUPTED"));
+        let r = |rec: Option<&Record>| row_result(rec, price, Some(("INTERRUPTED", "")));
         let none = r(None);
         assert_eq!(
             (none.status, none.error_code.as_str()),

@@ -10,7 +10,7 @@
 //! rename) writes it again, without sending anything ([`restore`]).
 //! `batchgen export` reads them.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -172,19 +172,6 @@ fn dated(stamp: u32) -> SystemTime {
     UNIX_EPOCH + Duration::new(secs, stamp)
 }
 
-/// Writes `bytes` to `path` atomically (a temporary file beside it, dated
-/// with `stamp`, renamed into place). Not synced: a sidecar is rebuilt from
-/// the journal, and a crash leaves one missing or empty, which the next run
-/// finds ([`restore`]) and writes again.
-fn put(path: &Path, bytes: &[u8], stamp: u32) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = disk::temp_in(dir, disk::TEMP_PREFIX)?;
-    tmp.as_file().write_all(bytes)?;
-    tmp.as_file().set_modified(dated(stamp))?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
-
 /// Writes the sidecars of a completed row beside its images (row `id`,
 /// `key`, sending `req`, with its `done` record `rec`).
 pub fn write(
@@ -195,7 +182,11 @@ pub fn write(
     rec: &Record,
 ) -> std::io::Result<()> {
     for (s, stamp) in for_row(id, key, req, rec).iter().zip(stamps(id, key, rec)) {
-        put(&path_for(&out_dir.join(&s.file)), &to_bytes(s), stamp)?;
+        disk::write_replace(
+            &path_for(&out_dir.join(&s.file)),
+            &to_bytes(s),
+            dated(stamp),
+        )?;
     }
     Ok(())
 }
@@ -240,7 +231,7 @@ pub fn restore(
                 }
             }
             None => {
-                put(path, &want, stamp)?;
+                disk::write_replace(path, &want, dated(stamp))?;
                 written += 1;
             }
         }

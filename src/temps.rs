@@ -29,7 +29,6 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -123,16 +122,17 @@ pub fn write_atomic(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let tmp = Temp::new_in(dir, owner)?;
-    {
-        let mut w = std::io::BufWriter::new(tmp.as_file());
-        fill(&mut w)?;
-        w.flush()?;
+    disk::fill_in_place(Temp::new_in(dir, owner)?, dir, path, fill, true)
+}
+
+impl disk::Staged for Temp {
+    fn file(&self) -> &File {
+        self.as_file()
     }
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)?;
-    disk::sync_dir(dir);
-    Ok(())
+
+    fn into_place(self, path: &Path) -> std::io::Result<()> {
+        self.persist(path)
+    }
 }
 
 /// Held while a command puts several outputs in place ([`commit`]).

@@ -640,44 +640,33 @@ async fn an_entry_that_links_out_of_the_store_is_a_miss() {
     let m = cats(dir.path(), "[1]", "");
     let o = run(&m, &dir.path().join("one"), &sim.url(), &flag).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    let entry = entries(&cache);
-    let folder = entry[0].parent().unwrap();
-    let image = walk(folder)
-        .into_iter()
-        .find(|f| f.file_name().unwrap() != "entry.json")
-        .unwrap();
-    let outside = dir.path().join("outside.img");
-    std::fs::rename(&image, &outside).unwrap();
-    std::os::unix::fs::symlink(&outside, &image).unwrap();
-    let out = dir.path().join("two");
-    let o = run(&m, &out, &sim.url(), &flag).await;
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    assert!(
-        text(&o.stderr).contains("not taken from the cache"),
-        "{}",
-        text(&o.stderr)
-    );
-    assert_eq!(
-        sim.ledger().accepted,
-        2,
-        "paid for, not served through the link"
-    );
-    assert_eq!(by_id(&out)["cat_s1"]["cached"], "false");
-
-    // The same with the entry's whole folder a link to a copy outside.
-    let entry = entries(&cache);
-    let folder = entry[0].parent().unwrap().to_path_buf();
-    let copy = dir.path().join("outside-entry");
-    std::fs::rename(&folder, &copy).unwrap();
-    std::os::unix::fs::symlink(&copy, &folder).unwrap();
-    let out = dir.path().join("three");
-    let o = run(&m, &out, &sim.url(), &flag).await;
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    assert!(
-        text(&o.stderr).contains("not taken from the cache"),
-        "{}",
-        text(&o.stderr)
-    );
-    assert_eq!(sim.ledger().accepted, 3);
-    assert_eq!(by_id(&out)["cat_s1"]["cached"], "false");
+    // First the entry's image, then its whole folder, made a link to a
+    // copy outside the store.
+    for (round, out, what) in [(2u64, "two", "image"), (3, "three", "folder")] {
+        let folder = entries(&cache)[0].parent().unwrap().to_path_buf();
+        let linked = match what {
+            "image" => walk(&folder)
+                .into_iter()
+                .find(|f| f.file_name().unwrap() != "entry.json")
+                .unwrap(),
+            _ => folder,
+        };
+        let outside = dir.path().join(format!("outside-{what}"));
+        std::fs::rename(&linked, &outside).unwrap();
+        std::os::unix::fs::symlink(&outside, &linked).unwrap();
+        let out = dir.path().join(out);
+        let o = run(&m, &out, &sim.url(), &flag).await;
+        assert_eq!(o.status.code(), Some(0), "{what}: {}", text(&o.stderr));
+        assert!(
+            text(&o.stderr).contains("not taken from the cache"),
+            "{what}: {}",
+            text(&o.stderr)
+        );
+        assert_eq!(
+            sim.ledger().accepted,
+            round,
+            "{what}: paid for, not served through the link"
+        );
+        assert_eq!(by_id(&out)["cat_s1"]["cached"], "false", "{what}");
+    }
 }

@@ -518,6 +518,22 @@ fn kill(child: &Child, signal: &str) {
         .success());
 }
 
+/// The two shards of [`SHARDED`], run into `DIR/s0` and `DIR/s1`.
+async fn two_shards(sim: &batchgen::sim::SimHandle, dir: &Path) {
+    let m = write(dir, "s.yaml", SHARDED);
+    for i in 0..2 {
+        let shard = format!("{i}/2");
+        let o = run(
+            &m,
+            &dir.join(format!("s{i}")),
+            &sim.url(),
+            &["--shard", &shard],
+        )
+        .await;
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    }
+}
+
 /// A finished run in `DIR/out` and its earlier export in `DIR/wds`.
 async fn exported(sim: &batchgen::sim::SimHandle, dir: &Path) -> PathBuf {
     let m = write(dir, "m.yaml", JPEG_SWEEP);
@@ -569,18 +585,7 @@ async fn a_signal_leaves_no_temporary_file() {
     assert!(!out.join("all.jsonl").exists());
 
     // merge
-    let m = write(d, "s.yaml", SHARDED);
-    for i in 0..2 {
-        let shard = format!("{i}/2");
-        let o = run(
-            &m,
-            &d.join(format!("s{i}")),
-            &sim.url(),
-            &["--shard", &shard],
-        )
-        .await;
-        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    }
+    two_shards(&sim, d).await;
     let (child, temp) = start_paused(
         command(&["merge", "s0", "s1", "--out", "merged"], d, &[]),
         "merge",
@@ -597,18 +602,7 @@ async fn a_killed_commands_temporaries_are_swept_by_the_next_and_live_ones_kept(
     let dir = tempfile::tempdir().unwrap();
     let out = exported(&sim, dir.path()).await;
     let d = dir.path();
-    let m = write(d, "s.yaml", SHARDED);
-    for i in 0..2 {
-        let shard = format!("{i}/2");
-        let o = run(
-            &m,
-            &d.join(format!("s{i}")),
-            &sim.url(),
-            &["--shard", &shard],
-        )
-        .await;
-        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    }
+    two_shards(&sim, d).await;
     for (args, owner) in [
         (
             &["export", "out", "--format", "webdataset", "--out", "wds"][..],

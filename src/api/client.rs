@@ -233,11 +233,11 @@ impl Client {
             .status_url
             .as_deref()
             .and_then(|u| self.restore(u).ok());
+        let id = self.restore(&ticket.request_id)?;
         let url = match self.keyed_url(status_url.as_deref()) {
             Some(u) => u,
-            None => self.status_endpoint(ticket)?,
+            None => self.status_endpoint(ticket, &id)?,
         };
-        let id = self.restore(&ticket.request_id)?;
         let body = serde_json::json!({ "request_id": id });
         let cap = self.reply_cap(ticket.sync_images);
         let timeout = self.cfg.request_timeout;
@@ -294,11 +294,11 @@ impl Client {
         })
     }
 
-    /// The documented status endpoint of `ticket`; a text-to-image request
-    /// id is one escaped path segment, whatever it holds.
-    fn status_endpoint(&self, ticket: &Ticket) -> Result<Url, ApiError> {
-        let id = self.restore(&ticket.request_id)?;
-        check_request_id(&id).map_err(|why| {
+    /// The documented status endpoint of `ticket`, whose request id is `id`
+    /// (restored: the key back in it); a text-to-image request id is one
+    /// escaped path segment, whatever it holds.
+    fn status_endpoint(&self, ticket: &Ticket, id: &str) -> Result<Url, ApiError> {
+        check_request_id(id).map_err(|why| {
             ApiError::new(
                 Class::FailRow,
                 "BAD_REQUEST_ID",
@@ -310,7 +310,7 @@ impl Client {
             url.path_segments_mut()
                 .map_err(|()| self.not_a_base())?
                 .pop_if_empty()
-                .push(&id);
+                .push(id);
         }
         Ok(url)
     }
@@ -638,7 +638,11 @@ mod tests {
             response_url: None,
             sync_images: 0,
         };
-        let url = |id: &str| client.status_endpoint(&ticket(id)).map(|u| u.to_string());
+        let url = |id: &str| {
+            client
+                .status_endpoint(&ticket(id), id)
+                .map(|u| u.to_string())
+        };
         assert_eq!(
             url("glm-image_1").unwrap(),
             "http://127.0.0.1:9000/prefix/v2/requests/status/glm-image_1"

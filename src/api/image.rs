@@ -24,7 +24,33 @@ impl Format {
             Format::Jpeg => "image/jpeg",
         }
     }
+
+    /// The format a file's name says it holds (`.png`; `.jpg`, `.jpeg`; in any case).
+    pub fn of_name(name: &std::path::Path) -> Option<Format> {
+        let ext = name.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "png" => Some(Format::Png),
+            "jpg" | "jpeg" => Some(Format::Jpeg),
+            _ => None,
+        }
+    }
+
+    /// Whether `head` (a file's first bytes, [`MAGIC_BYTES`] are enough)
+    /// begins as this format does: PNG's signature, or a JPEG's start of
+    /// image and the marker after it.
+    pub fn begins(self, head: &[u8]) -> bool {
+        match self {
+            Format::Png => head.starts_with(PNG_SIGNATURE),
+            Format::Jpeg => head.starts_with(&[0xFF, 0xD8, 0xFF]),
+        }
+    }
 }
+
+/// PNG's eight-byte signature.
+const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+/// How many first bytes of a file [`Format::begins`] looks at.
+pub const MAGIC_BYTES: usize = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ImageInfo {
@@ -48,7 +74,7 @@ fn bad(msg: &str) -> Invalid {
 
 /// Checks that `bytes` hold one complete PNG or JPEG image.
 pub fn inspect(bytes: &[u8]) -> Result<ImageInfo, Invalid> {
-    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+    if bytes.starts_with(PNG_SIGNATURE) {
         png(bytes)
     } else if bytes.starts_with(&[0xFF, 0xD8]) {
         jpeg(bytes)

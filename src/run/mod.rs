@@ -617,9 +617,6 @@ impl Opened {
                     permit = row::acquire(&ctx.requests) => break permit,
                 }
             };
-            while let Some(ended) = rows.tasks.try_join_next_with_id() {
-                rows.ended(&ctx, ended).await;
-            }
             if let poll::Schedule::Adaptive(learned) = &ctx.schedule {
                 learned.rows_ahead(total - started, ctx.settings.concurrency);
             }
@@ -839,6 +836,23 @@ impl Ctx {
         self.budget.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether every connection has failed for `unreachable_after`.
+    fn unreachable_long(&self) -> bool {
+        let since = *self.refused_since.lock().unwrap_or_else(|e| e.into_inner());
+        since.is_some_and(|t| t.elapsed() >= self.settings.unreachable_after)
+    }
+
+    /// Stops spending: the images folder cannot be written (`e`). Names no
+    /// row (every row the stop leaves repeats it); the row that met the
+    /// fault says so in its own line.
+    fn stop_images_unwritable(&self, e: &std::io::Error) {
+        self.stop(Stop::Disk(format!(
+            "cannot write in {}: {}",
+            self.images_dir.display(),
+            disk::plain(e)
+        )));
+    }
+
     /// Notes whether a keyed call reached the gateway at all.
     fn observe<T>(&self, result: &Result<T, ApiError>) {
         let mut since = self.refused_since.lock().unwrap_or_else(|e| e.into_inner());
@@ -858,8 +872,7 @@ async fn watch_reachability(ctx: Arc<Ctx>) {
     let mut tick = tokio::time::interval(Duration::from_millis(250).min(after));
     loop {
         tick.tick().await;
-        let since = *ctx.refused_since.lock().unwrap_or_else(|e| e.into_inner());
-        if since.is_some_and(|t| t.elapsed() >= after) {
+        if ctx.unreachable_long() {
             // Named as the journal names it: no user name, password or query.
             let gateway = &ctx.settings.gateway;
             let url = match gateway.is_simulated() {

@@ -492,8 +492,7 @@ impl RowRun {
                     refused += 1;
                     // After a soft stop the run's unreachable stop cannot
                     // come (the first stop stands): leave it here instead.
-                    let since = *ctx.refused_since.lock().unwrap_or_else(|e| e.into_inner());
-                    if since.is_some_and(|t| t.elapsed() >= settings.unreachable_after) {
+                    if ctx.unreachable_long() {
                         leave();
                         let message = format!(
                             "every connection to the gateway failed for {} s, the last with {e}",
@@ -682,11 +681,7 @@ impl RowRun {
                     self.id
                 ));
                 if let cache::CacheError::Output { source, .. } = &e {
-                    ctx.stop(Stop::Disk(format!(
-                        "cannot write in {}: {}",
-                        ctx.images_dir.display(),
-                        crate::disk::plain(source)
-                    )));
+                    ctx.stop_images_unwritable(source);
                 }
                 return Start::End;
             }
@@ -790,13 +785,13 @@ impl RowRun {
         );
         let written = super::blocking(move || sidecar::write(&out_dir, &id, key, &req, &rec));
         if let Err(e) = written.await {
-            let (dir, why) = (ctx.images_dir.display(), crate::disk::plain(&e));
             self.say(format!(
-                "error: cannot write the provenance of row {} in {dir}: {why}; no new requests will be sent",
-                self.id
+                "error: cannot write the provenance of row {} in {}: {}; no new requests will be sent",
+                self.id,
+                ctx.images_dir.display(),
+                crate::disk::plain(&e)
             ));
-            // The stop names no row: every row it leaves repeats it.
-            ctx.stop(Stop::Disk(format!("cannot write in {dir}: {why}")));
+            ctx.stop_images_unwritable(&e);
         }
     }
 
