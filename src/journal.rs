@@ -1338,4 +1338,21 @@ mod tests {
             State::Uncertain
         );
     }
+
+    /// On a paused clock, an async append held still: the clock does not
+    /// run ahead to the next timer (a second away here) while the writer
+    /// syncs. Without the hold it does, by as much as the disk is slow.
+    #[tokio::test(start_paused = true)]
+    async fn a_held_journal_keeps_a_paused_clock_still_while_it_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        j.hold_paused_clock();
+        let timer = tokio::spawn(tokio::time::sleep(std::time::Duration::from_secs(1)));
+        let start = tokio::time::Instant::now();
+        for n in 0..20 {
+            j.append(&intent(A, n)).await.unwrap();
+        }
+        assert_eq!(tokio::time::Instant::now(), start);
+        timer.abort();
+    }
 }
