@@ -157,6 +157,10 @@ pub struct RunArgs {
     /// stops with GATEWAY_UNREACHABLE. Hidden: a knob for tests and odd networks.
     #[arg(long, value_name = "SECS", default_value_t = 30, hide = true, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub unreachable_after: u64,
+    /// How often results.csv is rewritten while the run works, so that a killed run leaves a
+    /// recent one. Hidden: a knob for tests.
+    #[arg(long, value_name = "SECS", default_value_t = 30, hide = true, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub results_every: u64,
 }
 
 #[derive(Debug, Args)]

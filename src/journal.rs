@@ -603,6 +603,45 @@ pub struct Journal {
     queue: Option<std::sync::mpsc::Sender<Job>>,
     shared: std::sync::Arc<Mutex<Shared>>,
     writer: Option<std::thread::JoinHandle<()>>,
+    /// Set by [`Journal::hold_paused_clock`] (tests only).
+    hold: Option<std::sync::Arc<Hold>>,
+}
+
+/// Async appends still waiting for the writer, for [`Journal::hold_paused_clock`].
+#[derive(Debug, Default)]
+struct Hold {
+    waiting: Mutex<usize>,
+    none: std::sync::Condvar,
+}
+
+impl Hold {
+    /// Counts one waiting append until the guard drops. The first one of a
+    /// busy spell starts a blocking task that lasts until none waits: tokio
+    /// keeps a paused clock still while a blocking task runs.
+    fn enter(self: &std::sync::Arc<Hold>) -> impl Drop {
+        let mut n = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        *n += 1;
+        if *n == 1 {
+            let hold = self.clone();
+            drop(tokio::task::spawn_blocking(move || {
+                let mut n = hold.waiting.lock().unwrap_or_else(|e| e.into_inner());
+                while *n > 0 {
+                    n = hold.none.wait(n).unwrap_or_else(|e| e.into_inner());
+                }
+            }));
+        }
+        struct Left(std::sync::Arc<Hold>);
+        impl Drop for Left {
+            fn drop(&mut self) {
+                let mut n = self.0.waiting.lock().unwrap_or_else(|e| e.into_inner());
+                *n -= 1;
+                if *n == 0 {
+                    self.0.none.notify_all();
+                }
+            }
+        }
+        Left(self.clone())
+    }
 }
 
 #[derive(Debug)]
@@ -710,7 +749,18 @@ impl Journal {
             queue: Some(queue),
             shared,
             writer: Some(writer),
+            hold: None,
         })
+    }
+
+    /// Tests only: the caller's runtime keeps time on tokio's paused clock
+    /// (`start_paused`). The writer is a thread tokio cannot see, so while
+    /// an async append waits for its sync the runtime looks idle and would
+    /// move the clock on, by as much as the disk is slow; from now on a
+    /// blocking task stands for the writer while any async append waits,
+    /// and the clock stays still until the line is synced.
+    pub fn hold_paused_clock(&mut self) {
+        self.hold = Some(std::sync::Arc::default());
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
@@ -746,6 +796,7 @@ impl Journal {
     pub async fn append(&self, entry: &Entry) -> Result<(), JournalError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.job(entry, Done::Async(tx))?;
+        let _held = self.hold.as_ref().map(Hold::enter);
         self.result(rx.await.ok())
     }
 
@@ -1286,5 +1337,22 @@ mod tests {
             read(dir.path()).unwrap().records[&A].state,
             State::Uncertain
         );
+    }
+
+    /// On a paused clock, an async append held still: the clock does not
+    /// run ahead to the next timer (a second away here) while the writer
+    /// syncs. Without the hold it does, by as much as the disk is slow.
+    #[tokio::test(start_paused = true)]
+    async fn a_held_journal_keeps_a_paused_clock_still_while_it_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        j.hold_paused_clock();
+        let timer = tokio::spawn(tokio::time::sleep(std::time::Duration::from_secs(1)));
+        let start = tokio::time::Instant::now();
+        for n in 0..20 {
+            j.append(&intent(A, n)).await.unwrap();
+        }
+        assert_eq!(tokio::time::Instant::now(), start);
+        timer.abort();
     }
 }

@@ -307,35 +307,46 @@ async fn oversized_status_replies_leave_rows_collectable() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On tokio's paused clock, with the run in the test process: the folder
+/// goes once two requests are accepted, before any can finish (300 ms on
+/// the run's clock, which no load can stretch), so how much is spent after
+/// it is the run's doing alone. The rerun, through the binary, asserts only
+/// what no timing changes.
+#[tokio::test(start_paused = true)]
 async fn a_deleted_images_folder_stops_spending_and_a_plain_rerun_collects() {
     let sim = start(latency(300, 600)).await;
     let dir = tempfile::tempdir().unwrap();
     let m = seed_sweep(dir.path(), 30);
     let out = dir.path().join("out");
-    let mut cmd = command(
-        &m,
-        &out,
-        &sim.url(),
-        &["--concurrency", "4", "--rate", "20"],
-    );
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let images = out.join("images");
-    let watched = out.clone();
-    let o = tokio::task::spawn_blocking(move || {
-        let mut child = cmd.spawn().unwrap();
-        wait_for_journal(&mut child, &watched, "\"e\":\"submitted\"", 2);
-        std::fs::remove_dir_all(&images).unwrap();
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
-    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    let (m2, out2, url) = (m.clone(), out.clone(), sim.url());
+    let first = tokio::spawn(async move {
+        run_in_process(&m2, &out2, &url, |s| {
+            s.concurrency = 4;
+            s.rate_per_sec = Some(20.0);
+            s.poll_interval = Some(std::time::Duration::from_millis(40));
+        })
+        .await
+    });
+    // Looked at every 5 ms of the paused clock: the run moves only between looks.
+    while std::fs::read_to_string(out.join("journal.jsonl"))
+        .map_or(0, |t| t.matches("\"e\":\"submitted\"").count())
+        < 2
+    {
+        assert!(
+            !first.is_finished(),
+            "the run ended before two were accepted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(sim.ledger().completed, 0, "nothing finished yet");
+    std::fs::remove_dir_all(out.join("images")).unwrap();
+    let report = first.await.unwrap();
+    assert_eq!(batchgen::exit::for_run(&report), 3);
+    let stop = report.stop.expect("the run stopped");
     assert!(
-        text(&o.stderr).contains("cannot write the output"),
+        stop.describe().contains("cannot write the output"),
         "{}",
-        text(&o.stderr)
+        stop.describe()
     );
     let accepted = sim.ledger().accepted;
     assert!(
@@ -345,6 +356,8 @@ async fn a_deleted_images_folder_stops_spending_and_a_plain_rerun_collects() {
     let rows = results(&out);
     assert!(rows.iter().all(|r| r["status"] != "failed"), "{rows:#?}");
     assert!(rows_with(&out, "accepted") > 0);
+    // The binary keeps real time: so does the simulator from here on.
+    tokio::time::resume();
     let o = run(&m, &out, &sim.url(), &[]).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     assert_eq!(rows_with(&out, "completed"), 30);
@@ -361,7 +374,8 @@ async fn a_gateway_that_refuses_every_connection_stops_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let m = seed_sweep(dir.path(), 48);
     let out = dir.path().join("out");
-    let o = run(&m, &out, &url, &[]).await;
+    // The limit is a knob: the test does not wait out the default 30 s.
+    let o = run(&m, &out, &url, &["--unreachable-after", "1"]).await;
     assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
     assert!(
         text(&o.stderr).contains(&format!("gateway unreachable at {url}")),
@@ -499,8 +513,11 @@ async fn run_status_and_summary_count_the_same_rows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_are_rewritten_while_a_run_works() {
-    // Row a_s1 completes; row a_s2's submit is taken and never answered, so
-    // the run cannot end: only a rewrite mid-run can show a_s1 completed.
+    // Row a_s1 completes; row a_s2's submit is taken and never answered
+    // (for the hour of its submit timeout), so the run cannot end: only a
+    // rewrite mid-run can show a_s1 completed. The rewrite's interval is a
+    // knob: 1 s, not the default 30 s. The watch below ends when the rewrite
+    // shows; its cap only bounds a failing test.
     let sim = start(SimConfig {
         submit_hang_rate: 0.5,
         fault_seed: 16,
@@ -510,7 +527,19 @@ async fn results_are_rewritten_while_a_run_works() {
     let dir = tempfile::tempdir().unwrap();
     let m = seed_sweep(dir.path(), 2);
     let out = dir.path().join("out");
-    let mut cmd = command(&m, &out, &sim.url(), &["--concurrency", "1"]);
+    let mut cmd = command(
+        &m,
+        &out,
+        &sim.url(),
+        &[
+            "--concurrency",
+            "1",
+            "--results-every",
+            "1",
+            "--submit-timeout",
+            "3600",
+        ],
+    );
     cmd.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     let watched = out.clone();

@@ -74,6 +74,7 @@ pub async fn command(args: RunArgs) -> Result<u8, Error> {
     settings.resubmit_lost = args.resubmit_lost;
     settings.verify = args.verify;
     settings.unreachable_after = Duration::from_secs(args.unreachable_after);
+    settings.results_every = Duration::from_secs(args.results_every);
     settings.cache = args.cache.clone().or_else(|| plan.cache.clone());
     settings.progress = if args.quiet {
         progress::Mode::Quiet

@@ -96,6 +96,9 @@ pub struct Settings {
     pub progress: progress::Mode,
     /// `--cache DIR` (or the manifest's `cache:`): the store of fulfilled requests.
     pub cache: Option<PathBuf>,
+    /// Tests only, no flag: the run keeps time on tokio's paused clock
+    /// (see [`Journal::hold_paused_clock`]).
+    pub paused_clock: bool,
     /// Tests only: the row whose task panics once its request is accepted.
     #[cfg(test)]
     pub panic_on: Option<crate::plan::Key>,
@@ -122,6 +125,7 @@ impl Settings {
             results_every: Duration::from_secs(30),
             progress: progress::Mode::Auto,
             cache: None,
+            paused_clock: false,
             #[cfg(test)]
             panic_on: None,
         }
@@ -302,7 +306,10 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
     }
     disk::create_dir_durable(&images_dir).map_err(output_err(&images_dir))?;
     let lock = lock(&out_dir)?;
-    let journal = Journal::open(&out_dir)?;
+    let mut journal = Journal::open(&out_dir)?;
+    if settings.paused_clock {
+        journal.hold_paused_clock();
+    }
     journal.keep_room(journal_room(settings.concurrency));
     let cache = match &settings.cache {
         Some(dir) => Some(Arc::new(

@@ -570,3 +570,37 @@ impl PathProxy {
         PathProxy { url }
     }
 }
+
+/// A run of `manifest` into `out` in the test process, against `url`, with
+/// the command line's defaults (no rate ceiling, polls learned from the
+/// gateway, `--concurrency 8`), no progress display, and `tune` applied.
+///
+/// Under `#[tokio::test(start_paused = true)]` the run and the simulator
+/// keep time on tokio's paused clock: it moves only when every task waits
+/// (the journal's writer included), straight to the next timer, so what
+/// the run does when is the same on an idle box and on a loaded one.
+pub async fn run_in_process(
+    manifest: &Path,
+    out: &Path,
+    url: &str,
+    tune: impl FnOnce(&mut batchgen::run::Settings),
+) -> batchgen::run::Report {
+    use batchgen::api::{ApiKey, Client, ClientConfig};
+    let plan = std::sync::Arc::new(
+        batchgen::plan::expand(&batchgen::manifest::load(manifest).unwrap()).unwrap(),
+    );
+    let mut settings = batchgen::run::Settings::new(out.to_path_buf());
+    settings.gateway = batchgen::gateway::Gateway::of_url(&reqwest::Url::parse(url).unwrap());
+    settings.progress = batchgen::progress::Mode::Quiet;
+    settings.paused_clock = true;
+    tune(&mut settings);
+    let opened = tokio::task::spawn_blocking(move || batchgen::run::open(plan, settings))
+        .await
+        .unwrap()
+        .unwrap();
+    let client = Client::new(ClientConfig::new(url, ApiKey::new(KEY).unwrap())).unwrap();
+    opened
+        .execute(client, std::future::pending())
+        .await
+        .unwrap()
+}
