@@ -45,7 +45,8 @@
 //!
 //! Its columns: wall time; the ratio of the bound to it; the share of
 //! submits the limiter refused (by the simulator's ledger, or nginx's
-//! access log); rows failed (rows with no image in the output folder);
+//! access log); rows failed (rows with no image in the output folder;
+//! a client that did not exit 0 says its exit code after the line);
 //! status calls per row; CPU seconds per 1,000 rows; peak RSS.
 //!
 //! The bound is when a perfect client, submitting each row the moment the
@@ -309,6 +310,8 @@ struct Measure {
     completed: u64,
     /// Rows with no image in the output folder.
     failed: u64,
+    /// The client's exit code (None if a signal ended it).
+    exit: Option<i32>,
     bound: f64,
     /// The most requests running at the gateway at once (by its own clock).
     running: u64,
@@ -621,8 +624,13 @@ fn report(label: &str, w: &Workload, m: &Measure) {
         0.0
     };
     if w.limiter.is_some() {
+        let exit = match m.exit {
+            Some(0) => String::new(),
+            Some(code) => format!("  (exit {code})"),
+            None => "  (killed by a signal)".into(),
+        };
         println!(
-            "   {:<25} {:>8.1} {:>7.2} {:>7} ({:>3.0}%) {:>11} {:>11.2} {:>13.2} {:>9.1}",
+            "   {:<25} {:>8.1} {:>7.2} {:>7} ({:>3.0}%) {:>11} {:>11.2} {:>13.2} {:>9.1}{exit}",
             label,
             m.wall,
             m.bound / m.wall,
@@ -766,7 +774,7 @@ fn measure(
     let (cpu_before, user_before) = (children_cpu(), children_user_cpu());
     let start = Instant::now();
     let mut child = cmd.spawn().expect("the client starts");
-    let (_, peak_kib) = wait_sampling_peak(&mut child);
+    let (ended, peak_kib) = wait_sampling_peak(&mut child);
     let wall = start.elapsed().as_secs_f64();
     let cpu = children_cpu() - cpu_before;
     let user_cpu = children_user_cpu() - user_before;
@@ -807,6 +815,7 @@ fn measure(
         rate_limited,
         completed: count("completed"),
         failed: (w.rows as u64).saturating_sub(done),
+        exit: ended.code(),
         bound,
         running: count("max_running"),
     })
