@@ -38,9 +38,12 @@ async fn rows_pass_real_nginx_limit_req_answering_503() {
             !required,
             "BATCHGEN_REQUIRE_NGINX is set but nginx is not on PATH (apt-get install nginx)"
         );
-        eprintln!(
-            "\n!!!!! SKIPPED rows_pass_real_nginx_limit_req_answering_503: nginx is not on PATH \
-             (install it, or set BATCHGEN_REQUIRE_NGINX=1 to make this a failure) !!!!!\n"
+        // Straight to stderr, past the test harness's capture, so the skip
+        // shows in a plain `cargo test`.
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            b"\n!!!!! SKIPPED rows_pass_real_nginx_limit_req_answering_503: nginx is not on PATH \
+              (install it, or set BATCHGEN_REQUIRE_NGINX=1 to make this a failure) !!!!!\n\n",
         );
         return;
     };
