@@ -12,27 +12,47 @@ and shares no code or choices with `batchgen sim` where the documentation leaves
 - a finished request answers in the workflow's shape (`status: COMPLETED`,
   `output.media_url[0]`) for even request numbers and in the sample's shape
   (`{"images": [{"url": ...}]}`, no status) for odd ones;
-- the rate limit is a sliding window: at most N accepted submits in any 1 s, past
-  it 429 with `Retry-After` and the flat error shape `{"error": M, "code": C}`;
+- a limiter of one of three shapes may stand in front (the shapes gateways put there,
+  coded from their vendors' documentation, not from `batchgen sim`; see `Limiter`):
+  `window` (Azure API Management's `rate-limit`: at most N accepted submits in any
+  W seconds, sliding), `bucket` (a token bucket: Envoy, AWS API Gateway) and `leaky`
+  (nginx's `limit_req ... nodelay`). A refusal is answered 429 (or 503) with the flat
+  error shape `{"error": M, "code": C}` or nginx's HTML page, with or without
+  `Retry-After`; past `--quota N` accepted submits every submit is answered 403 as
+  API Management's `quota` policy answers;
 - images are PNGs of random pixels, different for every request, about 32 KB,
   served from `/results/{request_id}/0.png`.
 
 Python's standard library only (no pip install). Flags mirror `batchgen sim`:
 
     independent_sim.py --port 8787 --min-latency-ms 3000 --max-latency-ms 3000 \
-        [--rate-limit 10 --retry-after-secs 1] [--seed 7]
+        [--rate-limit N [--limit-shape window|bucket|leaky] [--limit-window-secs S]
+         [--limit-burst B] [--limit-status 429|503] [--limit-retry-after on|off]
+         [--limit-body json|html] [--retry-after-secs SECS]] [--quota N] [--seed 7]
+
+`--rate-limit N` is calls per window (`window`) or per second (`bucket`, `leaky`).
+Retry-After (on by default for `window` and `bucket`, off for `leaky`) names the
+seconds until a submit would be accepted, rounded up, at least 1; `--retry-after-secs`
+pins it to a fixed number instead (as the first version of this script did). A JSON
+refusal's message says "Retry after N seconds." only when Retry-After is sent.
+
+    independent_sim.py --self-test     # checks each shape's accept/refuse rule
 
 `GET /admin/ledger` answers what the benchmark reads: submit and status calls, the
 latency of each accepted request in submit order and by request id, completed
-requests (images fetched), and rejections by code.
+requests (images fetched), and rejections by code (limiter refusals under
+`RATE_LIMIT_EXCEEDED`, 429 or 503 alike, and `QUOTA_EXCEEDED`).
 """
 import argparse
 import heapq
 import json
+import math
 import random
 import struct
+import sys
 import threading
 import time
+import unittest
 import uuid
 import zlib
 from collections import deque
@@ -62,14 +82,92 @@ def png(seed):
             + chunk(b"IDAT", zlib.compress(bytes(raw), 1)) + chunk(b"IEND", b""))
 
 
+# nginx's own error pages (ngx_http_special_response.c), as `limit_req` sends them.
+NGINX_PAGES = {
+    429: "429 Too Many Requests",
+    503: "503 Service Temporarily Unavailable",
+}
+
+
+def nginx_page(status):
+    title = NGINX_PAGES[status]
+    return (f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+            f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n"
+            "</body>\r\n</html>\r\n").encode()
+
+
+class Limiter:
+    """Decides, for a submit arriving at `now` (seconds, monotonic), whether it is
+    accepted; `admit(now)` answers (True, None) or (False, seconds until a submit
+    would be accepted). Pure: it reads no clock, so `--self-test` can drive it.
+
+    - `window` (Azure API Management `rate-limit`, calls per renewal-period): at most
+      N accepted submits in any `window` seconds. The wait is until the oldest
+      accepted submit in the window is `window` seconds old.
+    - `bucket`: N tokens a second into a bucket of `burst` tokens that starts full;
+      a submit takes a whole token or is refused. The wait is until the bucket holds
+      one token.
+    - `leaky` (nginx `limit_req rate=Nr/s burst=B nodelay`, ngx_http_limit_req_module):
+      the first submit is accepted with excess 0; each later one computes
+      e = max(excess - N * (now - last accepted) + 1, 0) and is refused if e > burst
+      (nothing changes), else accepted with excess = e, last accepted = now. nginx
+      counts in whole milliseconds; so does this. The wait is until e would be burst.
+    """
+
+    def __init__(self, shape, rate, window=1.0, burst=1):
+        if shape not in ("window", "bucket", "leaky"):
+            raise ValueError(f"unknown limiter shape {shape!r}")
+        if rate <= 0:
+            raise ValueError("the rate must be positive")
+        self.shape, self.rate, self.window, self.burst = shape, rate, window, burst
+        self.accepted = deque()  # window: accept times within the window
+        self.tokens = float(burst)  # bucket
+        self.excess = None  # leaky: None until the first submit
+        self.last = None  # bucket: last refill; leaky: last accepted, in ms
+
+    def admit(self, now):
+        if self.shape == "window":
+            while self.accepted and now - self.accepted[0] >= self.window:
+                self.accepted.popleft()
+            if len(self.accepted) >= self.rate:
+                return False, self.window - (now - self.accepted[0])
+            self.accepted.append(now)
+            return True, None
+        if self.shape == "bucket":
+            if self.last is not None:
+                self.tokens = min(float(self.burst),
+                                  self.tokens + self.rate * max(now - self.last, 0.0))
+            self.last = now
+            if self.tokens >= 1.0:
+                self.tokens -= 1.0
+                return True, None
+            return False, (1.0 - self.tokens) / self.rate
+        ms = int(now * 1000.0)
+        if self.excess is None:
+            self.excess, self.last = 0.0, ms
+            return True, None
+        elapsed = max(ms - self.last, 0) / 1000.0
+        e = max(self.excess - self.rate * elapsed + 1.0, 0.0)
+        if e > self.burst:
+            return False, (e - self.burst) / self.rate
+        self.excess, self.last = e, ms
+        return True, None
+
+
+def retry_after_header(wait):
+    """Whole seconds to name in Retry-After: rounded up, at least 1."""
+    return max(1, math.ceil(wait - 1e-9))
+
+
 class Gateway:
     def __init__(self, args):
         self.args = args
         self.rng = random.Random(args.seed)
         self.lock = threading.Lock()
         self.requests = {}  # request_id -> (number, accepted at, latency s)
-        self.accepted = deque()  # accept times within the last second
-        self.ledger = {"submit_calls": 0, "status_calls": 0, "completed": 0,
+        self.limiter = (Limiter(args.limit_shape, args.rate_limit, args.limit_window_secs,
+                                args.limit_burst) if args.rate_limit else None)
+        self.ledger = {"submit_calls": 0, "accepted": 0, "status_calls": 0, "completed": 0,
                        "latencies_ms": [], "latency_ms_by_request": {}, "rejected": {},
                        "max_running": 0}
         self.running = []  # heap of when each accepted request still running finishes
@@ -78,20 +176,42 @@ class Gateway:
     def reject(self, code):
         self.ledger["rejected"][code] = self.ledger["rejected"].get(code, 0) + 1
 
+    def refusal(self, now):
+        """The answer (status, body, headers) refusing a submit at `now`, or None if
+        the quota and the limiter accept it. Called under the lock."""
+        a = self.args
+        if a.quota is not None and self.ledger["accepted"] >= a.quota:
+            self.reject("QUOTA_EXCEEDED")
+            return 403, {"statusCode": 403, "message": "Out of call volume quota. "
+                         "Quota will be replenished in 23:59:59."}, {}
+        if self.limiter is None:
+            return None
+        ok, wait = self.limiter.admit(now)
+        if ok:
+            return None
+        self.reject("RATE_LIMIT_EXCEEDED")
+        on = a.limit_retry_after
+        if on is None:
+            on = "off" if a.limit_shape == "leaky" else "on"
+        secs = a.retry_after_secs if a.retry_after_secs is not None else retry_after_header(wait)
+        headers = {"Retry-After": str(secs)} if on == "on" else {}
+        status = a.limit_status
+        if a.limit_body == "html":
+            return status, nginx_page(status), dict(headers, **{"Content-Type": "text/html"})
+        message = "Rate limit exceeded."
+        if on == "on":
+            message += f" Retry after {secs} seconds."
+        return status, {"error": message, "code": "RATE_LIMIT_EXCEEDED"}, headers
+
     def submit(self, kind):
         """(status, body, headers) for a submit."""
         now = time.monotonic()
         with self.lock:
             self.ledger["submit_calls"] += 1
-            limit = self.args.rate_limit
-            while self.accepted and now - self.accepted[0] >= 1.0:
-                self.accepted.popleft()
-            if limit and len(self.accepted) >= limit:
-                self.reject("RATE_LIMIT_EXCEEDED")
-                secs = self.args.retry_after_secs
-                return 429, {"error": f"Rate limit exceeded. Retry after {secs} seconds.",
-                             "code": "RATE_LIMIT_EXCEEDED"}, {"Retry-After": str(secs)}
-            self.accepted.append(now)
+            refused = self.refusal(now)
+            if refused is not None:
+                return refused
+            self.ledger["accepted"] += 1
             lo, hi = self.args.min_latency_ms, self.args.max_latency_ms
             latency = self.rng.uniform(lo, hi) / 1000.0
             number = len(self.requests)
@@ -151,10 +271,11 @@ def handler(gw):
 
         def answer(self, code, body, headers=None, ctype="application/json"):
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            headers = dict(headers or {})
             self.send_response(code)
-            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Type", headers.pop("Content-Type", ctype))
             self.send_header("Content-Length", str(len(data)))
-            for k, v in (headers or {}).items():
+            for k, v in headers.items():
                 self.send_header(k, v)
             self.end_headers()
             self.wfile.write(data)
@@ -201,17 +322,137 @@ def handler(gw):
     return Handler
 
 
-def main():
+class SelfTest(unittest.TestCase):
+    """Each shape's accept/refuse rule, on explicit times (`--self-test`)."""
+
+    def pattern(self, lim, times):
+        return [lim.admit(t)[0] for t in times]
+
+    def test_window_admits_n_in_any_window_and_waits_for_the_oldest(self):
+        lim = Limiter("window", 3, window=60.0)
+        self.assertEqual(self.pattern(lim, [0, 10, 20, 30]), [True, True, True, False])
+        self.assertEqual(lim.admit(59.5), (False, 0.5))
+        self.assertEqual(retry_after_header(0.5), 1)
+        ok, wait = lim.admit(45.0)
+        self.assertEqual((ok, retry_after_header(wait)), (False, 15))
+        # The oldest slides out at 60 exactly; the next two stay until 70 and 80.
+        self.assertEqual(self.pattern(lim, [60.0, 60.0, 70.0]), [True, False, True])
+        # Refused calls are not counted: only accepted ones fill the window.
+        self.assertEqual(self.pattern(lim, [80.0, 80.0]), [True, False])
+
+    def test_window_of_one_second_takes_n_at_once_each_second(self):
+        lim = Limiter("window", 10, window=1.0)
+        got = self.pattern(lim, [0.0] * 12 + [0.999] + [1.0] * 11)
+        self.assertEqual(got, [True] * 10 + [False] * 3 + [True] * 10 + [False])
+
+    def test_bucket_starts_full_and_refills_at_the_rate(self):
+        lim = Limiter("bucket", 10, burst=5)
+        self.assertEqual(self.pattern(lim, [0.0] * 6), [True] * 5 + [False])
+        ok, wait = lim.admit(0.05)  # half a token
+        self.assertFalse(ok)
+        self.assertAlmostEqual(wait, 0.05)
+        self.assertEqual(retry_after_header(wait), 1)
+        self.assertEqual(self.pattern(lim, [0.1, 0.1, 0.2]), [True, False, True])
+        # Idle for a minute: the bucket holds no more than its burst.
+        self.assertEqual(self.pattern(lim, [60.0] * 6), [True] * 5 + [False])
+
+    def test_bucket_of_one_token_paces_evenly(self):
+        lim = Limiter("bucket", 2)
+        self.assertEqual(self.pattern(lim, [0.0, 0.0, 0.25, 0.5, 0.5, 1.0]),
+                         [True, False, False, True, False, True])
+
+    def test_leaky_is_nginx_limit_req_nodelay(self):
+        lim = Limiter("leaky", 10, burst=5)
+        # The first request, then five more (excess 1..5), then refused (e = 6).
+        self.assertEqual(self.pattern(lim, [0.0] * 7), [True] * 6 + [False])
+        self.assertEqual(lim.excess, 5.0)
+        # 50 ms later e = 5 - 0.5 + 1 = 5.5 > 5: refused, excess unchanged.
+        self.assertFalse(lim.admit(0.05)[0])
+        self.assertEqual(lim.excess, 5.0)
+        # 100 ms after the last accepted: e = 5 - 1 + 1 = 5: accepted.
+        self.assertEqual(self.pattern(lim, [0.1, 0.1, 0.2]), [True, False, True])
+        # Elapsed time is counted from the last *accepted* request only.
+        self.assertEqual(self.pattern(lim, [0.25, 0.29, 0.3]), [False, False, True])
+        # Idle: excess drains to 0, so burst + 1 pass at once again.
+        self.assertEqual(self.pattern(lim, [10.0] * 7), [True] * 6 + [False])
+
+    def test_leaky_without_burst_takes_one_per_interval(self):
+        lim = Limiter("leaky", 10, burst=0)
+        self.assertEqual(self.pattern(lim, [0.0, 0.0, 0.05, 0.1, 0.15, 0.2]),
+                         [True, False, False, True, False, True])
+
+    def gateway(self, *flags):
+        return Gateway(parse_args(["--rate-limit", "1", *flags]))
+
+    def test_refusals_are_answered_and_counted_as_the_flags_say(self):
+        gw = self.gateway("--limit-shape", "leaky", "--limit-burst", "0",
+                          "--limit-status", "503", "--limit-body", "html")
+        self.assertIsNone(gw.refusal(0.0))
+        status, body, headers = gw.refusal(0.0)
+        self.assertEqual(status, 503)
+        self.assertIn(b"<title>503 Service Temporarily Unavailable</title>", body)
+        self.assertEqual(headers, {"Content-Type": "text/html"})  # no Retry-After
+        gw = self.gateway("--limit-shape", "window", "--limit-window-secs", "60")
+        self.assertIsNone(gw.refusal(0.0))
+        status, body, headers = gw.refusal(20.0)
+        self.assertEqual((status, headers), (429, {"Retry-After": "40"}))
+        self.assertEqual(body["code"], "RATE_LIMIT_EXCEEDED")
+        self.assertIn("Retry after 40 seconds.", body["error"])
+        gw = self.gateway("--limit-shape", "bucket", "--limit-retry-after", "off")
+        self.assertIsNone(gw.refusal(0.0))
+        status, body, headers = gw.refusal(0.0)
+        self.assertEqual((status, headers, body["error"]), (429, {}, "Rate limit exceeded."))
+        self.assertEqual(gw.ledger["rejected"], {"RATE_LIMIT_EXCEEDED": 1})
+
+    def test_quota_answers_403_after_n_accepted(self):
+        gw = Gateway(parse_args(["--quota", "2"]))
+        self.assertEqual([gw.submit("glm-image")[0] for _ in range(4)], [200, 200, 403, 403])
+        self.assertEqual(gw.ledger["rejected"], {"QUOTA_EXCEEDED": 2})
+        self.assertEqual(gw.ledger["accepted"], 2)
+        _, body, _ = gw.refusal(0.0)
+        self.assertEqual(body["statusCode"], 403)
+        self.assertIn("Out of call volume quota", body["message"])
+
+
+def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, default=8787)
     p.add_argument("--min-latency-ms", type=float, default=5000)
     p.add_argument("--max-latency-ms", type=float, default=15000)
-    p.add_argument("--rate-limit", type=int, default=0, help="accepted submits per second")
-    p.add_argument("--retry-after-secs", type=int, default=1)
+    p.add_argument("--rate-limit", type=int, default=0,
+                   help="accepted submits per window (window) or per second (bucket, leaky)")
+    p.add_argument("--limit-shape", choices=["window", "bucket", "leaky"], default="window")
+    p.add_argument("--limit-window-secs", type=float, default=1.0)
+    p.add_argument("--limit-burst", type=int, default=1)
+    p.add_argument("--limit-status", type=int, choices=[429, 503], default=429)
+    p.add_argument("--limit-retry-after", choices=["on", "off"], default=None,
+                   help="default: on for window and bucket, off for leaky")
+    p.add_argument("--limit-body", choices=["json", "html"], default="json")
+    p.add_argument("--retry-after-secs", type=int, default=None,
+                   help="a fixed Retry-After instead of the computed wait")
+    p.add_argument("--quota", type=int, default=None,
+                   help="accepted submits in all; past it every submit is answered 403")
     p.add_argument("--seed", type=int, default=7)
-    args = p.parse_args()
+    p.add_argument("--self-test", action="store_true",
+                   help="check each limiter shape's rule and exit")
+    args = p.parse_args(argv)
     if args.max_latency_ms < args.min_latency_ms:
         p.error("--max-latency-ms is below --min-latency-ms")
+    if args.limit_window_secs <= 0:
+        p.error("--limit-window-secs must be positive")
+    if args.limit_burst < 0:
+        p.error("--limit-burst must not be negative")
+    if args.rate_limit < 0:
+        p.error("--rate-limit must not be negative")
+    return args
+
+
+def main():
+    args = parse_args(sys.argv[1:])
+    if args.self_test:
+        suite = unittest.defaultTestLoader.loadTestsFromTestCase(SelfTest)
+        result = unittest.TextTestRunner(verbosity=2).run(suite)
+        sys.exit(0 if result.wasSuccessful() else 1)
     ThreadingHTTPServer.request_queue_size = 1024
     ThreadingHTTPServer.daemon_threads = True
     server = ThreadingHTTPServer(("127.0.0.1", args.port), handler(Gateway(args)))

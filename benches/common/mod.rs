@@ -1,7 +1,9 @@
-//! What the benchmarks share: the simulator's ledger, and the CPU and peak
-//! memory of the processes they run.
+//! What the benchmarks share: the simulator's ledger, the CPU and peak
+//! memory of the processes they run, and real nginx in front (`nginx`).
 
 #![allow(dead_code)]
+
+pub mod nginx;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
