@@ -361,10 +361,10 @@ impl RowRun {
             base: pace,
             cap: settings.backoff.cap.max(pace),
         };
-        // Its handle on the learned schedule; what it draws is drawn once,
-        // however often it is planned.
-        let token = match &ctx.schedule {
-            Schedule::Adaptive(learned) => Some(learned.token(key, unit_random())),
+        // Under the learned schedule, its handle on it; what it draws is
+        // drawn once, however often it is planned.
+        let learned = match &ctx.schedule {
+            Schedule::Adaptive(learned) => Some((learned, learned.token(key, unit_random()))),
             Schedule::Fixed(_) => None,
         };
         let mut not_before = now;
@@ -373,21 +373,16 @@ impl RowRun {
         let mut errors = 0u32;
         let mut refused = 0u32;
         loop {
-            let (planned, ask) = match (&ctx.schedule, &token) {
-                (Schedule::Adaptive(learned), Some(token)) => {
+            let (planned, ask) = match &learned {
+                Some((learned, token)) => {
                     let plan = learned.next_poll(token, since(Instant::now()), last_pending);
                     (submitted + Duration::from_secs_f64(plan.at), plan.ask)
                 }
-                _ => {
-                    let interval = match &ctx.schedule {
-                        Schedule::Fixed(interval) => *interval,
-                        Schedule::Adaptive(_) => pace,
-                    };
-                    (
-                        last_poll.unwrap_or(submitted) + jitter(interval),
-                        poll::Ask::Again,
-                    )
-                }
+                // `--poll-interval-ms`: its pace.
+                None => (
+                    last_poll.unwrap_or(submitted) + jitter(pace),
+                    poll::Ask::Again,
+                ),
             };
             let wake = planned.max(not_before);
             // Checked before each poll but the first: a request is always asked once.
@@ -412,7 +407,7 @@ impl RowRun {
                     None => std::future::pending().await,
                 } } => continue,
             }
-            if let (Schedule::Adaptive(learned), Some(token)) = (&ctx.schedule, &token) {
+            if let Some((learned, token)) = &learned {
                 learned.asking(token, ask);
             }
             let sent = Instant::now();
@@ -425,13 +420,13 @@ impl RowRun {
                     errors = 0;
                     refused = 0;
                     last_pending = Some(since(sent));
-                    if let (Schedule::Adaptive(learned), Some(token)) = (&ctx.schedule, &token) {
+                    if let Some((learned, token)) = &learned {
                         learned.seen_pending(token, since(sent));
                     }
                 }
                 Ok(Status::Completed(images)) => {
                     leave();
-                    if let (Schedule::Adaptive(learned), Some(token)) = (&ctx.schedule, &token) {
+                    if let Some((learned, token)) = &learned {
                         // Both ends by when the poll was sent, as polls are
                         // planned: not by when its answer came, which adds
                         // the round trip and any queue to every estimate.
