@@ -417,12 +417,12 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
 
 /// Room the journal keeps on the disk for the lines a disk fault makes
 /// rows write: for every row that can hold a request id at once (in
-/// flight, presumed finished, downloading), its `submitted` line if its
+/// flight or downloading), its `submitted` line if its
 /// submit is under way and an `unfinished` line (each under a KiB, with a
 /// long path), twice over, since only half the room is sure to be left
 /// when the disk fills.
 fn journal_room(concurrency: usize) -> u64 {
-    let rows = 2 * concurrency + poll::presumable(concurrency);
+    let rows = 2 * concurrency;
     (rows as u64 * 4096).max(64 << 10)
 }
 
@@ -587,7 +587,6 @@ impl Opened {
             refused_since: Mutex::new(None),
             status_calls: AtomicU64::new(0),
             requests: Arc::new(Semaphore::new(settings.concurrency)),
-            presumed: Arc::new(Semaphore::new(poll::presumable(settings.concurrency))),
             downloads: Arc::new(Semaphore::new(settings.concurrency)),
             cache,
             cache_warned: AtomicBool::new(false),
@@ -764,12 +763,9 @@ struct Ctx {
     refused_since: Mutex<Option<Instant>>,
     status_calls: AtomicU64,
     /// `--concurrency`: a row holds one of these from before its submit
-    /// until the gateway says its request finished, or the run is all but
-    /// sure it did.
+    /// until the gateway says its request finished (a hard bound on what
+    /// the gateway is generating).
     requests: Arc<Semaphore>,
-    /// Requests presumed finished and not yet seen done: each holds one of
-    /// these instead of a `requests` permit.
-    presumed: Arc<Semaphore>,
     /// As many again for fetching finished requests' images.
     downloads: Arc<Semaphore>,
     /// `--cache`: where fulfilled requests are stored and taken from.

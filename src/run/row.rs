@@ -58,9 +58,8 @@ struct RowRun {
 
 /// Drives row `index` from `start` to its end. `permit` (of
 /// `--concurrency`) is held while the row has a request at the gateway, or
-/// is about to: from before its submit until the gateway says it finished,
-/// or until the run is all but sure it did (see [`RowRun::poll`]). Its
-/// images are then fetched under a download permit instead (as many as
+/// is about to: from before its submit until the gateway says it finished.
+/// Its images are then fetched under a download permit instead (as many as
 /// `--concurrency` again), so the slot goes to the next row at once.
 pub(super) async fn drive(ctx: Arc<Ctx>, index: usize, start: Start, permit: OwnedSemaphorePermit) {
     let row = ctx.plan.rows[index];
@@ -98,7 +97,7 @@ pub(super) async fn drive(ctx: Arc<Ctx>, index: usize, start: Start, permit: Own
         }
         next = match next {
             Start::Submit => run.submit().await,
-            Start::Poll { ticket, since_ms } => run.poll(ticket, since_ms, &mut request).await,
+            Start::Poll { ticket, since_ms } => run.poll(ticket, since_ms).await,
             Start::Download { images, ticket } => run.download(images, ticket).await,
             Start::Cached { hit, or_submit } => run.take_cached(hit, or_submit).await,
             Start::End => return,
@@ -331,19 +330,10 @@ impl RowRun {
         }
     }
 
-    /// Polls until the request ends. `slot` is its `--concurrency` permit:
-    /// once the estimate is all but sure the request finished
-    /// ([`poll::Learned::sure_done`]) and it cannot be asked yet (the
-    /// vendor's 2 s between polls), the slot goes to the next row, within
-    /// [`poll::presumable`] such requests at once. If it is then found still
-    /// pending, it takes a slot back before anything else, and the run
-    /// presumes no more.
-    async fn poll(
-        &mut self,
-        ticket: Ticket,
-        since_ms: u64,
-        slot: &mut Option<OwnedSemaphorePermit>,
-    ) -> Start {
+    /// Polls until the request ends, when the schedule says (see
+    /// [`poll`]). Its `--concurrency` slot is held throughout: a request
+    /// counts against the bound until it is seen finished.
+    async fn poll(&mut self, ticket: Ticket, since_ms: u64) -> Start {
         let ctx = self.ctx.clone();
         let settings = &ctx.settings;
         ctx.event(Event::Enter(Stage::Polling));
@@ -371,30 +361,30 @@ impl RowRun {
             base: pace,
             cap: settings.backoff.cap.max(pace),
         };
-        // Whether this request explores is drawn once, however often it is planned.
-        let draw = unit_random();
+        // Under the learned schedule, its handle on it; what it draws is
+        // drawn once, however often it is planned.
+        let learned = match &ctx.schedule {
+            Schedule::Adaptive(learned) => Some((learned, learned.token(key, unit_random()))),
+            Schedule::Fixed(_) => None,
+        };
         let mut not_before = now;
         let mut last_poll: Option<Instant> = None;
         let mut last_pending: Option<f64> = None;
         let mut errors = 0u32;
         let mut refused = 0u32;
-        // Held while the request is presumed finished and has no slot.
-        let mut presumed: Option<OwnedSemaphorePermit> = None;
         loop {
-            let planned = match &ctx.schedule {
-                Schedule::Fixed(interval) => last_poll.unwrap_or(submitted) + jitter(*interval),
-                Schedule::Adaptive(learned) => {
-                    let t = learned.next_poll(key, since(Instant::now()), last_pending, draw);
-                    submitted + Duration::from_secs_f64(t)
+            let (planned, ask) = match &learned {
+                Some((learned, token)) => {
+                    let plan = learned.next_poll(token, since(Instant::now()), last_pending);
+                    (submitted + Duration::from_secs_f64(plan.at), plan.ask)
                 }
+                // `--poll-interval-ms`: its pace.
+                None => (
+                    last_poll.unwrap_or(submitted) + jitter(pace),
+                    poll::Ask::Again,
+                ),
             };
             let wake = planned.max(not_before);
-            let release = match &ctx.schedule {
-                Schedule::Adaptive(learned) if slot.is_some() => last_pending
-                    .and_then(|lo| learned.sure_done(key, lo, since(wake)))
-                    .map(|t| submitted + Duration::from_secs_f64(t)),
-                _ => None,
-            };
             // Checked before each poll but the first: a request is always asked once.
             if last_poll.is_some() && wake >= deadline {
                 leave();
@@ -416,26 +406,9 @@ impl RowRun {
                     Some(rx) => Some(rx.changed().await),
                     None => std::future::pending().await,
                 } } => continue,
-                // All but sure it finished: its slot serves the next row.
-                Ok(permit) = async { match release {
-                    Some(at) => {
-                        tokio::time::sleep_until(at).await;
-                        ctx.presumed.clone().acquire_owned().await
-                    }
-                    None => std::future::pending().await,
-                } } => {
-                    // Planned before another presumption proved wrong: plan again.
-                    if let Schedule::Adaptive(learned) = &ctx.schedule {
-                        if !learned.may_presume() {
-                            drop(permit);
-                            continue;
-                        }
-                    }
-                    tracing::debug!(target: "batchgen::poll", "{}: presumed finished {:.3} s after submit", ticket.request_id, since(Instant::now()));
-                    presumed = Some(permit);
-                    *slot = None;
-                    continue;
-                }
+            }
+            if let Some((learned, token)) = &learned {
+                learned.asking(token, ask);
             }
             let sent = Instant::now();
             last_poll = Some(sent);
@@ -447,29 +420,18 @@ impl RowRun {
                     errors = 0;
                     refused = 0;
                     last_pending = Some(since(sent));
-                    if presumed.take().is_some() {
-                        // Still running after all: back under the bound first.
-                        if let Schedule::Adaptive(learned) = &ctx.schedule {
-                            learned.presumed_wrong();
-                        }
-                        tracing::debug!(target: "batchgen::poll", "{}: presumed finished, yet pending", ticket.request_id);
-                        tokio::select! {
-                            permit = acquire(&ctx.requests) => *slot = Some(permit),
-                            stop = ctx.until_hard_stop() => {
-                                leave();
-                                return self.leave_accepted(stop.code(), &stop.describe(), &ticket).await;
-                            }
-                        }
+                    if let Some((learned, token)) = &learned {
+                        learned.seen_pending(token, since(sent));
                     }
                 }
                 Ok(Status::Completed(images)) => {
                     leave();
-                    if let Schedule::Adaptive(learned) = &ctx.schedule {
+                    if let Some((learned, token)) = &learned {
                         // Both ends by when the poll was sent, as polls are
                         // planned: not by when its answer came, which adds
                         // the round trip and any queue to every estimate.
                         let seen = (last_pending.unwrap_or(0.0), since(sent));
-                        learned.learn(key, seen.0, seen.1, draw);
+                        learned.learn(token, seen.0, seen.1);
                         self.seen = Some(seen);
                     }
                     return Start::Download {

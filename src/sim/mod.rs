@@ -223,8 +223,7 @@ pub struct Ledger {
     /// SHA-256 of every whole image served, by URL path (or `data:ID/N`).
     pub files: BTreeMap<String, String>,
     /// Accepted requests the client has not yet been told are finished
-    /// (their files may still be downloading). `--concurrency` bounds this,
-    /// but for the few a run presumes finished before it may ask.
+    /// (their files may still be downloading). `--concurrency` bounds this.
     pub in_flight: u64,
     pub max_in_flight: u64,
     /// The most accepted requests still running (within their latency) at
