@@ -1,0 +1,138 @@
+//! `batchgen run` against each limiter shape `batchgen sim` puts in front of
+//! the gateway, through the real binary. Invariants only (how fast a run
+//! goes is the model's and the bench's business, see `run::limiter`): no
+//! row fails of a limiter, nothing is paid twice, every refusal is counted,
+//! and a spent quota stops the run naming it.
+
+mod support;
+
+use batchgen::sim::{LimitShape, SimConfig};
+use support::*;
+
+fn count(ledger: &batchgen::sim::Ledger, code: &str) -> u64 {
+    ledger.rejected.get(code).copied().unwrap_or(0)
+}
+
+/// Runs `rows` rows, `concurrency` at once, against a limiter of `cfg`;
+/// checks the invariants; returns the refusals the ledger counted.
+async fn no_row_dies_of(cfg: SimConfig, rows: u32, concurrency: &str) -> u64 {
+    let sim = start(SimConfig {
+        min_latency_ms: 200,
+        max_latency_ms: 200,
+        ..cfg
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = seed_sweep(dir.path(), rows);
+    let out = dir.path().join("out");
+    let o = run(&m, &out, &sim.url(), &["--concurrency", concurrency]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let rs = results(&out);
+    assert_eq!(rs.len(), rows as usize);
+    assert!(rs.iter().all(|r| r["status"] == "completed"), "{rs:#?}");
+    let ledger = sim.ledger();
+    assert_never_paid_twice(&ledger);
+    assert_eq!(ledger.accepted, u64::from(rows), "each row accepted once");
+    assert!(ledger.submissions.values().all(|n| *n == 1));
+    assert_files_are_what_was_served(&out, &ledger);
+    let refused = count(&ledger, "RATE_LIMIT_EXCEEDED");
+    assert!(
+        refused > 0,
+        "the limiter never refused: {:?}",
+        ledger.rejected
+    );
+    // Every refusal, 429 or 503, is counted as rate limited.
+    assert_eq!(summary(&out)["rate_limited"], refused);
+    refused
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_limit_req_answering_503_html_fails_no_row() {
+    // nginx's defaults: limit_req_status 503, its HTML page, no Retry-After.
+    no_row_dies_of(
+        SimConfig {
+            rate_limit: Some(20),
+            limit_shape: LimitShape::Leaky,
+            limit_burst: 0,
+            limit_status: 503,
+            limit_body: batchgen::sim::LimitBody::Html,
+            ..quick()
+        },
+        60,
+        "30",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_limit_req_answering_429_html_fails_no_row() {
+    no_row_dies_of(
+        SimConfig {
+            rate_limit: Some(20),
+            limit_shape: LimitShape::Leaky,
+            limit_burst: 2,
+            limit_body: batchgen::sim::LimitBody::Html,
+            ..quick()
+        },
+        60,
+        "30",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_bucket_without_retry_after_fails_no_row() {
+    no_row_dies_of(
+        SimConfig {
+            rate_limit: Some(20),
+            limit_shape: LimitShape::Bucket,
+            limit_burst: 3,
+            limit_retry_after: Some(batchgen::sim::OnOff::Off),
+            ..quick()
+        },
+        60,
+        "30",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_quota_stops_the_run_naming_it_and_a_rerun_pays_nothing_twice() {
+    let sim = start(SimConfig {
+        quota: Some(3),
+        ..latency(300, 300)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = seed_sweep(dir.path(), 8);
+    let out = dir.path().join("out");
+    let o = run(&m, &out, &sim.url(), &["--concurrency", "4"]).await;
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    let stopped = summary(&out)["stopped"].as_str().unwrap().to_string();
+    assert!(
+        stopped.contains("QUOTA_EXCEEDED") && stopped.contains("Out of call volume quota"),
+        "{stopped}"
+    );
+    let err = text(&o.stderr);
+    assert!(err.contains("QUOTA_EXCEEDED"), "{err}");
+    let rs = results(&out);
+    let completed = rs.iter().filter(|r| r["status"] == "completed").count();
+    assert_eq!(completed, 3, "what was accepted is collected: {rs:#?}");
+    assert!(rs
+        .iter()
+        .filter(|r| r["status"] != "completed")
+        .all(|r| r["error_code"] == "QUOTA_EXCEEDED"));
+    assert!(count(&sim.ledger(), "QUOTA_EXCEEDED") > 0);
+    // The quota is replenished: a plain rerun submits the rest, and nothing twice.
+    sim.set_config(SimConfig {
+        quota: None,
+        ..latency(300, 300)
+    });
+    let o = run(&m, &out, &sim.url(), &["--concurrency", "4"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(results(&out).iter().all(|r| r["status"] == "completed"));
+    let ledger = sim.ledger();
+    assert_never_paid_twice(&ledger);
+    assert_eq!(ledger.accepted, 8);
+    assert_files_are_what_was_served(&out, &ledger);
+}
