@@ -136,3 +136,54 @@ async fn a_spent_quota_stops_the_run_naming_it_and_a_rerun_pays_nothing_twice() 
     assert_eq!(ledger.accepted, 8);
     assert_files_are_what_was_served(&out, &ledger);
 }
+
+/// What the client hears from each refusal `batchgen sim` can give.
+#[tokio::test]
+async fn each_refusal_reaches_the_client_as_the_limiter_sent_it() {
+    use batchgen::api::{ApiKey, Class, Client, ClientConfig};
+    use batchgen::plan::Request;
+    let hear = |cfg: SimConfig| async move {
+        let sim = start(SimConfig {
+            rate_limit: Some(1),
+            ..cfg
+        })
+        .await;
+        let client = Client::new(ClientConfig::new(&sim.url(), ApiKey::new(KEY).unwrap())).unwrap();
+        // Until one is refused (each a second apart would all pass, so a
+        // slow machine only makes this take longer).
+        let mut refused = None;
+        for n in 0..50 {
+            if let Err(e) = client.submit(&Request::new(&format!("row {n}"))).await {
+                refused = Some(e);
+                break;
+            }
+        }
+        let e = refused.expect("the limiter refused one");
+        assert_eq!(count(&sim.ledger(), "RATE_LIMIT_EXCEEDED"), 1);
+        assert_eq!(e.class, Class::Retry, "{e}");
+        assert!(e.is_rate_limited(), "{e}");
+        (e.http_status, e.retry_after.map(|d| d.as_secs()))
+    };
+    // nginx: 503, HTML, no Retry-After.
+    let nginx = SimConfig {
+        limit_shape: LimitShape::Leaky,
+        limit_burst: 0,
+        limit_status: 503,
+        limit_body: batchgen::sim::LimitBody::Html,
+        ..quick()
+    };
+    assert_eq!(hear(nginx).await, (Some(503), None));
+    // A JSON refusal with Retry-After off names no delay in its message either.
+    let quiet = SimConfig {
+        limit_shape: LimitShape::Bucket,
+        limit_retry_after: Some(batchgen::sim::OnOff::Off),
+        ..quick()
+    };
+    assert_eq!(hear(quiet).await, (Some(429), None));
+    // Azure API Management's window: Retry-After to when the oldest call slides out.
+    let apim = SimConfig {
+        limit_window_secs: 60,
+        ..quick()
+    };
+    assert_eq!(hear(apim).await, (Some(429), Some(60)));
+}

@@ -231,9 +231,7 @@ fn limited(sim: &Sim, kind: Kind, cfg: &SimConfig) -> Option<Response> {
         });
         return Some((StatusCode::FORBIDDEN, Json(body)).into_response());
     }
-    if cfg.rate_limit.is_none() {
-        return None;
-    }
+    cfg.rate_limit?;
     if st.gate.is_none() {
         st.gate = cfg.gate();
     }

@@ -48,7 +48,7 @@ const MAX_PAUSE: Duration = Duration::from_secs(300);
 const MIN_RATE: f64 = 1.0 / 60.0;
 /// After a refusal: this share of the rate the gateway accepted (after the
 /// first, which the rate then grows from).
-const DECREASE: f64 = 0.95;
+const DECREASE: f64 = 0.97;
 const FIRST_DECREASE: f64 = 0.97;
 /// How far back what the gateway accepted is measured.
 const HORIZON: Duration = Duration::from_secs(2);
@@ -74,10 +74,9 @@ struct State {
     /// Submits per second; `None`: not throttled.
     rate: Option<f64>,
     last: Option<Instant>,
-    /// A Retry-After's point in time: nothing is sent before it.
+    /// A Retry-After's point in time: nothing is sent before it (and the
+    /// time up to it is not time spent sending).
     not_before: Option<Instant>,
-    /// When the latest pause began and ended (time not spent sending).
-    paused: Option<(Instant, Instant)>,
     /// When accepted submits were answered, over the last [`HORIZON`].
     accepted: VecDeque<Instant>,
     /// The last decrease, and the rate before it: a refusal of a submit
@@ -99,7 +98,6 @@ impl RateLimiter {
                 rate: ceiling,
                 last: None,
                 not_before: None,
-                paused: None,
                 accepted: VecDeque::new(),
                 cut: None,
                 probing: true,
@@ -223,12 +221,7 @@ fn pause(st: &mut State, now: Instant, retry_after: Option<Duration>) {
     if let Some(wait) = retry_after {
         let until = now + wait.min(MAX_PAUSE);
         if st.not_before.is_none_or(|t| t < until) {
-            let began = match st.paused {
-                Some((began, end)) if end >= now => began,
-                _ => now,
-            };
             st.not_before = Some(until);
-            st.paused = Some((began, until));
         }
     }
 }
@@ -256,7 +249,7 @@ fn measured(st: &mut State, now: Instant, first: bool) -> Option<f64> {
         return Some(in_second.max(per_second).max(1.0));
     }
     let mut from = now.checked_sub(HORIZON).unwrap_or(now);
-    if let Some((_, end)) = st.paused.filter(|(_, end)| *end > from) {
+    if let Some(end) = st.not_before.filter(|end| *end > from) {
         from = end.min(now);
     }
     let span = now.duration_since(from);

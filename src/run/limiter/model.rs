@@ -91,6 +91,7 @@ async fn model(
 }
 
 /// Runs one shape and checks the targets; returns (ratio, refused share).
+#[allow(clippy::print_stderr)] // what each shape gave, shown on failure
 async fn check(name: &str, gate: Gate, retry_after: bool, rows: u64, bound: f64) -> (f64, f64) {
     let out = model(gate, retry_after, rows, 60, Duration::from_secs(1)).await;
     let ratio = bound / out.secs;
