@@ -6,7 +6,7 @@
 
 mod support;
 
-use batchgen::sim::{LimitShape, SimConfig};
+use batchgen::sim::{LimitBody, LimitConfig, LimitShape, OnOff, SimConfig};
 use support::*;
 
 fn count(ledger: &batchgen::sim::Ledger, code: &str) -> u64 {
@@ -52,10 +52,13 @@ async fn nginx_limit_req_answering_503_html_fails_no_row() {
     no_row_dies_of(
         SimConfig {
             rate_limit: Some(20),
-            limit_shape: LimitShape::Leaky,
-            limit_burst: 0,
-            limit_status: 503,
-            limit_body: batchgen::sim::LimitBody::Html,
+            limit: LimitConfig {
+                limit_shape: LimitShape::Leaky,
+                limit_burst: 0,
+                limit_status: 503,
+                limit_body: LimitBody::Html,
+                ..LimitConfig::default()
+            },
             ..quick()
         },
         60,
@@ -69,9 +72,12 @@ async fn nginx_limit_req_answering_429_html_fails_no_row() {
     no_row_dies_of(
         SimConfig {
             rate_limit: Some(20),
-            limit_shape: LimitShape::Leaky,
-            limit_burst: 2,
-            limit_body: batchgen::sim::LimitBody::Html,
+            limit: LimitConfig {
+                limit_shape: LimitShape::Leaky,
+                limit_burst: 2,
+                limit_body: LimitBody::Html,
+                ..LimitConfig::default()
+            },
             ..quick()
         },
         60,
@@ -85,9 +91,12 @@ async fn a_token_bucket_without_retry_after_fails_no_row() {
     no_row_dies_of(
         SimConfig {
             rate_limit: Some(20),
-            limit_shape: LimitShape::Bucket,
-            limit_burst: 3,
-            limit_retry_after: Some(batchgen::sim::OnOff::Off),
+            limit: LimitConfig {
+                limit_shape: LimitShape::Bucket,
+                limit_burst: 3,
+                limit_retry_after: Some(OnOff::Off),
+                ..LimitConfig::default()
+            },
             ..quick()
         },
         60,
@@ -99,7 +108,10 @@ async fn a_token_bucket_without_retry_after_fails_no_row() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spent_quota_stops_the_run_naming_it_and_a_rerun_pays_nothing_twice() {
     let sim = start(SimConfig {
-        quota: Some(3),
+        limit: LimitConfig {
+            quota: Some(3),
+            ..LimitConfig::default()
+        },
         ..latency(300, 300)
     })
     .await;
@@ -125,7 +137,10 @@ async fn a_spent_quota_stops_the_run_naming_it_and_a_rerun_pays_nothing_twice() 
     assert!(count(&sim.ledger(), "QUOTA_EXCEEDED") > 0);
     // The quota is replenished: a plain rerun submits the rest, and nothing twice.
     sim.set_config(SimConfig {
-        quota: None,
+        limit: LimitConfig {
+            quota: None,
+            ..LimitConfig::default()
+        },
         ..latency(300, 300)
     });
     let o = run(&m, &out, &sim.url(), &["--concurrency", "4"]).await;
@@ -166,23 +181,32 @@ async fn each_refusal_reaches_the_client_as_the_limiter_sent_it() {
     };
     // nginx: 503, HTML, no Retry-After.
     let nginx = SimConfig {
-        limit_shape: LimitShape::Leaky,
-        limit_burst: 0,
-        limit_status: 503,
-        limit_body: batchgen::sim::LimitBody::Html,
+        limit: LimitConfig {
+            limit_shape: LimitShape::Leaky,
+            limit_burst: 0,
+            limit_status: 503,
+            limit_body: LimitBody::Html,
+            ..LimitConfig::default()
+        },
         ..quick()
     };
     assert_eq!(hear(nginx).await, (Some(503), None));
     // A JSON refusal with Retry-After off names no delay in its message either.
     let quiet = SimConfig {
-        limit_shape: LimitShape::Bucket,
-        limit_retry_after: Some(batchgen::sim::OnOff::Off),
+        limit: LimitConfig {
+            limit_shape: LimitShape::Bucket,
+            limit_retry_after: Some(OnOff::Off),
+            ..LimitConfig::default()
+        },
         ..quick()
     };
     assert_eq!(hear(quiet).await, (Some(429), None));
     // Azure API Management's window: Retry-After to when the oldest call slides out.
     let apim = SimConfig {
-        limit_window_secs: 60,
+        limit: LimitConfig {
+            limit_window_secs: 60,
+            ..LimitConfig::default()
+        },
         ..quick()
     };
     assert_eq!(hear(apim).await, (Some(429), Some(60)));

@@ -136,6 +136,97 @@ fn refuse(secs: f64) -> Verdict {
     }
 }
 
+fn limit_status(s: &str) -> Result<u16, String> {
+    match s {
+        "429" => Ok(429),
+        "503" => Ok(503),
+        _ => Err("a limiter answers 429 or 503".into()),
+    }
+}
+
+/// `on` or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+/// What a limiter's refusal carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LimitBody {
+    /// The vendor's error JSON (`RATE_LIMIT_EXCEEDED`).
+    #[default]
+    Json,
+    /// nginx's HTML error page, `Content-Type: text/html`.
+    Html,
+}
+
+/// The limiter in front of the simulated gateway, beside `--rate-limit`
+/// and `--retry-after-secs` (`batchgen sim` flags).
+#[derive(Clone, Debug, clap::Args)]
+pub struct LimitConfig {
+    /// The limiter's shape: `window` (sliding window of --rate-limit calls per
+    /// --limit-window-secs, as Azure API Management's rate-limit), `bucket` (token bucket of
+    /// --rate-limit a second, --limit-burst deep) or `leaky` (nginx limit_req nodelay).
+    #[arg(long, value_enum, default_value_t = LimitShape::Window)]
+    pub limit_shape: LimitShape,
+    /// The sliding window's length, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 1)]
+    pub limit_window_secs: u64,
+    /// The bucket's capacity (bucket), or nginx's `burst` (leaky).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub limit_burst: u32,
+    /// The HTTP status of a refusal: 429 or 503 (nginx's default limit_req_status).
+    #[arg(long, value_name = "STATUS", default_value_t = 429, value_parser = limit_status)]
+    pub limit_status: u16,
+    /// Whether a refusal names a Retry-After (default: on for window and bucket, off for leaky).
+    #[arg(long, value_enum, value_name = "ON_OFF")]
+    pub limit_retry_after: Option<OnOff>,
+    /// A refusal's body: the vendor's JSON error, or a proxy's HTML page.
+    #[arg(long, value_enum, default_value_t = LimitBody::Json)]
+    pub limit_body: LimitBody,
+    /// After N accepted submits in all, every submit is answered 403 as Azure API
+    /// Management's quota policy answers ("Out of call volume quota").
+    #[arg(long, value_name = "N")]
+    pub quota: Option<u64>,
+}
+
+impl Default for LimitConfig {
+    fn default() -> LimitConfig {
+        LimitConfig {
+            limit_shape: LimitShape::Window,
+            limit_window_secs: 1,
+            limit_burst: 1,
+            limit_status: 429,
+            limit_retry_after: None,
+            limit_body: LimitBody::Json,
+            quota: None,
+        }
+    }
+}
+
+impl LimitConfig {
+    /// The limiter of `rate_limit` (`--rate-limit`) in this shape, if any.
+    pub(super) fn gate(&self, rate_limit: Option<u32>) -> Option<Gate> {
+        rate_limit.map(|n| {
+            Gate::new(
+                self.limit_shape,
+                n,
+                Duration::from_secs(self.limit_window_secs.max(1)),
+                self.limit_burst,
+            )
+        })
+    }
+
+    /// Whether a refusal names a Retry-After.
+    pub(super) fn retry_after(&self) -> bool {
+        match self.limit_retry_after {
+            Some(on) => on == OnOff::On,
+            None => self.limit_shape.retry_after_by_default(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

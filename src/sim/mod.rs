@@ -42,7 +42,7 @@ use crate::api::wire::{self, code, Output, Phase, Reply, WireImage};
 use crate::api::Format;
 use crate::disk::hex;
 use crate::plan::{Kind, SIZE_PRESETS};
-pub use limit::LimitShape;
+pub use limit::{LimitBody, LimitConfig, LimitShape, OnOff};
 
 /// How the simulator behaves. Every field is a `batchgen sim` flag.
 #[derive(Clone, Debug, clap::Args)]
@@ -89,30 +89,9 @@ pub struct SimConfig {
     /// The least seconds a refusal's Retry-After (and message) names.
     #[arg(long, value_name = "SECS", default_value_t = 1)]
     pub retry_after_secs: u64,
-    /// The limiter's shape: `window` (sliding window of --rate-limit calls per
-    /// --limit-window-secs, as Azure API Management's rate-limit), `bucket` (token bucket of
-    /// --rate-limit a second, --limit-burst deep) or `leaky` (nginx limit_req nodelay).
-    #[arg(long, value_enum, default_value_t = LimitShape::Window)]
-    pub limit_shape: LimitShape,
-    /// The sliding window's length, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 1)]
-    pub limit_window_secs: u64,
-    /// The bucket's capacity (bucket), or nginx's `burst` (leaky).
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub limit_burst: u32,
-    /// The HTTP status of a refusal: 429 or 503 (nginx's default limit_req_status).
-    #[arg(long, value_name = "STATUS", default_value_t = 429, value_parser = limit_status)]
-    pub limit_status: u16,
-    /// Whether a refusal names a Retry-After (default: on for window and bucket, off for leaky).
-    #[arg(long, value_enum, value_name = "ON_OFF")]
-    pub limit_retry_after: Option<OnOff>,
-    /// A refusal's body: the vendor's JSON error, or a proxy's HTML page.
-    #[arg(long, value_enum, default_value_t = LimitBody::Json)]
-    pub limit_body: LimitBody,
-    /// After N accepted submits in all, every submit is answered 403 as Azure API
-    /// Management's quota policy answers ("Out of call volume quota").
-    #[arg(long, value_name = "N")]
-    pub quota: Option<u64>,
+    /// The limiter's shape, and a quota.
+    #[command(flatten)]
+    pub limit: LimitConfig,
     /// Wallet in USD; a submit it cannot pay for is answered INSUFFICIENT_FUNDS. Unlimited if unset.
     #[arg(long, value_name = "USD")]
     pub wallet_usd: Option<f64>,
@@ -184,13 +163,7 @@ impl Default for SimConfig {
             error_rate: 0.0,
             rate_limit: None,
             retry_after_secs: 1,
-            limit_shape: LimitShape::Window,
-            limit_window_secs: 1,
-            limit_burst: 1,
-            limit_status: 429,
-            limit_retry_after: None,
-            limit_body: LimitBody::Json,
-            quota: None,
+            limit: LimitConfig::default(),
             wallet_usd: None,
             price_text_to_image: 0.05,
             price_image_to_image: 0.05,
@@ -206,53 +179,6 @@ impl Default for SimConfig {
             slow_rate: 0.0,
             slow_latency_ms: 0,
             echo_key: None,
-        }
-    }
-}
-
-fn limit_status(s: &str) -> Result<u16, String> {
-    match s {
-        "429" => Ok(429),
-        "503" => Ok(503),
-        _ => Err("a limiter answers 429 or 503".into()),
-    }
-}
-
-/// `on` or `off`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum OnOff {
-    On,
-    Off,
-}
-
-/// What a limiter's refusal carries.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum LimitBody {
-    /// The vendor's error JSON (`RATE_LIMIT_EXCEEDED`).
-    #[default]
-    Json,
-    /// nginx's HTML error page, `Content-Type: text/html`.
-    Html,
-}
-
-impl SimConfig {
-    /// The limiter `--rate-limit` and `--limit-*` describe, if any.
-    fn gate(&self) -> Option<limit::Gate> {
-        self.rate_limit.map(|n| {
-            limit::Gate::new(
-                self.limit_shape,
-                n,
-                Duration::from_secs(self.limit_window_secs.max(1)),
-                self.limit_burst,
-            )
-        })
-    }
-
-    /// Whether a refusal names a Retry-After.
-    fn limit_retry_after(&self) -> bool {
-        match self.limit_retry_after {
-            Some(on) => on == OnOff::On,
-            None => self.limit_shape.retry_after_by_default(),
         }
     }
 }

@@ -219,7 +219,11 @@ pub(super) async fn submit(sim: Arc<Sim>, kind: Kind, headers: HeaderMap, body: 
 /// through (and counts it).
 fn limited(sim: &Sim, kind: Kind, cfg: &SimConfig) -> Option<Response> {
     let mut st = sim.lock();
-    if cfg.quota.is_some_and(|quota| st.ledger.accepted >= quota) {
+    if cfg
+        .limit
+        .quota
+        .is_some_and(|quota| st.ledger.accepted >= quota)
+    {
         *st.ledger
             .rejected
             .entry(crate::api::error::ours::QUOTA_EXCEEDED.into())
@@ -233,7 +237,7 @@ fn limited(sim: &Sim, kind: Kind, cfg: &SimConfig) -> Option<Response> {
     }
     cfg.rate_limit?;
     if st.gate.is_none() {
-        st.gate = cfg.gate();
+        st.gate = cfg.limit.gate(cfg.rate_limit);
     }
     let verdict = st.gate.as_mut()?.check(Instant::now());
     let limit::Verdict::Refuse { retry_after_secs } = verdict else {
@@ -245,9 +249,10 @@ fn limited(sim: &Sim, kind: Kind, cfg: &SimConfig) -> Option<Response> {
         .or_default() += 1;
     drop(st);
     let secs = retry_after_secs.max(cfg.retry_after_secs);
-    let with_retry_after = cfg.limit_retry_after();
-    let status = StatusCode::from_u16(cfg.limit_status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
-    let mut resp = match cfg.limit_body {
+    let with_retry_after = cfg.limit.retry_after();
+    let status =
+        StatusCode::from_u16(cfg.limit.limit_status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+    let mut resp = match cfg.limit.limit_body {
         LimitBody::Json => {
             let message = match with_retry_after {
                 true => format!("Rate limit exceeded. Retry after {secs} seconds."),
