@@ -21,7 +21,9 @@
 //!   taken, not the rate behind it, so until a *paced* submit is refused
 //!   the rate grows fast ([`PROBE_GROWTH`]); once one is, it creeps
 //!   ([`SLOW_GROWTH`]), probing for a higher limit without hammering the
-//!   one it found.
+//!   one it found. A refusal while the pace is still below what the gateway
+//!   was last measured to accept is jitter (submits that left evenly arrive
+//!   bunched) or a limit coming down: the pace only eases ([`EASE`]).
 //!
 //! Each refusal is judged by when its submit was *sent*: one sent before
 //! the last decrease was sent at the old rate and says nothing new (a burst
@@ -48,8 +50,14 @@ const MAX_PAUSE: Duration = Duration::from_secs(300);
 const MIN_RATE: f64 = 1.0 / 60.0;
 /// After a refusal: this share of the rate the gateway accepted (after the
 /// first, which the rate then grows from).
-const DECREASE: f64 = 0.97;
+const DECREASE: f64 = 0.95;
 const FIRST_DECREASE: f64 = 0.97;
+/// A refusal below the rate the gateway was last measured to accept is
+/// jitter (two submits that left evenly arrived close) or a limit that is
+/// coming down: the rate eases by this share, and that measure by
+/// [`FOUND_DECAY`], so refusals that persist still walk it down.
+const EASE: f64 = 0.99;
+const FOUND_DECAY: f64 = 0.98;
 /// How far back what the gateway accepted is measured.
 const HORIZON: Duration = Duration::from_secs(2);
 /// The shortest sending time a measure is trusted on; below it a refusal
@@ -84,6 +92,8 @@ struct State {
     cut: Option<(Instant, f64, bool)>,
     /// No paced submit has been refused yet: the rate grows fast.
     probing: bool,
+    /// What the gateway was measured to accept at the last paced refusal.
+    found: Option<f64>,
     grown_at: Instant,
     rate_limited: u64,
 }
@@ -101,6 +111,7 @@ impl RateLimiter {
                 accepted: VecDeque::new(),
                 cut: None,
                 probing: true,
+                found: None,
                 grown_at: Instant::now(),
                 rate_limited: 0,
             }),
@@ -154,8 +165,15 @@ impl RateLimiter {
         let rate = match (before, measured(&mut st, now, first)) {
             // The first refusal: what the burst got, a floor to grow from.
             (None, measure) => measure.unwrap_or(1.0) * FIRST_DECREASE,
+            (Some(r), _) if st.found.is_some_and(|found| r < found) => {
+                st.found = st.found.map(|found| found * FOUND_DECAY);
+                r * EASE
+            }
             (Some(r), Some(measure)) => {
                 st.probing = st.cut.is_none();
+                if !first {
+                    st.found = Some(measure.min(r));
+                }
                 measure.min(r) * DECREASE
             }
             (Some(r), None) => {
