@@ -502,7 +502,7 @@ pub struct Summary {
     pub images_this_run: u64,
     pub rows_per_minute: f64,
     pub images_per_minute: f64,
-    /// Submits this run that the gateway answered 429 (rate limited).
+    /// Submits this run that a limiter refused (429, or a 503 the gateway did not phrase).
     pub rate_limited: u64,
     /// Status calls this run made.
     pub status_calls: u64,
@@ -678,7 +678,7 @@ pub struct RunEnd {
     pub wall: Duration,
     /// Rows and images finished by this run.
     pub this_run: (u64, u64),
-    /// Submits this run that the gateway answered 429.
+    /// Submits this run that a limiter refused (429, or a 503 the gateway did not phrase).
     pub rate_limited: u64,
     /// Status calls this run made.
     pub status_calls: u64,

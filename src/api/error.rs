@@ -63,6 +63,9 @@ pub mod ours {
     pub const DISK: &str = "DISK";
     /// The server's certificate is not trusted: never retried, the run stops.
     pub const TLS_UNTRUSTED: &str = "TLS_UNTRUSTED";
+    /// A gateway's volume quota is spent (Azure API Management's `quota`
+    /// policy answers 403 "Out of call volume quota"): the run stops.
+    pub const QUOTA_EXCEEDED: &str = "QUOTA_EXCEEDED";
 }
 
 impl ApiError {
@@ -101,9 +104,15 @@ impl ApiError {
         self.code == ours::CONNECTION_FAILED
     }
 
-    /// A 429 (or its code): wait as told; the row did nothing wrong.
+    /// A limiter's refusal: wait as told; the row did nothing wrong, and
+    /// it never uses up the row's attempts. A 429 (or its code), or a 503
+    /// the gateway did not phrase itself (nginx's `limit_req` answers 503
+    /// with its HTML page by default; see [`classify`] for why it is a
+    /// refusal).
     pub fn is_rate_limited(&self) -> bool {
-        self.http_status == Some(429) || self.code == code::RATE_LIMIT_EXCEEDED
+        self.http_status == Some(429)
+            || self.code == code::RATE_LIMIT_EXCEEDED
+            || (self.http_status == Some(503) && self.code == "HTTP_503")
     }
 }
 
@@ -124,6 +133,15 @@ pub(crate) fn http_error(
     retry_after: Option<Duration>,
 ) -> ApiError {
     let s = status.as_u16();
+    if let Some(message) = (s == 403).then(|| quota_spent(body)).flatten() {
+        return ApiError {
+            class: Class::StopRun,
+            code: ours::QUOTA_EXCEEDED.into(),
+            message,
+            http_status: Some(s),
+            retry_after,
+        };
+    }
     let parsed = documented_error(body);
     let (code, message) = match &parsed {
         Some((code, message)) => (code.clone(), one_line(message)),
@@ -149,7 +167,18 @@ fn classify(op: Op, status: u16, code: Option<&str>, documented: bool) -> Class 
         (Some(code::RATE_LIMIT_EXCEEDED), _) | (_, 429 | 408) => Class::Retry,
         // Only a refusal proves a submit was not accepted: a proxy's 502 or
         // 504, or any 5xx the gateway did not phrase itself, can arrive after
-        // the backend took (and charged) the request.
+        // the backend took (and charged) the request. A 503 is the refusal
+        // status: "Service Unavailable" says the request was not handled,
+        // and what sends it in front of a gateway sends it *instead of*
+        // forwarding (nginx's `limit_req` and `limit_conn`, whose default
+        // status it is, a load balancer with no healthy backend); a proxy
+        // that forwarded and lost the answer says 502 or 504. Whatever
+        // phrased it, the evidence is the same: no request id, so nothing
+        // to collect and nothing the gateway admits to. One the gateway did
+        // not phrase (HTML, no vendor JSON) is a limiter's, and waits in the
+        // rate limiter without using up the row's attempts
+        // ([`ApiError::is_rate_limited`]); the gateway's own JSON 503 keeps
+        // the 5xx rules (a bounded number of attempts).
         (_, 503) => Class::Retry,
         (_, 502 | 504) if op == Op::Submit => Class::Unsure,
         (_, 500..=599) if op == Op::Submit && !documented => Class::Unsure,
@@ -159,6 +188,23 @@ fn classify(op: Op, status: u16, code: Option<&str>, documented: bool) -> Class 
         (Some(code::NOT_FOUND), _) | (_, 404 | 410) => Class::NotFound,
         _ => Class::FailRow,
     }
+}
+
+/// The message of a 403 that says a volume quota is spent: Azure API
+/// Management's `{"statusCode": 403, "message": "Out of call volume quota.
+/// Quota will be replenished in …"}` (a gateway's words; any JSON `message`
+/// or error that names a quota).
+fn quota_spent(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let message = v
+        .get("message")
+        .or_else(|| v.get("error").and_then(|e| e.get("message")))
+        .or_else(|| v.get("error"))?
+        .as_str()?;
+    message
+        .to_ascii_lowercase()
+        .contains("quota")
+        .then(|| one_line(message))
 }
 
 /// `(code, message)` if `body` is one of the vendor's documented error shapes.
@@ -405,6 +451,67 @@ mod tests {
         assert_eq!(c(400, "INVALID_PARAMETER"), Class::FailRow);
         assert_eq!(c(404, "NOT_FOUND"), Class::NotFound);
         assert_eq!(class(Op::Submit, 404, ""), Class::StopRun);
+    }
+
+    const NGINX_503: &str = "<html>\r\n<head><title>503 Service Temporarily Unavailable</title></head>\r\n<body>\r\n<center><h1>503 Service Temporarily Unavailable</h1></center>\r\n<hr><center>nginx/1.25.3</center>\r\n</body>\r\n</html>\r\n";
+
+    fn submit_error(status: u16, content_type: &str, body: &str) -> ApiError {
+        http_error(
+            Op::Submit,
+            StatusCode::from_u16(status).unwrap(),
+            Some(content_type),
+            body.as_bytes(),
+            None,
+        )
+    }
+
+    #[test]
+    fn a_limiters_refusal_is_a_rate_signal_and_the_gateways_own_503_is_not() {
+        // nginx limit_req: 503 (its default) or 429, HTML, no Retry-After.
+        for (status, body) in [(503, NGINX_503), (429, NGINX_503), (503, "")] {
+            let e = submit_error(status, "text/html", body);
+            assert_eq!(e.class, Class::Retry, "{status} {body}");
+            assert!(e.is_rate_limited(), "{status} {body}");
+            assert_eq!(e.retry_after, None);
+        }
+        // The gateway's own JSON 503 keeps the 5xx rules.
+        let own = submit_error(
+            503,
+            "application/json",
+            r#"{"error":{"code":"SERVICE_UNAVAILABLE","message":"busy"}}"#,
+        );
+        assert_eq!(own.class, Class::Retry);
+        assert!(!own.is_rate_limited());
+        // A proxy's 502 stays unsure and is no rate signal.
+        let proxy = submit_error(502, "text/html", NGINX);
+        assert_eq!(proxy.class, Class::Unsure);
+        assert!(!proxy.is_rate_limited());
+    }
+
+    #[test]
+    fn a_spent_quota_stops_the_run_naming_it() {
+        let e = submit_error(
+            403,
+            "application/json",
+            r#"{ "statusCode": 403, "message": "Out of call volume quota. Quota will be replenished in 23:59:59." }"#,
+        );
+        assert_eq!(e.class, Class::StopRun);
+        assert_eq!(e.code, ours::QUOTA_EXCEEDED);
+        assert_eq!(
+            e.message,
+            "Out of call volume quota. Quota will be replenished in 23:59:59."
+        );
+        assert!(!e.is_rate_limited());
+        // Any other 403 stops the run as before, under its own words.
+        let other = submit_error(
+            403,
+            "application/json",
+            r#"{"statusCode": 403, "message": "Forbidden"}"#,
+        );
+        assert_eq!(
+            (other.class, other.code.as_str()),
+            (Class::StopRun, "HTTP_403")
+        );
     }
 
     #[test]

@@ -157,13 +157,13 @@ impl RowRun {
             Err(e) => return self.fail(&e.code, &e.message, Charged::No).await,
         };
         let mut stop = ctx.stop.subscribe();
-        tokio::select! {
-            _ = ctx.limiter.acquire() => {}
+        let slot = tokio::select! {
+            slot = ctx.limiter.acquire() => slot,
             _ = stop.wait_for(Option::is_some) => {
                 self.release();
                 return Start::End;
             }
-        }
+        };
         if !ctx
             .record(&Entry::Intent {
                 key: self.key,
@@ -188,13 +188,16 @@ impl RowRun {
         ctx.event(Event::Leave(Stage::Submitting));
         ctx.observe(&result);
         let e = match result {
-            Ok(sub) => return self.accepted(sub, sent_ms, answered_ms).await,
+            Ok(sub) => {
+                ctx.limiter.accepted(slot);
+                return self.accepted(sub, sent_ms, answered_ms).await;
+            }
             Err(e) => e,
         };
         match e.class {
             Class::Retry => {
                 if e.is_rate_limited() {
-                    ctx.limiter.throttled(e.retry_after);
+                    ctx.limiter.throttled(e.retry_after, slot);
                 }
                 self.not_accepted(&e.code, &e.to_string(), Some(&e)).await
             }
@@ -232,7 +235,6 @@ impl RowRun {
     /// clock).
     async fn accepted(&mut self, sub: api::Submitted, sent_ms: u64, answered_ms: u64) -> Start {
         let ctx = self.ctx.clone();
-        ctx.limiter.accepted();
         let urls: Vec<String> = match &sub.status {
             Some(Status::Completed(images)) => images
                 .iter()

@@ -16,11 +16,12 @@
 //! handle is dropped; `batchgen sim` until Ctrl-C.
 
 mod files;
+pub mod limit;
 pub mod render;
 mod status;
 mod submit;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,6 +42,7 @@ use crate::api::wire::{self, code, Output, Phase, Reply, WireImage};
 use crate::api::Format;
 use crate::disk::hex;
 use crate::plan::{Kind, SIZE_PRESETS};
+pub use limit::{LimitBody, LimitConfig, LimitShape, OnOff};
 
 /// How the simulator behaves. Every field is a `batchgen sim` flag.
 #[derive(Clone, Debug, clap::Args)]
@@ -80,12 +82,16 @@ pub struct SimConfig {
     /// Share of accepted requests that end ERROR (not charged).
     #[arg(long, value_name = "RATE", default_value_t = 0.0)]
     pub error_rate: f64,
-    /// Most submits per second; more are answered 429 with Retry-After.
-    #[arg(long, value_name = "PER_SEC")]
+    /// A limiter in front of the gateway: N calls per window (`window`) or N a second
+    /// (`bucket`, `leaky`); more are refused (see --limit-shape).
+    #[arg(long, value_name = "N")]
     pub rate_limit: Option<u32>,
-    /// Seconds named in Retry-After (and the message) of a 429.
+    /// The least seconds a refusal's Retry-After (and message) names.
     #[arg(long, value_name = "SECS", default_value_t = 1)]
     pub retry_after_secs: u64,
+    /// The limiter's shape, and a quota.
+    #[command(flatten)]
+    pub limit: LimitConfig,
     /// Wallet in USD; a submit it cannot pay for is answered INSUFFICIENT_FUNDS. Unlimited if unset.
     #[arg(long, value_name = "USD")]
     pub wallet_usd: Option<f64>,
@@ -157,6 +163,7 @@ impl Default for SimConfig {
             error_rate: 0.0,
             rate_limit: None,
             retry_after_secs: 1,
+            limit: LimitConfig::default(),
             wallet_usd: None,
             price_text_to_image: 0.05,
             price_image_to_image: 0.05,
@@ -267,6 +274,7 @@ impl SimHandle {
     /// and wallet balance stay).
     pub fn set_config(&self, cfg: SimConfig) {
         *self.sim.cfg.write().expect("sim config") = Arc::new(cfg);
+        self.sim.lock().gate = None;
     }
 
     /// Stops accepting connections and waits for the server to end.
@@ -328,7 +336,8 @@ struct SimState {
     /// Submit attempts per canonical request (accepted or not), for fault draws.
     attempts: HashMap<String, u64>,
     wallet_micros: Option<u64>,
-    recent_submits: VecDeque<Instant>,
+    /// The limiter in front of the gateway (`--rate-limit`), made on first use.
+    gate: Option<limit::Gate>,
     /// When each accepted request still running finishes (for `max_running`).
     running: std::collections::BinaryHeap<std::cmp::Reverse<Instant>>,
     /// The key the last keyed call carried, kept only for `--echo-key`.

@@ -36,37 +36,8 @@ pub(super) async fn submit(sim: Arc<Sim>, kind: Kind, headers: HeaderMap, body: 
     ) {
         return refused;
     }
-    if let Some(limit) = cfg.rate_limit {
-        let now = Instant::now();
-        let mut st = sim.lock();
-        while st
-            .recent_submits
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
-        {
-            st.recent_submits.pop_front();
-        }
-        if st.recent_submits.len() >= limit as usize {
-            *st.ledger
-                .rejected
-                .entry(code::RATE_LIMIT_EXCEEDED.into())
-                .or_default() += 1;
-            drop(st);
-            let secs = cfg.retry_after_secs;
-            let mut resp = error(
-                &sim,
-                kind,
-                StatusCode::TOO_MANY_REQUESTS,
-                code::RATE_LIMIT_EXCEEDED,
-                &format!("Rate limit exceeded. Retry after {secs} seconds."),
-            );
-            resp.headers_mut().insert(
-                header::RETRY_AFTER,
-                secs.to_string().parse().expect("digits"),
-            );
-            return resp;
-        }
-        st.recent_submits.push_back(now);
+    if let Some(refused) = limited(&sim, kind, &cfg) {
+        return refused;
     }
     let json: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -241,6 +212,66 @@ pub(super) async fn submit(sim: Arc<Sim>, kind: Kind, headers: HeaderMap, body: 
         ..Reply::default()
     })
     .into_response()
+}
+
+/// What the limiter in front of the gateway (`--rate-limit`, `--limit-*`)
+/// and the quota (`--quota`) answer a submit they refuse; `None` lets it
+/// through (and counts it).
+fn limited(sim: &Sim, kind: Kind, cfg: &SimConfig) -> Option<Response> {
+    let mut st = sim.lock();
+    if cfg
+        .limit
+        .quota
+        .is_some_and(|quota| st.ledger.accepted >= quota)
+    {
+        *st.ledger
+            .rejected
+            .entry(crate::api::error::ours::QUOTA_EXCEEDED.into())
+            .or_default() += 1;
+        drop(st);
+        let body = serde_json::json!({
+            "statusCode": 403,
+            "message": "Out of call volume quota. Quota will be replenished in 23:59:59.",
+        });
+        return Some((StatusCode::FORBIDDEN, Json(body)).into_response());
+    }
+    cfg.rate_limit?;
+    if st.gate.is_none() {
+        st.gate = cfg.limit.gate(cfg.rate_limit);
+    }
+    let verdict = st.gate.as_mut()?.check(Instant::now());
+    let limit::Verdict::Refuse { retry_after_secs } = verdict else {
+        return None;
+    };
+    *st.ledger
+        .rejected
+        .entry(code::RATE_LIMIT_EXCEEDED.into())
+        .or_default() += 1;
+    drop(st);
+    let secs = retry_after_secs.max(cfg.retry_after_secs);
+    let with_retry_after = cfg.limit.retry_after();
+    let status =
+        StatusCode::from_u16(cfg.limit.limit_status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+    let mut resp = match cfg.limit.limit_body {
+        LimitBody::Json => {
+            let message = match with_retry_after {
+                true => format!("Rate limit exceeded. Retry after {secs} seconds."),
+                false => "Rate limit exceeded.".to_string(),
+            };
+            error(sim, kind, status, code::RATE_LIMIT_EXCEEDED, &message)
+        }
+        LimitBody::Html if status == StatusCode::SERVICE_UNAVAILABLE => {
+            proxy_page(status, "503 Service Temporarily Unavailable")
+        }
+        LimitBody::Html => proxy_page(status, "429 Too Many Requests"),
+    };
+    if with_retry_after {
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            secs.to_string().parse().expect("digits"),
+        );
+    }
+    Some(resp)
 }
 
 pub(super) fn validation_code(kind: Kind) -> &'static str {
