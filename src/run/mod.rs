@@ -96,6 +96,9 @@ pub struct Settings {
     pub progress: progress::Mode,
     /// `--cache DIR` (or the manifest's `cache:`): the store of fulfilled requests.
     pub cache: Option<PathBuf>,
+    /// Make the contact sheet's thumbnails as images land (the sheet at
+    /// the end keeps them): see [`crate::report::Thumbnailer`].
+    pub thumbnails: bool,
     /// Tests only: the row whose task panics once its request is accepted.
     #[cfg(test)]
     pub panic_on: Option<crate::plan::Key>,
@@ -122,6 +125,7 @@ impl Settings {
             results_every: Duration::from_secs(30),
             progress: progress::Mode::Auto,
             cache: None,
+            thumbnails: false,
             #[cfg(test)]
             panic_on: None,
         }
@@ -552,6 +556,10 @@ impl Opened {
             ..Counts::default()
         };
         let collector = tokio::spawn(progress::collect(settings.progress, counts, events_rx));
+        let thumbs = match settings.thumbnails {
+            true => start_thumbnails(&out_dir).await,
+            false => None,
+        };
         let ctx = Arc::new(Ctx {
             plan: plan.clone(),
             client,
@@ -584,6 +592,7 @@ impl Opened {
             downloads: Arc::new(Semaphore::new(settings.concurrency)),
             cache,
             cache_warned: AtomicBool::new(false),
+            thumbs,
             settings,
         });
         // Background pieces: the watchers are aborted when the rows are done;
@@ -639,6 +648,13 @@ impl Opened {
         let ctx = Arc::into_inner(ctx).expect("every task holding the context has ended");
         drop(ctx.events);
         let counts = collector.await.unwrap_or_default();
+        // The last thumbnails are made while the results are written.
+        let thumbs = ctx.thumbs.map(|t| {
+            if stop.as_ref().is_some_and(Stop::is_hard) {
+                t.cancel();
+            }
+            tokio::task::spawn_blocking(move || t.finish())
+        });
 
         let end = RunEnd {
             gateway,
@@ -657,7 +673,27 @@ impl Opened {
             blocking(move || journal.with_replay(|replay| output::write(&plan, replay, &dir, end)))
                 .await
                 .map_err(output_err)?;
+        if let Some(Ok(landed)) = match thumbs {
+            Some(t) => Some(t.await),
+            None => None,
+        } {
+            tracing::debug!(target: "batchgen::report", "{landed}");
+        }
         Ok(Report { summary, stop })
+    }
+}
+
+/// The thread that makes thumbnails as images land, unless the folder is
+/// not one a sheet may be written in (the sheet at the end says why).
+async fn start_thumbnails(out_dir: &Path) -> Option<crate::report::Thumbnailer> {
+    let dir = out_dir.to_path_buf();
+    match tokio::task::spawn_blocking(move || crate::report::Thumbnailer::start(&dir)).await {
+        Ok(Ok(t)) => Some(t),
+        Ok(Err(e)) => {
+            tracing::debug!(target: "batchgen::report", "no thumbnails as images land: {e}");
+            None
+        }
+        Err(_) => None,
     }
 }
 
@@ -769,6 +805,8 @@ struct Ctx {
     cache: Option<Arc<Cache>>,
     /// A failure to store into the cache is told once.
     cache_warned: AtomicBool,
+    /// Makes the contact sheet's thumbnails as images land.
+    thumbs: Option<crate::report::Thumbnailer>,
 }
 
 impl Ctx {
