@@ -141,3 +141,76 @@ impl Drop for Thumbnailer {
         self.cancel();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Format;
+    use crate::sim::render;
+
+    /// A folder with `n` images of a run in images/, as results.csv names them.
+    fn folder(n: usize) -> (tempfile::TempDir, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("images")).unwrap();
+        let files = (0..n)
+            .map(|i| {
+                let file = format!("images/a_s{i}_0.jpg");
+                let bytes = render::image("a", i as u64, 320, 240, Format::Jpeg);
+                std::fs::write(dir.path().join(&file), bytes).unwrap();
+                file
+            })
+            .collect();
+        (dir, files)
+    }
+
+    #[test]
+    fn what_is_offered_is_made_once_and_a_bad_image_is_counted_not_raised() {
+        let (dir, files) = folder(3);
+        std::fs::write(dir.path().join("images/bad_0.jpg"), b"\xFF\xD8\xFF\xD9").unwrap();
+        let t = Thumbnailer::start(dir.path()).unwrap();
+        for f in &files {
+            t.offer(f);
+        }
+        t.offer("images/bad_0.jpg");
+        t.offer(&files[0]);
+        let landed = t.finish();
+        assert_eq!(
+            landed,
+            Landed {
+                made: 3,
+                kept: 1,
+                failed: 1,
+                skipped: 0
+            }
+        );
+        for f in &files {
+            let thumb = dir.path().join("thumbs").join(f);
+            assert!(thumb.is_file(), "{}", thumb.display());
+        }
+    }
+
+    #[test]
+    fn a_cancelled_thumbnailer_leaves_what_is_queued_to_the_sheet() {
+        let (dir, files) = folder(2);
+        let t = Thumbnailer::start(dir.path()).unwrap();
+        t.cancel();
+        for f in &files {
+            t.offer(f);
+        }
+        let landed = t.finish();
+        assert_eq!((landed.made, landed.skipped), (0, 2));
+        assert!(!dir.path().join("thumbs/images").exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn thumbnails_are_written_only_into_the_folders_own_thumbs() {
+        let (dir, _) = folder(1);
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("thumbs")).unwrap();
+        let Err(e) = Thumbnailer::start(dir.path()) else {
+            panic!("a thumbs/ that leads elsewhere is taken");
+        };
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+    }
+}
