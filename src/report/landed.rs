@@ -105,6 +105,21 @@ impl Thumbnailer {
         })
     }
 
+    /// [`Thumbnailer::start`] off the async workers, for a run: `None` if
+    /// the folder is not one a sheet may be written in (the sheet at the
+    /// end says why).
+    pub async fn start_for_run(dir: &Path) -> Option<Thumbnailer> {
+        let dir = dir.to_path_buf();
+        match tokio::task::spawn_blocking(move || Thumbnailer::start(&dir)).await {
+            Ok(Ok(t)) => Some(t),
+            Ok(Err(e)) => {
+                tracing::debug!(target: "batchgen::report", "no thumbnails as images land: {e}");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
     /// Queues the thumbnail of `file` (as results.csv names it, relative
     /// to the folder). Never waits: a full queue leaves it to the sheet.
     pub fn offer(&self, file: &str) {

@@ -557,7 +557,7 @@ impl Opened {
         };
         let collector = tokio::spawn(progress::collect(settings.progress, counts, events_rx));
         let thumbs = match settings.thumbnails {
-            true => start_thumbnails(&out_dir).await,
+            true => crate::report::Thumbnailer::start_for_run(&out_dir).await,
             false => None,
         };
         let ctx = Arc::new(Ctx {
@@ -673,27 +673,12 @@ impl Opened {
             blocking(move || journal.with_replay(|replay| output::write(&plan, replay, &dir, end)))
                 .await
                 .map_err(output_err)?;
-        if let Some(Ok(landed)) = match thumbs {
-            Some(t) => Some(t.await),
-            None => None,
-        } {
-            tracing::debug!(target: "batchgen::report", "{landed}");
+        if let Some(thumbs) = thumbs {
+            if let Ok(landed) = thumbs.await {
+                tracing::debug!(target: "batchgen::report", "{landed}");
+            }
         }
         Ok(Report { summary, stop })
-    }
-}
-
-/// The thread that makes thumbnails as images land, unless the folder is
-/// not one a sheet may be written in (the sheet at the end says why).
-async fn start_thumbnails(out_dir: &Path) -> Option<crate::report::Thumbnailer> {
-    let dir = out_dir.to_path_buf();
-    match tokio::task::spawn_blocking(move || crate::report::Thumbnailer::start(&dir)).await {
-        Ok(Ok(t)) => Some(t),
-        Ok(Err(e)) => {
-            tracing::debug!(target: "batchgen::report", "no thumbnails as images land: {e}");
-            None
-        }
-        Err(_) => None,
     }
 }
 

@@ -767,8 +767,9 @@ impl RowRun {
     }
 
     /// Offers the row's images to the contact sheet's thumbnailer, and
-    /// writes their provenance, from its `done` record (durable by now). A failure to write stops spending, as a download's
-    /// does; the row stays done and the next run writes what is missing.
+    /// writes their provenance, from its `done` record (durable by now). A
+    /// failure to write stops spending, as a download's does; the row stays
+    /// done and the next run writes what is missing.
     async fn write_sidecars(&self) {
         let ctx = self.ctx.clone();
         let Some(rec) = ctx
