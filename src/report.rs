@@ -9,7 +9,9 @@
 //! sit in their place with their error. Everything is read from results.csv
 //! (and summary.json for the header), so a merged folder has a sheet too.
 //!
-//! Thumbnails are made once: one newer than its image is kept. Paths come
+//! Thumbnails are made once: one newer than its image is kept. A run makes
+//! them as its images land (module `landed`), so the sheet at its end only
+//! writes the page; each is decoded at reduced size (module `small`). Paths come
 //! from results.csv, which a user may have edited: a file is read only when
 //! it resolves inside DIR (or a shard folder its merge recorded) and its
 //! bytes are the format its name says; anything else is shown as text, never
@@ -24,7 +26,11 @@ use crate::confine::{self, Sources, Writes};
 use crate::output::{plain_name, read_results, ResultLine, Status};
 use crate::temps::{self, Owner};
 
+mod landed;
+mod small;
 mod thumbs;
+
+pub use landed::{Landed, Thumbnailer};
 
 use thumbs::Shown;
 
@@ -83,6 +89,8 @@ pub enum ReportError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot start a thread for thumbnails: {0}")]
+    Thread(std::io::Error),
 }
 
 /// `file` (from results.csv) as a path inside the folder, if it is a plain one.
@@ -348,7 +356,20 @@ fn cell(out: &mut String, r: &ResultLine, shown: &BTreeMap<String, Shown>) {
     out.push_str("</dl></details></div>");
 }
 
-/// Makes the thumbnails (on every core) and writes `DIR/index.html`.
+/// What a sheet of `dir` may read, once it is sure to write only into
+/// `dir`'s own index.html and thumbs/, never into a run's own files; the
+/// temporaries a killed sheet left there are swept. Shared by [`report`]
+/// and the thumbnails a run makes as its images land ([`Thumbnailer`]).
+fn prepare(dir: &Path) -> Result<Sources, ReportError> {
+    confine::check_output("", &dir.join(INDEX_HTML), &[], Writes::File)?;
+    thumbs::check_root(dir).map_err(ReportError::Input)?;
+    temps::sweep(dir, Owner::Report, false);
+    temps::sweep_tree(&dir.join(THUMBS_DIR), Owner::Report, true);
+    Sources::of(dir).map_err(ReportError::Input)
+}
+
+/// Makes the thumbnails (on every core; those made as a run's images landed
+/// are kept) and writes `DIR/index.html`.
 pub fn report(dir: &Path) -> Result<Reported, ReportError> {
     let rows: Vec<ResultLine> = read_results(dir)
         .map_err(ReportError::Input)?
@@ -358,13 +379,8 @@ pub fn report(dir: &Path) -> Result<Reported, ReportError> {
         crate::disk::read_regular(&dir.join(crate::output::SUMMARY_JSON), MAX_SUMMARY_BYTES)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
-    // Written only into DIR's own index.html and thumbs/, never into a run's own files.
     let path = dir.join(INDEX_HTML);
-    confine::check_output("", &path, &[], Writes::File)?;
-    thumbs::check_root(dir).map_err(ReportError::Input)?;
-    temps::sweep(dir, Owner::Report, false);
-    temps::sweep_tree(&dir.join(THUMBS_DIR), Owner::Report, true);
-    let sources = Sources::of(dir).map_err(ReportError::Input)?;
+    let sources = prepare(dir)?;
 
     // Thumbnails, for every image of a completed row that may be read.
     let images: Vec<String> = rows

@@ -118,11 +118,30 @@ pub fn write_atomic(
     path: &Path,
     fill: impl FnOnce(&mut std::io::BufWriter<&File>) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
+    write_in_place(owner, path, fill, true)
+}
+
+/// [`write_atomic`], not synced: for a file made again from others if a
+/// crash loses it (a thumbnail).
+pub fn write_atomic_unsynced(
+    owner: Owner,
+    path: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<&File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    write_in_place(owner, path, fill, false)
+}
+
+fn write_in_place(
+    owner: Owner,
+    path: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<&File>) -> std::io::Result<()>,
+    durable: bool,
+) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    disk::fill_in_place(Temp::new_in(dir, owner)?, dir, path, fill, true)
+    disk::fill_in_place(Temp::new_in(dir, owner)?, dir, path, fill, durable)
 }
 
 impl disk::Staged for Temp {

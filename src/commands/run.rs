@@ -76,6 +76,9 @@ pub async fn command(args: RunArgs) -> Result<u8, Error> {
     settings.unreachable_after = Duration::from_secs(args.unreachable_after);
     settings.results_every = Duration::from_secs(args.results_every);
     settings.cache = args.cache.clone().or_else(|| plan.cache.clone());
+    // The sheet's thumbnails are made as images land, when the run's end
+    // will write a sheet.
+    settings.thumbnails = !args.no_report && plan.totals().images() <= report::AUTO_MAX_IMAGES;
     settings.progress = if args.quiet {
         progress::Mode::Quiet
     } else {
@@ -155,6 +158,11 @@ async fn contact_sheet(out_dir: &std::path::Path, summary: &output::Summary, qui
         .and_then(|r| r.map_err(|e| e.to_string()));
     match made {
         Ok(done) => {
+            tracing::debug!(
+                target: "batchgen::report",
+                "contact sheet: {} thumbnails made at the end",
+                done.thumbnails_made
+            );
             crate::console::write(crate::console::Stream::Stderr, done.warnings().as_bytes());
             if !quiet {
                 crate::say!("  contact sheet: {}", done.path.display());

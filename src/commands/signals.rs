@@ -58,6 +58,8 @@ pub fn signals() -> impl Future<Output = Signal> + Send + 'static {
         );
         let _ = tx.send(first);
         if let Some(second) = signals.next().await {
+            // A thumbnail being made as its image landed.
+            crate::temps::remove_all_before_exit();
             crate::say!(
                 "batchgen: {}: quitting now; the journal is intact: rerun the same command to resume",
                 second.name()

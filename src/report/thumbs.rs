@@ -10,12 +10,11 @@
 //! ([`crate::temps`]). A thumbnail newer than its image is kept.
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use super::{inside, THUMBS_DIR};
+use super::{inside, small, THUMBS_DIR};
 use crate::confine::{self, Found, Sources};
 use crate::disk;
 use crate::temps::{self, Owner};
@@ -114,7 +113,12 @@ pub(super) fn make_all(dir: &Path, sources: &Sources, images: &[String]) -> Thum
 }
 
 /// What the sheet shows of `file`, and why it has no thumbnail if it has none.
-fn show(dir: &Path, sources: &Sources, file: &str, made: &AtomicUsize) -> (Shown, Option<String>) {
+pub(super) fn show(
+    dir: &Path,
+    sources: &Sources,
+    file: &str,
+    made: &AtomicUsize,
+) -> (Shown, Option<String>) {
     let real = match sources.resolve(file) {
         Ok(Found::Inside(real)) => real,
         Ok(Found::Outside(_)) => {
@@ -201,28 +205,23 @@ fn make(dir: &Path, src: &Path, thumb: &Path) -> Result<bool, String> {
         inner.parent().unwrap_or(Path::new("")),
     )?;
     let dst = dir.join(thumb);
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    // Kept: one newer than its image, unless a crash left it empty.
+    let modified = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .filter(|m| m.len() > 0)
+            .and_then(|m| m.modified().ok())
+    };
     if let (Some(t), Some(i)) = (modified(&dst), modified(src)) {
         if t >= i {
             return Ok(false);
         }
     }
     let bytes = disk::read_regular(src, MAX_IMAGE_BYTES).map_err(|e| e.to_string())?;
-    let mut reader = image::ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(16_384);
-    limits.max_image_height = Some(16_384);
-    limits.max_alloc = Some(512 << 20);
-    reader.limits(limits);
-    let img = reader.decode().map_err(|e| e.to_string())?;
-    let small = img.thumbnail(THUMB_SIDE, THUMB_SIDE).into_rgb8();
-    let mut jpeg = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 80)
-        .encode_image(&small)
-        .map_err(|e| e.to_string())?;
-    temps::write_atomic(Owner::Report, &dst, |w| std::io::Write::write_all(w, &jpeg))
+    let jpeg = small::encode(&small::thumbnail(&bytes, THUMB_SIDE)?)?;
+    // Not synced: a thumbnail is made again from its image. One a crash
+    // left empty is made again too (see above).
+    temps::write_atomic_unsynced(Owner::Report, &dst, |w| std::io::Write::write_all(w, &jpeg))
         .map_err(|e| format!("cannot write {}: {}", dst.display(), disk::plain(&e)))?;
     Ok(true)
 }

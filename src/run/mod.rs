@@ -99,6 +99,9 @@ pub struct Settings {
     /// Tests only, no flag: the run keeps time on tokio's paused clock
     /// (see [`Journal::hold_paused_clock`]).
     pub paused_clock: bool,
+    /// Make the contact sheet's thumbnails as images land (the sheet at
+    /// the end keeps them): see [`crate::report::Thumbnailer`].
+    pub thumbnails: bool,
     /// Tests only: the row whose task panics once its request is accepted.
     #[cfg(test)]
     pub panic_on: Option<crate::plan::Key>,
@@ -126,6 +129,7 @@ impl Settings {
             progress: progress::Mode::Auto,
             cache: None,
             paused_clock: false,
+            thumbnails: false,
             #[cfg(test)]
             panic_on: None,
         }
@@ -559,6 +563,10 @@ impl Opened {
             ..Counts::default()
         };
         let collector = tokio::spawn(progress::collect(settings.progress, counts, events_rx));
+        let thumbs = match settings.thumbnails {
+            true => crate::report::Thumbnailer::start_for_run(&out_dir).await,
+            false => None,
+        };
         let ctx = Arc::new(Ctx {
             plan: plan.clone(),
             client,
@@ -590,6 +598,7 @@ impl Opened {
             downloads: Arc::new(Semaphore::new(settings.concurrency)),
             cache,
             cache_warned: AtomicBool::new(false),
+            thumbs,
             settings,
         });
         // Background pieces: the watchers are aborted when the rows are done;
@@ -645,6 +654,13 @@ impl Opened {
         let ctx = Arc::into_inner(ctx).expect("every task holding the context has ended");
         drop(ctx.events);
         let counts = collector.await.unwrap_or_default();
+        // The last thumbnails are made while the results are written.
+        let thumbs = ctx.thumbs.map(|t| {
+            if stop.as_ref().is_some_and(Stop::is_hard) {
+                t.cancel();
+            }
+            tokio::task::spawn_blocking(move || t.finish())
+        });
 
         let end = RunEnd {
             gateway,
@@ -663,6 +679,11 @@ impl Opened {
             blocking(move || journal.with_replay(|replay| output::write(&plan, replay, &dir, end)))
                 .await
                 .map_err(output_err)?;
+        if let Some(thumbs) = thumbs {
+            if let Ok(landed) = thumbs.await {
+                tracing::debug!(target: "batchgen::report", "{landed}");
+            }
+        }
         Ok(Report { summary, stop })
     }
 }
@@ -772,6 +793,8 @@ struct Ctx {
     cache: Option<Arc<Cache>>,
     /// A failure to store into the cache is told once.
     cache_warned: AtomicBool,
+    /// Makes the contact sheet's thumbnails as images land.
+    thumbs: Option<crate::report::Thumbnailer>,
 }
 
 impl Ctx {

@@ -730,9 +730,10 @@ impl RowRun {
         }
     }
 
-    /// Writes the provenance of the row's images, from its `done` record
-    /// (durable by now). A failure to write stops spending, as a download's
-    /// does; the row stays done and the next run writes what is missing.
+    /// Offers the row's images to the contact sheet's thumbnailer, and
+    /// writes their provenance, from its `done` record (durable by now). A
+    /// failure to write stops spending, as a download's does; the row stays
+    /// done and the next run writes what is missing.
     async fn write_sidecars(&self) {
         let ctx = self.ctx.clone();
         let Some(rec) = ctx
@@ -741,6 +742,10 @@ impl RowRun {
         else {
             return;
         };
+        // Its thumbnails, off the async workers; never waited for.
+        if let (Some(thumbs), State::Done { files, .. }) = (&ctx.thumbs, &rec.state) {
+            files.iter().for_each(|f| thumbs.offer(f));
+        }
         let (out_dir, id, key, req) = (
             ctx.settings.out_dir.clone(),
             self.id.clone(),
