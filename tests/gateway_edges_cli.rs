@@ -244,31 +244,23 @@ async fn errors_that_name_a_url_holding_the_key_hide_it() {
     assert!(e.message.contains("glm-image_<redacted>/0.png"), "{e}");
 }
 
-/// A run of `m` into `out` in this process, against `url`, with retries
+/// A run of `m` into `out` in this process, against `url`, on the real
+/// clock ([`run_in_process`] with its paused-clock hold off), with retries
 /// that back off by milliseconds (so a row that counted refused
-/// connections would give up long before any limit), no progress display
-/// and `tune` applied.
+/// connections would give up long before any limit), 40 ms polls, two
+/// slots and `tune` applied.
 async fn run_here(m: &Path, out: &Path, url: &str, tune: impl FnOnce(&mut Settings)) -> Report {
-    let plan = Arc::new(batchgen::plan::expand(&batchgen::manifest::load(m).unwrap()).unwrap());
-    let mut settings = Settings::new(out.to_path_buf());
-    settings.gateway = batchgen::gateway::Gateway::of_url(&reqwest::Url::parse(url).unwrap());
-    settings.progress = batchgen::progress::Mode::Quiet;
-    settings.poll_interval = Some(Duration::from_millis(40));
-    settings.concurrency = 2;
-    settings.backoff = Backoff {
-        base: Duration::from_millis(1),
-        cap: Duration::from_millis(4),
-    };
-    tune(&mut settings);
-    let opened = tokio::task::spawn_blocking(move || batchgen::run::open(plan, settings))
-        .await
-        .unwrap()
-        .unwrap();
-    let client = Client::new(ClientConfig::new(url, ApiKey::new(KEY).unwrap())).unwrap();
-    opened
-        .execute(client, std::future::pending())
-        .await
-        .unwrap()
+    run_in_process(m, out, url, |s| {
+        s.paused_clock = false;
+        s.poll_interval = Some(Duration::from_millis(40));
+        s.concurrency = 2;
+        s.backoff = Backoff {
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(4),
+        };
+        tune(s);
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
