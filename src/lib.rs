@@ -24,6 +24,8 @@
 //! what people look at, and what training reads
 //! ```
 //!
+//! - [`vocab`]: the ground floor, importing nothing from the crate: row
+//!   keys, shards, money, kinds, tickets, and results.csv's codes.
 //! - [`cli`]: the command line, parsed into settings before work starts.
 //! - [`commands`]: one module per subcommand; this file only dispatches.
 //! - [`exit`]: the one place where outcomes become exit codes.
@@ -74,6 +76,7 @@ pub mod run;
 pub mod sidecar;
 pub mod sim;
 pub mod temps;
+pub mod vocab;
 
 use std::process::ExitCode;
 

@@ -54,18 +54,20 @@ pub struct ApiError {
 
 /// Codes of our own, for errors the vendor has no word for.
 pub mod ours {
-    pub const CONNECTION_FAILED: &str = "CONNECTION_FAILED";
+    use crate::vocab::Code;
+
+    pub const CONNECTION_FAILED: &str = Code::ConnectionFailed.as_str();
     /// A request id or URL holds part of another key than this run's.
-    pub const KEY_CHANGED: &str = "KEY_CHANGED";
-    pub const REDIRECTED: &str = "REDIRECTED";
-    pub const REPLY_TOO_LARGE: &str = "REPLY_TOO_LARGE";
-    pub const BAD_RESPONSE: &str = "BAD_RESPONSE";
-    pub const DISK: &str = "DISK";
+    pub const KEY_CHANGED: &str = Code::KeyChanged.as_str();
+    pub const REDIRECTED: &str = Code::Redirected.as_str();
+    pub const REPLY_TOO_LARGE: &str = Code::ReplyTooLarge.as_str();
+    pub const BAD_RESPONSE: &str = Code::BadResponse.as_str();
+    pub const DISK: &str = Code::Disk.as_str();
     /// The server's certificate is not trusted: never retried, the run stops.
-    pub const TLS_UNTRUSTED: &str = "TLS_UNTRUSTED";
+    pub const TLS_UNTRUSTED: &str = Code::TlsUntrusted.as_str();
     /// A gateway's volume quota is spent (Azure API Management's `quota`
     /// policy answers 403 "Out of call volume quota"): the run stops.
-    pub const QUOTA_EXCEEDED: &str = "QUOTA_EXCEEDED";
+    pub const QUOTA_EXCEEDED: &str = Code::QuotaExceeded.as_str();
 }
 
 impl ApiError {

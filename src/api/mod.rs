@@ -26,8 +26,6 @@ mod key;
 mod redact;
 pub mod wire;
 
-use serde::{Deserialize, Serialize};
-
 pub use backoff::Backoff;
 pub use client::{submit_body, Client, ClientConfig, Prepared, DEFAULT_BASE_URL};
 pub use download::{Downloaded, PART_PREFIX};
@@ -38,30 +36,7 @@ pub use redact::holds_key;
 pub use wire::submit_path;
 use wire::Phase;
 
-use crate::plan::Kind;
-
-/// What to poll for an accepted request. Serialisable, so the journal can
-/// keep it and a resumed run can poll instead of submitting again. Its id
-/// and URLs are as the gateway sent them, but for any part of the key they
-/// held, which is a placeholder (`{key}`, `{key[A..B]}`) that only the
-/// client's requests fill in.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ticket {
-    pub kind: Kind,
-    pub request_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status_url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response_url: Option<String>,
-    /// Images the replies carry inline (`sync_mode`): the reply cap grows
-    /// by room for that many.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub sync_images: u32,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
+pub use crate::vocab::Ticket;
 
 /// Where a request stands.
 #[derive(Clone, Debug, PartialEq, Eq)]

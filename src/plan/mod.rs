@@ -20,7 +20,6 @@ mod params;
 mod report;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
@@ -33,6 +32,8 @@ pub use params::{
 };
 pub use report::{Summary, SummaryRow};
 
+pub use crate::vocab::{Key, Shard, Usd};
+
 /// Plans larger than this are refused (memory stays near 0.5 GB).
 pub const MAX_ROWS: u64 = 20_000_000;
 /// The most seeds one `{from, count}` range may give.
@@ -42,101 +43,6 @@ pub const DEFAULT_TEXT_TO_IMAGE_PRICE: Usd = Usd::from_micros(50_000);
 /// The vendor publishes no image-to-image price; we assume the text-to-image
 /// one, and say so, unless the manifest sets `pricing.image_to_image`.
 pub const ASSUMED_IMAGE_TO_IMAGE_PRICE: Usd = Usd::from_micros(50_000);
-
-/// An amount of US dollars, in whole micro-dollars so that totals are exact.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Usd(u64);
-
-impl Usd {
-    pub const fn from_micros(m: u64) -> Usd {
-        Usd(m)
-    }
-
-    pub fn micros(self) -> u64 {
-        self.0
-    }
-
-    /// From a user-supplied dollar amount; `None` if negative or not finite.
-    pub fn from_dollars(x: f64) -> Option<Usd> {
-        (0.0..1e12)
-            .contains(&x)
-            .then(|| Usd((x * 1e6).round() as u64))
-    }
-
-    pub fn dollars(self) -> f64 {
-        self.0 as f64 / 1e6
-    }
-
-    pub fn times(self, n: u64) -> Usd {
-        Usd(self.0.saturating_mul(n))
-    }
-}
-
-impl std::ops::Add for Usd {
-    type Output = Usd;
-    fn add(self, o: Usd) -> Usd {
-        Usd(self.0.saturating_add(o.0))
-    }
-}
-
-impl fmt::Display for Usd {
-    /// `$1.25`; sub-cent amounts keep their digits (`$0.0125`).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (whole, frac) = (self.0 / 1_000_000, self.0 % 1_000_000);
-        let mut frac = format!("{frac:06}");
-        while frac.len() > 2 && frac.ends_with('0') {
-            frac.pop();
-        }
-        write!(f, "${whole}.{frac}")
-    }
-}
-
-impl serde::Serialize for Usd {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(self.dollars())
-    }
-}
-
-/// A row's stable identity: 64 bits of SHA-256, shown as 16 hex digits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Key(pub u64);
-
-impl fmt::Display for Key {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
-
-impl Key {
-    /// The seed of a row whose manifest gives none: derived from the key, never
-    /// fed back into it. 31 bits, so every gateway takes it.
-    pub fn derived_seed(self) -> u64 {
-        self.0 >> 33
-    }
-
-    /// The key written as its 16 hex digits (as journals and `.plan-keys` hold it).
-    pub fn parse(text: &str) -> Option<Key> {
-        (text.len() == 16 && text.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| u64::from_str_radix(text, 16).ok().map(Key))
-            .flatten()
-    }
-}
-
-/// Written as the 16 hex digits a journal line has always held.
-impl serde::Serialize for Key {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Key {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
-        let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
-        Key::parse(&text).ok_or_else(|| {
-            serde::de::Error::custom(format!("{text:?} is not a row key (16 hex digits)"))
-        })
-    }
-}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pricing {
@@ -297,27 +203,6 @@ pub struct Plan {
     pub digest: String,
     /// The slice of the plan these rows are, if only one.
     pub shard: Option<Shard>,
-}
-
-/// One of `count` slices of a plan (`index` from 0), by row key: a row's
-/// shard depends on its content only, so it is the same however the
-/// manifest is reordered or grown.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Shard {
-    pub index: u32,
-    pub count: u32,
-}
-
-impl Shard {
-    pub fn holds(&self, key: Key) -> bool {
-        key.0 % u64::from(self.count) == u64::from(self.index)
-    }
-}
-
-impl fmt::Display for Shard {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.index, self.count)
-    }
 }
 
 impl Plan {

@@ -39,29 +39,7 @@ pub const MAX_NUM_IMAGES: u32 = 4;
 /// The largest local image file sent inline as a data URI.
 pub const MAX_LOCAL_IMAGE_BYTES: u64 = 10 << 20;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    TextToImage,
-    ImageToImage,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::TextToImage, Kind::ImageToImage];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::TextToImage => "text_to_image",
-            Kind::ImageToImage => "image_to_image",
-        }
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::vocab::Kind;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ImageSize {

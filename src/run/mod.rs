@@ -57,7 +57,7 @@ use tasks::Rows;
 
 /// The `error_code` of a row whose task panicked, and of rows the panic's
 /// stop left unrun.
-pub const PANICKED: &str = "PANICKED";
+pub const PANICKED: &str = crate::vocab::Code::Panicked.as_str();
 
 pub use crate::gateway::SIMULATED;
 

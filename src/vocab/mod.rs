@@ -1,0 +1,20 @@
+//! The ground floor: the vocabulary every stage shares (row keys, money,
+//! kinds of request, tickets, and the codes written in results.csv).
+//!
+//! Why this exists: these types are used from the manifest's plan to the
+//! report, and a type defined in one stage and used by a lower one draws an
+//! arrow back up the house. Nothing here imports anything from the crate,
+//! so every other module may import from here and nothing here can form a
+//! circle.
+
+mod code;
+mod key;
+mod kind;
+mod money;
+mod ticket;
+
+pub use code::{Code, NotOurCode};
+pub use key::{Key, Shard};
+pub use kind::Kind;
+pub use money::Usd;
+pub use ticket::Ticket;
