@@ -20,7 +20,9 @@ use std::path::{Component, Path, PathBuf};
 use crate::api::Format;
 use crate::journal;
 use crate::output::{IMAGES_DIR, PLAN_KEYS, RESULTS_CSV, SUMMARY_JSON};
-use crate::report::THUMBS_DIR;
+
+/// The contact sheet's thumbnails, beside its `index.html`.
+pub const THUMBS_DIR: &str = "thumbs";
 
 /// The lock file a run holds while it lives.
 pub const LOCK_FILE: &str = ".lock";

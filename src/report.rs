@@ -35,7 +35,9 @@ pub use landed::{Landed, Thumbnailer};
 use thumbs::Shown;
 
 pub const INDEX_HTML: &str = "index.html";
-pub const THUMBS_DIR: &str = "thumbs";
+/// Where the sheet's thumbnails live (named in [`crate::confine`], which keeps
+/// other commands off a run's own folders).
+pub use crate::confine::THUMBS_DIR;
 /// The largest summary.json read for the header.
 const MAX_SUMMARY_BYTES: u64 = 16 << 20;
 /// The most images a run's end makes a sheet for; `batchgen report` has no limit.
