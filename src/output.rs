@@ -556,21 +556,8 @@ impl Summary {
     }
 }
 
-/// Where results read the journal's records: a replay held whole, or a
-/// journal still being written, read a few thousand rows at a time so that
-/// its writer is never held up long and nothing is copied whole.
-pub trait Records {
-    /// Calls `f` with the record of each of `keys`, in order.
-    fn each(&self, keys: &[Key], f: &mut dyn FnMut(Option<&Record>));
-}
-
-impl Records for Replay {
-    fn each(&self, keys: &[Key], f: &mut dyn FnMut(Option<&Record>)) {
-        for key in keys {
-            f(self.records.get(key).map(|r| &**r));
-        }
-    }
-}
+/// Where results read the journal's records (defined by the journal).
+pub use crate::journal::Records;
 
 /// Rows whose records one look at the journal reads.
 const RESULTS_CHUNK: usize = 4096;
