@@ -3,8 +3,9 @@
 //! can be asserted exactly and compared.
 //!
 //! Why this exists: a mechanism of the policy is kept only where it pays
-//! (README, *Speed*), and timing claims do not belong in tests that race a
-//! real clock. [`simulate`] drives the learned schedule as a run does;
+//! (docs/how-it-works.md, *Speed*), and timing claims do not belong in
+//! tests that race a real clock. [`simulate`] drives the learned schedule
+//! as a run does;
 //! [`simulate_plain`] drives the baseline every mechanism is weighed
 //! against: the first poll at a quantile of the learned latency, then the
 //! vendor's gap.

@@ -18,7 +18,7 @@
 //! answer).
 //!
 //! The policy, each piece kept because the closed-loop model
-//! (`closed_loop.rs`) shows it pays (README, *Speed*):
+//! (`closed_loop.rs`) shows it pays (docs/how-it-works.md, *Speed*):
 //! - **Cold probes.** Before anything is learned, the first
 //!   [`COLD_PROBES`] requests probe, their first polls staggered over one
 //!   gap (2 s), so the first completions teach the latency quickly; the
