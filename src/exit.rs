@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use crate::api::KeyError;
 use crate::manifest::LoadError;
-use crate::output::Status;
+use crate::output::RowStatus as Status;
 use crate::plan::{Invalid, Usd};
 use crate::run::{Report, RunError, Stop};
 
@@ -119,7 +119,7 @@ pub fn report(err: &Error) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::{RowResult, Summary};
+    use crate::output::{RowResult, RunSummary as Summary};
     use crate::run::Signal;
 
     fn report(stop: Option<Stop>, statuses: &[Status]) -> Report {

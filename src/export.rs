@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::confine::{self, Found, Sources, Writes};
 use crate::disk;
-use crate::output::{read_results, Status};
+use crate::output::{read_results, RowStatus as Status};
 use crate::sidecar;
 use crate::temps::{self, Owner, Temp};
 

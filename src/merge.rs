@@ -24,7 +24,9 @@ use serde::Serialize;
 
 use crate::confine::{self, Writes};
 use crate::journal;
-use crate::output::{Status, Totals, COLUMNS, RESULTS_CSV, SUMMARY_JSON};
+use crate::output::{
+    ResultTotals as Totals, RowStatus as Status, COLUMNS, RESULTS_CSV, SUMMARY_JSON,
+};
 use crate::plan::{Shard, Usd};
 use crate::temps::{self, write_atomic, Owner};
 

@@ -23,7 +23,7 @@ use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
 
 use crate::confine::{self, Sources, Writes};
-use crate::output::{plain_name, read_results, ResultLine, Status};
+use crate::output::{plain_name, read_results, ResultLine, RowStatus as Status};
 use crate::temps::{self, Owner};
 
 mod landed;

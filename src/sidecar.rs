@@ -19,8 +19,8 @@ use sha2::{Digest, Sha256};
 
 use crate::disk;
 use crate::journal::{Record, State};
-use crate::output::rfc3339;
-use crate::plan::{Key, Request, Usd};
+use crate::plan::Request;
+use crate::vocab::{rfc3339, Key, Usd};
 
 /// One image's provenance. Add fields, never rename them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

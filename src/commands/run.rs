@@ -139,7 +139,7 @@ pub async fn command(args: RunArgs) -> Result<u8, Error> {
 
 /// The contact sheet at a run's end: skipped above [`report::AUTO_MAX_IMAGES`];
 /// a failure is a warning (the run's own outputs are written by then).
-async fn contact_sheet(out_dir: &std::path::Path, summary: &output::Summary, quiet: bool) {
+async fn contact_sheet(out_dir: &std::path::Path, summary: &output::RunSummary, quiet: bool) {
     let images = summary.totals.images;
     if images > report::AUTO_MAX_IMAGES {
         if !quiet {

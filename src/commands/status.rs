@@ -21,7 +21,7 @@ pub fn command(args: &StatusArgs) -> Result<u8, Error> {
             disk::plain(&e)
         ))
     })?;
-    let mut totals = output::Totals::default();
+    let mut totals = output::ResultTotals::default();
     let mut add = |rec: Option<&journal::Record>| {
         totals.add(&output::row_result(rec, plan::Usd::default(), None));
     };
@@ -45,7 +45,7 @@ pub fn command(args: &StatusArgs) -> Result<u8, Error> {
             output::Earlier::default()
         }
     };
-    let by = |s: output::Status| totals.count(s);
+    let by = |s: output::RowStatus| totals.count(s);
     if args.json {
         let json = serde_json::json!({
             "manifest": replay.last_run_manifest,
@@ -53,13 +53,13 @@ pub fn command(args: &StatusArgs) -> Result<u8, Error> {
             "base_url": replay.base_url,
             "rows": totals.rows,
             "rows_by_status": totals.rows_by_status,
-            "completed": by(output::Status::Completed),
-            "failed": by(output::Status::Failed),
-            "not_run": by(output::Status::NotRun),
-            "accepted": by(output::Status::Accepted),
+            "completed": by(output::RowStatus::Completed),
+            "failed": by(output::RowStatus::Failed),
+            "not_run": by(output::RowStatus::NotRun),
+            "accepted": by(output::RowStatus::Accepted),
             // The names of older versions, kept for scripts.
-            "in_flight": by(output::Status::Accepted),
-            "not_started": by(output::Status::NotRun),
+            "in_flight": by(output::RowStatus::Accepted),
+            "not_started": by(output::RowStatus::NotRun),
             "uncertain": totals.uncertain,
             "images": totals.images,
             "cost_usd": totals.cost_usd,

@@ -17,6 +17,7 @@
 
 mod ids;
 mod params;
+mod price;
 mod report;
 
 use std::collections::HashMap;

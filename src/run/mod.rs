@@ -47,7 +47,7 @@ use crate::cache::Cache;
 use crate::disk;
 use crate::gateway::Gateway;
 use crate::journal::{self, Entry, Journal, JournalError};
-use crate::output::{self, RunEnd, Stems, Summary, Totals};
+use crate::output::{self, ResultTotals as Totals, RunEnd, RunSummary as Summary, Stems};
 use crate::plan::{Plan, Usd};
 use crate::progress::{self, Counts, Event};
 use crate::sidecar;
@@ -348,7 +348,7 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
         for (i, row) in plan.rows.iter().enumerate() {
             let key = row.key;
             let req = plan.request(row);
-            let price = output::request_price(&plan, &req);
+            let price = plan.request_price(&req);
             let rec = replay.records.get(&key).map(|r| &**r);
             before.add(&output::row_result(rec, price, None));
             if let Some([lo, hi]) = rec.and_then(|r| r.seen_ms) {

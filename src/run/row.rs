@@ -67,7 +67,7 @@ pub(super) async fn drive(ctx: Arc<Ctx>, index: usize, start: Start, permit: Own
         key: row.key,
         id: ctx.plan.row_id(&row),
         req: ctx.plan.request(&row),
-        price: output::row_price(&ctx.plan, &row),
+        price: ctx.plan.row_price(&row),
         reserved: false,
         failures: 0,
         refused: 0,

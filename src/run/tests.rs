@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{open, Settings, Stop, PANICKED};
 use crate::api::{ApiKey, Client, ClientConfig};
-use crate::output::Status;
+use crate::output::RowStatus as Status;
 use crate::sim::{self, SimConfig};
 
 const KEY: &str = "sk-run-tests-key-0001";

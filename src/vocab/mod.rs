@@ -12,9 +12,11 @@ mod key;
 mod kind;
 mod money;
 mod ticket;
+mod time;
 
 pub use code::{Code, NotOurCode};
 pub use key::{Key, Shard};
 pub use kind::Kind;
 pub use money::Usd;
 pub use ticket::Ticket;
+pub use time::rfc3339;
