@@ -43,7 +43,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::api::{image, Format};
+use crate::api::{image, ImageFormat as Format};
 use crate::disk::{self, hex};
 use crate::gateway::Gateway;
 use crate::output::plain_name;

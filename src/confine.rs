@@ -17,7 +17,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use crate::api::Format;
+use crate::api::ImageFormat as Format;
 use crate::journal;
 use crate::output::{IMAGES_DIR, PLAN_KEYS, RESULTS_CSV, SUMMARY_JSON};
 

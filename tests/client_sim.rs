@@ -164,7 +164,7 @@ async fn jpeg_is_named_from_what_arrived() {
         "jpg",
         "the reply says image/png; the bytes say JPEG"
     );
-    assert_eq!(got.info.format, api::Format::Jpeg);
+    assert_eq!(got.info.format, api::ImageFormat::Jpeg);
 }
 
 #[tokio::test]
@@ -203,7 +203,7 @@ async fn image_to_image_sends_local_files_as_data_uris() {
     let input = dir.path().join("in.png");
     std::fs::write(
         &input,
-        batchgen::sim::render::image("src", 1, 20, 20, api::Format::Png),
+        batchgen::sim::render::image("src", 1, 20, 20, api::ImageFormat::Png),
     )
     .unwrap();
     let mut req = small("make it red", 4);

@@ -20,7 +20,7 @@ async fn a_mixed_manifest_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("in.png"),
-        sim::render::image("src", 1, 24, 24, batchgen::api::Format::Png),
+        sim::render::image("src", 1, 24, 24, batchgen::api::ImageFormat::Png),
     )
     .unwrap();
     let m = write(

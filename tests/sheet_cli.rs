@@ -75,7 +75,7 @@ async fn an_image_no_thumbnail_can_be_made_of_never_fails_its_row() {
     // end marker are whole, so the download takes it) with nothing to
     // decode between: the row completes; the sheet says why it has no
     // thumbnail.
-    let whole = batchgen::sim::render::image("p", 1, 64, 48, batchgen::api::Format::Jpeg);
+    let whole = batchgen::sim::render::image("p", 1, 64, 48, batchgen::api::ImageFormat::Jpeg);
     let sof = whole
         .windows(2)
         .position(|w| w == [0xFF, 0xC0])

@@ -236,7 +236,7 @@ async fn a_request_is_timed_from_when_the_gateway_answered_its_submit() {
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
     let times: Arc<Mutex<(Option<Instant>, Option<Instant>)>> = Arc::default();
-    let png = batchgen::sim::render::image("p", 1, 16, 16, batchgen::api::Format::Png);
+    let png = batchgen::sim::render::image("p", 1, 16, 16, batchgen::api::ImageFormat::Png);
     let t = times.clone();
     let gw = Recorder::start(move |r| {
         let json = |body: &str| {

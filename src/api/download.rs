@@ -214,7 +214,7 @@ impl Sink {
         let stem = stem.to_string();
         blocking(move || {
             let corrupt =
-                |e: image::Invalid| ApiError::new(Class::Retry, "CORRUPT_DOWNLOAD", e.to_string());
+                |e: image::BadImage| ApiError::new(Class::Retry, "CORRUPT_DOWNLOAD", e.to_string());
             let io = local(&dir);
             let (part, info) = match part {
                 // Checked before a file exists: a bad download leaves nothing.

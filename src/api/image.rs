@@ -4,33 +4,33 @@
 use std::fmt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
+pub enum ImageFormat {
     Png,
     Jpeg,
 }
 
-impl Format {
+impl ImageFormat {
     /// The file extension we give what we received.
     pub fn extension(self) -> &'static str {
         match self {
-            Format::Png => "png",
-            Format::Jpeg => "jpg",
+            ImageFormat::Png => "png",
+            ImageFormat::Jpeg => "jpg",
         }
     }
 
     pub fn mime(self) -> &'static str {
         match self {
-            Format::Png => "image/png",
-            Format::Jpeg => "image/jpeg",
+            ImageFormat::Png => "image/png",
+            ImageFormat::Jpeg => "image/jpeg",
         }
     }
 
     /// The format a file's name says it holds (`.png`; `.jpg`, `.jpeg`; in any case).
-    pub fn of_name(name: &std::path::Path) -> Option<Format> {
+    pub fn of_name(name: &std::path::Path) -> Option<ImageFormat> {
         let ext = name.extension()?.to_str()?.to_ascii_lowercase();
         match ext.as_str() {
-            "png" => Some(Format::Png),
-            "jpg" | "jpeg" => Some(Format::Jpeg),
+            "png" => Some(ImageFormat::Png),
+            "jpg" | "jpeg" => Some(ImageFormat::Jpeg),
             _ => None,
         }
     }
@@ -40,8 +40,8 @@ impl Format {
     /// image and the marker after it.
     pub fn begins(self, head: &[u8]) -> bool {
         match self {
-            Format::Png => head.starts_with(PNG_SIGNATURE),
-            Format::Jpeg => head.starts_with(&[0xFF, 0xD8, 0xFF]),
+            ImageFormat::Png => head.starts_with(PNG_SIGNATURE),
+            ImageFormat::Jpeg => head.starts_with(&[0xFF, 0xD8, 0xFF]),
         }
     }
 }
@@ -49,31 +49,31 @@ impl Format {
 /// PNG's eight-byte signature.
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 
-/// How many first bytes of a file [`Format::begins`] looks at.
+/// How many first bytes of a file [`ImageFormat::begins`] looks at.
 pub const MAGIC_BYTES: usize = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ImageInfo {
-    pub format: Format,
+    pub format: ImageFormat,
     pub width: u32,
     pub height: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Invalid(pub String);
+pub struct BadImage(pub String);
 
-impl fmt::Display for Invalid {
+impl fmt::Display for BadImage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-fn bad(msg: &str) -> Invalid {
-    Invalid(msg.to_string())
+fn bad(msg: &str) -> BadImage {
+    BadImage(msg.to_string())
 }
 
 /// Checks that `bytes` hold one complete PNG or JPEG image.
-pub fn inspect(bytes: &[u8]) -> Result<ImageInfo, Invalid> {
+pub fn inspect(bytes: &[u8]) -> Result<ImageInfo, BadImage> {
     if bytes.starts_with(PNG_SIGNATURE) {
         png(bytes)
     } else if bytes.starts_with(&[0xFF, 0xD8]) {
@@ -87,7 +87,7 @@ fn be32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
-fn png(b: &[u8]) -> Result<ImageInfo, Invalid> {
+fn png(b: &[u8]) -> Result<ImageInfo, BadImage> {
     // Signature (8), IHDR chunk: length (4) "IHDR" (4) data (13) CRC (4).
     if b.len() < 8 + 25 + 12 || &b[12..16] != b"IHDR" || be32(&b[8..12]) != 13 {
         return Err(bad("PNG without a header"));
@@ -110,7 +110,7 @@ fn png(b: &[u8]) -> Result<ImageInfo, Invalid> {
         }
         if kind == b"IEND" {
             return Ok(ImageInfo {
-                format: Format::Png,
+                format: ImageFormat::Png,
                 width,
                 height,
             });
@@ -119,7 +119,7 @@ fn png(b: &[u8]) -> Result<ImageInfo, Invalid> {
     }
 }
 
-fn jpeg(b: &[u8]) -> Result<ImageInfo, Invalid> {
+fn jpeg(b: &[u8]) -> Result<ImageInfo, BadImage> {
     if !b.ends_with(&[0xFF, 0xD9]) {
         return Err(bad("truncated JPEG (no end-of-image marker)"));
     }
@@ -146,7 +146,7 @@ fn jpeg(b: &[u8]) -> Result<ImageInfo, Invalid> {
                 return Err(bad("JPEG with zero size"));
             }
             return Ok(ImageInfo {
-                format: Format::Jpeg,
+                format: ImageFormat::Jpeg,
                 width,
                 height,
             });
@@ -166,17 +166,17 @@ mod tests {
 
     #[test]
     fn whole_images_pass_with_their_size() {
-        let png = render::image("cat", 1, 40, 30, Format::Png);
+        let png = render::image("cat", 1, 40, 30, ImageFormat::Png);
         assert_eq!(
             inspect(&png),
             Ok(ImageInfo {
-                format: Format::Png,
+                format: ImageFormat::Png,
                 width: 40,
                 height: 30
             })
         );
-        let jpg = render::image("cat", 1, 40, 30, Format::Jpeg);
-        assert_eq!(inspect(&jpg).unwrap().format, Format::Jpeg);
+        let jpg = render::image("cat", 1, 40, 30, ImageFormat::Jpeg);
+        assert_eq!(inspect(&jpg).unwrap().format, ImageFormat::Jpeg);
         assert_eq!(
             (inspect(&jpg).unwrap().width, inspect(&jpg).unwrap().height),
             (40, 30)
@@ -185,7 +185,7 @@ mod tests {
 
     #[test]
     fn every_truncation_is_caught() {
-        for format in [Format::Png, Format::Jpeg] {
+        for format in [ImageFormat::Png, ImageFormat::Jpeg] {
             let full = render::image("dog", 2, 33, 17, format);
             for cut in 0..full.len() {
                 assert!(

@@ -30,7 +30,7 @@ pub use backoff::Backoff;
 pub use client::{submit_body, Client, ClientConfig, Prepared, DEFAULT_BASE_URL};
 pub use download::{Downloaded, PART_PREFIX};
 pub use error::{one_line, ApiError, Class};
-pub use image::{Format, ImageInfo};
+pub use image::{ImageFormat, ImageInfo};
 pub use key::{ApiKey, KeyError, ENV_VAR as KEY_ENV_VAR, MAX_KEY_FILE_BYTES};
 pub use redact::holds_key;
 pub use wire::submit_path;

@@ -1,9 +1,10 @@
 //! Expansion: precedence, seeds, sweeps, keys, ids and prices.
 
+use std::collections::HashMap;
 use std::io::Write;
 
 use super::*;
-use crate::manifest;
+use crate::manifest::{self, Diagnostic};
 
 /// Writes `files` (name, text) into a fresh folder and expands the first one.
 fn expand_files(files: &[(&str, &str)]) -> (tempfile::TempDir, Result<Plan, Invalid>) {

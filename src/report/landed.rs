@@ -160,7 +160,7 @@ impl Drop for Thumbnailer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::Format;
+    use crate::api::ImageFormat as Format;
     use crate::sim::render;
 
     /// A folder with `n` images of a run in images/, as results.csv names them.

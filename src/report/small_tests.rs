@@ -1,5 +1,5 @@
 use super::*;
-use crate::api::Format;
+use crate::api::ImageFormat as Format;
 use crate::sim::render;
 
 /// The mean difference per channel between two images of one size, 0–255.

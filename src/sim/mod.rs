@@ -39,7 +39,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use crate::api::wire::{self, code, Output, Phase, Reply, WireImage};
-use crate::api::Format;
+use crate::api::ImageFormat as Format;
 use crate::disk::hex;
 use crate::plan::{Kind, SIZE_PRESETS};
 pub use limit::{LimitBody, LimitConfig, LimitShape, OnOff};

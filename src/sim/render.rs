@@ -3,7 +3,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::api::Format;
+use crate::api::ImageFormat as Format;
 
 /// Pixel sizes the simulator gives the documented presets. The vendor does
 /// not publish them; these follow the common fal.ai conventions.

@@ -7,10 +7,17 @@
 //! only up to a cap and a deadline. Whatever a reply says (request ids, URLs,
 //! error codes and messages) leaves here with the key hidden
 //! ([`super::redact`]); ids and URLs get it back only as a request is built.
+//!
+//! - `prepare`: a submit's body, built before anything is sent.
+//! - `origin`: where the key may go, and the endpoints a request id is sent to.
+//! - `logging`: one line per HTTP exchange at `-v`.
+
+mod logging;
+mod origin;
+mod prepare;
 
 use std::time::Duration;
 
-use base64::Engine as _;
 use reqwest::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use reqwest::Url;
 
@@ -20,11 +27,13 @@ use super::error::{
 use super::redact::Redactor;
 use super::wire::{self, Phase, Reply};
 use super::{ApiError, ApiKey, Class, Status, Submitted, Ticket};
-use crate::plan::{ImageInput, Kind, Request};
+use crate::plan::{Kind, Request};
+pub(crate) use logging::{log_exchange, logged_path};
+use origin::check_request_id;
+pub use origin::MAX_REQUEST_ID;
+pub use prepare::{submit_body, Prepared};
 
 pub const DEFAULT_BASE_URL: &str = "https://gateway.pixazo.ai";
-/// The longest request id we accept from a gateway.
-pub const MAX_REQUEST_ID: usize = 256;
 
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -76,16 +85,6 @@ pub struct Client {
     /// Hides the key in what the gateway says; puts it back into ids and URLs sent.
     pub(super) redactor: std::sync::Arc<Redactor>,
     pub(super) cfg: ClientConfig,
-}
-
-/// A submit ready to send: its body built, local files read. Built before
-/// the journal's `intent`, so that a request that cannot be sent never
-/// looks as if it might have been.
-#[derive(Clone, Debug)]
-pub struct Prepared {
-    kind: Kind,
-    body: serde_json::Value,
-    sync_images: u32,
 }
 
 /// Idle download connections kept per host.
@@ -148,20 +147,6 @@ impl Client {
     /// The gateway's origin (`https://host:port`): where the key may go.
     pub fn origin(&self) -> String {
         self.base.origin().ascii_serialization()
-    }
-
-    /// Builds a submit's body, reading local image files (bounded) and
-    /// inlining them as data URIs.
-    pub fn prepare(&self, req: &Request) -> Result<Prepared, ApiError> {
-        Ok(Prepared {
-            kind: req.kind(),
-            body: submit_body(req)?,
-            sync_images: if req.sync_mode == Some(true) {
-                req.images()
-            } else {
-                0
-            },
-        })
     }
 
     /// Prepares and sends one request.
@@ -292,54 +277,6 @@ impl Client {
                 "the gateway put part of the API key in this request's id or URLs, and the key given now is not the one it was submitted with: rerun with that key to collect it",
             )
         })
-    }
-
-    /// The documented status endpoint of `ticket`, whose request id is `id`
-    /// (restored: the key back in it); a text-to-image request id is one
-    /// escaped path segment, whatever it holds.
-    fn status_endpoint(&self, ticket: &Ticket, id: &str) -> Result<Url, ApiError> {
-        check_request_id(id).map_err(|why| {
-            ApiError::new(
-                Class::FailRow,
-                "BAD_REQUEST_ID",
-                format!("cannot poll request id {:?}: {why}", ticket.request_id),
-            )
-        })?;
-        let mut url = self.status_urls[ticket.kind as usize].clone();
-        if ticket.kind == Kind::TextToImage {
-            url.path_segments_mut()
-                .map_err(|()| self.not_a_base())?
-                .pop_if_empty()
-                .push(id);
-        }
-        Ok(url)
-    }
-
-    fn not_a_base(&self) -> ApiError {
-        ApiError::new(
-            Class::StopRun,
-            "BAD_BASE_URL",
-            "the base URL cannot take a path",
-        )
-    }
-
-    /// A server-given URL, kept only if it is on the gateway's own origin:
-    /// the key is sent to it, and the key goes nowhere else.
-    fn same_origin(&self, url: Option<&str>) -> Option<String> {
-        self.keyed_url(url).map(String::from)
-    }
-
-    /// A server-given URL, parsed once, if it is on the gateway's own origin.
-    fn keyed_url(&self, url: Option<&str>) -> Option<Url> {
-        Url::parse(url?).ok().filter(|u| self.on_gateway(u))
-    }
-
-    /// Whether `url` has the gateway's origin: its scheme, host and port
-    /// (the base URL is http(s), whose origin is exactly those three).
-    fn on_gateway(&self, url: &Url) -> bool {
-        url.scheme() == self.base.scheme()
-            && url.host() == self.base.host()
-            && url.port_or_known_default() == self.base.port_or_known_default()
     }
 
     /// The most bytes a reply may hold: the base cap, plus room for images
@@ -492,48 +429,6 @@ impl Client {
     }
 }
 
-/// Whether `id` can be sent back to the gateway safely.
-fn check_request_id(id: &str) -> Result<(), &'static str> {
-    if id.is_empty() || id == "." || id == ".." {
-        return Err("empty or a dot path");
-    }
-    if id.len() > MAX_REQUEST_ID {
-        return Err("too long");
-    }
-    if id.chars().any(char::is_control) {
-        return Err("holds control characters");
-    }
-    Ok(())
-}
-
-/// The JSON body of a submit: the request's parameters, with local image
-/// files read (regular files under the size cap) and inlined as data URIs.
-pub fn submit_body(req: &Request) -> Result<serde_json::Value, ApiError> {
-    let mut body = serde_json::to_value(req)
-        .map_err(|e| ApiError::new(Class::FailRow, "INTERNAL", e.to_string()))?;
-    if let Some(inputs) = &req.image_urls {
-        let mut urls = Vec::with_capacity(inputs.len());
-        for input in inputs.iter() {
-            urls.push(match input {
-                ImageInput::Url(u) => u.clone(),
-                ImageInput::File { path, .. } => {
-                    let data = crate::disk::read_regular(path, crate::plan::MAX_LOCAL_IMAGE_BYTES)
-                        .map_err(|e| {
-                            ApiError::new(Class::FailRow, "INPUT_UNREADABLE", e.to_string())
-                        })?;
-                    let mime = crate::plan::image_mime(&data).unwrap_or("application/octet-stream");
-                    format!(
-                        "data:{mime};base64,{}",
-                        base64::engine::general_purpose::STANDARD.encode(&data)
-                    )
-                }
-            });
-        }
-        body["image_urls"] = serde_json::json!(urls);
-    }
-    Ok(body)
-}
-
 /// How a reply says the request ended, if it does.
 fn terminal_status(reply: &Reply) -> Option<Status> {
     let message = || {
@@ -554,134 +449,5 @@ fn terminal_status(reply: &Reply) -> Option<Status> {
         }
     }
 }
-
-/// The path an exchange is logged under, made only when `-v` (or RUST_LOG)
-/// asks for exchanges: the hot path does not build strings nobody reads.
-pub(crate) fn logged_path(path: impl FnOnce() -> String) -> Option<String> {
-    tracing::enabled!(target: "batchgen::http", tracing::Level::DEBUG).then(path)
-}
-
-/// One HTTP exchange at `-v` (target `batchgen::http`): method, path (never
-/// the query, never a header's value), status or failure, time taken.
-/// Nothing without a path from [`logged_path`].
-pub(crate) fn log_exchange<T>(
-    method: &str,
-    path: Option<&str>,
-    status: Option<u16>,
-    result: &Result<T, ApiError>,
-    started: std::time::Instant,
-) {
-    let Some(path) = path else { return };
-    let ms = started.elapsed().as_millis();
-    match (status, result) {
-        (Some(s), Ok(_)) => {
-            tracing::debug!(target: "batchgen::http", "{method} {path} → {s} in {ms} ms")
-        }
-        (Some(s), Err(e)) => {
-            tracing::debug!(target: "batchgen::http", "{method} {path} → {s} in {ms} ms: {}", e.code)
-        }
-        (None, Err(e)) => tracing::debug!(
-            target: "batchgen::http",
-            "{method} {path} → no answer after {ms} ms: {}: {}",
-            e.code,
-            e.message
-        ),
-        (None, Ok(_)) => tracing::debug!(target: "batchgen::http", "{method} {path} in {ms} ms"),
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn client(base: &str) -> Client {
-        Client::new(ClientConfig::new(base, ApiKey::new("k").unwrap())).unwrap()
-    }
-
-    #[test]
-    fn the_key_only_goes_to_the_gateways_own_origin() {
-        let client = client("http://127.0.0.1:9000/");
-        assert_eq!(client.base_url(), "http://127.0.0.1:9000");
-        let same = "http://127.0.0.1:9000/v2/requests/status/x";
-        assert_eq!(client.same_origin(Some(same)), Some(same.to_string()));
-        // The origin is compared as the URL standard has it: scheme and host
-        // normalised, a default port the same as none.
-        let named = "https://gw.example/api";
-        for (base, url, kept) in [
-            ("http://127.0.0.1:9000/", "http://evil.example/steal", false),
-            ("http://127.0.0.1:9000/", "https://127.0.0.1:9000/x", false),
-            ("http://127.0.0.1:9000/", "http://127.0.0.1:9001/x", false),
-            ("http://127.0.0.1:9000/", "not a url", false),
-            (named, "HTTPS://GW.example:443/s/1", true),
-            (named, "https://gw.example/s/2", true),
-            (named, "http://gw.example/s", false),
-            (named, "https://gw.example:8443/s", false),
-            (named, "https://gw.example.evil/s", false),
-            (named, "data:,x", false),
-        ] {
-            let gateway = self::client(base);
-            assert_eq!(
-                gateway.same_origin(Some(url)).is_some(),
-                kept,
-                "{url} for {base}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_request_id_is_one_escaped_path_segment() {
-        let client = client("http://127.0.0.1:9000/prefix");
-        let ticket = |id: &str| Ticket {
-            kind: Kind::TextToImage,
-            request_id: id.into(),
-            status_url: None,
-            response_url: None,
-            sync_images: 0,
-        };
-        let url = |id: &str| {
-            client
-                .status_endpoint(&ticket(id), id)
-                .map(|u| u.to_string())
-        };
-        assert_eq!(
-            url("glm-image_1").unwrap(),
-            "http://127.0.0.1:9000/prefix/v2/requests/status/glm-image_1"
-        );
-        assert_eq!(
-            url("../../admin/ledger?x=1#f").unwrap(),
-            "http://127.0.0.1:9000/prefix/v2/requests/status/..%2F..%2Fadmin%2Fledger%3Fx=1%23f"
-        );
-        for bad in ["", ".", "..", "a\nb"] {
-            assert_eq!(url(bad).unwrap_err().code, "BAD_REQUEST_ID", "{bad:?}");
-        }
-        assert!(url(&"x".repeat(MAX_REQUEST_ID + 1)).is_err());
-    }
-
-    #[test]
-    fn only_http_base_urls_with_a_host() {
-        for bad in ["ftp://x", "not a url", "http://", "file:///etc"] {
-            let cfg = ClientConfig::new(bad, ApiKey::new("k").unwrap());
-            assert!(Client::new(cfg).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn terminal_statuses_from_either_shape() {
-        let r: Reply = serde_json::from_str(r#"{"images":[{"url":"u"}]}"#).unwrap();
-        assert_eq!(
-            terminal_status(&r),
-            Some(Status::Completed(vec!["u".into()]))
-        );
-        let r: Reply = serde_json::from_str(r#"{"status":"failed","error":"nsfw"}"#).unwrap();
-        assert_eq!(terminal_status(&r), Some(Status::Failed("nsfw".into())));
-        let r: Reply = serde_json::from_str(r#"{"status":"Processing"}"#).unwrap();
-        assert_eq!(terminal_status(&r), None);
-    }
-
-    #[test]
-    fn inline_images_widen_the_reply_cap() {
-        let c = client("http://127.0.0.1:9000");
-        assert_eq!(c.reply_cap(0), 4 << 20);
-        assert!(c.reply_cap(2) > 2 * (64 << 20));
-    }
-}
+mod tests;
