@@ -140,7 +140,7 @@ pub fn row_result(rec: Option<&Record>, price: Usd, stop: Option<(&str, &str)>) 
         }
         State::Submitted => {
             r.status = RowStatus::Accepted;
-            r.error_code = "IN_FLIGHT".into();
+            r.error_code = Code::InFlight.as_str().into();
             r.error_message =
                 "submitted and not yet collected: rerun the same command to collect it".into();
             left(&mut r);

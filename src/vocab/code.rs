@@ -44,6 +44,8 @@ codes! {
     DownloadFailed = "DOWNLOAD_FAILED",
     /// The gateway could not be reached for longer than the run allows.
     GatewayUnreachable = "GATEWAY_UNREACHABLE",
+    /// Accepted and not yet collected when results were written (a rerun collects it).
+    InFlight = "IN_FLIGHT",
     // Rows paid for whose images are gone.
     /// The gateway no longer has the result of a request paid for.
     ResultLost = "RESULT_LOST",
@@ -157,6 +159,7 @@ mod tests {
             "POLL_TIMEOUT",
             "DOWNLOAD_FAILED",
             "GATEWAY_UNREACHABLE",
+            "IN_FLIGHT",
             "RESULT_LOST",
             "DOWNLOAD_LOST",
             "FILES_MISSING",
