@@ -43,7 +43,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::api::{image, ImageFormat as Format};
+use crate::api::{image, ImageFormat};
 use crate::disk::{self, hex};
 use crate::gateway::Gateway;
 use crate::output::plain_name;
@@ -223,7 +223,7 @@ impl Cache {
                 entry: hit.dir.clone(),
                 why: format!("{}: {why}", f.name),
             };
-            let format = Format::of_name(Path::new(&f.name))
+            let format = ImageFormat::of_name(Path::new(&f.name))
                 .ok_or_else(|| damaged("not named as a PNG or JPEG image".into()))?;
             let from = hit.dir.join(&f.name);
             let to = dir.join(format!("{stem}_{n}.{}", format.extension()));
@@ -298,7 +298,7 @@ impl Cache {
                 path: path.clone(),
                 why,
             };
-            let format = Format::of_name(path)
+            let format = ImageFormat::of_name(path)
                 .ok_or_else(|| unstorable("not named as a PNG or JPEG image".into()))?;
             let name = format!("{n}.{}", format.extension());
             let to = tmp.path().join(&name);
@@ -392,7 +392,7 @@ fn is_local(e: &std::io::Error) -> bool {
 
 /// Reads `file` from its start (at most [`FILE_CAP`] bytes) and checks that
 /// it is `sha256` and a whole image of `format`. Its size, or why not.
-fn check(file: &File, sha256: &str, format: Format) -> std::io::Result<Result<u64, String>> {
+fn check(file: &File, sha256: &str, format: ImageFormat) -> std::io::Result<Result<u64, String>> {
     let mut f = file;
     f.rewind()?;
     let mut bytes = Vec::new();
@@ -429,7 +429,7 @@ mod tests {
         let out = dir.path().join("out");
         std::fs::create_dir_all(&out).unwrap();
         let src = out.join("a_0.png");
-        let picture = render::image("cat", 1, 8, 8, Format::Png);
+        let picture = render::image("cat", 1, 8, 8, ImageFormat::Png);
         std::fs::write(&src, &picture).unwrap();
         let sha = hex(&Sha256::digest(&picture));
         let cache = Cache::open(&dir.path().join("cache"), &Gateway::simulated()).unwrap();
@@ -470,7 +470,7 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("a_0.jpg");
-        let picture = render::image("cat", 1, 8, 8, Format::Jpeg);
+        let picture = render::image("cat", 1, 8, 8, ImageFormat::Jpeg);
         std::fs::write(&src, &picture).unwrap();
         let sha = hex(&Sha256::digest(&picture));
         let cache = Cache::open(&dir.path().join("cache"), &Gateway::simulated()).unwrap();
@@ -499,8 +499,8 @@ mod tests {
     fn only_whole_images_of_the_declared_format_are_taken() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(&dir.path().join("cache"), &Gateway::simulated()).unwrap();
-        let png = render::image("cat", 1, 8, 8, Format::Png);
-        let jpg = render::image("cat", 1, 8, 8, Format::Jpeg);
+        let png = render::image("cat", 1, 8, 8, ImageFormat::Png);
+        let jpg = render::image("cat", 1, 8, 8, ImageFormat::Jpeg);
         let page = b"<html><script>alert(1)</script></html>".to_vec();
         for (n, (name, bytes)) in [
             ("0.png", page.clone()),
@@ -541,7 +541,7 @@ mod tests {
     fn entries_stored_by_origin_serve_only_base_urls_without_a_path() {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("cache");
-        let picture = render::image("cat", 1, 8, 8, Format::Png);
+        let picture = render::image("cat", 1, 8, 8, ImageFormat::Png);
         let src = dir.path().join("a_0.png");
         std::fs::write(&src, &picture).unwrap();
         let sha = hex(&Sha256::digest(&picture));

@@ -17,7 +17,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use crate::api::ImageFormat as Format;
+use crate::api::ImageFormat;
 use crate::journal;
 use crate::output::{IMAGES_DIR, PLAN_KEYS, RESULTS_CSV, SUMMARY_JSON};
 
@@ -290,7 +290,7 @@ pub use crate::api::image::MAGIC_BYTES;
 /// Checks that `head` (the first bytes of `file`) begins the image format
 /// `file`'s extension says: `.png` a PNG, `.jpg`/`.jpeg` a JPEG.
 pub fn image_as_named(file: &str, head: &[u8]) -> Result<(), String> {
-    let Some(format) = Format::of_name(Path::new(file)) else {
+    let Some(format) = ImageFormat::of_name(Path::new(file)) else {
         return Err("is not named as an image (.png, .jpg or .jpeg)".into());
     };
     if format.begins(head) {
@@ -301,8 +301,8 @@ pub fn image_as_named(file: &str, head: &[u8]) -> Result<(), String> {
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();
     let name = match format {
-        Format::Png => "PNG",
-        Format::Jpeg => "JPEG",
+        ImageFormat::Png => "PNG",
+        ImageFormat::Jpeg => "JPEG",
     };
     Err(format!(
         "is named .{ext} but its bytes are not a {name} image"

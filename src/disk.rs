@@ -168,22 +168,6 @@ pub fn fill_in_place(
     Ok(())
 }
 
-/// Removes files in `dir` whose names start with `prefix` (temporary files
-/// a killed run left behind), except those a live `export` or `report` holds
-/// there ([`crate::temps::held`]). Returns how many were removed.
-pub fn remove_stray(dir: &Path, prefix: &str) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .filter(|e| !crate::temps::held(&e.path()))
-        .filter(|e| std::fs::remove_file(e.path()).is_ok())
-        .count()
-}
-
 /// Why a file we were asked to read cannot be read.
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {why}", path.display())]
@@ -434,16 +418,6 @@ mod tests {
         assert_eq!(human_bytes(512), "512 bytes");
         assert_eq!(human_bytes(64 << 20), "64 MiB");
         assert_eq!(human_bytes(3 << 29), "1.5 GiB");
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn stray_temporary_files_are_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(".part-abc"), b"x").unwrap();
-        std::fs::write(dir.path().join("keep.png"), b"x").unwrap();
-        assert_eq!(remove_stray(dir.path(), ".part-"), 1);
-        assert!(dir.path().join("keep.png").exists());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use crate::api::KeyError;
 use crate::manifest::LoadError;
-use crate::output::RowStatus as Status;
+use crate::output::RowStatus;
 use crate::plan::{Invalid, Usd};
 use crate::run::{Report, RunError, Stop};
 
@@ -95,7 +95,7 @@ pub fn for_run(report: &Report) -> u8 {
     match &report.stop {
         Some(Stop::Signal(s)) => s.exit_code(),
         Some(_) => ABORTED,
-        None if t.count(Status::Completed) < t.rows => ROWS_FAILED,
+        None if t.count(RowStatus::Completed) < t.rows => ROWS_FAILED,
         None => OK,
     }
 }
@@ -119,11 +119,11 @@ pub fn report(err: &Error) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::{RowResult, RunSummary as Summary};
+    use crate::output::{RowResult, RunSummary};
     use crate::run::Signal;
 
-    fn report(stop: Option<Stop>, statuses: &[Status]) -> Report {
-        let mut summary = Summary::default();
+    fn report(stop: Option<Stop>, statuses: &[RowStatus]) -> Report {
+        let mut summary = RunSummary::default();
         for status in statuses {
             summary.totals.add(&RowResult {
                 status: *status,
@@ -135,7 +135,7 @@ mod tests {
 
     #[test]
     fn run_outcomes_map_to_the_documented_codes() {
-        use Status::*;
+        use RowStatus::*;
         assert_eq!(for_run(&report(None, &[Completed])), OK);
         for other in [Failed, NotRun, Accepted] {
             assert_eq!(for_run(&report(None, &[Completed, other])), ROWS_FAILED);

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::confine::{self, Found, Sources, Writes};
 use crate::disk;
-use crate::output::{read_results, RowStatus as Status};
+use crate::output::{read_results, RowStatus};
 use crate::sidecar;
 use crate::temps::{self, Owner, Temp};
 
@@ -118,7 +118,7 @@ fn for_each_image(
     let mut keys = HashSet::new();
     for line in lines {
         let line = line.map_err(ExportError::Input)?;
-        if Status::parse(&line.status) != Some(Status::Completed) {
+        if RowStatus::parse(&line.status) != Some(RowStatus::Completed) {
             continue;
         }
         for (file, sha) in line.files() {

@@ -24,6 +24,20 @@
 //! what people look at, and what training reads
 //! ```
 //!
+//! The house, floor by floor; a module imports only from floors below it
+//! (`tests/layout.rs` checks that no two modules import each other):
+//!
+//! ```text
+//! commands, cli, exit           the edge: arguments → settings → work → one exit code
+//! run, progress, cache          open/resume, scheduler, row/ by stage, limiter, poll, Shutdown
+//! report, export, merge         what people and training read; confine, temps guard their writes
+//! output, sidecar               results.csv, summary.json, provenance, read through journal::Records
+//! journal │ api, sim, gateway   format, replay, writer │ the gateway client and its simulator
+//! plan, manifest                what will be sent: expanded, validated, keyed, priced
+//! disk, console                 durable files, bounded reads; every printed line
+//! vocab                         Key, Shard, Usd, Kind, Ticket, Code: imports nothing
+//! ```
+//!
 //! - [`vocab`]: the ground floor, importing nothing from the crate: row
 //!   keys, shards, money, kinds, tickets, and results.csv's codes.
 //! - [`cli`]: the command line, parsed into settings before work starts.
@@ -36,8 +50,10 @@
 //! - [`sim`]: the built-in gateway simulator (`batchgen sim`, and in-process
 //!   for tests and `run --simulate`).
 //! - [`gateway`]: which gateway a run talks to, by its normalised base URL.
-//! - [`run`]: concurrency, rate, polling, retries, budget, cancellation.
-//! - [`journal`]: the append-only state file and its replay on resume.
+//! - [`run`]: concurrency, rate, polling, retries, budget, cancellation
+//!   (every row task holds a `Shutdown`).
+//! - [`journal`]: the append-only state file: its format (the compatibility
+//!   contract), its replay on resume, and the group-commit writer.
 //! - [`output`]: file names, results.csv, summary.json, and what a journal
 //!   record means for them (shared with `status`).
 //! - [`sidecar`]: each image's provenance, `images/ID_N.json`.

@@ -24,9 +24,7 @@ use serde::Serialize;
 
 use crate::confine::{self, Writes};
 use crate::journal;
-use crate::output::{
-    ResultTotals as Totals, RowStatus as Status, COLUMNS, RESULTS_CSV, SUMMARY_JSON,
-};
+use crate::output::{ResultTotals, RowStatus, COLUMNS, RESULTS_CSV, SUMMARY_JSON};
 use crate::plan::{Shard, Usd};
 use crate::temps::{self, write_atomic, Owner};
 
@@ -84,7 +82,7 @@ pub struct MergeSummary {
     /// Shards of the run not given to the merge (their rows are missing).
     pub shards_missing: Vec<u32>,
     #[serde(flatten)]
-    pub totals: Totals,
+    pub totals: ResultTotals,
     pub cost_usd_by_kind: BTreeMap<String, Usd>,
 }
 
@@ -119,7 +117,8 @@ impl MergeSummary {
 
     /// Every row of the whole plan is there, completed.
     pub fn complete(&self) -> bool {
-        self.shards_missing.is_empty() && self.totals.count(Status::Completed) == self.totals.rows
+        self.shards_missing.is_empty()
+            && self.totals.count(RowStatus::Completed) == self.totals.rows
     }
 }
 
@@ -216,7 +215,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeSummary, MergeError> {
         path: out.to_path_buf(),
         source,
     })?;
-    let mut totals = Totals::default();
+    let mut totals = ResultTotals::default();
     let mut by_kind: BTreeMap<String, Usd> = BTreeMap::new();
     let mut readers: Vec<ShardRows> = shards
         .iter()
@@ -255,7 +254,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeSummary, MergeError> {
                 row.images,
             );
             totals.cached += u64::from(row.fields[column("cached")] == "true");
-            if row.status == Status::Completed {
+            if row.status == RowStatus::Completed {
                 let k = by_kind.entry(row.fields[row.kind].clone()).or_default();
                 *k = *k + row.cost;
             }
@@ -296,7 +295,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeSummary, MergeError> {
 struct Line {
     index: u64,
     fields: Vec<String>,
-    status: Status,
+    status: RowStatus,
     cost: Usd,
     possibly_charged: Usd,
     images: u64,
@@ -387,7 +386,7 @@ impl ShardRows {
         let index = fields[column("row")]
             .parse()
             .map_err(|_| bad("no row number"))?;
-        let status = Status::parse(&fields[column("status")]).ok_or_else(|| bad("no status"))?;
+        let status = RowStatus::parse(&fields[column("status")]).ok_or_else(|| bad("no status"))?;
         let money = |c: &str| {
             let text = &fields[column(c)];
             if text.is_empty() {

@@ -23,7 +23,7 @@ use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
 
 use crate::confine::{self, Sources, Writes};
-use crate::output::{plain_name, read_results, ResultLine, RowStatus as Status};
+use crate::output::{plain_name, read_results, ResultLine, RowStatus};
 use crate::temps::{self, Owner};
 
 mod landed;
@@ -286,8 +286,8 @@ function thumbFailed(img) { console.error("batchgen: thumbnail did not load: " +
 
 /// One row's cell: its thumbnails, or its status and error; details on hover and click.
 fn cell(out: &mut String, r: &ResultLine, shown: &BTreeMap<String, Shown>) {
-    let status = Status::parse(&r.status);
-    let class = status.map_or("not_run", Status::as_str);
+    let status = RowStatus::parse(&r.status);
+    let class = status.map_or("not_run", RowStatus::as_str);
     let mut details: Vec<(&str, String)> = vec![("id", r.id.clone()), ("prompt", r.prompt.clone())];
     for a in AXES {
         let v = axis(r, a);
@@ -315,7 +315,7 @@ fn cell(out: &mut String, r: &ResultLine, shown: &BTreeMap<String, Shown>) {
         "<div class=\"cell {class}\" title=\"{}\">",
         esc(&title.join("\n"))
     );
-    if status == Some(Status::Completed) {
+    if status == Some(RowStatus::Completed) {
         for (file, _) in r.files() {
             match shown.get(file) {
                 Some(Shown::Thumb { image, thumb }) => {
@@ -344,8 +344,8 @@ fn cell(out: &mut String, r: &ResultLine, shown: &BTreeMap<String, Shown>) {
         }
     } else {
         let what = match status {
-            Some(Status::Failed) => format!("failed<br><b>{}</b>", esc(&r.error_code)),
-            Some(Status::Accepted) => "accepted, not yet collected".to_string(),
+            Some(RowStatus::Failed) => format!("failed<br><b>{}</b>", esc(&r.error_code)),
+            Some(RowStatus::Accepted) => "accepted, not yet collected".to_string(),
             _ if r.error_code.is_empty() => "not run".to_string(),
             _ => format!("not run<br><b>{}</b>", esc(&r.error_code)),
         };
@@ -387,7 +387,7 @@ pub fn report(dir: &Path) -> Result<Reported, ReportError> {
     // Thumbnails, for every image of a completed row that may be read.
     let images: Vec<String> = rows
         .iter()
-        .filter(|r| Status::parse(&r.status) == Some(Status::Completed))
+        .filter(|r| RowStatus::parse(&r.status) == Some(RowStatus::Completed))
         .flat_map(|r| r.files().into_iter().map(|(f, _)| f.to_string()))
         .collect();
     let thumbs = thumbs::make_all(dir, &sources, &images);
@@ -396,7 +396,7 @@ pub fn report(dir: &Path) -> Result<Reported, ReportError> {
     let mut by_status: BTreeMap<&str, u64> = BTreeMap::new();
     let mut cost = 0.0;
     for r in &rows {
-        let s = Status::parse(&r.status).map_or("not_run", Status::as_str);
+        let s = RowStatus::parse(&r.status).map_or("not_run", RowStatus::as_str);
         *by_status.entry(s).or_default() += 1;
         cost += r.cost_usd.parse::<f64>().unwrap_or(0.0);
     }
@@ -418,7 +418,7 @@ pub fn report(dir: &Path) -> Result<Reported, ReportError> {
         esc(&name)
     );
     let _ = write!(html, "<span>rows <b>{}</b></span>", rows.len());
-    for s in Status::ALL {
+    for s in RowStatus::ALL {
         let n = by_status.get(s.as_str()).copied().unwrap_or(0);
         let _ = write!(
             html,

@@ -212,6 +212,22 @@ fn anonymous(name: &str) -> bool {
         .is_some_and(|r| r.len() == 6 && r.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
+/// Removes files in `dir` whose names start with `prefix` (temporary files
+/// a killed run left behind), except those a live `export` or `report` holds
+/// there ([`held`]). Returns how many were removed.
+pub fn remove_stray(dir: &Path, prefix: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter(|e| !held(&e.path()))
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
 /// Whether `path` is a batchgen temporary that a live process holds.
 /// Anything else (another name, a maker gone) is `false`.
 pub fn held(path: &Path) -> bool {
@@ -337,6 +353,16 @@ fn pause_if_asked(owner: Owner, path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn stray_temporary_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".part-abc"), b"x").unwrap();
+        std::fs::write(dir.path().join("keep.png"), b"x").unwrap();
+        assert_eq!(remove_stray(dir.path(), ".part-"), 1);
+        assert!(dir.path().join("keep.png").exists());
+    }
 
     #[test]
     fn names_say_whose_they_are() {

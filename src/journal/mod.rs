@@ -71,7 +71,7 @@ pub use replay::{read, Records, Replay};
 
 use crate::vocab::Key;
 use replay::parse;
-use writer::{write_groups, Hold, Job, Reply, Shared};
+use writer::{write_groups, Hold, Queued, Shared, Waiter};
 
 /// The journal open for appending, with its replay kept current.
 ///
@@ -95,7 +95,7 @@ use writer::{write_groups, Hold, Job, Reply, Shared};
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
-    queue: Option<std::sync::mpsc::Sender<Job>>,
+    queue: Option<std::sync::mpsc::Sender<Queued>>,
     shared: std::sync::Arc<Mutex<Shared>>,
     writer: Option<std::thread::JoinHandle<()>>,
     /// Set by [`Journal::hold_paused_clock`] (tests only).
@@ -183,13 +183,13 @@ impl Journal {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn job(&self, entry: &Entry, reply: Reply) -> Result<(), JournalError> {
+    fn job(&self, entry: &Entry, waiter: Waiter) -> Result<(), JournalError> {
         let mut line = serde_json::to_vec(entry).expect("journal entries serialise");
         line.push(b'\n');
-        let job = Job {
+        let job = Queued {
             line,
             entry: entry.clone(),
-            reply,
+            waiter,
         };
         match &self.queue {
             Some(q) if q.send(job).is_ok() => Ok(()),
@@ -211,7 +211,7 @@ impl Journal {
     /// Writes one line and returns once it is synced and folded into the replay.
     pub async fn append(&self, entry: &Entry) -> Result<(), JournalError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.job(entry, Reply::Async(tx))?;
+        self.job(entry, Waiter::Async(tx))?;
         let _held = self.hold.as_ref().map(Hold::enter);
         self.result(rx.await.ok())
     }
@@ -219,7 +219,7 @@ impl Journal {
     /// [`Journal::append`] for code that is not async (it blocks its thread).
     pub fn append_blocking(&self, entry: &Entry) -> Result<(), JournalError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.job(entry, Reply::Blocking(tx))?;
+        self.job(entry, Waiter::Blocking(tx))?;
         self.result(rx.recv().ok())
     }
 

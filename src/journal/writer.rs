@@ -10,7 +10,7 @@
 //!
 //! Cancellation: the thread runs until every sender of its queue is gone
 //! ([`super::Journal`]'s drop), finishing the lines it was given first; a
-//! caller that stops waiting for its [`Reply`] does not take its line back.
+//! caller that stops waiting for its [`Waiter`] does not take its line back.
 
 use std::fs::File;
 use std::io::Write;
@@ -69,25 +69,25 @@ pub(super) struct Shared {
 }
 
 /// One line to commit, and whom to tell.
-pub(super) struct Job {
+pub(super) struct Queued {
     pub(super) line: Vec<u8>,
     pub(super) entry: Entry,
-    pub(super) reply: Reply,
+    pub(super) waiter: Waiter,
 }
 
 /// The writer's reply to one caller: its line is durable, or why not.
-pub(super) enum Reply {
+pub(super) enum Waiter {
     Async(tokio::sync::oneshot::Sender<Result<(), std::io::ErrorKind>>),
     Blocking(std::sync::mpsc::SyncSender<Result<(), std::io::ErrorKind>>),
 }
 
-impl Reply {
+impl Waiter {
     fn send(self, result: Result<(), std::io::ErrorKind>) {
         match self {
-            Reply::Async(tx) => {
+            Waiter::Async(tx) => {
                 let _ = tx.send(result);
             }
-            Reply::Blocking(tx) => {
+            Waiter::Blocking(tx) => {
                 let _ = tx.send(result);
             }
         }
@@ -102,7 +102,7 @@ pub(super) fn write_groups(
     dir: &Path,
     mut file: File,
     mut len: u64,
-    jobs: std::sync::mpsc::Receiver<Job>,
+    jobs: std::sync::mpsc::Receiver<Queued>,
     shared: std::sync::Arc<Mutex<Shared>>,
 ) {
     let mut buf = Vec::new();
@@ -181,7 +181,7 @@ pub(super) fn write_groups(
         }
         drop(sh);
         for job in group {
-            job.reply.send(written);
+            job.waiter.send(written);
         }
     }
     if allocated > len {

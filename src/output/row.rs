@@ -52,14 +52,8 @@ impl RowStatus {
 pub const SUBMIT_UNCERTAIN: &str = Code::SubmitUncertain.as_str();
 /// The code of a request paid for whose result the gateway no longer has.
 pub const RESULT_LOST: &str = Code::ResultLost.as_str();
-/// Codes of rows paid for whose images are gone: sent again only with `--resubmit-lost`.
-pub const LOST: &[&str] = &[
-    Code::ResultLost.as_str(),
-    Code::DownloadLost.as_str(),
-    Code::FilesMissing.as_str(),
-    // The gateway's own word (404), not one of batchgen's codes.
-    "NOT_FOUND",
-];
+/// Codes of rows paid for whose images are gone (defined with the codes).
+pub const LOST: &[&str] = Code::LOST;
 
 pub const UNCERTAIN_MESSAGE: &str =
     "a submit was sent and its answer never arrived: it may have been accepted and charged. \

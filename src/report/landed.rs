@@ -160,7 +160,7 @@ impl Drop for Thumbnailer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::ImageFormat as Format;
+    use crate::api::ImageFormat;
     use crate::sim::render;
 
     /// A folder with `n` images of a run in images/, as results.csv names them.
@@ -170,7 +170,7 @@ mod tests {
         let files = (0..n)
             .map(|i| {
                 let file = format!("images/a_s{i}_0.jpg");
-                let bytes = render::image("a", i as u64, 320, 240, Format::Jpeg);
+                let bytes = render::image("a", i as u64, 320, 240, ImageFormat::Jpeg);
                 std::fs::write(dir.path().join(&file), bytes).unwrap();
                 file
             })

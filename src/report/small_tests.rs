@@ -1,5 +1,5 @@
 use super::*;
-use crate::api::ImageFormat as Format;
+use crate::api::ImageFormat;
 use crate::sim::render;
 
 /// The mean difference per channel between two images of one size, 0–255.
@@ -99,7 +99,7 @@ fn a_jpeg_is_decoded_at_a_reduced_scale_and_looks_as_decoded_whole() {
 
 #[test]
 fn the_simulators_pictures_look_the_same_either_way() {
-    for format in [Format::Jpeg, Format::Png] {
+    for format in [ImageFormat::Jpeg, ImageFormat::Png] {
         for (w, h) in [(512, 512), (1024, 576), (768, 1024)] {
             let bytes = render::image("a red fox in snow", 7, w, h, format);
             let (tw, th) = fit(w, h, 256);
@@ -146,7 +146,7 @@ fn a_grey_jpeg_and_a_small_image_keep_their_look_and_size() {
     let thumb = thumbnail(&bytes, 256).unwrap();
     assert_eq!(thumb.dimensions(), (256, 192));
     assert!(mean_diff(&thumb, &full_then_resized(&bytes, 256, 192)) < 4.0);
-    let small = render::image("tiny", 1, 96, 64, Format::Png);
+    let small = render::image("tiny", 1, 96, 64, ImageFormat::Png);
     let thumb = thumbnail(&small, 256).unwrap();
     assert_eq!(thumb.dimensions(), (96, 64), "never enlarged");
     let whole = image::load_from_memory(&small).unwrap().into_rgb8();
@@ -157,7 +157,7 @@ fn a_grey_jpeg_and_a_small_image_keep_their_look_and_size() {
 
 #[test]
 fn a_corrupt_or_truncated_image_is_an_error_not_a_panic() {
-    let good = render::image("x", 1, 300, 200, Format::Jpeg);
+    let good = render::image("x", 1, 300, 200, ImageFormat::Jpeg);
     // The header and the end are whole (a download would pass them); the
     // entropy-coded data between is noise.
     let mut noisy = good.clone();
@@ -165,7 +165,7 @@ fn a_corrupt_or_truncated_image_is_an_error_not_a_panic() {
     for (i, b) in noisy[n / 2..n - 2].iter_mut().enumerate() {
         *b = (i * 37 % 251) as u8;
     }
-    let png = render::image("x", 1, 300, 200, Format::Png);
+    let png = render::image("x", 1, 300, 200, ImageFormat::Png);
     for bytes in [
         &png[..png.len() / 2],
         &png[..40],

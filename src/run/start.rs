@@ -13,8 +13,8 @@
 use crate::api::Ticket;
 use crate::cache::Hit;
 use crate::journal::{now_ms, Charged, Entry, Record, State};
-use crate::output::{LOST, RESULT_LOST};
 use crate::plan::{Key, Usd};
+use crate::vocab::Code;
 
 /// Where a row's work starts in this run.
 #[derive(Clone, Debug, PartialEq)]
@@ -58,7 +58,7 @@ impl From<Start> for Decision {
 
 /// Verdicts older versions wrote for rows whose request was still
 /// collectable; a rerun collects those too.
-const COLLECTABLE_VERDICTS: &[&str] = &["POLL_TIMEOUT", "DOWNLOAD_FAILED"];
+const COLLECTABLE_VERDICTS: &[&str] = &[Code::PollTimeout.as_str(), Code::DownloadFailed.as_str()];
 
 /// What the user allows a rerun to pay for again.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -69,11 +69,11 @@ pub(crate) struct Flags {
     pub resubmit_lost: bool,
 }
 
-/// The code of a row whose files, taken from the cache at no cost, are
-/// gone, and the cache no longer holds them: nothing was charged for it.
-pub(crate) const CACHED_FILES_MISSING: &str = "CACHED_FILES_MISSING";
+/// The message of a row whose files, taken from the cache at no cost, are
+/// gone, and the cache no longer holds them: nothing was charged for it
+/// ([`Code::CachedFilesMissing`]).
 pub(crate) const CACHED_FILES_MISSING_MESSAGE: &str = "its files, taken from the cache at no cost, are missing or damaged, and no cache this run was given holds them; nothing was charged for it: rerun with the --cache it came from to take it again, or with --retry-failed to submit it (paid)";
-pub(crate) const FILES_MISSING: &str = "FILES_MISSING";
+/// The message of a paid row whose files are gone ([`Code::FilesMissing`]).
 pub(crate) const FILES_MISSING_MESSAGE: &str = "its files are missing or damaged and the request cannot be polled again; rerun with --resubmit-lost to pay for it again";
 
 /// Decides where row `key` starts. `files_intact` checks a completed row's
@@ -114,7 +114,7 @@ pub(crate) fn decide(
         State::Submitted => match resume(rec) {
             Some(start) => start.into(),
             None => verdict(
-                RESULT_LOST,
+                Code::ResultLost.as_str(),
                 "accepted with images that were never saved; rerun with --resubmit-lost to pay for it again",
             ),
         },
@@ -128,7 +128,7 @@ pub(crate) fn decide(
                 record: Some(Entry::Failed {
                     key,
                     at_ms: now_ms(),
-                    code: CACHED_FILES_MISSING.into(),
+                    code: Code::CachedFilesMissing.as_str().into(),
                     message: CACHED_FILES_MISSING_MESSAGE.into(),
                     charged: Charged::No,
                     cost_micros: 0,
@@ -140,16 +140,16 @@ pub(crate) fn decide(
         // from its request (a miss in the cache falls back to it too).
         State::Done { .. } => match from_cache().map(restore).or_else(|| resume(rec)) {
             Some(start) => start.into(),
-            None => verdict(FILES_MISSING, FILES_MISSING_MESSAGE),
+            None => verdict(Code::FilesMissing.as_str(), FILES_MISSING_MESSAGE),
         },
         // Cost nothing: taken again whenever the cache has it.
-        State::Failed { code, .. } if code == CACHED_FILES_MISSING && !flags.retry_failed => {
+        State::Failed { code, .. } if *code == Code::CachedFilesMissing && !flags.retry_failed => {
             from_cache().map_or(Start::End, restore).into()
         }
         State::Failed { code, .. } => {
             let collectable = COLLECTABLE_VERDICTS.contains(&code.as_str());
             // Paying again for a lost result is its own decision.
-            let allowed = if LOST.contains(&code.as_str()) {
+            let allowed = if Code::LOST.contains(&code.as_str()) {
                 flags.resubmit_lost
             } else {
                 flags.retry_failed
@@ -355,12 +355,12 @@ mod tests {
             };
             assert_eq!(
                 (code.as_str(), charged, cost_micros),
-                (CACHED_FILES_MISSING, Charged::No, 0)
+                (Code::CachedFilesMissing.as_str(), Charged::No, 0)
             );
             assert!(message.contains("--retry-failed") && !message.contains("--resubmit-lost"));
         }
         // Submitted (paid) only with --retry-failed.
-        let gone = rec(failed(CACHED_FILES_MISSING, Charged::No), None);
+        let gone = rec(failed(Code::CachedFilesMissing.as_str(), Charged::No), None);
         assert_eq!(start(&gone, false, true), Start::End);
         assert_eq!(decide_with(&gone, true, Flags::default()).start, marker);
         assert_eq!(start(&gone, true, true), Start::Submit);
@@ -377,13 +377,16 @@ mod tests {
         let d = decide_with(&paid, false, Flags::default());
         assert!(matches!(
             d.record,
-            Some(Entry::Failed { ref code, charged: Charged::Yes, .. }) if code == FILES_MISSING
+            Some(Entry::Failed { ref code, charged: Charged::Yes, .. }) if *code == Code::FilesMissing
         ));
     }
 
     #[test]
     fn a_lost_result_is_paid_again_only_with_resubmit_lost() {
-        let lost = rec(failed(RESULT_LOST, Charged::Yes), Some(ticket()));
+        let lost = rec(
+            failed(Code::ResultLost.as_str(), Charged::Yes),
+            Some(ticket()),
+        );
         let with = |retry_failed, resubmit_lost| {
             let flags = Flags {
                 retry_failed,

@@ -30,9 +30,13 @@ impl Rows {
         start: Start,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) {
-        let task = self
-            .tasks
-            .spawn(row::drive(ctx.clone(), index, start, permit));
+        let task = self.tasks.spawn(row::drive(
+            ctx.clone(),
+            index,
+            start,
+            permit,
+            ctx.shutdown(),
+        ));
         self.index.insert(task.id(), index);
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{open, Settings, Stop, PANICKED};
 use crate::api::{ApiKey, Client, ClientConfig};
-use crate::output::RowStatus as Status;
+use crate::output::RowStatus;
 use crate::sim::{self, SimConfig};
 
 const KEY: &str = "sk-run-tests-key-0001";
@@ -69,13 +69,13 @@ async fn a_panicking_row_stops_new_submits_stays_collectable_and_exits_3() {
     // Rows 1 and 2 were sent; nothing after the panic.
     assert_eq!(sim.ledger().accepted, 2);
     let t = &report.summary.totals;
-    assert_eq!(t.count(Status::Completed), 1);
+    assert_eq!(t.count(RowStatus::Completed), 1);
     assert_eq!(
-        t.count(Status::Accepted),
+        t.count(RowStatus::Accepted),
         1,
         "the panicked row is collectable"
     );
-    assert_eq!(t.count(Status::NotRun), 2);
+    assert_eq!(t.count(RowStatus::NotRun), 2);
     assert_eq!(t.accepted_by_code.get(PANICKED), Some(&1));
     assert!(report.summary.stopped.as_deref().unwrap().contains(row));
 
@@ -87,7 +87,7 @@ async fn a_panicking_row_stops_new_submits_stays_collectable_and_exits_3() {
         .await
         .unwrap();
     assert_eq!(report.stop, None);
-    assert_eq!(report.summary.totals.count(Status::Completed), 4);
+    assert_eq!(report.summary.totals.count(RowStatus::Completed), 4);
     let ledger = sim.ledger();
     assert_eq!(ledger.accepted, 4);
     assert!(ledger.paid_twice().is_empty(), "{:?}", ledger.paid_twice());

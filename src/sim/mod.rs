@@ -39,7 +39,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use crate::api::wire::{self, code, Output, Phase, Reply, WireImage};
-use crate::api::ImageFormat as Format;
+use crate::api::ImageFormat;
 use crate::disk::hex;
 use crate::plan::{Kind, SIZE_PRESETS};
 pub use limit::{LimitBody, LimitConfig, LimitShape, OnOff};
@@ -508,7 +508,7 @@ impl Sim {
         }
     }
 
-    fn image_url(&self, id: &str, n: usize, format: Format) -> String {
+    fn image_url(&self, id: &str, n: usize, format: ImageFormat) -> String {
         format!("{}/files/{id}/{n}.{}", self.base_url, format.extension())
     }
 }

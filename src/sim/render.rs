@@ -3,7 +3,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::api::ImageFormat as Format;
+use crate::api::ImageFormat;
 
 /// Pixel sizes the simulator gives the documented presets. The vendor does
 /// not publish them; these follow the common fal.ai conventions.
@@ -33,7 +33,7 @@ pub struct Picture {
     pub seed: u64,
     pub width: u32,
     pub height: u32,
-    pub format: Format,
+    pub format: ImageFormat,
     /// The number of bands in the gradient (more steps, a smoother picture).
     pub steps: u32,
     /// The disc's size (more guidance, a bigger disc).
@@ -59,7 +59,7 @@ impl Picture {
 
 /// A picture with the gateway's default steps and guidance (for tests and
 /// condition images).
-pub fn image(prompt: &str, seed: u64, width: u32, height: u32, format: Format) -> Vec<u8> {
+pub fn image(prompt: &str, seed: u64, width: u32, height: u32, format: ImageFormat) -> Vec<u8> {
     Picture {
         prompt: prompt.into(),
         context: String::new(),
@@ -142,10 +142,10 @@ fn pixels(p: &Picture) -> Vec<u8> {
     px
 }
 
-fn encode(px: &[u8], width: u32, height: u32, format: Format) -> Vec<u8> {
+fn encode(px: &[u8], width: u32, height: u32, format: ImageFormat) -> Vec<u8> {
     let mut out = Vec::new();
     match format {
-        Format::Png => {
+        ImageFormat::Png => {
             let mut enc = png::Encoder::new(&mut out, width, height);
             enc.set_color(png::ColorType::Rgb);
             enc.set_depth(png::BitDepth::Eight);
@@ -154,7 +154,7 @@ fn encode(px: &[u8], width: u32, height: u32, format: Format) -> Vec<u8> {
             writer.write_image_data(px).expect("PNG data into memory");
             writer.finish().expect("PNG end into memory");
         }
-        Format::Jpeg => {
+        ImageFormat::Jpeg => {
             jpeg_encoder::Encoder::new(&mut out, 85)
                 .encode(
                     px,
@@ -179,7 +179,7 @@ mod tests {
             seed,
             width: w,
             height: h,
-            format: Format::Png,
+            format: ImageFormat::Png,
             steps: 30,
             guidance: 3.5,
         }
@@ -225,7 +225,7 @@ mod tests {
             picture("dog", 1, 64, 48),
             picture("cat", 1, 48, 64),
             Picture {
-                format: Format::Jpeg,
+                format: ImageFormat::Jpeg,
                 ..a.clone()
             },
             Picture {

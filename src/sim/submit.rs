@@ -327,8 +327,8 @@ pub(super) fn validate(kind: Kind, body: &Value) -> Result<Ask, String> {
         }
     }
     let format = match obj.get("output_format").map(|v| v.as_str()) {
-        None | Some(Some("jpeg")) => Format::Jpeg,
-        Some(Some("png")) => Format::Png,
+        None | Some(Some("jpeg")) => ImageFormat::Jpeg,
+        Some(Some("png")) => ImageFormat::Png,
         Some(_) => {
             return Err(format!(
                 "Invalid output_format value: {}",

@@ -107,6 +107,17 @@ codes! {
     Internal = "INTERNAL",
 }
 
+impl Code {
+    /// Codes of rows paid for whose images are gone: sent again only with
+    /// `--resubmit-lost`. `NOT_FOUND` is the gateway's own word for it (404).
+    pub const LOST: &'static [&'static str] = &[
+        Code::ResultLost.as_str(),
+        Code::DownloadLost.as_str(),
+        Code::FilesMissing.as_str(),
+        "NOT_FOUND",
+    ];
+}
+
 impl fmt::Display for Code {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

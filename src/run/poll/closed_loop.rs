@@ -34,8 +34,8 @@ pub(super) struct Outcome {
 /// What the model needs of a schedule.
 trait Scheduler {
     /// A request of row `row` is submitted: its handle and first poll.
-    fn start(&mut self, row: usize, rows_left: usize, slots: usize) -> (Token, Plan);
-    fn next(&self, token: &Token, elapsed: f64, last_pending: Option<f64>) -> Plan;
+    fn start(&mut self, row: usize, rows_left: usize, slots: usize) -> (Token, NextPoll);
+    fn next(&self, token: &Token, elapsed: f64, last_pending: Option<f64>) -> NextPoll;
     fn asking(&mut self, token: &Token, ask: Ask);
     fn pending(&mut self, token: &Token, at: f64);
     fn done(&mut self, token: &Token, lo: f64, hi: f64);
@@ -44,13 +44,13 @@ trait Scheduler {
 const KEY: ModelKey = (Kind::TextToImage, 1);
 
 impl Scheduler for Learned {
-    fn start(&mut self, row: usize, rows_left: usize, slots: usize) -> (Token, Plan) {
+    fn start(&mut self, row: usize, rows_left: usize, slots: usize) -> (Token, NextPoll) {
         self.rows_ahead(rows_left, slots);
         // Draws from a fixed sequence, so that the model repeats.
         let token = self.token(KEY, (row as f64 * 0.754_877_666_246_692_7) % 1.0);
         (token, self.next_poll(&token, 0.0, None))
     }
-    fn next(&self, token: &Token, elapsed: f64, last_pending: Option<f64>) -> Plan {
+    fn next(&self, token: &Token, elapsed: f64, last_pending: Option<f64>) -> NextPoll {
         self.next_poll(token, elapsed, last_pending)
     }
     fn asking(&mut self, token: &Token, ask: Ask) {
@@ -73,7 +73,7 @@ struct Plain {
 }
 
 impl Scheduler for Plain {
-    fn start(&mut self, _: usize, _: usize, _: usize) -> (Token, Plan) {
+    fn start(&mut self, _: usize, _: usize, _: usize) -> (Token, NextPoll) {
         self.tokens += 1;
         let token = Token {
             id: self.tokens,
@@ -83,13 +83,13 @@ impl Scheduler for Plain {
         };
         (token, self.next(&token, 0.0, None))
     }
-    fn next(&self, _: &Token, elapsed: f64, last_pending: Option<f64>) -> Plan {
+    fn next(&self, _: &Token, elapsed: f64, last_pending: Option<f64>) -> NextPoll {
         let at = match (last_pending, &self.learner.fit) {
             (Some(lo), _) => lo + MIN_GAP,
             (None, Some(fit)) => fit.quantile(self.q),
             (None, None) => MIN_GAP,
         };
-        Plan {
+        NextPoll {
             at: at.max(elapsed),
             ask: Ask::Again,
         }
@@ -141,7 +141,7 @@ fn run(
         token: Token,
         /// Last pending poll, and the planned next one.
         last: Option<f64>,
-        plan: Plan,
+        plan: NextPoll,
     }
     let mut perfect = vec![0.0f64; slots];
     for l in (0..rows).map(&latency) {
@@ -156,7 +156,7 @@ fn run(
     let mut reqs: Vec<Req> = Vec::new();
     let mut next_row = 0usize;
     let mut fill =
-        |now: f64, reqs: &mut Vec<Req>, sched: &mut dyn FnMut(usize) -> (Token, Plan)| {
+        |now: f64, reqs: &mut Vec<Req>, sched: &mut dyn FnMut(usize) -> (Token, NextPoll)| {
             while reqs.len() < slots && next_row < rows {
                 let (token, plan) = sched(next_row);
                 reqs.push(Req {
@@ -164,7 +164,7 @@ fn run(
                     submitted: now,
                     token,
                     last: None,
-                    plan: Plan {
+                    plan: NextPoll {
                         at: now + plan.at,
                         ..plan
                     },
@@ -192,7 +192,7 @@ fn run(
             sched.pending(&r.token, elapsed);
             r.last = Some(elapsed);
             let plan = sched.next(&r.token, elapsed, Some(elapsed));
-            r.plan = Plan {
+            r.plan = NextPoll {
                 at: r.submitted + plan.at,
                 ..plan
             };
@@ -200,7 +200,7 @@ fn run(
                 // As a run's rows do when the estimate's watch bumps.
                 for r in reqs.iter_mut().filter(|r| r.plan.ask == Ask::Sure) {
                     let plan = sched.next(&r.token, now - r.submitted, r.last);
-                    r.plan = Plan {
+                    r.plan = NextPoll {
                         at: r.submitted + plan.at,
                         ..plan
                     };
@@ -219,7 +219,7 @@ fn run(
             let plan = sched.next(&r.token, e, r.last);
             let at = r.submitted + plan.at;
             if r.last.is_some() || at < r.plan.at {
-                r.plan = Plan { at, ..plan };
+                r.plan = NextPoll { at, ..plan };
             }
         }
         let left = rows;

@@ -144,7 +144,7 @@ pub enum Ask {
 
 /// When to ask next (seconds since the request's submit) and why.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Plan {
+pub struct NextPoll {
     pub at: f64,
     pub ask: Ask,
 }
@@ -216,7 +216,7 @@ impl Learned {
     /// The next poll of `token`'s request, `elapsed` seconds after its
     /// submit (never before `elapsed`), and why. `last_pending`: when it was
     /// last seen pending, if it was. Changes nothing.
-    pub fn next_poll(&self, token: &Token, elapsed: f64, last_pending: Option<f64>) -> Plan {
+    pub fn next_poll(&self, token: &Token, elapsed: f64, last_pending: Option<f64>) -> NextPoll {
         let models = self.lock();
         let Some(m) = models.get(&token.key) else {
             return Learner::default().plan(token, elapsed, last_pending, &Policy::COLD);
@@ -439,10 +439,16 @@ impl Learner {
     }
 
     /// The next poll of `token`'s request and why (see [`Learned::next_poll`]).
-    fn plan(&self, token: &Token, elapsed: f64, last_pending: Option<f64>, run: &Policy) -> Plan {
+    fn plan(
+        &self,
+        token: &Token,
+        elapsed: f64,
+        last_pending: Option<f64>,
+        run: &Policy,
+    ) -> NextPoll {
         let earliest = last_pending.map_or(elapsed, |s| elapsed.max(s + MIN_GAP));
         let jitter = JITTER * (token.draw * 7919.0).fract();
-        let plan = |at: f64, ask| Plan {
+        let plan = |at: f64, ask| NextPoll {
             at: at.max(elapsed) + jitter,
             ask,
         };

@@ -29,7 +29,7 @@ fn learner(intervals: &[(f64, f64)]) -> Learner {
 fn cold_first_polls_are_staggered_then_the_vendors_pace() {
     let learned = Learned::default();
     let tokens: Vec<Token> = draws(10, 0).map(|d| learned.token(KEY, d)).collect();
-    let firsts: Vec<Plan> = tokens
+    let firsts: Vec<NextPoll> = tokens
         .iter()
         .map(|t| learned.next_poll(t, 0.0, None))
         .collect();
@@ -54,7 +54,7 @@ fn next_poll_changes_nothing() {
     let token = learned.token(KEY, 0.3);
     let state = |l: &Learned| format!("{:?}", l.lock().get(&KEY));
     let before = state(&learned);
-    let plans: Vec<Plan> = (0..5)
+    let plans: Vec<NextPoll> = (0..5)
         .map(|_| learned.next_poll(&token, 0.0, None))
         .collect();
     assert!(plans.windows(2).all(|w| w[0] == w[1]), "{plans:?}");
@@ -66,7 +66,7 @@ fn next_poll_changes_nothing() {
     let mut changes = learned.changes();
     changes.mark_unchanged();
     for last in [None, Some(2.9)] {
-        let plans: Vec<Plan> = (0..5)
+        let plans: Vec<NextPoll> = (0..5)
             .map(|_| learned.next_poll(&token, 2.9, last))
             .collect();
         assert!(plans.windows(2).all(|w| w[0] == w[1]), "{plans:?}");

@@ -1,0 +1,308 @@
+//! Taking an output folder for a run, and resuming it: create and lock the
+//! folder, check that it belongs to this gateway, replay the journal once
+//! and decide where every row starts ([`super::start`]), all before
+//! anything is sent, so the caller can check what this run would newly
+//! spend against the budget.
+//!
+//! Why this exists apart from the scheduler: it is synchronous file work
+//! that spends nothing; [`Opened::execute`] (in [`super::scheduler`]) is
+//! where money is spent.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::start::{decide, Flags, Start};
+use super::{poll, RunError, Settings, SIMULATED};
+use crate::api::PART_PREFIX;
+use crate::cache::Cache;
+use crate::disk;
+use crate::journal::{self, Entry, Journal};
+use crate::output::{self, ResultTotals};
+use crate::plan::{Plan, Usd};
+use crate::sidecar;
+
+/// The output folder, taken for this run, with every row's start decided.
+pub struct Opened {
+    pub(super) plan: Arc<Plan>,
+    pub(super) settings: Settings,
+    pub(super) cache: Option<Arc<Cache>>,
+    pub(super) journal: Arc<Journal>,
+    pub(super) _lock: std::fs::File,
+    /// Rows with work to do, accepted ones first, then new ones in plan order.
+    pub(super) starts: Vec<(usize, Start)>,
+    /// Rows to submit, in plan order (indices: a million of them cost 4 MB).
+    pub(super) fresh: Vec<u32>,
+    /// Verdicts the decisions reached (lost results), journaled at the start.
+    pub(super) verdicts: Vec<Entry>,
+    /// What earlier runs saw of each kind of request's latency, in seconds.
+    pub(super) seeds: HashMap<poll::ModelKey, Vec<(f64, f64)>>,
+    /// Rows already finished for good (this run does nothing for them).
+    pub(super) finished: u64,
+    /// What the folder already holds for this plan.
+    pub(super) before: ResultTotals,
+    /// What this run would spend if every row it submits makes every image.
+    pub(super) to_spend: Usd,
+    pub(super) to_submit: u64,
+}
+
+/// Takes the output folder: creates it (durably), locks it, checks that it
+/// belongs to this gateway, removes temporary files a killed run left,
+/// replays the journal once and decides where every row starts.
+pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
+    let out_dir = settings.out_dir.clone();
+    let images_dir = out_dir.join(output::IMAGES_DIR);
+    let output_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RunError::Output { path, source }
+    };
+    // Files are only ever written inside the folder: an `images` that
+    // leads elsewhere (another run's images, say) is not followed.
+    if std::fs::symlink_metadata(&images_dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(RunError::ImagesLink(images_dir));
+    }
+    disk::create_dir_durable(&images_dir).map_err(output_err(&images_dir))?;
+    let lock = lock(&out_dir)?;
+    let mut journal = Journal::open(&out_dir)?;
+    if settings.paused_clock {
+        journal.hold_paused_clock();
+    }
+    journal.keep_room(journal_room(settings.concurrency));
+    let cache = match &settings.cache {
+        Some(dir) => Some(Arc::new(Cache::open(dir, &settings.gateway)?)),
+        None => None,
+    };
+    let (made_by, made_at) = journal.with_replay(|r| (r.gateway.clone(), r.base_url.clone()));
+    if let Some(made_by) = made_by {
+        if !settings.gateway.made(&made_by, made_at.as_deref()) {
+            let made_by = made_at.unwrap_or(made_by);
+            return Err(other_gateway(&out_dir, made_by, settings.gateway.base()));
+        }
+    }
+    crate::temps::remove_stray(&images_dir, PART_PREFIX);
+    crate::temps::remove_stray(&images_dir, disk::TEMP_PREFIX);
+    crate::temps::remove_stray(&out_dir, disk::TEMP_PREFIX);
+
+    let mut resumed = Vec::new();
+    let mut fresh = Vec::new();
+    let mut verdicts = Vec::new();
+    let mut finished = 0;
+    let mut to_spend = Usd::default();
+    let mut before = ResultTotals::default();
+    let mut seeds: HashMap<poll::ModelKey, Vec<(f64, f64)>> = HashMap::new();
+    let flags = Flags {
+        retry_failed: settings.retry_failed,
+        resubmit_lost: settings.resubmit_lost,
+    };
+    let mut sidecars = Ok(());
+    journal.with_replay(|replay| {
+        for (i, row) in plan.rows.iter().enumerate() {
+            let key = row.key;
+            let req = plan.request(row);
+            let price = plan.request_price(&req);
+            let rec = replay.records.get(&key).map(|r| &**r);
+            before.add(&output::row_result(rec, price, None));
+            if let Some([lo, hi]) = rec.and_then(|r| r.seen_ms) {
+                seeds
+                    .entry((req.kind(), req.images()))
+                    .or_default()
+                    .push((lo as f64 / 1000.0, hi as f64 / 1000.0));
+            }
+            let in_cache = || {
+                let cache = cache.as_ref()?;
+                cache.lookup(&cache.identity(&req).ok()?)
+            };
+            let d = decide(
+                rec,
+                key,
+                price,
+                flags,
+                |done| files_intact(&out_dir, done, settings.verify),
+                in_cache,
+            );
+            // A completed row's provenance is what the journal says (and
+            // names the row's current id): missing or other, it is written again.
+            if let (Start::End, None, Some(r)) = (&d.start, &d.record, rec) {
+                if sidecars.is_ok() {
+                    let id = plan.row_id(row);
+                    sidecars = sidecar::restore(&out_dir, &id, key, &req, r, settings.verify)
+                        .map(drop)
+                        .map_err(output_err(&images_dir));
+                }
+            }
+            verdicts.extend(d.record);
+            // A request fulfilled before, by any run, is taken from the cache.
+            let cached = match &d.start {
+                Start::Submit => in_cache(),
+                _ => None,
+            };
+            if let Some(hit) = cached {
+                let or_submit = true;
+                resumed.push((i, Start::Cached { hit, or_submit }));
+                continue;
+            }
+            match d.start {
+                Start::End => finished += 1,
+                Start::Submit => {
+                    to_spend = to_spend + price;
+                    fresh.push(i as u32);
+                }
+                other => resumed.push((i, other)),
+            }
+        }
+    });
+    sidecars?;
+    let to_submit = fresh.len() as u64;
+    Ok(Opened {
+        plan,
+        settings,
+        cache,
+        journal: Arc::new(journal),
+        _lock: lock,
+        starts: resumed,
+        fresh,
+        verdicts,
+        seeds,
+        finished,
+        before,
+        to_spend,
+        to_submit,
+    })
+}
+
+/// Room the journal keeps on the disk for the lines a disk fault makes
+/// rows write: for every row that can hold a request id at once (in
+/// flight or downloading), its `submitted` line if its
+/// submit is under way and an `unfinished` line (each under a KiB, with a
+/// long path), twice over, since only half the room is sure to be left
+/// when the disk fills.
+fn journal_room(concurrency: usize) -> u64 {
+    let rows = 2 * concurrency;
+    (rows as u64 * 4096).max(64 << 10)
+}
+
+fn other_gateway(dir: &Path, made_by: String, this: &str) -> RunError {
+    let hint = if made_by == SIMULATED {
+        format!(
+            "Its images are the simulator's placeholders. Run into another folder (--out), or remove {} to start over.",
+            dir.display()
+        )
+    } else {
+        "Run into another folder (--out), or give the --base-url it was made with to resume it."
+            .to_string()
+    };
+    let name = |g: &str| {
+        if g == SIMULATED {
+            "the built-in simulator (--simulate)".to_string()
+        } else {
+            format!("the gateway at {g}")
+        }
+    };
+    RunError::OtherGateway {
+        dir: dir.to_path_buf(),
+        made_by: name(&made_by),
+        this: name(this),
+        hint,
+    }
+}
+
+impl Opened {
+    /// What this run would newly spend at most (every row it submits making
+    /// every image it asks for).
+    pub fn to_spend(&self) -> Usd {
+        self.to_spend
+    }
+
+    /// What the folder already holds for this plan.
+    pub fn before(&self) -> &ResultTotals {
+        &self.before
+    }
+
+    /// The line printed before a run: already done and spent, then what
+    /// this run will do and may spend.
+    pub fn describe(&self) -> String {
+        let b = &self.before;
+        let rows = self.plan.rows.len() as u64;
+        let mut text = format!("batchgen: {rows} rows");
+        if self.finished > 0 || b.cost_usd > Usd::default() {
+            text.push_str(&format!(
+                " ({} finished earlier, {} spent",
+                self.finished, b.cost_usd
+            ));
+            if b.possibly_charged_usd > Usd::default() {
+                text.push_str(&format!(", {} possibly charged", b.possibly_charged_usd));
+            }
+            text.push(')');
+        }
+        let cached = self
+            .starts
+            .iter()
+            .filter(|(_, s)| matches!(s, Start::Cached { .. }))
+            .count() as u64;
+        if cached > 0 {
+            text.push_str(&format!("; {cached} from the cache"));
+        }
+        let collect = self.starts.len() as u64 - cached;
+        if collect > 0 {
+            text.push_str(&format!("; {collect} accepted earlier to collect"));
+        }
+        text.push_str(&format!(
+            "; {} to submit, {} at most → {}",
+            self.to_submit,
+            self.to_spend,
+            self.settings.out_dir.display()
+        ));
+        text
+    }
+}
+
+/// Holds an exclusive lock on `DIR/.lock` while the run lives.
+fn lock(dir: &Path) -> Result<std::fs::File, RunError> {
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| RunError::Output { path, source })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(_) => Err(RunError::Locked(dir.to_path_buf())),
+    }
+}
+
+/// Every file of a completed row is there as it was written. A file whose
+/// size and modification time are those its `done` line recorded is taken
+/// as intact without reading it; otherwise (a copied folder, `--verify`, a
+/// journal older than those records) its SHA-256 decides. A file of another
+/// size is damaged.
+fn files_intact(out_dir: &Path, done: &journal::State, verify: bool) -> bool {
+    let journal::State::Done {
+        files,
+        sha256,
+        stamps,
+        ..
+    } = done
+    else {
+        return false;
+    };
+    if files.len() != sha256.len() {
+        return false;
+    }
+    files.iter().enumerate().all(|(i, f)| {
+        let path = out_dir.join(f);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            return false;
+        };
+        match stamps.get(i).filter(|_| stamps.len() == files.len()) {
+            Some(&[size, _]) if meta.len() != size => return false,
+            Some(&[_, mtime]) if !verify && disk::mtime_ns(&meta) == mtime => return true,
+            _ => {}
+        }
+        std::fs::read(&path)
+            .map(|bytes| disk::hex(&Sha256::digest(&bytes)) == sha256[i])
+            .unwrap_or(false)
+    })
+}
