@@ -50,7 +50,7 @@
 //! - [`sim`]: the built-in gateway simulator (`batchgen sim`, and in-process
 //!   for tests and `run --simulate`).
 //! - [`gateway`]: which gateway a run talks to, by its normalised base URL.
-//! - [`run`]: concurrency, rate, polling, retries, budget, cancellation
+//! - [`run`](mod@run): concurrency, rate, polling, retries, budget, cancellation
 //!   (every row task holds a `Shutdown`).
 //! - [`journal`]: the append-only state file: its format (the compatibility
 //!   contract), its replay on resume, and the group-commit writer.

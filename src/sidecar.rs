@@ -192,7 +192,7 @@ pub fn write(
 }
 
 /// Makes a completed row's sidecars what its journal record says (as
-/// [`write`] takes it), sending nothing; returns how many it wrote.
+/// [`write()`] takes it), sending nothing; returns how many it wrote.
 ///
 /// A sidecar is checked as an image is: one `stat`, by the stamp it was
 /// written with, which changes with anything it holds (the row's id

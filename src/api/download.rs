@@ -13,9 +13,10 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use std::io::Write as _;
 
-use super::error::{http_error, ours, retry_after_header, transport_error, Op};
+use super::error::{http_error, retry_after_header, transport_error, Op};
 use super::{image, ApiError, Class, Client, ImageInfo};
 use crate::disk;
+use crate::vocab::Code;
 
 /// Prefix of a download's temporary file, beside its destination.
 pub const PART_PREFIX: &str = ".part-";
@@ -99,7 +100,7 @@ impl Client {
         let too_large = || {
             ApiError::new(
                 Class::FailRow,
-                "TOO_LARGE",
+                Code::TooLarge.as_str(),
                 format!("the image is larger than {}", disk::human_bytes(max)),
             )
         };
@@ -121,7 +122,7 @@ impl Client {
         if expected.is_some_and(|n| n != sink.bytes) {
             return Err(ApiError::new(
                 Class::Retry,
-                "TRUNCATED",
+                Code::Truncated.as_str(),
                 format!("received {} of {} bytes", sink.bytes, expected.unwrap_or(0)),
             ));
         }
@@ -147,7 +148,7 @@ fn local(dir: &Path) -> impl Fn(std::io::Error) -> ApiError + '_ {
     move |e| {
         ApiError::new(
             Class::Local,
-            ours::DISK,
+            Code::Disk.as_str(),
             format!("cannot write in {}: {}", dir.display(), disk::plain(&e)),
         )
     }
@@ -159,7 +160,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| ApiError::new(Class::Local, "INTERNAL", e.to_string()))?
+        .map_err(|e| ApiError::new(Class::Local, Code::Internal.as_str(), e.to_string()))?
 }
 
 impl Sink {
@@ -213,8 +214,9 @@ impl Sink {
         let sha256 = disk::hex(&hasher.finalize());
         let stem = stem.to_string();
         blocking(move || {
-            let corrupt =
-                |e: image::BadImage| ApiError::new(Class::Retry, "CORRUPT_DOWNLOAD", e.to_string());
+            let corrupt = |e: image::BadImage| {
+                ApiError::new(Class::Retry, Code::CorruptDownload.as_str(), e.to_string())
+            };
             let io = local(&dir);
             let (part, info) = match part {
                 // Checked before a file exists: a bad download leaves nothing.
@@ -248,7 +250,7 @@ impl Sink {
 }
 
 fn decode_data_uri(uri: &str) -> Result<Vec<u8>, ApiError> {
-    let bad = |why: &str| ApiError::new(Class::FailRow, "BAD_DATA_URI", why);
+    let bad = |why: &str| ApiError::new(Class::FailRow, Code::BadDataUri.as_str(), why);
     let (head, data) = uri
         .split_once(',')
         .ok_or_else(|| bad("a data URI without a comma"))?;

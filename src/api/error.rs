@@ -13,6 +13,7 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::wire::{code, Reply};
+use crate::vocab::Code;
 
 /// What the caller must do about an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,24 +53,6 @@ pub struct ApiError {
     pub retry_after: Option<Duration>,
 }
 
-/// Codes of our own, for errors the vendor has no word for.
-pub mod ours {
-    use crate::vocab::Code;
-
-    pub const CONNECTION_FAILED: &str = Code::ConnectionFailed.as_str();
-    /// A request id or URL holds part of another key than this run's.
-    pub const KEY_CHANGED: &str = Code::KeyChanged.as_str();
-    pub const REDIRECTED: &str = Code::Redirected.as_str();
-    pub const REPLY_TOO_LARGE: &str = Code::ReplyTooLarge.as_str();
-    pub const BAD_RESPONSE: &str = Code::BadResponse.as_str();
-    pub const DISK: &str = Code::Disk.as_str();
-    /// The server's certificate is not trusted: never retried, the run stops.
-    pub const TLS_UNTRUSTED: &str = Code::TlsUntrusted.as_str();
-    /// A gateway's volume quota is spent (Azure API Management's `quota`
-    /// policy answers 403 "Out of call volume quota"): the run stops.
-    pub const QUOTA_EXCEEDED: &str = Code::QuotaExceeded.as_str();
-}
-
 impl ApiError {
     pub fn new(class: Class, code: &str, message: impl AsRef<str>) -> ApiError {
         ApiError {
@@ -103,7 +86,7 @@ impl ApiError {
 
     /// The gateway could not be reached at all (nothing was sent).
     pub fn is_unreachable(&self) -> bool {
-        self.code == ours::CONNECTION_FAILED
+        self.code == Code::ConnectionFailed.as_str()
     }
 
     /// A limiter's refusal: wait as told; the row did nothing wrong, and
@@ -138,7 +121,7 @@ pub(crate) fn http_error(
     if let Some(message) = (s == 403).then(|| quota_spent(body)).flatten() {
         return ApiError {
             class: Class::StopRun,
-            code: ours::QUOTA_EXCEEDED.into(),
+            code: Code::QuotaExceeded.as_str().into(),
             message,
             http_status: Some(s),
             retry_after,
@@ -224,7 +207,7 @@ pub(crate) fn redirected(status: StatusCode, location: Option<&str>) -> ApiError
         .unwrap_or_else(|| "an unknown place".into());
     ApiError {
         class: Class::StopRun,
-        code: ours::REDIRECTED.into(),
+        code: Code::Redirected.as_str().into(),
         message: format!(
             "the gateway redirected to {to}; the key is never sent anywhere but --base-url (check it)"
         ),
@@ -238,7 +221,7 @@ pub(crate) fn transport_error(op: Op, e: &reqwest::Error) -> ApiError {
     if let Some(why) = untrusted_certificate(e) {
         return ApiError::new(
             Class::StopRun,
-            ours::TLS_UNTRUSTED,
+            Code::TlsUntrusted.as_str(),
             format!(
                 "the server's TLS certificate is not trusted ({why}); batchgen trusts the system's certificate store and its bundled roots: add the issuing CA to the system store, or point SSL_CERT_FILE at it"
             ),
@@ -246,12 +229,12 @@ pub(crate) fn transport_error(op: Op, e: &reqwest::Error) -> ApiError {
     }
     // A connection that never opened carried nothing: always safe to retry.
     if e.is_connect() {
-        return ApiError::new(Class::Retry, ours::CONNECTION_FAILED, describe(e));
+        return ApiError::new(Class::Retry, Code::ConnectionFailed.as_str(), describe(e));
     }
     let code = if e.is_timeout() {
-        "TIMEOUT"
+        Code::Timeout.as_str()
     } else {
-        "TRANSPORT"
+        Code::Transport.as_str()
     };
     let class = if op == Op::Submit {
         Class::Unsure
@@ -498,7 +481,7 @@ mod tests {
             r#"{ "statusCode": 403, "message": "Out of call volume quota. Quota will be replenished in 23:59:59." }"#,
         );
         assert_eq!(e.class, Class::StopRun);
-        assert_eq!(e.code, ours::QUOTA_EXCEEDED);
+        assert_eq!(e.code, Code::QuotaExceeded.as_str());
         assert_eq!(
             e.message,
             "Out of call volume quota. Quota will be replenished in 23:59:59."

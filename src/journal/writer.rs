@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use super::format::{Entry, FILE_NAME};
 use super::replay::Replay;
 
-/// Async appends still waiting for the writer, for [`Journal::hold_paused_clock`].
+/// Async appends still waiting for the writer, for [`Journal::hold_paused_clock`](super::Journal::hold_paused_clock).
 #[derive(Debug, Default)]
 pub(super) struct Hold {
     waiting: Mutex<usize>,

@@ -28,6 +28,4 @@ pub use names::{
 };
 pub use plan_keys::{read_plan_keys, write_plan_keys};
 pub use results::{read_results, write_results, ResultLine, COLUMNS};
-pub use row::{
-    row_result, RowResult, RowStatus, LOST, RESULT_LOST, SUBMIT_UNCERTAIN, UNCERTAIN_MESSAGE,
-};
+pub use row::{row_result, RowResult, RowStatus, UNCERTAIN_MESSAGE};

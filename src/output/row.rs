@@ -48,13 +48,7 @@ impl RowStatus {
     }
 }
 
-/// The code of a submit whose answer never arrived.
-pub const SUBMIT_UNCERTAIN: &str = Code::SubmitUncertain.as_str();
-/// The code of a request paid for whose result the gateway no longer has.
-pub const RESULT_LOST: &str = Code::ResultLost.as_str();
-/// Codes of rows paid for whose images are gone (defined with the codes).
-pub const LOST: &[&str] = Code::LOST;
-
+/// Why a row reads as failed `SUBMIT_UNCERTAIN` ([`Code::SubmitUncertain`]).
 pub const UNCERTAIN_MESSAGE: &str =
     "a submit was sent and its answer never arrived: it may have been accepted and charged. \
 It is not sent again unless you rerun with --retry-failed";

@@ -1,3 +1,6 @@
+//! What a journal record means for results.csv, the totals and file names,
+//! checked record by record.
+
 use super::{row_result, ResultTotals, RowStatus, Stems};
 use crate::journal::{Entry, Left, Record, Replay, State};
 use crate::vocab::{Code, Key, Usd};

@@ -3,7 +3,7 @@
 //! Why this exists: a row's id names its images (`images/ID_N.EXT`) and their
 //! sidecars, and `results.csv` names rows by it. Two rows with one id would
 //! write one file, the second paid image over the first. So
-//! [`expand`](super::expand) refuses a plan (exit 2, nothing sent) in which
+//! [`expand`](super::expand()) refuses a plan (exit 2, nothing sent) in which
 //! two jobs, or two rows, have ids that are equal, or equal but for case (one
 //! file on macOS and Windows), naming both rows and where they are written.
 //! No plan with such rows exists, so no run can pay for them.
@@ -197,7 +197,7 @@ impl JobPlan {
     }
 
     /// The rows sharing a stem: one combination of the non-seed values, all
-    /// its seeds (the seed axis is innermost), as [`super::rows`] lays them.
+    /// its seeds (the seed axis is innermost), as [`super::keys::rows`] lays them.
     fn seeds_per_stem(&self) -> u64 {
         self.axes
             .last()
@@ -358,7 +358,7 @@ pub(super) fn clashing_row_ids(jobs: &[JobPlan], rows: &[Row], top: &Loc) -> Vec
     diags
 }
 
-/// Rows that repeat an earlier row's request, as [`super::rows`] finds them.
+/// Rows that repeat an earlier row's request, as [`super::keys::rows`] finds them.
 #[derive(Debug, Default)]
 pub(super) struct Repeats {
     /// (earlier row, repeating row): one per pair of jobs, [`SHOWN_REPEATS`] at most.

@@ -3,7 +3,7 @@
 //! Why this exists: every later stage (run, status, report, export, merge)
 //! reads a [`Plan`] and its [`Row`]s, [`JobPlan`]s and [`Pricing`], never the
 //! manifest. These are the types, and the little arithmetic on them (a row's
-//! request, its id, the plan's totals); [`expand`](super::expand) builds them.
+//! request, its id, the plan's totals); [`expand`](super::expand()) builds them.
 
 use std::path::PathBuf;
 
@@ -157,7 +157,7 @@ pub struct Row {
     pub index: u32,
 }
 
-/// The whole run, validated and priced. Build it with [`expand`](super::expand).
+/// The whole run, validated and priced. Build it with [`expand`](super::expand()).
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub name: String,
@@ -205,7 +205,7 @@ impl Plan {
 
     /// The row's readable id: job id, swept values, seed (and `_dupN` for
     /// the Nth repeat of an identical request). Unique in the plan, even
-    /// ignoring case: [`expand`] refuses a plan where two rows' ids clash.
+    /// ignoring case: [`expand`](super::expand()) refuses a plan where two rows' ids clash.
     pub fn row_id(&self, row: &Row) -> String {
         self.job(row).row_id(row)
     }

@@ -48,7 +48,7 @@ pub struct Settings {
     /// `--cache DIR` (or the manifest's `cache:`): the store of fulfilled requests.
     pub cache: Option<PathBuf>,
     /// Tests only, no flag: the run keeps time on tokio's paused clock
-    /// (see [`Journal::hold_paused_clock`]).
+    /// (see [`Journal::hold_paused_clock`](crate::journal::Journal::hold_paused_clock)).
     pub paused_clock: bool,
     /// Make the contact sheet's thumbnails as images land (the sheet at
     /// the end keeps them): see [`crate::report::Thumbnailer`].

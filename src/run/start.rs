@@ -10,11 +10,11 @@
 //! a live request id; `--retry-failed` adds final verdicts (`FAILED`, 4xx)
 //! and submits whose answer never arrived.
 
-use crate::api::Ticket;
 use crate::cache::Hit;
 use crate::journal::{now_ms, Charged, Entry, Record, State};
 use crate::plan::{Key, Usd};
 use crate::vocab::Code;
+use crate::vocab::Ticket;
 
 /// Where a row's work starts in this run.
 #[derive(Clone, Debug, PartialEq)]

@@ -3,6 +3,7 @@
 
 use super::status::finished_reply;
 use super::*;
+use crate::vocab::Code;
 
 pub(super) async fn submit_t2i(
     State(sim): State<Arc<Sim>>,
@@ -226,7 +227,7 @@ fn limited(sim: &Sim, kind: Kind, cfg: &SimConfig) -> Option<Response> {
     {
         *st.ledger
             .rejected
-            .entry(crate::api::error::ours::QUOTA_EXCEEDED.into())
+            .entry(Code::QuotaExceeded.as_str().into())
             .or_default() += 1;
         drop(st);
         let body = serde_json::json!({

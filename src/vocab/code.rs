@@ -5,8 +5,9 @@
 //! Why this exists apart: a code is written by the run, read back by resume
 //! (which codes may be collected or sent again) and counted by the output;
 //! as one enum, a code cannot be misspelt in one of them. Codes the gateway
-//! sends (`INVALID_PARAMETER`, `HTTP_503`, …) are its own words and pass
-//! through as text: [`Code::from_str`] does not know them.
+//! sends (`INVALID_PARAMETER`, `NOT_FOUND`, …) are its own words and pass
+//! through as text, as does `HTTP_nnn` (an HTTP status with no code in its
+//! body, e.g. `HTTP_503`): [`Code::from_str`] knows none of them.
 
 use std::fmt;
 use std::str::FromStr;
@@ -75,6 +76,12 @@ codes! {
     // Errors the vendor has no word for.
     /// The connection failed before any answer.
     ConnectionFailed = "CONNECTION_FAILED",
+    /// A call had no answer in time (after it was sent).
+    Timeout = "TIMEOUT",
+    /// The connection broke during a call (after it was sent).
+    Transport = "TRANSPORT",
+    /// The HTTP client could not be built (its TLS set-up failed).
+    Client = "CLIENT",
     /// A request id or URL holds part of another key than this run's.
     KeyChanged = "KEY_CHANGED",
     /// A keyed call was redirected (the key never follows a redirect).
@@ -184,6 +191,9 @@ mod tests {
             "PANICKED",
             "QUOTA_EXCEEDED",
             "CONNECTION_FAILED",
+            "TIMEOUT",
+            "TRANSPORT",
+            "CLIENT",
             "KEY_CHANGED",
             "REDIRECTED",
             "REPLY_TOO_LARGE",

@@ -21,13 +21,12 @@ use std::time::Duration;
 use reqwest::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use reqwest::Url;
 
-use super::error::{
-    http_error, ours, redirected, retry_after_header, summarise, transport_error, Op,
-};
+use super::error::{http_error, redirected, retry_after_header, summarise, transport_error, Op};
 use super::redact::Redactor;
 use super::wire::{self, Phase, Reply};
 use super::{ApiError, ApiKey, Class, Status, Submitted, Ticket};
 use crate::plan::{Kind, Request};
+use crate::vocab::Code;
 pub(crate) use logging::{log_exchange, logged_path};
 use origin::check_request_id;
 pub use origin::MAX_REQUEST_ID;
@@ -92,7 +91,7 @@ const DOWNLOAD_IDLE: usize = 16;
 
 impl Client {
     pub fn new(cfg: ClientConfig) -> Result<Client, ApiError> {
-        let bad = |why: &str| ApiError::new(Class::StopRun, "BAD_BASE_URL", why);
+        let bad = |why: &str| ApiError::new(Class::StopRun, Code::BadBaseUrl.as_str(), why);
         let base = Url::parse(&cfg.base_url).map_err(|_| bad("not a URL"))?;
         if !matches!(base.scheme(), "http" | "https") || base.host().is_none() {
             return Err(bad("give an http(s) URL with a host"));
@@ -120,7 +119,7 @@ impl Client {
                 .redirect(redirects)
                 .user_agent(concat!("batchgen/", env!("CARGO_PKG_VERSION")))
                 .build()
-                .map_err(|e| ApiError::new(Class::StopRun, "CLIENT", e.to_string()))
+                .map_err(|e| ApiError::new(Class::StopRun, Code::Client.as_str(), e.to_string()))
         };
         Ok(Client {
             keyed: build(reqwest::redirect::Policy::none(), usize::MAX)?,
@@ -165,7 +164,13 @@ impl Client {
             .call(Op::Submit, url.clone(), &prepared.body, cap, timeout)
             .await
             .map_err(|e| self.name_missing_endpoint(e, url))?;
-        let unsure = |why: &str| Err(ApiError::new(Class::Unsure, ours::BAD_RESPONSE, why));
+        let unsure = |why: &str| {
+            Err(ApiError::new(
+                Class::Unsure,
+                Code::BadResponse.as_str(),
+                why,
+            ))
+        };
         let exact = |text: Option<String>| text.map(|t| self.redactor.hide(&t, true).into_owned());
         let ticket = match reply.request_id.clone() {
             None => None,
@@ -241,7 +246,7 @@ impl Client {
         let missing = || {
             ApiError::new(
                 Class::Retry,
-                ours::BAD_RESPONSE,
+                Code::BadResponse.as_str(),
                 "the request is COMPLETED but the reply names no image",
             )
         };
@@ -273,7 +278,7 @@ impl Client {
         self.redactor.restore(text).map_err(|super::redact::KeyChanged| {
             ApiError::new(
                 Class::FailRow,
-                ours::KEY_CHANGED,
+                Code::KeyChanged.as_str(),
                 "the gateway put part of the API key in this request's id or URLs, and the key given now is not the one it was submitted with: rerun with that key to collect it",
             )
         })
@@ -321,7 +326,7 @@ impl Client {
         if !self.on_gateway(&url) {
             return Err(ApiError::new(
                 Class::StopRun,
-                "FOREIGN_ORIGIN",
+                Code::ForeignOrigin.as_str(),
                 format!(
                     "refused to send the key to {}: only {} gets it",
                     url.origin().ascii_serialization(),
@@ -336,7 +341,7 @@ impl Client {
             let mut key = HeaderValue::from_str(self.cfg.key.expose()).map_err(|_| {
                 ApiError::new(
                     Class::StopRun,
-                    "BAD_KEY",
+                    Code::BadKey.as_str(),
                     "the API key is not a valid header",
                 )
             })?;
@@ -377,7 +382,7 @@ impl Client {
             let too_large = || {
                 ApiError::new(
                     uncertain,
-                    ours::REPLY_TOO_LARGE,
+                    Code::ReplyTooLarge.as_str(),
                     format!("the reply is larger than {}", crate::disk::human_bytes(cap)),
                 )
             };
@@ -407,7 +412,7 @@ impl Client {
                 Some(r) if status.is_success() && !says_error(&r) => Ok(r),
                 None if status.is_success() => Err(ApiError::new(
                     uncertain,
-                    ours::BAD_RESPONSE,
+                    Code::BadResponse.as_str(),
                     format!(
                         "unreadable reply: {}",
                         summarise(content_type.as_deref(), &bytes)

@@ -10,6 +10,7 @@ use reqwest::Url;
 use super::Client;
 use crate::api::{ApiError, Class, Ticket};
 use crate::plan::Kind;
+use crate::vocab::Code;
 
 /// The longest request id we accept from a gateway.
 pub const MAX_REQUEST_ID: usize = 256;
@@ -22,7 +23,7 @@ impl Client {
         check_request_id(id).map_err(|why| {
             ApiError::new(
                 Class::FailRow,
-                "BAD_REQUEST_ID",
+                Code::BadRequestId.as_str(),
                 format!("cannot poll request id {:?}: {why}", ticket.request_id),
             )
         })?;
@@ -39,7 +40,7 @@ impl Client {
     pub(super) fn not_a_base(&self) -> ApiError {
         ApiError::new(
             Class::StopRun,
-            "BAD_BASE_URL",
+            Code::BadBaseUrl.as_str(),
             "the base URL cannot take a path",
         )
     }

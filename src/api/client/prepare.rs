@@ -9,6 +9,7 @@ use base64::Engine as _;
 use super::Client;
 use crate::api::{ApiError, Class};
 use crate::plan::{ImageInput, Kind, Request};
+use crate::vocab::Code;
 
 /// A submit ready to send: its body built, local files read. Built before
 /// the journal's `intent`, so that a request that cannot be sent never
@@ -40,7 +41,7 @@ impl Client {
 /// files read (regular files under the size cap) and inlined as data URIs.
 pub fn submit_body(req: &Request) -> Result<serde_json::Value, ApiError> {
     let mut body = serde_json::to_value(req)
-        .map_err(|e| ApiError::new(Class::FailRow, "INTERNAL", e.to_string()))?;
+        .map_err(|e| ApiError::new(Class::FailRow, Code::Internal.as_str(), e.to_string()))?;
     if let Some(inputs) = &req.image_urls {
         let mut urls = Vec::with_capacity(inputs.len());
         for input in inputs.iter() {
@@ -49,7 +50,11 @@ pub fn submit_body(req: &Request) -> Result<serde_json::Value, ApiError> {
                 ImageInput::File { path, .. } => {
                     let data = crate::disk::read_regular(path, crate::plan::MAX_LOCAL_IMAGE_BYTES)
                         .map_err(|e| {
-                            ApiError::new(Class::FailRow, "INPUT_UNREADABLE", e.to_string())
+                            ApiError::new(
+                                Class::FailRow,
+                                Code::InputUnreadable.as_str(),
+                                e.to_string(),
+                            )
                         })?;
                     let mime = crate::plan::image_mime(&data).unwrap_or("application/octet-stream");
                     format!(

@@ -28,7 +28,7 @@
 //! Each refusal is judged by when its submit was *sent*: one sent before
 //! the last decrease was sent at the old rate and says nothing new (a burst
 //! of refusals is one decrease). `--rate` is a ceiling on all of this.
-//! Refusals never count against a row's attempts (see `row.rs`): a row may
+//! Refusals never count against a row's attempts (see `row/submitting.rs`): a row may
 //! wait for a limiter, never fail of one.
 //!
 //! Slots are not booked ahead: waiters queue (first come, first served) and

@@ -6,12 +6,13 @@
 
 use super::finish::Saved;
 use super::RowRun;
-use crate::api::{self, Ticket};
+use crate::api;
 use crate::journal::{now_ms, Charged};
 use crate::plan::Usd;
 use crate::progress::{Event, Stage};
 use crate::run::{Start, Stop};
 use crate::vocab::Code;
+use crate::vocab::Ticket;
 
 impl RowRun {
     pub(super) async fn download(

@@ -9,13 +9,14 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
 use super::RowRun;
-use crate::api::{ApiError, Ticket};
+use crate::api::ApiError;
 use crate::journal::{now_ms, Charged, Entry, State};
 use crate::output::IMAGES_DIR;
 use crate::plan::Usd;
 use crate::progress::Event;
 use crate::run::{Start, Stop};
 use crate::sidecar;
+use crate::vocab::Ticket;
 
 impl RowRun {
     /// Stores a paid row's images in the cache, if the run has one. A

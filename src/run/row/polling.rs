@@ -11,12 +11,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{jitter, refused_delay, RowRun};
-use crate::api::{backoff::unit_random, Backoff, Status, Ticket};
+use crate::api::{backoff::unit_random, Backoff, Status};
 use crate::journal::{now_ms, Charged};
 use crate::progress::{Event, Stage};
 use crate::run::poll::{self, Schedule};
 use crate::run::Start;
 use crate::vocab::Code;
+use crate::vocab::Ticket;
 
 impl RowRun {
     /// Polls until the request ends, when the schedule says (see
