@@ -81,11 +81,15 @@ async fn a_bucket_cache_is_refused_too_from_the_flag_or_the_manifest() {
     let dir = tempfile::tempdir().unwrap();
     let m = seed_sweep(dir.path(), 2);
     let out = dir.path().join("out");
-    let o = run(&m, &out, &sim.url(), &["--cache", "s3://b/cache"]).await;
+    // In the temporary folder: a regression would make `./s3:/b/cache` there.
+    let mut cmd = command(&m, &out, &sim.url(), &["--cache", "s3://b/cache"]);
+    cmd.current_dir(dir.path());
+    let o = output(cmd).await;
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("--cache s3://b/cache"), "{err}");
     assert!(!out.exists());
+    assert!(!dir.path().join("s3:").exists());
 
     let m = write(
         dir.path(),
@@ -109,7 +113,9 @@ async fn a_file_url_is_the_local_folder() {
     let m = seed_sweep(dir.path(), 2);
     let out = dir.path().join("out");
     let url = format!("file://{}", out.display());
-    let o = run(&m, Path::new(&url), &sim.url(), &[]).await;
+    let mut cmd = command(&m, Path::new(&url), &sim.url(), &[]);
+    cmd.current_dir(dir.path());
+    let o = output(cmd).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     assert_eq!(results(&out).len(), 2);
     assert_eq!(sim.ledger().accepted, 2);
