@@ -45,6 +45,14 @@ pub enum Error {
     NoRun(String),
     #[error("{0}")]
     Shard(String),
+    #[error("{what}: {source}")]
+    Location {
+        what: &'static str,
+        #[source]
+        source: crate::store::LocationError,
+    },
+    #[error("{what} {url}: buckets (s3://, gs://, az://) are not available yet in this version of batchgen; nothing was sent: use a local folder")]
+    BucketNotYet { what: &'static str, url: String },
     #[error(transparent)]
     Merge(#[from] crate::merge::MergeError),
     #[error(transparent)]
@@ -68,7 +76,9 @@ impl Error {
             | Error::BaseUrlHoldsKey
             | Error::BaseUrlQuery
             | Error::NoRun(_)
-            | Error::Shard(_) => INVALID,
+            | Error::Shard(_)
+            | Error::Location { .. }
+            | Error::BucketNotYet { .. } => INVALID,
             Error::Merge(crate::merge::MergeError::Write { .. }) => ABORTED,
             Error::Merge(_) => INVALID,
             Error::Export(crate::export::ExportError::Write { .. }) => ABORTED,

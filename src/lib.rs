@@ -34,7 +34,7 @@
 //! output, sidecar               results.csv, summary.json, provenance, read through journal::Records
 //! journal │ api, sim, gateway   format, replay, writer │ the gateway client and its simulator
 //! plan, manifest                what will be sent: expanded, validated, keyed, priced
-//! disk, console                 durable files, bounded reads; every printed line
+//! disk, console, store          durable files, bounded reads; every printed line; output URLs
 //! vocab                         Key, Shard, Usd, Kind, Ticket, Code: imports nothing
 //! ```
 //!
@@ -67,6 +67,8 @@
 //! - [`progress`]: the progress display; reads state only.
 //! - [`console`]: every line printed to stdout and stderr; a write that
 //!   fails (a closed pipe) is dropped and noted, never a panic.
+//! - [`store`]: output locations as URLs (a local path, or `s3://`, `gs://`,
+//!   `az://` and a prefix), and object_store's client for a bucket.
 
 // Printing goes through `console`: `println!`/`eprintln!` panic on a closed pipe.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
@@ -91,6 +93,7 @@ pub mod report;
 pub mod run;
 pub mod sidecar;
 pub mod sim;
+pub mod store;
 pub mod temps;
 pub mod vocab;
 

@@ -14,6 +14,8 @@ pub async fn command(args: ExportArgs) -> Result<u8, Error> {
         out,
         shard_size,
     } = args;
+    let dir = super::local(&dir, "export DIR")?;
+    let out = super::local(&out, "export --out")?;
     let shown = out.clone();
     let done = interruptible(move || export::export(&dir, format, &out, shard_size)).await?;
     crate::console::write(crate::console::Stream::Stderr, done.warnings().as_bytes());

@@ -8,7 +8,13 @@ use crate::merge;
 
 /// `batchgen merge DIR... --out DIR`.
 pub async fn command(args: MergeArgs) -> Result<u8, Error> {
-    let summary = interruptible(move || merge::merge(&args.dirs, &args.out)).await?;
+    let dirs = args
+        .dirs
+        .iter()
+        .map(|d| super::local(d, "merge DIR"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let out = super::local(&args.out, "merge --out")?;
+    let summary = interruptible(move || merge::merge(&dirs, &out)).await?;
     print_stdout(&summary.to_text());
     Ok(if summary.complete() {
         exit::OK

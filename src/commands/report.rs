@@ -8,7 +8,8 @@ use crate::report;
 
 /// `batchgen report DIR`.
 pub async fn command(args: ReportArgs) -> Result<u8, Error> {
-    let done = interruptible(move || report::report(&args.dir)).await?;
+    let dir = super::local(&args.dir, "report DIR")?;
+    let done = interruptible(move || report::report(&dir)).await?;
     print_stdout(&done.to_text());
     Ok(exit::OK)
 }

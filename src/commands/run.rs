@@ -14,7 +14,14 @@ use crate::{api, output, progress, report, run, sim};
 
 /// Validates everything (manifest, key, URL, output folder, what this run
 /// would newly spend against the budget), then runs.
-pub async fn command(args: RunArgs) -> Result<u8, Error> {
+pub async fn command(mut args: RunArgs) -> Result<u8, Error> {
+    // Where it writes, before anything else: a bucket URL or an unknown
+    // scheme must never become a local folder named after it.
+    args.out = args.out.map(|p| super::local(&p, "--out")).transpose()?;
+    args.cache = args
+        .cache
+        .map(|p| super::local(&p, "--cache"))
+        .transpose()?;
     if args.dry_run {
         return super::plan::command(&PlanArgs {
             manifest: args.manifest.clone(),

@@ -10,14 +10,15 @@ use crate::{disk, journal, output, plan, run};
 /// `batchgen status DIR`: what the journal knows, counted as `run` counts
 /// it (the rows of the newest run's plan), without the manifest.
 pub fn command(args: &StatusArgs) -> Result<u8, Error> {
-    if !args.dir.join(journal::FILE_NAME).is_file() {
-        return Err(Error::NoRun(args.dir.display().to_string()));
+    let dir = super::local(&args.dir, "status DIR")?;
+    if !dir.join(journal::FILE_NAME).is_file() {
+        return Err(Error::NoRun(dir.display().to_string()));
     }
-    let replay = journal::read(&args.dir).map_err(run::RunError::from)?;
-    let keys = output::read_plan_keys(&args.dir).map_err(|e| {
+    let replay = journal::read(&dir).map_err(run::RunError::from)?;
+    let keys = output::read_plan_keys(&dir).map_err(|e| {
         Error::Io(format!(
             "{}: {}",
-            args.dir.join(output::PLAN_KEYS).display(),
+            dir.join(output::PLAN_KEYS).display(),
             disk::plain(&e)
         ))
     })?;
@@ -73,7 +74,7 @@ pub fn command(args: &StatusArgs) -> Result<u8, Error> {
     } else {
         let mut text = format!(
             "{}: from {} (gateway: {})\n  {}\n  {} images · {} spent",
-            args.dir.display(),
+            dir.display(),
             replay.last_run_manifest.as_deref().unwrap_or("?"),
             replay
                 .base_url

@@ -1,0 +1,175 @@
+//! Output locations are URLs: a bucket URL, or a scheme batchgen does not
+//! know, is refused before anything is sent (exit 2), and never becomes a
+//! local folder named after its scheme (before issue 25, `--out
+//! s3://my-bucket/nightly` exited 0 and wrote `./s3:/my-bucket/nightly/`).
+//! Local folders, `file://` ones included, work as they always did.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::*;
+
+/// Every entry under `dir`, recursively, as paths relative to it.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `batchgen ARGS` in `cwd`, with a clean environment.
+fn batchgen(cwd: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchgen"));
+    cmd.current_dir(cwd)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("PIXAZO_API_KEY", KEY);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_to_a_bucket_or_an_unknown_scheme_is_exit_2_and_sends_nothing() {
+    let sim = start(quick()).await;
+    for (out, says) in [
+        ("s3://my-bucket/nightly", "s3://my-bucket/nightly"),
+        ("gs://my-bucket/nightly/", "gs://my-bucket/nightly"),
+        ("azure://container/x", "az://container/x"),
+        ("foo://x", "`foo://`"),
+        ("s3:my-bucket/nightly", "mistyped"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let m = seed_sweep(dir.path(), 3);
+        let cwd = dir.path().join("cwd");
+        std::fs::create_dir(&cwd).unwrap();
+        let mut cmd = command(&m, Path::new(out), &sim.url(), &[]);
+        cmd.current_dir(&cwd);
+        let o = output(cmd).await;
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{out}: {err}");
+        assert!(err.contains(says), "{out}: {err}");
+        assert!(err.contains("--out"), "{out}: {err}");
+        if out.starts_with("s3://") {
+            assert!(err.contains("not available yet"), "{err}");
+            assert!(err.contains("local folder"), "{err}");
+        }
+        if out == "foo://x" {
+            assert!(err.contains("s3://") && err.contains("gs://"), "{err}");
+        }
+        assert_eq!(tree(&cwd), Vec::<String>::new(), "{out}: wrote locally");
+        assert!(!dir.path().join("out").exists(), "{out}");
+    }
+    let ledger = sim.ledger();
+    assert_eq!(ledger.submit_calls, 0, "{ledger:?}");
+    assert_eq!(ledger.status_calls, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_cache_is_refused_too_from_the_flag_or_the_manifest() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = seed_sweep(dir.path(), 2);
+    let out = dir.path().join("out");
+    // In the temporary folder: a regression would make `./s3:/b/cache` there.
+    let mut cmd = command(&m, &out, &sim.url(), &["--cache", "s3://b/cache"]);
+    cmd.current_dir(dir.path());
+    let o = output(cmd).await;
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--cache s3://b/cache"), "{err}");
+    assert!(!out.exists());
+    assert!(!dir.path().join("s3:").exists());
+
+    let m = write(
+        dir.path(),
+        "c.yaml",
+        "cache: gs://b/cache\ndefaults: {image_size: {width: 32, height: 32}}\njobs: [{id: a, prompt: cat, seed: 1}]\n",
+    );
+    let o = run(&m, &out, &sim.url(), &[]).await;
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("gs://b/cache"), "{err}");
+    assert!(err.contains("c.yaml:1"), "{err}");
+    assert!(!out.exists());
+    assert!(!dir.path().join("gs:").exists());
+    assert_eq!(sim.ledger().submit_calls, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_url_is_the_local_folder() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = seed_sweep(dir.path(), 2);
+    let out = dir.path().join("out");
+    let url = format!("file://{}", out.display());
+    let mut cmd = command(&m, Path::new(&url), &sim.url(), &[]);
+    cmd.current_dir(dir.path());
+    let o = output(cmd).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(results(&out).len(), 2);
+    assert_eq!(sim.ledger().accepted, 2);
+    // A colon without `//` is a plain folder name, as always.
+    let cwd = dir.path().join("cwd");
+    std::fs::create_dir(&cwd).unwrap();
+    let mut cmd = command(&m, Path::new("out:2024"), &sim.url(), &[]);
+    cmd.current_dir(&cwd);
+    let o = output(cmd).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(cwd.join("out:2024/results.csv").is_file());
+}
+
+#[test]
+fn status_report_export_and_merge_refuse_buckets_and_unknown_schemes() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local");
+    std::fs::create_dir(&local).unwrap();
+    let local = local.to_str().unwrap();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["status", "s3://b/p"],
+        vec!["status", "foo://b/p"],
+        vec!["report", "gs://b/p"],
+        vec![
+            "export", "az://c/p", "--format", "jsonl", "--out", "x.jsonl",
+        ],
+        vec![
+            "export",
+            local,
+            "--format",
+            "webdataset",
+            "--out",
+            "s3://b/shards",
+        ],
+        vec!["merge", "s3://b/shards/0-of-2", local, "--out", "merged"],
+        vec!["merge", local, local, "--out", "gs://b/merged"],
+        vec!["merge", local, "--out", "bar://x"],
+    ];
+    for args in cases {
+        let o = batchgen(dir.path(), &args).output().unwrap();
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        let url = args.iter().find(|a| a.contains("://")).unwrap();
+        let scheme = url.split("://").next().unwrap();
+        if ["s3", "gs", "az"].contains(&scheme) {
+            assert!(err.contains(url), "{args:?}: {err}");
+            assert!(err.contains("not available yet"), "{args:?}: {err}");
+        } else {
+            assert!(err.contains(&format!("`{scheme}://`")), "{args:?}: {err}");
+        }
+        assert!(
+            !dir.path().join(format!("{scheme}:")).exists(),
+            "{args:?} made a local folder"
+        );
+        assert!(!dir.path().join("merged").exists() && !dir.path().join("x.jsonl").exists());
+    }
+}
