@@ -61,6 +61,7 @@ use std::sync::{Mutex, MutexGuard};
 mod error;
 mod format;
 mod replay;
+pub mod store;
 #[cfg(test)]
 mod tests;
 mod writer;
