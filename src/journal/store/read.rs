@@ -74,7 +74,7 @@ enum Pass {
     Failed(StoreError),
 }
 
-/// Replays the journal under `dir` (`PREFIX/journal`).
+/// Replays the journal under `prefix` (its objects are in `PREFIX/journal/`).
 pub async fn replay(store: &dyn ObjectStore, prefix: &Path) -> Result<Replayed, StoreError> {
     let dir = names::dir(prefix);
     let mut tries = 0;
