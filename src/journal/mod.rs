@@ -48,10 +48,12 @@
 //! Layout: `format.rs` holds the records as written (the compatibility
 //! contract), `replay.rs` folds them and compacts the file, `writer.rs` is the
 //! thread that commits lines in groups, `error.rs` says what went wrong, and
-//! this file holds the handle a run holds.
-//! The journal imports only the ground floor ([`crate::vocab`]) and
-//! [`crate::disk`]; [`Records`], through which output reads the fold, is
-//! defined here, below its user.
+//! this file holds the handle a run holds. `store/` keeps the same lines on
+//! an object store (immutable segments, checkpoints, a lease, the fence that
+//! stops an old writer); `run` does not use it yet.
+//! The journal imports only the ground floor ([`crate::vocab`]),
+//! [`crate::disk`] and the `object_store` crate; [`Records`], through which
+//! output reads the fold, is defined here, below its user.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -61,6 +63,7 @@ use std::sync::{Mutex, MutexGuard};
 mod error;
 mod format;
 mod replay;
+pub mod store;
 #[cfg(test)]
 mod tests;
 mod writer;

@@ -201,8 +201,20 @@ const COMPACT_SLACK: usize = 8;
 /// is never held whole); returns the replay and the length of the whole
 /// lines (what follows is a line cut short by a crash).
 pub(super) fn parse(path: &Path, from: impl Read) -> Result<(Replay, u64), JournalError> {
-    let mut reader = std::io::BufReader::with_capacity(1 << 16, from);
     let mut replay = Replay::default();
+    let whole = parse_into(&mut replay, path, from)?;
+    Ok((replay, whole))
+}
+
+/// [`parse`], folding into a replay already begun (the journal on a store
+/// is a checkpoint and segments, each folded in turn); returns the length
+/// of the whole lines `from` gave.
+pub(super) fn parse_into(
+    replay: &mut Replay,
+    path: &Path,
+    from: impl Read,
+) -> Result<u64, JournalError> {
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, from);
     let mut line = Vec::new();
     let mut whole = 0u64;
     for n in 1.. {
@@ -227,7 +239,7 @@ pub(super) fn parse(path: &Path, from: impl Read) -> Result<(Replay, u64), Journ
         })?;
         replay.apply(entry);
     }
-    Ok((replay, whole))
+    Ok(whole)
 }
 
 /// Reads a journal without changing it (a missing file is an empty journal;

@@ -1,0 +1,283 @@
+//! One writer per prefix: the lease object, `PREFIX/lease.json`.
+//!
+//! Why this exists: it stands for the local lock file. A run creates it
+//! only if absent, with its id, host, pid and an expiry, and renews it
+//! (overwrites it) before it expires; a second run on the prefix while it
+//! is live is refused ([`StoreError::Held`], which the CLI maps to exit 2);
+//! a lease left by a killed pod expires and the next run takes it over.
+//!
+//! The lease is advisory: clocks drift and a paused process cannot tell
+//! that its lease ran out. What keeps a slow old writer from adding a
+//! segment after a new one took over is the segment sequence itself
+//! (`segments.rs`), not this file. Replacing a lease uses the version read
+//! (`PutMode::Update`) where the store supports it, so that two runs taking
+//! over at once do not both believe they hold it; where it does not, the
+//! fence still decides.
+//!
+//! Time comes from an injected [`Clock`], so expiry is tested without
+//! sleeping. Cancellation: every call is a plain future; dropping one
+//! mid-put leaves the old lease or the new one, both whole.
+
+use std::sync::Arc;
+
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use serde::{Deserialize, Serialize};
+
+use super::error::StoreError;
+use super::{names, Clock};
+
+/// Who holds a lease: what a refused run is told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holder {
+    pub run_id: String,
+    pub host: String,
+    pub pid: u32,
+}
+
+impl Holder {
+    /// This process, under `run_id`.
+    pub fn this_process(run_id: &str) -> Holder {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "unknown".into());
+        Holder {
+            run_id: run_id.into(),
+            host,
+            pid: std::process::id(),
+        }
+    }
+}
+
+/// `lease.json` as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseBody {
+    pub run_id: String,
+    pub host: String,
+    pub pid: u32,
+    pub expires_at_ms: u64,
+}
+
+/// A lease this run holds.
+pub struct Lease {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    location: Path,
+    holder: Holder,
+    ttl_ms: u64,
+    clock: Clock,
+    expires_at_ms: u64,
+    version: UpdateVersion,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("location", &self.location)
+            .field("holder", &self.holder)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `lease.json` holds now, with the version to replace it by.
+enum Current {
+    Absent,
+    Found(Option<LeaseBody>, UpdateVersion),
+}
+
+impl Lease {
+    /// Takes the lease on `prefix` for `ttl_ms`: creates it if absent, takes
+    /// it over if it has expired (or is unreadable), refuses if it is live.
+    pub async fn acquire(
+        store: Arc<dyn ObjectStore>,
+        prefix: &Path,
+        holder: Holder,
+        ttl_ms: u64,
+        clock: Clock,
+    ) -> Result<Lease, StoreError> {
+        let mut lease = Lease {
+            location: prefix.clone().join(names::LEASE),
+            prefix: prefix.clone(),
+            store,
+            holder,
+            ttl_ms,
+            clock,
+            expires_at_ms: 0,
+            version: UpdateVersion {
+                e_tag: None,
+                version: None,
+            },
+        };
+        for _ in 0..3 {
+            let mode = match lease.current().await? {
+                Current::Absent => PutMode::Create,
+                Current::Found(Some(body), _)
+                    if body.expires_at_ms > (lease.clock)()
+                        && body.run_id != lease.holder.run_id =>
+                {
+                    return Err(lease.held(body));
+                }
+                Current::Found(body, version) => {
+                    if body.is_none() {
+                        tracing::warn!("{} is unreadable; taking it over", lease.location);
+                    }
+                    PutMode::Update(version)
+                }
+            };
+            if lease.put(mode).await? {
+                return Ok(lease);
+            }
+        }
+        // Changed under us three times: whoever changed it holds it.
+        match lease.current().await? {
+            Current::Found(Some(body), _) => Err(lease.held(body)),
+            _ => Err(StoreError::Contended {
+                store: lease.store.to_string(),
+                tries: 3,
+            }),
+        }
+    }
+
+    /// When it runs out, in ms since the epoch.
+    pub fn expires_at_ms(&self) -> u64 {
+        self.expires_at_ms
+    }
+
+    /// Whether a third of its time is gone, so that it is time to renew.
+    pub fn renew_due(&self) -> bool {
+        (self.clock)() + self.ttl_ms * 2 / 3 >= self.expires_at_ms
+    }
+
+    /// Extends it by its time from now, if it is still this run's.
+    pub async fn renew(&mut self) -> Result<(), StoreError> {
+        for _ in 0..3 {
+            let mode = match self.current().await? {
+                Current::Found(Some(body), _) if body.run_id != self.holder.run_id => {
+                    return Err(self.lost(body));
+                }
+                Current::Found(_, version) => PutMode::Update(version),
+                // Removed by hand: still ours to hold.
+                Current::Absent => PutMode::Create,
+            };
+            if self.put(mode).await? {
+                return Ok(());
+            }
+        }
+        match self.current().await? {
+            Current::Found(Some(body), _) if body.run_id != self.holder.run_id => {
+                Err(self.lost(body))
+            }
+            _ => Err(StoreError::Contended {
+                store: self.store.to_string(),
+                tries: 3,
+            }),
+        }
+    }
+
+    /// Gives it up at the end of a run (if it is still this run's).
+    pub async fn release(self) -> Result<(), StoreError> {
+        match self.current().await? {
+            Current::Found(Some(body), _) if body.run_id == self.holder.run_id => {
+                match self.store.delete(&self.location).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(StoreError::store(&*self.store, &self.location, e)),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn current(&self) -> Result<Current, StoreError> {
+        let failed = |e| StoreError::store(&*self.store, &self.location, e);
+        let got = match self.store.get(&self.location).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Current::Absent),
+            Err(e) => return Err(failed(e)),
+        };
+        let version = UpdateVersion {
+            e_tag: got.meta.e_tag.clone(),
+            version: got.meta.version.clone(),
+        };
+        let bytes = match got.bytes().await {
+            Ok(bytes) => bytes,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Current::Absent),
+            Err(e) => return Err(failed(e)),
+        };
+        Ok(Current::Found(serde_json::from_slice(&bytes).ok(), version))
+    }
+
+    /// Writes this run's lease with a fresh expiry; false if the object
+    /// changed since it was read (or appeared, for a create).
+    async fn put(&mut self, mode: PutMode) -> Result<bool, StoreError> {
+        let expires_at_ms = (self.clock)() + self.ttl_ms;
+        let body = LeaseBody {
+            run_id: self.holder.run_id.clone(),
+            host: self.holder.host.clone(),
+            pid: self.holder.pid,
+            expires_at_ms,
+        };
+        let bytes = serde_json::to_vec(&body).expect("a lease serialises");
+        let mut result = self.put_as(&bytes, mode.clone()).await;
+        if let (
+            PutMode::Update(_),
+            Err(
+                object_store::Error::NotImplemented { .. }
+                | object_store::Error::NotSupported { .. },
+            ),
+        ) = (&mode, &result)
+        {
+            // A store without conditional updates: overwrite; the fence decides.
+            result = self.put_as(&bytes, PutMode::Overwrite).await;
+        }
+        match result {
+            Ok(put) => {
+                self.expires_at_ms = expires_at_ms;
+                self.version = UpdateVersion::from(put);
+                Ok(true)
+            }
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. }
+                | object_store::Error::NotFound { .. },
+            ) => Ok(false),
+            Err(e) => Err(StoreError::store(&*self.store, &self.location, e)),
+        }
+    }
+
+    async fn put_as(
+        &self,
+        bytes: &[u8],
+        mode: PutMode,
+    ) -> object_store::Result<object_store::PutResult> {
+        let payload = PutPayload::from(bytes.to_vec());
+        self.store
+            .put_opts(&self.location, payload, PutOptions::from(mode))
+            .await
+    }
+
+    fn held(&self, body: LeaseBody) -> StoreError {
+        let now = (self.clock)();
+        StoreError::Held {
+            store: self.store.to_string(),
+            prefix: self.prefix.to_string(),
+            run_id: body.run_id,
+            host: body.host,
+            pid: body.pid,
+            expires_at_ms: body.expires_at_ms,
+            left_s: body.expires_at_ms.saturating_sub(now).div_ceil(1000),
+        }
+    }
+
+    fn lost(&self, body: LeaseBody) -> StoreError {
+        StoreError::LeaseLost {
+            store: self.store.to_string(),
+            prefix: self.prefix.to_string(),
+            run_id: body.run_id,
+            host: body.host,
+        }
+    }
+}

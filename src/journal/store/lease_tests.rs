@@ -1,0 +1,214 @@
+//! The lease and the fence: one writer per prefix, and an old writer that
+//! can never add a segment once a new one took over.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use object_store::memory::InMemory;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use super::fault_tests::Faulty;
+use super::tests::{intent, objects, prefix};
+use super::{compact, open, replay, Clock, Holder, Lease, LeaseBody, StoreError};
+use crate::vocab::Key;
+
+const TTL: u64 = 30_000;
+
+/// A clock the test moves by hand.
+fn clock(start: u64) -> (Arc<AtomicU64>, Clock) {
+    let now = Arc::new(AtomicU64::new(start));
+    let read = now.clone();
+    (now, Arc::new(move || read.load(Ordering::SeqCst)))
+}
+
+async fn take(
+    store: &Arc<dyn ObjectStore>,
+    run: &str,
+    host: &str,
+    clock: Clock,
+) -> Result<Lease, StoreError> {
+    let holder = Holder {
+        run_id: run.into(),
+        host: host.into(),
+        pid: 4242,
+    };
+    Lease::acquire(store.clone(), &prefix(), holder, TTL, clock).await
+}
+
+async fn lease_body(store: &dyn ObjectStore) -> LeaseBody {
+    let got = store.get(&prefix().join("lease.json")).await.unwrap();
+    serde_json::from_slice(&got.bytes().await.unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn a_second_run_is_refused_while_the_lease_is_live() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let (now, clock) = clock(1_000_000);
+    let a = take(&store, "run-a", "pod-a", clock.clone()).await.unwrap();
+    assert_eq!(a.expires_at_ms(), 1_030_000);
+    assert_eq!(
+        lease_body(&*store).await,
+        LeaseBody {
+            run_id: "run-a".into(),
+            host: "pod-a".into(),
+            pid: 4242,
+            expires_at_ms: 1_030_000
+        }
+    );
+    now.store(1_029_999, Ordering::SeqCst);
+    let err = take(&store, "run-b", "pod-b", clock).await.unwrap_err();
+    assert!(matches!(err, StoreError::Held { .. }), "{err}");
+    let msg = err.to_string();
+    for part in [
+        "run-a",
+        "pod-a",
+        "4242",
+        "1030000",
+        "(1 s from now)",
+        "nightly/run",
+    ] {
+        assert!(msg.contains(part), "{part} in {msg}");
+    }
+    assert_eq!(lease_body(&*store).await.run_id, "run-a", "left alone");
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_taken_over_and_its_old_holder_learns_it() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let (now, clock) = clock(1_000_000);
+    let mut a = take(&store, "run-a", "pod-a", clock.clone()).await.unwrap();
+    now.store(1_030_000, Ordering::SeqCst);
+    let b = take(&store, "run-b", "pod-b", clock).await.unwrap();
+    assert_eq!(lease_body(&*store).await.run_id, "run-b");
+    assert_eq!(b.expires_at_ms(), 1_060_000);
+    let err = a.renew().await.unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
+    assert!(err.to_string().contains("run-b"), "{err}");
+    a.release().await.unwrap();
+    assert_eq!(
+        lease_body(&*store).await.run_id,
+        "run-b",
+        "not A's to release"
+    );
+}
+
+#[tokio::test]
+async fn renewal_keeps_the_lease_and_release_frees_the_prefix() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let (now, clock) = clock(0);
+    let mut a = take(&store, "run-a", "pod-a", clock.clone()).await.unwrap();
+    assert!(!a.renew_due());
+    now.store(TTL / 3, Ordering::SeqCst);
+    assert!(a.renew_due(), "a third of its time gone");
+    a.renew().await.unwrap();
+    assert_eq!(a.expires_at_ms(), TTL / 3 + TTL);
+    assert_eq!(lease_body(&*store).await.expires_at_ms, TTL / 3 + TTL);
+    // Past the first expiry, the renewed lease still refuses others.
+    now.store(TTL + 1, Ordering::SeqCst);
+    let b = take(&store, "run-b", "pod-b", clock.clone()).await;
+    assert!(matches!(b, Err(StoreError::Held { .. })));
+    a.release().await.unwrap();
+    take(&store, "run-b", "pod-b", clock).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unreadable_lease_is_taken_over() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let location = prefix().join("lease.json");
+    let junk = PutPayload::from_static(b"{not json");
+    store.put(&location, junk).await.unwrap();
+    let (_, clock) = clock(5);
+    take(&store, "run-b", "pod-b", clock).await.unwrap();
+    assert_eq!(lease_body(&*store).await.run_id, "run-b");
+}
+
+/// A holds the prefix; B takes it over once A's lease expired; A's next
+/// append is fenced, and every line A was told is durable is in B's replay.
+#[tokio::test]
+async fn an_old_writer_is_fenced_and_nothing_it_was_told_durable_is_lost() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let (now, clock) = clock(0);
+    let _a_lease = take(&store, "run-a", "pod-a", clock.clone()).await.unwrap();
+    let a = open(store.clone(), &prefix()).await.unwrap();
+    for k in 1..=3 {
+        a.append(&[intent(k)]).await.unwrap();
+    }
+    // A stalls past its lease (a paused pod); B takes over.
+    now.store(TTL + 1, Ordering::SeqCst);
+    let _b_lease = take(&store, "run-b", "pod-b", clock).await.unwrap();
+    let b = open(store.clone(), &prefix()).await.unwrap();
+    let err = a.append(&[intent(4)]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+    assert!(err.to_string().contains("seg-00000005.jsonl"), "{err}");
+    // Stopped for good: never a retry at a higher number.
+    let err = a.append(&[intent(5)]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+    b.append(&[intent(6)]).await.unwrap();
+    let got = replay(&*store, &prefix()).await.unwrap();
+    for k in 1..=3 {
+        assert!(
+            b.with_replay(|r| r.records.contains_key(&Key(k))),
+            "{k} in B's replay"
+        );
+        assert!(got.replay.records.contains_key(&Key(k)), "{k} replayed");
+    }
+    assert!(!got.replay.records.contains_key(&Key(4)));
+    assert!(!got.replay.records.contains_key(&Key(5)));
+    assert_eq!(
+        got.last, 6,
+        "1 A's marker, 2-4 A's lines, 5 B's marker, 6 B's line"
+    );
+}
+
+/// B replays, but A writes the number B was about to take: B's marker
+/// finds it taken, B replays again (reading A's line) and takes the next.
+#[tokio::test]
+async fn a_takeover_that_loses_the_race_reads_again_and_takes_the_next_number() {
+    let store = Arc::new(Faulty::default());
+    let a = open(store.clone(), &prefix()).await.unwrap(); // marker 1
+    a.append(&[intent(1)]).await.unwrap(); // 2
+    let paused = store.pause_next_put(); // B's first marker try, at 3
+    let b_store: Arc<dyn ObjectStore> = store.clone();
+    let b_prefix = prefix();
+    let (b, ()) = tokio::join!(open(b_store, &b_prefix), async {
+        paused.arrived.await.unwrap();
+        // A's line lands at 3 while B's marker put waits.
+        a.append(&[intent(2)]).await.unwrap();
+        paused.go.send(()).unwrap();
+    });
+    let b = b.unwrap();
+    assert_eq!(b.next_segment(), 5, "B's marker is 4");
+    assert!(b.with_replay(|r| r.records.contains_key(&Key(2))));
+    let err = a.append(&[intent(3)]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+    assert!(err.to_string().contains("seg-00000004.jsonl"), "{err}");
+}
+
+/// Compaction after a takeover deletes the segments around the marker but
+/// keeps the marker, so an old writer still cannot create its next number.
+#[tokio::test]
+async fn the_fence_holds_after_compaction() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let a = open(store.clone(), &prefix()).await.unwrap(); // 1
+    a.append(&[intent(1)]).await.unwrap(); // 2
+    let b = open(store.clone(), &prefix()).await.unwrap(); // marker 3
+    for k in 2..6 {
+        b.append(&[intent(k)]).await.unwrap(); // 4..=7
+    }
+    let got = replay(&*store, &prefix()).await.unwrap();
+    compact(&*store, &prefix(), &got).await.unwrap();
+    let names: Vec<String> = objects(&*store).await.into_iter().map(|o| o.0).collect();
+    assert_eq!(
+        names,
+        [
+            "checkpoint-00000007.jsonl",
+            "seg-00000001.jsonl",
+            "seg-00000003.jsonl"
+        ]
+    );
+    let err = a.append(&[intent(9)]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+    let got = replay(&*store, &prefix()).await.unwrap();
+    assert!(!got.replay.records.contains_key(&Key(9)));
+    assert_eq!(got.replay.records.len(), 5);
+}
