@@ -113,8 +113,12 @@ impl fmt::Display for Location {
 pub enum LocationError {
     #[error("`{scheme}://` is not a location batchgen knows: give {KNOWN}")]
     UnknownScheme { scheme: String },
-    #[error("`{given}` looks like a mistyped URL: give {scheme}://BUCKET/PREFIX, or ./{given} for a local folder")]
-    Mistyped { scheme: String, given: String },
+    #[error("`{scheme}:` without `//` looks like a mistyped URL: give {scheme}://BUCKET/PREFIX, or start a local folder's name with ./")]
+    Mistyped { scheme: String },
+    #[error(
+        "a {scheme}:// location that is not UTF-8: give {scheme}://BUCKET/PREFIX in plain text"
+    )]
+    NotUtf8 { scheme: Scheme },
     #[error("a {scheme}:// location names no bucket: give {scheme}://BUCKET/PREFIX")]
     NoBucket { scheme: Scheme },
     #[error("the {scheme}:// location holds credentials (`…@`): give them in the environment (for example AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), never in the URL")]
@@ -140,10 +144,7 @@ impl Location {
         let Some(rest) = rest.strip_prefix("//") else {
             // `out:2024` stays a local path; `s3:bucket` is a typo.
             if lower == "file" || Scheme::named(&lower).is_some() {
-                return Err(LocationError::Mistyped {
-                    scheme: lower,
-                    given: s.to_string(),
-                });
+                return Err(LocationError::Mistyped { scheme: lower });
             }
             return Ok(Location::Local(PathBuf::from(s)));
         };
@@ -161,7 +162,13 @@ impl Location {
     pub fn of_path(path: &Path) -> Result<Location, LocationError> {
         match path.to_str() {
             Some(s) => Location::parse(s),
-            None => Ok(Location::Local(path.to_path_buf())),
+            // Not UTF-8: a local name, unless it starts like a URL (which
+            // would otherwise become a folder named `s3:`).
+            None => match Location::parse(&path.to_string_lossy()) {
+                Ok(Location::Local(_)) => Ok(Location::Local(path.to_path_buf())),
+                Ok(Location::Bucket(b)) => Err(LocationError::NotUtf8 { scheme: b.scheme }),
+                Err(e) => Err(e),
+            },
         }
     }
 

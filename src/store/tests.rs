@@ -174,7 +174,13 @@ fn known_schemes_without_slashes_are_typos() {
     ] {
         let e = refused(s);
         assert!(matches!(e, LocationError::Mistyped { .. }), "{s}: {e:?}");
-        assert!(e.to_string().contains(s), "{e}");
+        let scheme = s.split(':').next().unwrap();
+        assert!(e.to_string().contains(&format!("`{scheme}:`")), "{e}");
+    }
+    // What follows the scheme may be a key and a secret: never repeated.
+    for s in ["s3:/AKIA:hunter2@bucket/p", "az:/c?sig=hunter2"] {
+        let text = refused(s).to_string();
+        assert!(!text.contains("hunter2"), "{text}");
     }
 }
 
@@ -220,13 +226,16 @@ fn credentials_and_queries_are_refused_without_echo() {
 }
 
 #[test]
-fn non_utf8_paths_are_local() {
+fn non_utf8_paths_are_local_unless_they_start_like_a_url() {
     use std::os::unix::ffi::OsStrExt;
-    let p = std::path::Path::new(std::ffi::OsStr::from_bytes(b"s3://b/\xff"));
+    let p = std::path::Path::new(std::ffi::OsStr::from_bytes(b"out/\xff"));
     assert_eq!(
         Location::of_path(p).unwrap(),
         Location::Local(p.to_path_buf())
     );
+    // Never a folder named `s3:`.
+    let p = std::path::Path::new(std::ffi::OsStr::from_bytes(b"s3://b/\xff"));
+    assert!(Location::of_path(p).is_err());
     assert_eq!(
         Location::of_path(std::path::Path::new("s3://b/p")).unwrap(),
         bucket(Scheme::S3, "b", "p")

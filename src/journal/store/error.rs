@@ -1,20 +1,24 @@
 //! What goes wrong with the journal on a store, in the words a user reads.
 //!
 //! Why this exists apart: replay, the writer and the lease fail in ways the
-//! CLI tells apart: [`StoreError::Held`] is "another run is using this
-//! prefix" (exit 2, nothing sent); [`StoreError::Fenced`] and
-//! [`StoreError::Broken`] stop new spend as a local disk fault does (exit 3).
+//! CLI tells apart: [`JournalStoreError::Held`] is "another run is using this
+//! prefix" (exit 2, nothing sent); [`JournalStoreError::Fenced`] and
+//! [`JournalStoreError::Broken`] stop new spend as a local disk fault does (exit 3).
 
 use super::super::JournalError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum JournalStoreError {
     #[error("cannot use {location} in {store}: {source}")]
     Store {
         store: String,
         location: String,
         source: object_store::Error,
     },
+    #[error(
+        "{store} overwrote an object batchgen asked to create only if absent (it ignores `If-None-Match: *`): the journal cannot be kept safely there; use a store that honours conditional creates (AWS S3, GCS, Azure, a recent MinIO)"
+    )]
+    NoCreateOnly { store: String },
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error(
@@ -63,13 +67,13 @@ pub enum StoreError {
     Contended { store: String, tries: u32 },
 }
 
-impl StoreError {
+impl JournalStoreError {
     pub(super) fn store(
         store: &dyn object_store::ObjectStore,
         location: &object_store::path::Path,
         source: object_store::Error,
-    ) -> StoreError {
-        StoreError::Store {
+    ) -> JournalStoreError {
+        JournalStoreError::Store {
             store: store.to_string(),
             location: location.to_string(),
             source,

@@ -7,6 +7,8 @@
 //! - `echo_put(n)`: the n-th put is written, then answers AlreadyExists, as
 //!   a conditional put does when object_store retried it after its first
 //!   answer was lost;
+//! - `ignore_create_only()`: from now on a create-only put overwrites, as
+//!   some S3-compatible stores that ignore `If-None-Match` do;
 //! - `gate()`: from now on puts wait for permits on the semaphore returned;
 //! - `pause_next_put()`: the next put waits until the test says go, after
 //!   telling the test it has arrived (to run something in between).
@@ -34,6 +36,7 @@ pub(super) struct Faulty {
     echo_at: Mutex<Option<usize>>,
     gate: Mutex<Option<Arc<Semaphore>>>,
     pause: Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
+    overwrites: std::sync::atomic::AtomicBool,
 }
 
 /// The test's side of a paused put: it has arrived, and it may go on.
@@ -53,6 +56,10 @@ impl Faulty {
 
     pub(super) fn echo_put(&self, n: usize) {
         *self.echo_at.lock().unwrap() = Some(self.puts() + n);
+    }
+
+    pub(super) fn ignore_create_only(&self) {
+        self.overwrites.store(true, Ordering::SeqCst);
     }
 
     pub(super) fn gate(&self) -> Arc<Semaphore> {
@@ -103,6 +110,10 @@ impl ObjectStore for Faulty {
                     store: "Faulty",
                     source: "injected failure (retries exhausted)".into(),
                 });
+            }
+            let mut opts = opts;
+            if self.overwrites.load(Ordering::SeqCst) {
+                opts.mode = object_store::PutMode::Overwrite;
             }
             let put = self.inner.put_opts(location, payload, opts).await?;
             if *self.echo_at.lock().unwrap() == Some(n) {

@@ -3,7 +3,7 @@
 //! Why this exists: it stands for the local lock file. A run creates it
 //! only if absent, with its id, host, pid and an expiry, and renews it
 //! (overwrites it) before it expires; a second run on the prefix while it
-//! is live is refused ([`StoreError::Held`], which the CLI maps to exit 2);
+//! is live is refused ([`JournalStoreError::Held`], which the CLI maps to exit 2);
 //! a lease left by a killed pod expires and the next run takes it over.
 //!
 //! The lease is advisory: clocks drift and a paused process cannot tell
@@ -24,7 +24,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use serde::{Deserialize, Serialize};
 
-use super::error::StoreError;
+use super::error::JournalStoreError;
 use super::{names, Clock};
 
 /// Who holds a lease: what a refused run is told.
@@ -98,7 +98,7 @@ impl Lease {
         holder: Holder,
         ttl_ms: u64,
         clock: Clock,
-    ) -> Result<Lease, StoreError> {
+    ) -> Result<Lease, JournalStoreError> {
         let mut lease = Lease {
             location: prefix.clone().join(names::LEASE),
             prefix: prefix.clone(),
@@ -135,7 +135,7 @@ impl Lease {
         // Changed under us three times: whoever changed it holds it.
         match lease.current().await? {
             Current::Found(Some(body), _) => Err(lease.held(body)),
-            _ => Err(StoreError::Contended {
+            _ => Err(JournalStoreError::Contended {
                 store: lease.store.to_string(),
                 tries: 3,
             }),
@@ -153,7 +153,7 @@ impl Lease {
     }
 
     /// Extends it by its time from now, if it is still this run's.
-    pub async fn renew(&mut self) -> Result<(), StoreError> {
+    pub async fn renew(&mut self) -> Result<(), JournalStoreError> {
         for _ in 0..3 {
             let mode = match self.current().await? {
                 Current::Found(Some(body), _) if body.run_id != self.holder.run_id => {
@@ -171,7 +171,7 @@ impl Lease {
             Current::Found(Some(body), _) if body.run_id != self.holder.run_id => {
                 Err(self.lost(body))
             }
-            _ => Err(StoreError::Contended {
+            _ => Err(JournalStoreError::Contended {
                 store: self.store.to_string(),
                 tries: 3,
             }),
@@ -179,20 +179,20 @@ impl Lease {
     }
 
     /// Gives it up at the end of a run (if it is still this run's).
-    pub async fn release(self) -> Result<(), StoreError> {
+    pub async fn release(self) -> Result<(), JournalStoreError> {
         match self.current().await? {
             Current::Found(Some(body), _) if body.run_id == self.holder.run_id => {
                 match self.store.delete(&self.location).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                    Err(e) => Err(StoreError::store(&*self.store, &self.location, e)),
+                    Err(e) => Err(JournalStoreError::store(&*self.store, &self.location, e)),
                 }
             }
             _ => Ok(()),
         }
     }
 
-    async fn current(&self) -> Result<Current, StoreError> {
-        let failed = |e| StoreError::store(&*self.store, &self.location, e);
+    async fn current(&self) -> Result<Current, JournalStoreError> {
+        let failed = |e| JournalStoreError::store(&*self.store, &self.location, e);
         let got = match self.store.get(&self.location).await {
             Ok(got) => got,
             Err(object_store::Error::NotFound { .. }) => return Ok(Current::Absent),
@@ -212,7 +212,7 @@ impl Lease {
 
     /// Writes this run's lease with a fresh expiry; false if the object
     /// changed since it was read (or appeared, for a create).
-    async fn put(&mut self, mode: PutMode) -> Result<bool, StoreError> {
+    async fn put(&mut self, mode: PutMode) -> Result<bool, JournalStoreError> {
         let expires_at_ms = (self.clock)() + self.ttl_ms;
         let body = LeaseBody {
             run_id: self.holder.run_id.clone(),
@@ -244,7 +244,7 @@ impl Lease {
                 | object_store::Error::Precondition { .. }
                 | object_store::Error::NotFound { .. },
             ) => Ok(false),
-            Err(e) => Err(StoreError::store(&*self.store, &self.location, e)),
+            Err(e) => Err(JournalStoreError::store(&*self.store, &self.location, e)),
         }
     }
 
@@ -259,9 +259,9 @@ impl Lease {
             .await
     }
 
-    fn held(&self, body: LeaseBody) -> StoreError {
+    fn held(&self, body: LeaseBody) -> JournalStoreError {
         let now = (self.clock)();
-        StoreError::Held {
+        JournalStoreError::Held {
             store: self.store.to_string(),
             prefix: self.prefix.to_string(),
             run_id: body.run_id,
@@ -272,8 +272,8 @@ impl Lease {
         }
     }
 
-    fn lost(&self, body: LeaseBody) -> StoreError {
-        StoreError::LeaseLost {
+    fn lost(&self, body: LeaseBody) -> JournalStoreError {
+        JournalStoreError::LeaseLost {
             store: self.store.to_string(),
             prefix: self.prefix.to_string(),
             run_id: body.run_id,

@@ -9,7 +9,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::fault_tests::Faulty;
 use super::tests::{intent, objects, prefix};
-use super::{compact, open, replay, Clock, Holder, Lease, LeaseBody, StoreError};
+use super::{compact, open, replay, Clock, Holder, JournalStoreError, Lease, LeaseBody};
 use crate::vocab::Key;
 
 const TTL: u64 = 30_000;
@@ -26,7 +26,7 @@ async fn take(
     run: &str,
     host: &str,
     clock: Clock,
-) -> Result<Lease, StoreError> {
+) -> Result<Lease, JournalStoreError> {
     let holder = Holder {
         run_id: run.into(),
         host: host.into(),
@@ -57,7 +57,7 @@ async fn a_second_run_is_refused_while_the_lease_is_live() {
     );
     now.store(1_029_999, Ordering::SeqCst);
     let err = take(&store, "run-b", "pod-b", clock).await.unwrap_err();
-    assert!(matches!(err, StoreError::Held { .. }), "{err}");
+    assert!(matches!(err, JournalStoreError::Held { .. }), "{err}");
     let msg = err.to_string();
     for part in [
         "run-a",
@@ -82,7 +82,7 @@ async fn an_expired_lease_is_taken_over_and_its_old_holder_learns_it() {
     assert_eq!(lease_body(&*store).await.run_id, "run-b");
     assert_eq!(b.expires_at_ms(), 1_060_000);
     let err = a.renew().await.unwrap_err();
-    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
+    assert!(matches!(err, JournalStoreError::LeaseLost { .. }), "{err}");
     assert!(err.to_string().contains("run-b"), "{err}");
     a.release().await.unwrap();
     assert_eq!(
@@ -106,7 +106,7 @@ async fn renewal_keeps_the_lease_and_release_frees_the_prefix() {
     // Past the first expiry, the renewed lease still refuses others.
     now.store(TTL + 1, Ordering::SeqCst);
     let b = take(&store, "run-b", "pod-b", clock.clone()).await;
-    assert!(matches!(b, Err(StoreError::Held { .. })));
+    assert!(matches!(b, Err(JournalStoreError::Held { .. })));
     a.release().await.unwrap();
     take(&store, "run-b", "pod-b", clock).await.unwrap();
 }
@@ -138,11 +138,11 @@ async fn an_old_writer_is_fenced_and_nothing_it_was_told_durable_is_lost() {
     let _b_lease = take(&store, "run-b", "pod-b", clock).await.unwrap();
     let b = open(store.clone(), &prefix()).await.unwrap();
     let err = a.append(&[intent(4)]).await.unwrap_err();
-    assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+    assert!(matches!(err, JournalStoreError::Fenced { .. }), "{err}");
     assert!(err.to_string().contains("seg-00000005.jsonl"), "{err}");
     // Stopped for good: never a retry at a higher number.
     let err = a.append(&[intent(5)]).await.unwrap_err();
-    assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+    assert!(matches!(err, JournalStoreError::Fenced { .. }), "{err}");
     b.append(&[intent(6)]).await.unwrap();
     let got = replay(&*store, &prefix()).await.unwrap();
     for k in 1..=3 {
@@ -180,7 +180,7 @@ async fn a_takeover_that_loses_the_race_reads_again_and_takes_the_next_number() 
     assert_eq!(b.next_segment(), 5, "B's marker is 4");
     assert!(b.with_replay(|r| r.records.contains_key(&Key(2))));
     let err = a.append(&[intent(3)]).await.unwrap_err();
-    assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+    assert!(matches!(err, JournalStoreError::Fenced { .. }), "{err}");
     assert!(err.to_string().contains("seg-00000004.jsonl"), "{err}");
 }
 
@@ -207,7 +207,7 @@ async fn the_fence_holds_after_compaction() {
         ]
     );
     let err = a.append(&[intent(9)]).await.unwrap_err();
-    assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+    assert!(matches!(err, JournalStoreError::Fenced { .. }), "{err}");
     let got = replay(&*store, &prefix()).await.unwrap();
     assert!(!got.replay.records.contains_key(&Key(9)));
     assert_eq!(got.replay.records.len(), 5);

@@ -47,7 +47,7 @@ mod segments;
 #[cfg(test)]
 mod tests;
 
-pub use error::StoreError;
+pub use error::JournalStoreError;
 pub use lease::{Holder, Lease, LeaseBody};
 pub use read::{compact, replay, Replayed};
 pub use segments::{open, Writer};

@@ -27,7 +27,7 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
 
 use super::super::replay::{parse_into, Replay};
 use super::super::JournalError;
-use super::error::StoreError;
+use super::error::JournalStoreError;
 use super::names::{self, Kind};
 
 /// A journal replayed from a store.
@@ -51,11 +51,14 @@ pub(super) struct Listing {
     pub(super) checkpoints: BTreeMap<u64, ObjectMeta>,
 }
 
-pub(super) async fn list(store: &dyn ObjectStore, dir: &Path) -> Result<Listing, StoreError> {
+pub(super) async fn list(
+    store: &dyn ObjectStore,
+    dir: &Path,
+) -> Result<Listing, JournalStoreError> {
     let found = store
         .list_with_delimiter(Some(dir))
         .await
-        .map_err(|e| StoreError::store(store, dir, e))?;
+        .map_err(|e| JournalStoreError::store(store, dir, e))?;
     let mut listing = Listing::default();
     for meta in found.objects {
         match meta.location.filename().and_then(names::kind) {
@@ -71,11 +74,11 @@ pub(super) async fn list(store: &dyn ObjectStore, dir: &Path) -> Result<Listing,
 /// (another run compacted meanwhile), or a real error.
 enum Pass {
     Vanished,
-    Failed(StoreError),
+    Failed(JournalStoreError),
 }
 
 /// Replays the journal under `prefix` (its objects are in `PREFIX/journal/`).
-pub async fn replay(store: &dyn ObjectStore, prefix: &Path) -> Result<Replayed, StoreError> {
+pub async fn replay(store: &dyn ObjectStore, prefix: &Path) -> Result<Replayed, JournalStoreError> {
     let dir = names::dir(prefix);
     let mut tries = 0;
     loop {
@@ -83,7 +86,7 @@ pub async fn replay(store: &dyn ObjectStore, prefix: &Path) -> Result<Replayed, 
             Ok(r) => return Ok(r),
             Err(Pass::Vanished) if tries < 3 => tries += 1,
             Err(Pass::Vanished) => {
-                return Err(StoreError::Contended {
+                return Err(JournalStoreError::Contended {
                     store: store.to_string(),
                     tries,
                 })
@@ -107,7 +110,7 @@ async fn replay_once(store: &dyn ObjectStore, dir: &Path) -> Result<Replayed, Pa
     let after: Vec<(&u64, &ObjectMeta)> = listing.segments.range(out.last + 1..).collect();
     for (i, (&n, meta)) in after.iter().enumerate() {
         if n != out.last + 1 {
-            return Err(Pass::Failed(StoreError::Missing {
+            return Err(Pass::Failed(JournalStoreError::Missing {
                 store: store.to_string(),
                 location: names::segment(dir, out.last + 1).to_string(),
             }));
@@ -124,8 +127,8 @@ async fn replay_once(store: &dyn ObjectStore, dir: &Path) -> Result<Replayed, Pa
     Ok(out)
 }
 
-fn cut_short(location: &Path) -> StoreError {
-    StoreError::Journal(JournalError::Corrupt {
+fn cut_short(location: &Path) -> JournalStoreError {
+    JournalStoreError::Journal(JournalError::Corrupt {
         path: PathBuf::from(location.as_ref()),
         line: 0,
         reason: "it ends in a line cut short, and it is not the last segment".into(),
@@ -141,7 +144,7 @@ async fn fold(store: &dyn ObjectStore, location: &Path, replay: &mut Replay) -> 
     let bytes = match got {
         Ok(bytes) => bytes,
         Err(object_store::Error::NotFound { .. }) => return Err(Pass::Vanished),
-        Err(e) => return Err(Pass::Failed(StoreError::store(store, location, e))),
+        Err(e) => return Err(Pass::Failed(JournalStoreError::store(store, location, e))),
     };
     parse_into(replay, &PathBuf::from(location.as_ref()), &bytes[..])
         .map_err(|e| Pass::Failed(e.into()))
@@ -154,7 +157,7 @@ pub async fn compact(
     store: &dyn ObjectStore,
     prefix: &Path,
     replayed: &Replayed,
-) -> Result<(), StoreError> {
+) -> Result<(), JournalStoreError> {
     if replayed.last == 0 || replayed.checkpoint == Some(replayed.last) {
         return Ok(());
     }
@@ -169,7 +172,7 @@ pub(super) async fn write_checkpoint(
     store: &dyn ObjectStore,
     dir: &Path,
     replayed: &Replayed,
-) -> Result<(), StoreError> {
+) -> Result<(), JournalStoreError> {
     let mut body = Vec::new();
     for entry in replayed.replay.compacted() {
         serde_json::to_writer(&mut body, &entry).expect("journal entries serialise");
@@ -182,7 +185,7 @@ pub(super) async fn write_checkpoint(
         .await
     {
         Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
-        Err(e) => Err(StoreError::store(store, &location, e)),
+        Err(e) => Err(JournalStoreError::store(store, &location, e)),
     }
 }
 
@@ -193,7 +196,7 @@ pub(super) async fn delete_covered(
     store: &dyn ObjectStore,
     dir: &Path,
     n: u64,
-) -> Result<(), StoreError> {
+) -> Result<(), JournalStoreError> {
     let listing = list(store, dir).await?;
     let segments = listing.segments.range(..=n).map(|(_, m)| m);
     delete_all(store, segments.filter(|m| m.size > 0)).await?;
@@ -203,11 +206,11 @@ pub(super) async fn delete_covered(
 async fn delete_all<'a>(
     store: &dyn ObjectStore,
     metas: impl Iterator<Item = &'a ObjectMeta>,
-) -> Result<(), StoreError> {
+) -> Result<(), JournalStoreError> {
     for meta in metas {
         match store.delete(&meta.location).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(StoreError::store(store, &meta.location, e)),
+            Err(e) => return Err(JournalStoreError::store(store, &meta.location, e)),
         }
     }
     Ok(())

@@ -13,7 +13,7 @@
 //! would not parse). If that create finds the number taken, the old writer
 //! got there first: replay again, try the next. Once the marker stands, the
 //! old writer's next create at that number fails with AlreadyExists, and it
-//! stops for good ([`StoreError::Fenced`]; never a retry at a higher number),
+//! stops for good ([`JournalStoreError::Fenced`]; never a retry at a higher number),
 //! with no caller told "durable" for the lines it could not write. Every
 //! segment it did write is numbered below the marker, so the new writer's
 //! replay read it. An old writer's next number is always some marker (it
@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::super::format::Entry;
 use super::super::replay::Replay;
-use super::error::StoreError;
+use super::error::JournalStoreError;
 use super::{names, read};
 
 /// How many times [`open`] tries the next number before giving up.
@@ -86,7 +86,7 @@ pub struct Writer {
 /// if most lines are history, or its last segment was cut short), creates
 /// the next segment number as the fence, and starts the writer. Call it
 /// once the lease is held ([`super::Lease::acquire`]).
-pub async fn open(store: Arc<dyn ObjectStore>, prefix: &Path) -> Result<Writer, StoreError> {
+pub async fn open(store: Arc<dyn ObjectStore>, prefix: &Path) -> Result<Writer, JournalStoreError> {
     let dir = names::dir(prefix);
     for _ in 0..TAKEOVER_TRIES {
         let mut replayed = read::replay(&*store, prefix).await?;
@@ -98,19 +98,34 @@ pub async fn open(store: Arc<dyn ObjectStore>, prefix: &Path) -> Result<Writer, 
         let create = PutOptions::from(PutMode::Create);
         match store.put_opts(&marker, PutPayload::new(), create).await {
             Ok(_) => {
+                // The fence holds only where a second create of one name
+                // fails: some S3-compatible stores ignore `If-None-Match`
+                // and overwrite. Creating the marker again must fail.
+                match store
+                    .put_opts(&marker, PutPayload::new(), PutMode::Create.into())
+                    .await
+                {
+                    Err(object_store::Error::AlreadyExists { .. }) => {}
+                    Ok(_) => {
+                        return Err(JournalStoreError::NoCreateOnly {
+                            store: store.to_string(),
+                        })
+                    }
+                    Err(e) => return Err(JournalStoreError::store(&*store, &marker, e)),
+                }
                 return Ok(Writer::start(
                     store,
                     dir,
                     replayed.last + 2,
                     replayed.replay,
-                ))
+                ));
             }
             // The old writer got there first: read what it wrote, try the next.
             Err(object_store::Error::AlreadyExists { .. }) => continue,
-            Err(e) => return Err(StoreError::store(&*store, &marker, e)),
+            Err(e) => return Err(JournalStoreError::store(&*store, &marker, e)),
         }
     }
-    Err(StoreError::Contended {
+    Err(JournalStoreError::Contended {
         store: store.to_string(),
         tries: TAKEOVER_TRIES,
     })
@@ -139,13 +154,13 @@ impl Writer {
         lock(&self.shared)
     }
 
-    fn error(&self, stop: Stop) -> StoreError {
+    fn error(&self, stop: Stop) -> JournalStoreError {
         match stop {
-            Stop::Fenced(location) => StoreError::Fenced {
+            Stop::Fenced(location) => JournalStoreError::Fenced {
                 store: self.store_name.clone(),
                 location,
             },
-            Stop::Broken(reason) => StoreError::Broken {
+            Stop::Broken(reason) => JournalStoreError::Broken {
                 store: self.store_name.clone(),
                 reason,
             },
@@ -155,7 +170,7 @@ impl Writer {
     /// Writes `entries` (in a segment with whatever else is waiting) and
     /// returns once that segment is in the store and folded into the
     /// replay. No entries: nothing is written.
-    pub async fn append(&self, entries: &[Entry]) -> Result<(), StoreError> {
+    pub async fn append(&self, entries: &[Entry]) -> Result<(), JournalStoreError> {
         if entries.is_empty() {
             return Ok(());
         }

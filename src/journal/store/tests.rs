@@ -8,7 +8,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::fault_tests::Faulty;
 use super::read::{delete_covered, replay, write_checkpoint};
-use super::{compact, names, open, StoreError};
+use super::{compact, names, open, JournalStoreError};
 use crate::journal::{Entry, State};
 use crate::vocab::Key;
 
@@ -95,7 +95,8 @@ async fn concurrent_appends_share_one_segment() {
         let w = w.clone();
         tasks.spawn(async move { w.append(&[intent(k)]).await });
     };
-    // The first line's put waits at the gate; the other 49 queue behind it.
+    // The first line's put waits at the gate (after the marker and its
+    // create-only probe); the other 49 queue behind it.
     spawn(&mut tasks, 0);
     let settle = |want_puts, want_queued| {
         let (store, w) = (store.clone(), w.clone());
@@ -109,11 +110,11 @@ async fn concurrent_appends_share_one_segment() {
             assert_eq!((store.puts(), w.queued()), (want_puts, want_queued));
         }
     };
-    settle(2, 0).await;
+    settle(3, 0).await;
     for k in 1..50 {
         spawn(&mut tasks, k);
     }
-    settle(2, 49).await;
+    settle(3, 49).await;
     gate.add_permits(10);
     while let Some(done) = tasks.join_next().await {
         done.unwrap().unwrap();
@@ -172,7 +173,7 @@ async fn a_gap_or_a_damaged_segment_before_the_last_is_an_error_naming_it() {
     put(&store, &seg(1), line(&[intent(1)])).await;
     put(&store, &seg(3), line(&[intent(3)])).await;
     let err = replay(&store, &prefix()).await.unwrap_err();
-    assert!(matches!(err, StoreError::Missing { .. }), "{err}");
+    assert!(matches!(err, JournalStoreError::Missing { .. }), "{err}");
     assert!(err.to_string().contains(&seg(2)), "{err}");
 
     let mut cut = line(&[intent(2)]);
@@ -287,11 +288,11 @@ async fn a_put_that_finally_fails_leaves_the_writer_broken() {
     w.append(&[intent(1)]).await.unwrap();
     store.fail_put(1);
     let err = w.append(&[intent(2)]).await.unwrap_err();
-    assert!(matches!(err, StoreError::Broken { .. }), "{err}");
+    assert!(matches!(err, JournalStoreError::Broken { .. }), "{err}");
     assert!(err.to_string().contains("injected failure"), "{err}");
     let puts = store.puts();
     let err = w.append(&[intent(3)]).await.unwrap_err();
-    assert!(matches!(err, StoreError::Broken { .. }), "{err}");
+    assert!(matches!(err, JournalStoreError::Broken { .. }), "{err}");
     assert_eq!(store.puts(), puts, "a broken writer sends nothing more");
     let got = replay(&store.inner, &prefix()).await.unwrap();
     assert!(got.replay.records.contains_key(&Key(1)));
@@ -308,4 +309,13 @@ async fn a_retried_put_that_had_succeeded_is_not_taken_for_the_fence() {
     w.append(&[intent(2)]).await.unwrap();
     let got = replay(&store.inner, &prefix()).await.unwrap();
     assert_eq!((got.last, got.replay.records.len()), (3, 2));
+}
+
+#[tokio::test]
+async fn a_store_that_ignores_create_only_is_refused_before_anything_is_written() {
+    let store = Arc::new(Faulty::default());
+    store.ignore_create_only();
+    let e = open(store.clone(), &prefix()).await.unwrap_err();
+    assert!(matches!(e, JournalStoreError::NoCreateOnly { .. }), "{e}");
+    assert!(e.to_string().contains("If-None-Match"), "{e}");
 }
