@@ -178,3 +178,25 @@ fn status_report_export_and_merge_refuse_buckets_and_unknown_schemes() {
         assert!(!dir.path().join("merged").exists() && !dir.path().join("x.jsonl").exists());
     }
 }
+
+/// `--dry-run` sends nothing anyway, but says the same as a run would: a
+/// plan printed for a location the run would refuse would mislead.
+#[test]
+fn a_dry_run_to_a_bucket_is_refused_as_the_run_would_be() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = seed_sweep(dir.path(), 3);
+    let m = m.to_str().unwrap();
+    for out in ["s3://b/p", "foo://x"] {
+        let o = batchgen(dir.path(), &["run", m, "--dry-run", "--out", out])
+            .output()
+            .unwrap();
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{out}: {err}");
+        assert!(err.contains("--out"), "{out}: {err}");
+        let made = tree(dir.path());
+        assert!(
+            !made.iter().any(|p| p.contains(':')),
+            "{out}: made {made:?}"
+        );
+    }
+}
