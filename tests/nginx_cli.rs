@@ -12,6 +12,8 @@
 
 mod support;
 
+#[path = "../benches/common/group.rs"]
+mod group;
 #[path = "../benches/common/nginx.rs"]
 mod nginx;
 

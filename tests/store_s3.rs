@@ -7,6 +7,8 @@
 //! existing key is `AlreadyExists` (moto answers `If-None-Match: *` with
 //! 412), the old object untouched.
 
+#[path = "../benches/common/group.rs"]
+mod group;
 #[path = "support/moto.rs"]
 mod moto;
 

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod group;
 pub mod nginx;
 
 use std::io::{Read, Write};

@@ -21,7 +21,9 @@
 use std::io::Read;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use super::group::Group;
 use std::time::{Duration, Instant};
 
 /// `limit_req_zone … rate=RATEr/s; limit_req zone=… burst=BURST nodelay;`
@@ -45,7 +47,7 @@ pub fn find() -> Option<PathBuf> {
 
 /// A running nginx; dropping it kills it.
 pub struct Nginx {
-    child: Child,
+    server: Group,
     dir: tempfile::TempDir,
     pub port: u16,
 }
@@ -71,25 +73,23 @@ impl Nginx {
         std::fs::write(&conf, config(dir.path(), port, upstream, limit))
             .map_err(|e| format!("{}: {e}", conf.display()))?;
         let error_log = dir.path().join("error.log");
-        let mut cmd = Command::new(binary);
-        #[cfg(unix)]
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf)
-            .arg("-e")
-            .arg(&error_log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("{}: {e}", binary.display()))?;
-        let mut nginx = Nginx { child, dir, port };
+        let server = Group::spawn(
+            Command::new(binary)
+                .arg("-p")
+                .arg(dir.path())
+                .arg("-c")
+                .arg(&conf)
+                .arg("-e")
+                .arg(&error_log)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .map_err(|e| format!("{}: {e}", binary.display()))?;
+        let mut nginx = Nginx { server, dir, port };
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            let exited = nginx.child.try_wait().ok().flatten();
+            let exited = nginx.server.child.try_wait().ok().flatten();
             if exited.is_some() || started.elapsed() > Duration::from_secs(10) {
                 return Err(format!(
                     "nginx did not start ({}): {}",
@@ -123,22 +123,6 @@ impl Nginx {
             let _ = f.read_to_string(&mut text);
         }
         text
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // The group's id is the master's pid (`process_group(0)`).
-        #[cfg(unix)]
-        if let Ok(group) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: kill(2) with a negative pid signals that process group
-            // only; it touches no memory.
-            unsafe {
-                libc::kill(-group, libc::SIGKILL);
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -8,12 +8,14 @@
 //! panic too) kills the group and waits for it. Without moto the test
 //! prints a loud skip line and passes, unless `BATCHGEN_REQUIRE_MOTO` is set
 //! (`.ci/run` sets it and installs moto, so CI never skips silently).
-//! Mirrors `benches/common/nginx.rs`.
+//! Its process group is `benches/common/group.rs`'s, as nginx's is.
 
 #![allow(dead_code)]
 
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use super::group::Group;
 use std::time::{Duration, Instant};
 
 /// How long moto may take to answer after it is started (a cold Python
@@ -22,7 +24,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running moto server; dropping it kills it.
 pub struct Moto {
-    child: Child,
+    server: Group,
     pub port: u16,
 }
 
@@ -72,27 +74,25 @@ impl Moto {
                 .port();
             let program = format!("{:?}", cmd.get_program());
             cmd.arg(port.to_string());
-            #[cfg(unix)]
-            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-            let child = cmd
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn();
-            let child = match child {
+            let server = Group::spawn(
+                cmd.stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            );
+            let server = match server {
                 Ok(c) => c,
                 Err(e) => {
                     why.push(format!("{program}: {e}"));
                     continue;
                 }
             };
-            let mut moto = Moto { child, port };
+            let mut moto = Moto { server, port };
             let started = Instant::now();
             loop {
                 if TcpStream::connect(("127.0.0.1", port)).is_ok() {
                     return Ok(moto);
                 }
-                if let Ok(Some(status)) = moto.child.try_wait() {
+                if let Ok(Some(status)) = moto.server.child.try_wait() {
                     why.push(format!("{program} exited: {status}"));
                     break;
                 }
@@ -136,21 +136,5 @@ impl Moto {
             Ok(r) => panic!("PUT {url}: {}", r.status()),
             Err(e) => panic!("PUT {url}: {e}"),
         }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        // The group's id is the server's pid (`process_group(0)`).
-        #[cfg(unix)]
-        if let Ok(group) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: kill(2) with a negative pid signals that process group
-            // only; it touches no memory.
-            unsafe {
-                libc::kill(-group, libc::SIGKILL);
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
