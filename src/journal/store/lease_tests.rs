@@ -8,7 +8,7 @@ use object_store::memory::InMemory;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::fault_tests::Faulty;
-use super::tests::{intent, objects, prefix};
+use super::tests::{intent, object_names, prefix};
 use super::{compact, open, replay, Clock, Holder, JournalStoreError, Lease, LeaseBody};
 use crate::vocab::Key;
 
@@ -197,7 +197,7 @@ async fn the_fence_holds_after_compaction() {
     }
     let got = replay(&*store, &prefix()).await.unwrap();
     compact(&*store, &prefix(), &got).await.unwrap();
-    let names: Vec<String> = objects(&*store).await.into_iter().map(|o| o.0).collect();
+    let names = object_names(&*store).await;
     assert_eq!(
         names,
         [

@@ -54,6 +54,11 @@ pub(super) async fn objects(store: &dyn ObjectStore) -> Vec<(String, u64)> {
     out
 }
 
+/// The names of the objects under `journal/`, in order.
+pub(super) async fn object_names(store: &dyn ObjectStore) -> Vec<String> {
+    objects(store).await.into_iter().map(|o| o.0).collect()
+}
+
 async fn put(store: &dyn ObjectStore, name: &str, bytes: Vec<u8>) {
     let location = names::dir(&prefix()).join(name);
     store.put(&location, PutPayload::from(bytes)).await.unwrap();
@@ -213,11 +218,7 @@ async fn compaction_is_safe_under_a_crash_at_every_step() {
     let first = replay(&store, &prefix()).await.unwrap();
     compact(&store, &prefix(), &first).await.unwrap();
     assert_eq!(
-        objects(&store)
-            .await
-            .into_iter()
-            .map(|o| o.0)
-            .collect::<Vec<_>>(),
+        object_names(&store).await,
         ["checkpoint-00000006.jsonl".to_string(), seg(1), seg(5)],
         "non-empty segments covered are gone; markers stay"
     );
@@ -258,11 +259,7 @@ async fn compaction_is_safe_under_a_crash_at_every_step() {
     delete_covered(&store, &dir, 10).await.unwrap();
     same("the older checkpoint deleted").await;
     assert_eq!(
-        objects(&store)
-            .await
-            .into_iter()
-            .map(|o| o.0)
-            .collect::<Vec<_>>(),
+        object_names(&store).await,
         ["checkpoint-00000010.jsonl".to_string(), seg(1), seg(5)]
     );
 }
