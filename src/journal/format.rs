@@ -206,6 +206,15 @@ pub enum State {
     },
 }
 
+impl Entry {
+    /// Writes this entry as one journal line (its JSON, then `\n`): the one
+    /// way a line is made, for the local file and a store's segments alike.
+    pub fn write_line(&self, mut out: impl std::io::Write) -> std::io::Result<()> {
+        serde_json::to_writer(&mut out, self).map_err(std::io::Error::other)?;
+        out.write_all(b"\n")
+    }
+}
+
 impl Record {
     /// The latest accepted request, whole.
     pub fn ticket(&self) -> Option<Ticket> {

@@ -56,7 +56,6 @@
 //! output reads the fold, is defined here, below its user.
 
 use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -133,8 +132,7 @@ impl Journal {
             let mut lines = 0;
             crate::disk::write_atomic(&path, |w| {
                 for entry in replay.compacted() {
-                    serde_json::to_writer(&mut *w, &entry).map_err(std::io::Error::other)?;
-                    w.write_all(b"\n")?;
+                    entry.write_line(&mut *w)?;
                     lines += 1;
                 }
                 Ok(())
@@ -187,8 +185,10 @@ impl Journal {
     }
 
     fn job(&self, entry: &Entry, waiter: Waiter) -> Result<(), JournalError> {
-        let mut line = serde_json::to_vec(entry).expect("journal entries serialise");
-        line.push(b'\n');
+        let mut line = Vec::new();
+        entry
+            .write_line(&mut line)
+            .expect("journal entries serialise");
         let job = Queued {
             line,
             entry: entry.clone(),

@@ -175,8 +175,9 @@ pub(super) async fn write_checkpoint(
 ) -> Result<(), JournalStoreError> {
     let mut body = Vec::new();
     for entry in replayed.replay.compacted() {
-        serde_json::to_writer(&mut body, &entry).expect("journal entries serialise");
-        body.push(b'\n');
+        entry
+            .write_line(&mut body)
+            .expect("journal entries serialise");
     }
     let location = names::checkpoint(dir, replayed.last);
     let opts = PutOptions::from(PutMode::Create);

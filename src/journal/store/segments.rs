@@ -176,8 +176,9 @@ impl Writer {
         }
         let mut lines = Vec::new();
         for entry in entries {
-            serde_json::to_writer(&mut lines, entry).expect("journal entries serialise");
-            lines.push(b'\n');
+            entry
+                .write_line(&mut lines)
+                .expect("journal entries serialise");
         }
         let (reply, answer) = oneshot::channel();
         let job = Job {
