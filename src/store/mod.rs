@@ -12,14 +12,19 @@
 //! Parsing is plain computation. Opening does no I/O; a [`Store`]'s calls
 //! are object_store futures, cancelled by dropping them.
 //!
-//! On the ground floor beside `disk` and `console`: it imports nothing from
-//! the crate.
+//! [`Store::upload`], [`Store::download`], [`Store::fetch`] and
+//! [`Store::publish`] (in `sync.rs`) move files between a local working
+//! folder and the prefix, streaming.
+//!
+//! On the ground floor beside `disk` and `console`: it imports only `disk`.
 
 mod location;
 mod open;
+mod sync;
 
 pub use location::{Bucket, Location, LocationError, Scheme, KNOWN};
 pub use open::{retry, Store, StoreError, RETRY_FOR};
+pub use sync::{files_under, local_path, Listed, PART};
 
 #[cfg(test)]
 mod tests;

@@ -72,6 +72,13 @@ pub enum StoreError {
         #[source]
         source: Option<object_store::path::Error>,
     },
+    /// A call on the store failed (after object_store's retries).
+    #[error("cannot {what} {name}: {reason}")]
+    Call {
+        name: String,
+        what: String,
+        reason: String,
+    },
 }
 
 /// A bucket's client and the prefix everything goes under. Its `Debug`
