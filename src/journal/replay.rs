@@ -62,6 +62,16 @@ impl Replay {
             }))
     }
 
+    /// Writes this replay as a local journal, `dir/journal.jsonl`, one
+    /// line per row (as compaction leaves it), atomically: how a reader
+    /// works on a copy of a journal kept on a store.
+    pub fn write_local(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        crate::disk::write_atomic(&dir.join(super::FILE_NAME), |w| {
+            self.compacted()
+                .try_for_each(|entry| entry.write_line(&mut *w))
+        })
+    }
+
     pub fn apply(&mut self, entry: Entry) {
         self.lines += 1;
         if let Entry::Run {
