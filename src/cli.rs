@@ -90,9 +90,15 @@ pub struct MergeArgs {
 pub struct RunArgs {
     /// The manifest: a .yaml/.yml or .csv file.
     pub manifest: PathBuf,
-    /// Output folder (default: out/NAME, or out/NAME-sim with --simulate; NAME from the manifest's `name` or file name).
-    #[arg(long, value_name = "DIR")]
+    /// Output folder (default: out/NAME, or out/NAME-sim with --simulate; NAME from the manifest's `name` or file name),
+    /// or a bucket prefix: s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX
+    /// (credentials and endpoint from the environment, as each cloud's tools take them).
+    #[arg(long, value_name = "DIR|URL")]
     pub out: Option<PathBuf>,
+    /// With --out on a bucket: how long the prefix's lease keeps other runs out if this one is
+    /// killed (it is renewed every third of it while the run lives).
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub lease_secs: u64,
     /// Most requests in flight (submitted and not yet finished).
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: u32,

@@ -11,7 +11,10 @@ use crate::api::KeyError;
 use crate::manifest::LoadError;
 use crate::output::RowStatus;
 use crate::plan::{Invalid, Usd};
+use crate::journal::store::JournalStoreError;
+use crate::journal::JournalError;
 use crate::run::{Report, RunError, Stop};
+use crate::store::StoreError;
 
 pub const OK: u8 = 0;
 pub const ROWS_FAILED: u8 = 1;
@@ -92,6 +95,20 @@ impl Error {
                 | RunError::OtherGateway { .. }
                 | RunError::Cache(_),
             ) => INVALID,
+            // A bucket another run holds, one that cannot keep a journal
+            // safely, or one that cannot even be opened (its settings):
+            // refused before anything was sent.
+            Error::Run(RunError::Journal(JournalError::Store(e)))
+                if matches!(
+                    **e,
+                    JournalStoreError::Held { .. } | JournalStoreError::NoCreateOnly { .. }
+                ) =>
+            {
+                INVALID
+            }
+            Error::Run(RunError::Bucket(
+                StoreError::Open { .. } | StoreError::Name { .. } | StoreError::Local(_),
+            )) => INVALID,
             // The run could not keep its journal or outputs: stopped, as when aborted.
             Error::Run(_) => ABORTED,
         }

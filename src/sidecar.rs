@@ -191,6 +191,34 @@ pub fn write(
     Ok(())
 }
 
+/// Writes the sidecars of a completed row that `stored` says are not in
+/// the run's bucket (by name, `images/ID_N.json`), into the working folder
+/// `out_dir`, and adds their names to `written`: a run on a bucket restores
+/// what the prefix lacks, without reading what it holds.
+pub fn write_missing(
+    out_dir: &Path,
+    id: &str,
+    key: Key,
+    req: &Request,
+    rec: &Record,
+    stored: impl Fn(&str) -> bool,
+    written: &mut Vec<String>,
+) -> std::io::Result<()> {
+    for (s, stamp) in for_row(id, key, req, rec).iter().zip(stamps(id, key, rec)) {
+        let name = path_for(Path::new(&s.file)).to_string_lossy().into_owned();
+        if stored(&name) {
+            continue;
+        }
+        let path = out_dir.join(&name);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        disk::write_replace(&path, &to_bytes(s), dated(stamp))?;
+        written.push(name);
+    }
+    Ok(())
+}
+
 /// Makes a completed row's sidecars what its journal record says (as
 /// [`write()`] takes it), sending nothing; returns how many it wrote.
 ///

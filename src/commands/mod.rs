@@ -44,6 +44,12 @@ pub fn local(path: &Path, what: &'static str) -> Result<PathBuf, Error> {
     }
 }
 
+/// A folder or a bucket prefix a command takes (`what`: `--out`, …),
+/// parsed before anything is sent; an unknown scheme is refused by name.
+pub fn location(path: &Path, what: &'static str) -> Result<Location, Error> {
+    Location::of_path(path).map_err(|source| Error::Location { what, source })
+}
+
 /// Writes to stdout; a reader that went away (`| head`) is not an error.
 pub fn print_stdout(text: &str) {
     crate::console::out(text);

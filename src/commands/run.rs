@@ -10,14 +10,26 @@ use super::{load_plan, print_stdout};
 use crate::cli::{PlanArgs, RunArgs};
 use crate::exit::{self, Error};
 use crate::gateway::Gateway;
+use crate::store::Location;
 use crate::{api, output, progress, report, run, sim};
 
 /// Validates everything (manifest, key, URL, output folder, what this run
 /// would newly spend against the budget), then runs.
 pub async fn command(mut args: RunArgs) -> Result<u8, Error> {
-    // Where it writes, before anything else: a bucket URL or an unknown
-    // scheme must never become a local folder named after it.
-    args.out = args.out.map(|p| super::local(&p, "--out")).transpose()?;
+    // Where it writes, before anything else: an unknown scheme must never
+    // become a local folder named after it.
+    let bucket = match args.out.as_deref().map(|p| super::location(p, "--out")) {
+        Some(Ok(Location::Bucket(bucket))) => {
+            args.out = None;
+            Some(bucket)
+        }
+        Some(Ok(Location::Local(path))) => {
+            args.out = Some(path);
+            None
+        }
+        Some(Err(e)) => return Err(e),
+        None => None,
+    };
     args.cache = args
         .cache
         .map(|p| super::local(&p, "--cache"))
@@ -61,10 +73,42 @@ pub async fn command(mut args: RunArgs) -> Result<u8, Error> {
         }
         (key, Gateway::of_url(&url))
     };
-    let out_dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| output::default_dir(&plan, args.simulate));
+    // A bucket: its lease and journal are taken (nothing is sent to the
+    // gateway yet), and the run works in a local working folder; whatever
+    // happens next, the lease is released at the end.
+    let remote = match &bucket {
+        Some(bucket) => {
+            let store = bucket
+                .open()
+                .map_err(|e| Error::Run(run::RunError::Bucket(e)))?;
+            let lease_for = Duration::from_secs(args.lease_secs);
+            Some(Arc::new(run::Remote::open(store, lease_for).await?))
+        }
+        None => None,
+    };
+    let ran = run_on(args, plan, key, gateway, max_cost, remote.clone()).await;
+    if let Some(remote) = remote {
+        remote.close().await;
+    }
+    ran
+}
+
+/// The run itself, once the output (a folder, or a bucket's `remote`) is known.
+async fn run_on(
+    args: RunArgs,
+    plan: crate::plan::Plan,
+    key: api::ApiKey,
+    gateway: Gateway,
+    max_cost: Option<crate::plan::Usd>,
+    remote: Option<Arc<run::Remote>>,
+) -> Result<u8, Error> {
+    let out_dir = match &remote {
+        Some(remote) => remote.work_dir().to_path_buf(),
+        None => args
+            .out
+            .clone()
+            .unwrap_or_else(|| output::default_dir(&plan, args.simulate)),
+    };
     if out_dir.exists() && !out_dir.is_dir() {
         return Err(Error::Io(format!(
             "--out {}: is a file, not a folder",
@@ -72,6 +116,7 @@ pub async fn command(mut args: RunArgs) -> Result<u8, Error> {
         )));
     }
     let mut settings = run::Settings::new(out_dir.clone());
+    settings.place = remote.as_ref().map(|r| r.store().to_string());
     settings.gateway = gateway;
     settings.concurrency = args.concurrency as usize;
     settings.rate_per_sec = args.rate;
@@ -94,7 +139,8 @@ pub async fn command(mut args: RunArgs) -> Result<u8, Error> {
     // Reading the folder (its journal, and the files of completed rows) is
     // blocking work: it runs off the async workers.
     let plan = Arc::new(plan);
-    let opened = tokio::task::spawn_blocking(move || run::open(plan, settings))
+    let on_bucket = remote.clone();
+    let opened = tokio::task::spawn_blocking(move || run::open_with(plan, settings, on_bucket))
         .await
         .map_err(|e| Error::Io(format!("cannot read the output folder: {e}")))??;
     if let Some(max) = max_cost.filter(|max| opened.to_spend() > *max) {
@@ -139,24 +185,37 @@ pub async fn command(mut args: RunArgs) -> Result<u8, Error> {
         print_stdout(&report.summary.to_text());
     }
     if !args.no_report {
-        contact_sheet(&out_dir, &report.summary, args.quiet).await;
+        contact_sheet(&out_dir, remote.as_deref(), &report.summary, args.quiet).await;
     }
     Ok(code)
 }
 
 /// The contact sheet at a run's end: skipped above [`report::AUTO_MAX_IMAGES`];
 /// a failure is a warning (the run's own outputs are written by then).
-async fn contact_sheet(out_dir: &std::path::Path, summary: &output::RunSummary, quiet: bool) {
+async fn contact_sheet(
+    out_dir: &std::path::Path,
+    remote: Option<&run::Remote>,
+    summary: &output::RunSummary,
+    quiet: bool,
+) {
     let images = summary.totals.images;
     if images > report::AUTO_MAX_IMAGES {
         if !quiet {
             crate::say!(
                 "batchgen: no contact sheet for {images} images (more than {}); `batchgen report {}` writes one",
                 report::AUTO_MAX_IMAGES,
-                out_dir.display()
+                summary.out_dir
             );
         }
         return;
+    }
+    // On a bucket: what earlier runs left there (images, thumbnails) comes
+    // to the working folder first, and the sheet goes back after.
+    if let Some(remote) = remote {
+        if let Err(e) = remote.fetch_for_sheet().await {
+            crate::say!("warning: no contact sheet: {e}");
+            return;
+        }
     }
     let dir = out_dir.to_path_buf();
     let made = tokio::task::spawn_blocking(move || report::report(&dir))
@@ -171,7 +230,13 @@ async fn contact_sheet(out_dir: &std::path::Path, summary: &output::RunSummary, 
                 done.thumbnails_made
             );
             crate::console::write(crate::console::Stream::Stderr, done.warnings().as_bytes());
-            if !quiet {
+            if let Some(remote) = remote {
+                match remote.publish_sheet().await {
+                    Ok(url) if !quiet => crate::say!("  contact sheet: {url}"),
+                    Ok(_) => {}
+                    Err(e) => crate::say!("warning: the contact sheet was not uploaded: {e}"),
+                }
+            } else if !quiet {
                 crate::say!("  contact sheet: {}", done.path.display());
             }
         }

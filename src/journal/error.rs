@@ -23,4 +23,13 @@ pub enum JournalError {
         "the journal {0} could not be written earlier in this run; nothing more is written to it"
     )]
     Broken(PathBuf),
+    /// The journal is kept on a store (`--out s3://…`), and that failed.
+    #[error(transparent)]
+    Store(Box<super::store::JournalStoreError>),
+}
+
+impl From<super::store::JournalStoreError> for JournalError {
+    fn from(e: super::store::JournalStoreError) -> JournalError {
+        JournalError::Store(Box::new(e))
+    }
 }

@@ -50,7 +50,7 @@
 //! thread that commits lines in groups, `error.rs` says what went wrong, and
 //! this file holds the handle a run holds. `store/` keeps the same lines on
 //! an object store (immutable segments, checkpoints, a lease, the fence that
-//! stops an old writer); `run` does not use it yet.
+//! stops an old writer); [`Journal::on_store`] puts the same handle over it.
 //! The journal imports only the ground floor ([`crate::vocab`]),
 //! [`crate::disk`] and the `object_store` crate; [`Records`], through which
 //! output reads the fold, is defined here, below its user.
@@ -102,6 +102,9 @@ pub struct Journal {
     writer: Option<std::thread::JoinHandle<()>>,
     /// Set by [`Journal::hold_paused_clock`] (tests only).
     hold: Option<std::sync::Arc<Hold>>,
+    /// The journal is kept on a store: every line goes there instead
+    /// ([`Journal::on_store`]); the fields above stay idle.
+    on_store: Option<store::Writer>,
 }
 
 impl Journal {
@@ -167,7 +170,41 @@ impl Journal {
             shared,
             writer: Some(writer),
             hold: None,
+            on_store: None,
         })
+    }
+
+    /// The journal kept on a store (`--out s3://…`), through its segment
+    /// writer (opened once the run holds the prefix's lease): `append`
+    /// returns once the segment holding the line is in the store, and the
+    /// replay is the writer's. `name` is what messages call it.
+    pub fn on_store(writer: store::Writer, name: &str) -> Journal {
+        Journal {
+            path: PathBuf::from(name),
+            queue: None,
+            shared: std::sync::Arc::new(Mutex::new(Shared {
+                replay: Replay::default(),
+                broken: false,
+                room: 0,
+                out_of_room: None,
+            })),
+            writer: None,
+            hold: None,
+            on_store: Some(writer),
+        }
+    }
+
+    /// Whether the journal is kept on a store.
+    pub fn is_on_store(&self) -> bool {
+        self.on_store.is_some()
+    }
+
+    /// Lets a journal on a store finish the lines it was given (none are
+    /// waiting once every append returned); a local one is dropped.
+    pub async fn close(mut self) {
+        if let Some(writer) = self.on_store.take() {
+            writer.close().await;
+        }
     }
 
     /// Tests only: the caller's runtime keeps time on tokio's paused clock
@@ -213,6 +250,9 @@ impl Journal {
 
     /// Writes one line and returns once it is synced and folded into the replay.
     pub async fn append(&self, entry: &Entry) -> Result<(), JournalError> {
+        if let Some(writer) = &self.on_store {
+            return Ok(writer.append(std::slice::from_ref(entry)).await?);
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.job(entry, Waiter::Async(tx))?;
         let _held = self.hold.as_ref().map(Hold::enter);
@@ -220,7 +260,14 @@ impl Journal {
     }
 
     /// [`Journal::append`] for code that is not async (it blocks its thread).
+    /// On a store, it must be called from the blocking pool of the
+    /// runtime the writer runs on.
     pub fn append_blocking(&self, entry: &Entry) -> Result<(), JournalError> {
+        if let Some(writer) = &self.on_store {
+            let handle = tokio::runtime::Handle::try_current()
+                .map_err(|_| JournalError::Broken(self.path.clone()))?;
+            return Ok(handle.block_on(writer.append(std::slice::from_ref(entry)))?);
+        }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.job(entry, Waiter::Blocking(tx))?;
         self.result(rx.recv().ok())
@@ -228,6 +275,9 @@ impl Journal {
 
     /// Reads the replay as it stands.
     pub fn with_replay<R>(&self, f: impl FnOnce(&Replay) -> R) -> R {
+        if let Some(writer) = &self.on_store {
+            return writer.with_replay(f);
+        }
         f(&self.lock().replay)
     }
 

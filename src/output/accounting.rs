@@ -273,6 +273,9 @@ pub struct RunEnd {
     pub status_calls: u64,
     /// Why the run's output stopped, if a write to stderr or stdout failed.
     pub logging_stopped: Option<String>,
+    /// Where the outputs are, as the user named it, when not the folder
+    /// written (a bucket URL, for a run on a bucket's working folder).
+    pub place: Option<String>,
 }
 
 /// Writes `results.csv` and `summary.json` for `plan` from the journal.
@@ -290,7 +293,10 @@ pub fn write(
     let keys: HashSet<Key> = plan.rows.iter().map(|r| r.key).collect();
     let mut s = RunSummary {
         manifest: plan.manifest.display().to_string(),
-        out_dir: out_dir.display().to_string(),
+        out_dir: end
+            .place
+            .clone()
+            .unwrap_or_else(|| out_dir.display().to_string()),
         gateway: end.gateway,
         totals,
         cost_usd_by_kind,

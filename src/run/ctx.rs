@@ -70,6 +70,8 @@ pub(super) struct Ctx {
     pub(super) cache_warned: AtomicBool,
     /// Makes the contact sheet's thumbnails as images land.
     pub(super) thumbs: Option<crate::report::Thumbnailer>,
+    /// The bucket prefix the run writes to (`--out s3://…`), if it is one.
+    pub(super) remote: Option<Arc<super::Remote>>,
 }
 
 impl Ctx {
@@ -124,6 +126,20 @@ impl Ctx {
     pub(super) fn unreachable_long(&self) -> bool {
         let since = *self.refused_since.lock().unwrap_or_else(|e| e.into_inner());
         since.is_some_and(|t| t.elapsed() >= self.settings.unreachable_after)
+    }
+
+    /// Uploads `paths` (files in the working folder) to the run's bucket,
+    /// if it has one; an upload that fails stops spending, as a local write
+    /// failure does, and says why.
+    pub(super) async fn publish(&self, paths: &[PathBuf]) -> Result<(), String> {
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
+        let uploaded = remote.upload(paths).await;
+        if let Err(why) = &uploaded {
+            self.stop(Stop::Disk(why.clone()));
+        }
+        uploaded
     }
 
     /// Stops spending: the images folder cannot be written (`e`). Names no

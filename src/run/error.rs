@@ -23,6 +23,12 @@ pub enum RunError {
     ImagesLink(PathBuf),
     #[error(transparent)]
     Cache(#[from] crate::cache::CacheError),
+    /// A file could not be uploaded to the run's bucket (after retries).
+    #[error("{0}")]
+    Upload(String),
+    /// The bucket the run writes to (`--out s3://…`) could not be used.
+    #[error(transparent)]
+    Bucket(crate::store::StoreError),
     #[error("{dir} was made against {made_by}, not {this}: one folder holds the results of one gateway. {hint}")]
     OtherGateway {
         dir: PathBuf,

@@ -31,6 +31,10 @@ pub struct Opened {
     pub(super) cache: Option<Arc<Cache>>,
     pub(super) journal: Arc<Journal>,
     pub(super) _lock: std::fs::File,
+    /// The bucket prefix the run writes to, if it is one.
+    pub(super) remote: Option<Arc<super::Remote>>,
+    /// Files to upload before anything is sent (sidecars written again).
+    pub(super) to_publish: Vec<String>,
     /// Rows with work to do, accepted ones first, then new ones in plan order.
     pub(super) starts: Vec<(usize, Start)>,
     /// Rows to submit, in plan order (indices: a million of them cost 4 MB).
@@ -52,6 +56,19 @@ pub struct Opened {
 /// belongs to this gateway, removes temporary files a killed run left,
 /// replays the journal once and decides where every row starts.
 pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
+    open_with(plan, settings, None)
+}
+
+/// [`open()`], for a run whose output is a bucket prefix when `remote` is
+/// given: `settings.out_dir` is then its working folder, the journal is the
+/// one on the store, and a completed row's files are checked against the
+/// store's listing (and, with `--verify`, downloaded and hashed). Call it
+/// from the blocking pool (it may wait on the store).
+pub fn open_with(
+    plan: Arc<Plan>,
+    settings: Settings,
+    remote: Option<Arc<super::Remote>>,
+) -> Result<Opened, RunError> {
     let out_dir = settings.out_dir.clone();
     let images_dir = out_dir.join(output::IMAGES_DIR);
     let output_err = |path: &Path| {
@@ -65,7 +82,10 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
     }
     disk::create_dir_durable(&images_dir).map_err(output_err(&images_dir))?;
     let lock = lock(&out_dir)?;
-    let mut journal = Journal::open(&out_dir)?;
+    let mut journal = match remote.as_ref().and_then(|r| Some((r, r.take_writer()?))) {
+        Some((r, writer)) => Journal::on_store(writer, &r.store().to_string()),
+        None => Journal::open(&out_dir)?,
+    };
     if settings.paused_clock {
         journal.hold_paused_clock();
     }
@@ -97,6 +117,7 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
         resubmit_lost: settings.resubmit_lost,
     };
     let mut sidecars = Ok(());
+    let mut to_publish = Vec::new();
     journal.with_replay(|replay| {
         for (i, row) in plan.rows.iter().enumerate() {
             let key = row.key;
@@ -119,7 +140,10 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
                 key,
                 price,
                 flags,
-                |done| files_intact(&out_dir, done, settings.verify),
+                |done| match &remote {
+                    Some(r) => stored_intact(r, &out_dir, done, settings.verify),
+                    None => files_intact(&out_dir, done, settings.verify),
+                },
                 in_cache,
             );
             // A completed row's provenance is what the journal says (and
@@ -127,9 +151,21 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
             if let (Start::End, None, Some(r)) = (&d.start, &d.record, rec) {
                 if sidecars.is_ok() {
                     let id = plan.row_id(row);
-                    sidecars = sidecar::restore(&out_dir, &id, key, &req, r, settings.verify)
-                        .map(drop)
-                        .map_err(output_err(&images_dir));
+                    sidecars = match &remote {
+                        // Only what the store lacks: the pod's disk holds none.
+                        Some(remote) => sidecar::write_missing(
+                            &out_dir,
+                            &id,
+                            key,
+                            &req,
+                            r,
+                            |name| remote.listed_size(name).is_some(),
+                            &mut to_publish,
+                        ),
+                        None => sidecar::restore(&out_dir, &id, key, &req, r, settings.verify)
+                            .map(drop),
+                    }
+                    .map_err(output_err(&images_dir));
                 }
             }
             verdicts.extend(d.record);
@@ -161,6 +197,8 @@ pub fn open(plan: Arc<Plan>, settings: Settings) -> Result<Opened, RunError> {
         cache,
         journal: Arc::new(journal),
         _lock: lock,
+        remote,
+        to_publish,
         starts: resumed,
         fresh,
         verdicts,
@@ -252,7 +290,10 @@ impl Opened {
             "; {} to submit, {} at most → {}",
             self.to_submit,
             self.to_spend,
-            self.settings.out_dir.display()
+            match &self.settings.place {
+                Some(place) => place.clone(),
+                None => self.settings.out_dir.display().to_string(),
+            }
         ));
         text
     }
@@ -271,6 +312,47 @@ fn lock(dir: &Path) -> Result<std::fs::File, RunError> {
         Ok(()) => Ok(file),
         Err(_) => Err(RunError::Locked(dir.to_path_buf())),
     }
+}
+
+/// Every file of a completed row is in the bucket with the size its `done`
+/// line recorded (one listing, made when the run opened); with `verify`,
+/// each is downloaded into the working folder and its SHA-256 decides.
+fn stored_intact(
+    remote: &super::Remote,
+    work: &Path,
+    done: &journal::State,
+    verify: bool,
+) -> bool {
+    let journal::State::Done {
+        files,
+        sha256,
+        stamps,
+        ..
+    } = done
+    else {
+        return false;
+    };
+    if files.len() != sha256.len() {
+        return false;
+    }
+    files.iter().enumerate().all(|(i, f)| {
+        let Some(size) = remote.listed_size(f) else {
+            return false;
+        };
+        if stamps.len() == files.len() && stamps[i][0] != size {
+            return false;
+        }
+        if !verify {
+            return true;
+        }
+        let local = work.join(f);
+        let fetched = tokio::runtime::Handle::try_current().ok().and_then(|h| {
+            h.block_on(remote.store().download(f, &local, size)).ok()?
+        });
+        fetched.is_some()
+            && std::fs::read(&local)
+                .is_ok_and(|bytes| disk::hex(&Sha256::digest(&bytes)) == sha256[i])
+    })
 }
 
 /// Every file of a completed row is there as it was written. A file whose

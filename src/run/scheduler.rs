@@ -56,6 +56,8 @@ impl Opened {
             verdicts,
             seeds,
             finished,
+            remote,
+            to_publish,
             ..
         } = self;
         let started = Instant::now();
@@ -88,6 +90,11 @@ impl Opened {
         })
         .await
         .map_err(output_err)?;
+        if let Some(remote) = &remote {
+            let mut names = vec![output::PLAN_KEYS.to_string(), output::RESULTS_CSV.to_string()];
+            names.extend(to_publish);
+            remote.publish(&names).await.map_err(RunError::Upload)?;
+        }
 
         let (stop_tx, _) = watch::channel(None);
         let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -133,6 +140,7 @@ impl Opened {
             cache,
             cache_warned: AtomicBool::new(false),
             thumbs,
+            remote,
             settings,
         });
         // Background pieces: the watchers are aborted when the rows are done;
@@ -209,12 +217,17 @@ impl Opened {
             rate_limited: ctx.limiter.rate_limited(),
             status_calls: ctx.status_calls.load(Ordering::Relaxed),
             logging_stopped: crate::console::lost(),
+            place: ctx.settings.place.clone(),
         };
         let (journal, dir) = (ctx.journal, out_dir.clone());
         let summary =
             blocking(move || journal.with_replay(|replay| output::write(&plan, replay, &dir, end)))
                 .await
                 .map_err(output_err)?;
+        if let Some(remote) = &ctx.remote {
+            let names = [output::RESULTS_CSV, output::SUMMARY_JSON].map(String::from);
+            remote.publish(&names).await.map_err(RunError::Upload)?;
+        }
         if let Some(thumbs) = thumbs {
             if let Ok(landed) = thumbs.await {
                 tracing::debug!(target: "batchgen::report", "{landed}");
@@ -270,12 +283,16 @@ async fn rewrite_results(ctx: Arc<Ctx>, mut rows_done: watch::Receiver<bool>) {
             ctx.journal.clone(),
         );
         let written = blocking(move || output::write_results(&plan, &*journal, &dir, None)).await;
-        if let Err(e) = written {
-            ctx.stop(Stop::Disk(format!(
+        match written {
+            Err(e) => ctx.stop(Stop::Disk(format!(
                 "cannot write {}: {}",
                 ctx.settings.out_dir.join(output::RESULTS_CSV).display(),
                 disk::plain(&e)
-            )));
+            ))),
+            Ok(_) => {
+                let results = ctx.settings.out_dir.join(output::RESULTS_CSV);
+                let _ = ctx.publish(&[results]).await;
+            }
         }
     }
 }

@@ -47,6 +47,9 @@ pub struct Settings {
     pub progress: progress::Mode,
     /// `--cache DIR` (or the manifest's `cache:`): the store of fulfilled requests.
     pub cache: Option<PathBuf>,
+    /// What messages and summary.json call the output, when not `out_dir`:
+    /// a bucket URL (`out_dir` is then the run's local working folder).
+    pub place: Option<String>,
     /// Tests only, no flag: the run keeps time on tokio's paused clock
     /// (see [`Journal::hold_paused_clock`](crate::journal::Journal::hold_paused_clock)).
     pub paused_clock: bool,
@@ -79,6 +82,7 @@ impl Settings {
             results_every: Duration::from_secs(30),
             progress: progress::Mode::Auto,
             cache: None,
+            place: None,
             paused_clock: false,
             thumbnails: false,
             #[cfg(test)]

@@ -234,12 +234,16 @@ impl Store {
         names: &[String],
         at_once: usize,
     ) -> Result<(), StoreError> {
-        futures_util::stream::iter(names)
-            .map(|name| async move {
-                let local = local_path(dir, name).ok_or_else(|| {
-                    self.failed(name, "upload", "not a plain relative name; not uploaded")
+        let todo: Vec<(String, Option<PathBuf>)> = names
+            .iter()
+            .map(|name| (name.clone(), local_path(dir, name)))
+            .collect();
+        futures_util::stream::iter(todo)
+            .map(|(name, local)| async move {
+                let local = local.ok_or_else(|| {
+                    self.failed(&name, "upload", "not a plain relative name; not uploaded")
                 })?;
-                self.upload(&local, name).await.map(drop)
+                self.upload(&local, &name).await.map(drop)
             })
             .buffer_unordered(at_once.max(1))
             .try_collect::<Vec<()>>()

@@ -118,6 +118,13 @@ impl RowRun {
             }
             None => (Usd::default(), true),
         };
+        // On a bucket, the files are there before the line that says so.
+        if let Err(why) = ctx.publish(&saved.paths()).await {
+            self.record_left(Code::Disk.as_str(), &why).await;
+            ctx.event(Event::Left);
+            self.say(format!("warning: row {}: {}: {why}", self.id, Code::Disk.as_str()));
+            return Start::End;
+        }
         if !ctx.record(&self.done(saved, cost, cached)).await {
             return Start::End;
         }

@@ -93,6 +93,13 @@ impl RowRun {
         let count = saved.files.len() as u64;
         let cost = ctx.plan.pricing.per_image(self.req.kind()).times(count);
         let to_store = ctx.cache.is_some().then(|| saved.pairs());
+        // On a bucket, the files are there before the line that says so.
+        if let Err(why) = ctx.publish(&saved.paths()).await {
+            let message = format!("request {request}: {why}");
+            return self
+                .leave_collectable(Code::Disk.as_str(), &message, &request)
+                .await;
+        }
         if !ctx.record(&self.done(saved, cost, false)).await {
             return Start::End;
         }

@@ -65,8 +65,26 @@ impl RowRun {
             self.key,
             self.req.clone(),
         );
+        let (dir, record) = (out_dir.clone(), rec.clone());
         let written = crate::run::blocking(move || sidecar::write(&out_dir, &id, key, &req, &rec));
-        if let Err(e) = written.await {
+        let written = written.await;
+        if written.is_ok() && ctx.remote.is_some() {
+            let paths: Vec<PathBuf> = match &record.state {
+                State::Done { files, .. } => files
+                    .iter()
+                    .map(|f| sidecar::path_for(&dir.join(f)))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if let Err(why) = ctx.publish(&paths).await {
+                self.say(format!(
+                    "error: cannot upload the provenance of row {}: {why}; no new requests will be sent",
+                    self.id
+                ));
+            }
+            return;
+        }
+        if let Err(e) = written {
             self.say(format!(
                 "error: cannot write the provenance of row {} in {}: {}; no new requests will be sent",
                 self.id,
@@ -187,6 +205,11 @@ impl Saved {
         self.sha256.push(sha256);
         self.stamps.push([bytes, mtime_ns]);
         self.paths.push(path);
+    }
+
+    /// Each file's path.
+    pub(super) fn paths(&self) -> Vec<PathBuf> {
+        self.paths.clone()
     }
 
     /// Each file's path and SHA-256, for the cache.

@@ -1,0 +1,298 @@
+//! A run whose output is a bucket prefix (`--out s3://bucket/prefix`,
+//! `gs://…`, `az://…`): [`Remote`].
+//!
+//! Why this exists: a pod's disk dies with the pod, so the prefix, not the
+//! disk, is the place of record. The run itself works as it always does, in
+//! a local working folder (a temporary one, removed at the end); this is
+//! what makes the prefix hold everything a local run folder holds, with the
+//! same guarantees:
+//!
+//! - the prefix's lease (`lease.json`, one writer per prefix), renewed while
+//!   the run lives and released at its end; a live one held by another run
+//!   refuses this one before anything is sent;
+//! - the journal as segments on the store ([`crate::journal::store`]): an
+//!   `intent` is in the store before its submit is sent, a `submitted` line
+//!   before anything else happens to the request;
+//! - every file the run completes, uploaded under the same name before
+//!   anything depends on it: a row's images before its `done` line (so a
+//!   `done` row's files are in the store), sidecars, results.csv (as often
+//!   as a local run rewrites it), summary.json, `.plan-keys`, and the sheet;
+//! - what a resumed run knows of files already there: one listing of the
+//!   prefix's `images/`, by name and size (a pod starting over has none of
+//!   them on its disk).
+//!
+//! An upload that fails (after object_store's retries) stops new spending,
+//! as a local write failure does: the row it was for is left collectable,
+//! and a plain rerun collects it.
+//!
+//! Cancellation: the renewal task ends when [`Remote::close`] runs or the
+//! `Remote` is dropped; a dropped upload sends nothing more (see
+//! [`crate::store`]).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::journal::store::{self as segments, Holder, Lease, Writer};
+use crate::output::IMAGES_DIR;
+use crate::report::{INDEX_HTML, THUMBS_DIR};
+use crate::store::{Store, StoreError};
+
+use super::RunError;
+
+/// Uploads at once when a run publishes many files (the sheet's thumbnails).
+const AT_ONCE: usize = 16;
+/// The largest image or thumbnail fetched for the sheet (as the sheet reads).
+const SHEET_FILE_CAP: u64 = 256 << 20;
+
+
+/// The bucket side of a run: its store, lease, journal writer (until the
+/// run takes it) and working folder.
+pub struct Remote {
+    store: Store,
+    work: tempfile::TempDir,
+    writer: Mutex<Option<Writer>>,
+    renewal: Mutex<Option<tokio::task::JoinHandle<Lease>>>,
+    stop_renewing: tokio::sync::watch::Sender<bool>,
+    /// `images/…` objects as listed when the run opened: name → size.
+    listed: HashMap<String, u64>,
+    /// `thumbs/…` objects as listed before the sheet: name → size.
+    thumbs: Mutex<HashMap<String, u64>>,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("store", &self.store)
+            .field("work", &self.work.path())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A run id no other process shares: pid, time and a random hash seed.
+fn run_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("{:016x}-{}", h.finish(), std::process::id())
+}
+
+impl Remote {
+    /// Takes the prefix: its lease (for `lease_for`, renewed every third of
+    /// it), then its journal (replayed, fenced), then a listing of its
+    /// images, and makes the working folder. Sends nothing to the gateway.
+    pub async fn open(store: Store, lease_for: Duration) -> Result<Remote, RunError> {
+        let inner = store.inner().clone();
+        let prefix = store.prefix().clone();
+        let lease = Lease::acquire(
+            inner.clone(),
+            &prefix,
+            Holder::this_process(&run_id()),
+            lease_for.as_millis() as u64,
+            segments::system_clock(),
+        )
+        .await
+        .map_err(RunError::from_store)?;
+        let writer = match segments::open(inner, &prefix).await {
+            Ok(writer) => writer,
+            Err(e) => {
+                let _ = lease.release().await;
+                return Err(RunError::from_store(e));
+            }
+        };
+        let listed = match store.list(Some(IMAGES_DIR)).await {
+            Ok(listed) => listed.into_iter().map(|l| (l.name, l.size)).collect(),
+            Err(e) => {
+                writer.close().await;
+                let _ = lease.release().await;
+                return Err(RunError::Bucket(e));
+            }
+        };
+        let work = tempfile::Builder::new()
+            .prefix("batchgen-work-")
+            .tempdir()
+            .map_err(|source| RunError::Output {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        let (stop_renewing, stopped) = tokio::sync::watch::channel(false);
+        let renewal = tokio::spawn(renew(lease, lease_for, stopped));
+        Ok(Remote {
+            store,
+            work,
+            writer: Mutex::new(Some(writer)),
+            renewal: Mutex::new(Some(renewal)),
+            stop_renewing,
+            listed,
+            thumbs: Mutex::default(),
+        })
+    }
+
+    /// The working folder the run writes in.
+    pub fn work_dir(&self) -> &Path {
+        self.work.path()
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The journal writer, for the run's `Journal` (once).
+    pub(super) fn take_writer(&self) -> Option<Writer> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// The size of `name` (`images/…`) in the store when the run opened.
+    pub(super) fn listed_size(&self, name: &str) -> Option<u64> {
+        self.listed.get(name).copied()
+    }
+
+    /// Uploads each file (paths inside the working folder) under its name
+    /// relative to it. An error names the object and says why.
+    pub async fn upload(&self, paths: &[PathBuf]) -> Result<(), String> {
+        let names = paths
+            .iter()
+            .map(|p| self.name_of(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.publish(&names).await
+    }
+
+    /// Uploads each of `names` (relative to the working folder), a few at a time.
+    pub async fn publish(&self, names: &[String]) -> Result<(), String> {
+        self.store
+            .publish(self.work.path(), names, AT_ONCE)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn name_of(&self, path: &Path) -> Result<String, String> {
+        let rel = path
+            .strip_prefix(self.work.path())
+            .or_else(|_| {
+                let abs = std::path::absolute(self.work.path()).unwrap_or_default();
+                path.strip_prefix(abs)
+            })
+            .map_err(|_| format!("{} is not in the working folder", path.display()))?;
+        Ok(rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/"))
+    }
+
+    /// Brings to the working folder what the contact sheet needs and an
+    /// earlier run (another pod) left only in the bucket: its images, then
+    /// their thumbnails (fetched after, so they are newer and kept).
+    pub async fn fetch_for_sheet(&self) -> Result<(), String> {
+        let listed = self.store.list(None).await.map_err(|e| e.to_string())?;
+        let under = |dir: &'static str| move |name: &str| name.starts_with(&format!("{dir}/"));
+        let image = |name: &str| under(IMAGES_DIR)(name) && !name.ends_with(".json");
+        let work = self.work.path();
+        self.store
+            .fetch(&listed, work, image, SHEET_FILE_CAP, AT_ONCE)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.store
+            .fetch(&listed, work, under(THUMBS_DIR), SHEET_FILE_CAP, AT_ONCE)
+            .await
+            .map_err(|e| e.to_string())?;
+        *self.thumbs.lock().unwrap_or_else(|e| e.into_inner()) = listed
+            .into_iter()
+            .filter(|l| under(THUMBS_DIR)(&l.name))
+            .map(|l| (l.name, l.size))
+            .collect();
+        Ok(())
+    }
+
+    /// Uploads the contact sheet (`index.html`) and the thumbnails the
+    /// bucket lacks; returns the sheet's URL.
+    pub async fn publish_sheet(&self) -> Result<String, String> {
+        let work = self.work.path();
+        let made = crate::store::files_under(&work.join(THUMBS_DIR)).map_err(|e| e.to_string())?;
+        let mut names = Vec::new();
+        {
+            let stored = self.thumbs.lock().unwrap_or_else(|e| e.into_inner());
+            for name in made {
+                let name = format!("{THUMBS_DIR}/{name}");
+                let size = std::fs::metadata(work.join(&name)).map_or(0, |m| m.len());
+                if stored.get(&name) != Some(&size) {
+                    names.push(name);
+                }
+            }
+        }
+        // The page last: it links thumbnails that are there by then.
+        self.publish(&names).await?;
+        self.publish(&[INDEX_HTML.to_string()]).await?;
+        Ok(format!("{}/{INDEX_HTML}", self.store))
+    }
+
+    /// Ends the run's hold on the prefix: stops renewing, releases the
+    /// lease. The working folder goes with the `Remote`.
+    pub async fn close(&self) {
+        self.stop_renewing.send_replace(true);
+        let renewal = self
+            .renewal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(writer) = self.take_writer() {
+            writer.close().await;
+        }
+        if let Some(Ok(lease)) = match renewal {
+            Some(task) => Some(task.await),
+            None => None,
+        } {
+            if let Err(e) = lease.release().await {
+                tracing::warn!("could not release the lease: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        self.stop_renewing.send_replace(true);
+    }
+}
+
+/// Renews `lease` every third of its time until told to stop; returns it.
+/// A renewal that fails is logged and tried again at the next tick: the
+/// fence, not the lease, keeps a second writer's segments out.
+async fn renew(
+    mut lease: Lease,
+    lease_for: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Lease {
+    let every = (lease_for / 3).max(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return lease,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if lease.renew_due() {
+            if let Err(e) = lease.renew().await {
+                tracing::warn!("could not renew the lease: {e}");
+            }
+        }
+    }
+}
+
+impl RunError {
+    fn from_store(e: segments::JournalStoreError) -> RunError {
+        RunError::Journal(e.into())
+    }
+}
+
+/// `Bucket` errors as a run reports them.
+impl From<StoreError> for RunError {
+    fn from(e: StoreError) -> RunError {
+        RunError::Bucket(e)
+    }
+}
