@@ -8,11 +8,11 @@
 use std::process::ExitCode;
 
 use crate::api::KeyError;
+use crate::journal::store::JournalStoreError;
+use crate::journal::JournalError;
 use crate::manifest::LoadError;
 use crate::output::RowStatus;
 use crate::plan::{Invalid, Usd};
-use crate::journal::store::JournalStoreError;
-use crate::journal::JournalError;
 use crate::run::{Report, RunError, Stop};
 use crate::store::StoreError;
 

@@ -162,8 +162,9 @@ pub fn open_with(
                             |name| remote.listed_size(name).is_some(),
                             &mut to_publish,
                         ),
-                        None => sidecar::restore(&out_dir, &id, key, &req, r, settings.verify)
-                            .map(drop),
+                        None => {
+                            sidecar::restore(&out_dir, &id, key, &req, r, settings.verify).map(drop)
+                        }
                     }
                     .map_err(output_err(&images_dir));
                 }
@@ -317,12 +318,7 @@ fn lock(dir: &Path) -> Result<std::fs::File, RunError> {
 /// Every file of a completed row is in the bucket with the size its `done`
 /// line recorded (one listing, made when the run opened); with `verify`,
 /// each is downloaded into the working folder and its SHA-256 decides.
-fn stored_intact(
-    remote: &super::Remote,
-    work: &Path,
-    done: &journal::State,
-    verify: bool,
-) -> bool {
+fn stored_intact(remote: &super::Remote, work: &Path, done: &journal::State, verify: bool) -> bool {
     let journal::State::Done {
         files,
         sha256,
@@ -346,9 +342,9 @@ fn stored_intact(
             return true;
         }
         let local = work.join(f);
-        let fetched = tokio::runtime::Handle::try_current().ok().and_then(|h| {
-            h.block_on(remote.store().download(f, &local, size)).ok()?
-        });
+        let fetched = tokio::runtime::Handle::try_current()
+            .ok()
+            .and_then(|h| h.block_on(remote.store().download(f, &local, size)).ok()?);
         fetched.is_some()
             && std::fs::read(&local)
                 .is_ok_and(|bytes| disk::hex(&Sha256::digest(&bytes)) == sha256[i])

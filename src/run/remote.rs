@@ -46,7 +46,6 @@ const AT_ONCE: usize = 16;
 /// The largest image or thumbnail fetched for the sheet (as the sheet reads).
 const SHEET_FILE_CAP: u64 = 256 << 20;
 
-
 /// The bucket side of a run: its store, lease, journal writer (until the
 /// run takes it) and working folder.
 pub struct Remote {

@@ -91,7 +91,10 @@ impl Opened {
         .await
         .map_err(output_err)?;
         if let Some(remote) = &remote {
-            let mut names = vec![output::PLAN_KEYS.to_string(), output::RESULTS_CSV.to_string()];
+            let mut names = vec![
+                output::PLAN_KEYS.to_string(),
+                output::RESULTS_CSV.to_string(),
+            ];
             names.extend(to_publish);
             remote.publish(&names).await.map_err(RunError::Upload)?;
         }

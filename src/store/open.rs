@@ -41,8 +41,14 @@ use super::location::{Bucket, Location, Scheme};
 pub const RETRY_FOR: Duration = Duration::from_secs(60);
 
 /// Retries of transient failures: 100 ms doubling to at most 5 s, with
-/// jitter; at most 10 retries and [`RETRY_FOR`] in all.
+/// jitter; at most 10 retries and [`RETRY_FOR`] in all. A knob for tests
+/// (no flag): `BATCHGEN_STORE_RETRY_SECS` shortens the [`RETRY_FOR`], so
+/// that a store that went away is given up on in seconds.
 pub fn retry() -> RetryConfig {
+    let retry_timeout = std::env::var("BATCHGEN_STORE_RETRY_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map_or(RETRY_FOR, |s| Duration::from_secs(s).min(RETRY_FOR));
     RetryConfig {
         backoff: BackoffConfig {
             init_backoff: Duration::from_millis(100),
@@ -50,7 +56,7 @@ pub fn retry() -> RetryConfig {
             base: 2.0,
         },
         max_retries: 10,
-        retry_timeout: RETRY_FOR,
+        retry_timeout,
     }
 }
 

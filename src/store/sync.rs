@@ -64,22 +64,28 @@ impl Store {
             .with_max_concurrency(PARTS_IN_FLIGHT);
         let mut buf = vec![0; 256 << 10];
         let mut size = 0u64;
-        let sent: std::io::Result<()> = async {
+        let written: std::io::Result<()> = async {
             loop {
                 let n = file.read(&mut buf).await?;
                 if n == 0 {
-                    break;
+                    return Ok(());
                 }
                 up.write_all(&buf[..n]).await?;
                 size += n as u64;
             }
-            up.shutdown().await
         }
         .await;
-        if let Err(e) = sent {
+        if let Err(e) = written {
+            // A multipart upload begun is aborted (its parts are billed).
             let _ = up.abort().await;
             return Err(self.failed(name, "upload", e));
         }
+        // Completes the put or the multipart upload; once begun, a shutdown
+        // cannot be aborted (object_store would panic): a failed one's parts
+        // are left to the bucket's lifecycle rule.
+        up.shutdown()
+            .await
+            .map_err(|e| self.failed(name, "upload", e))?;
         Ok(size)
     }
 

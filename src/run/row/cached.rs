@@ -122,7 +122,11 @@ impl RowRun {
         if let Err(why) = ctx.publish(&saved.paths()).await {
             self.record_left(Code::Disk.as_str(), &why).await;
             ctx.event(Event::Left);
-            self.say(format!("warning: row {}: {}: {why}", self.id, Code::Disk.as_str()));
+            self.say(format!(
+                "warning: row {}: {}: {why}",
+                self.id,
+                Code::Disk.as_str()
+            ));
             return Start::End;
         }
         if !ctx.record(&self.done(saved, cost, cached)).await {

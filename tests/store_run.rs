@@ -1,0 +1,431 @@
+//! `run --out s3://…` against a real S3 implementation, moto's server on
+//! loopback (`tests/support/moto.rs`), with the simulator as the gateway:
+//! its ledger is the witness of what was submitted and charged, and the
+//! bucket, read back, of what landed.
+//!
+//! What is checked: a run lands every object byte-equal to what the
+//! gateway served; SIGKILLs at several moments, each followed by a rerun
+//! in a fresh working folder with an empty disk, never pay twice and
+//! collect every row; a second run on a live prefix is refused (exit 2);
+//! a store answering 503 to a share of calls does not stop the run; a
+//! store that goes away stops spending (exit 3), and the rerun completes.
+//! Nothing here depends on timing: the kills happen at ledger counts, and
+//! the rerun after a kill waits for the killed run's short lease to run
+//! out by asking again, never by a fixed sleep.
+
+#[path = "../benches/common/group.rs"]
+mod group;
+#[path = "support/moto.rs"]
+mod moto;
+#[path = "support/s3_faults.rs"]
+mod s3_faults;
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use batchgen::store::{retry, Location, Store};
+use support::*;
+
+/// The moto settings, pointed at `endpoint` (moto itself, or a proxy).
+fn env_for(moto: &moto::Moto, endpoint: &str) -> Vec<(String, String)> {
+    moto.env()
+        .into_iter()
+        .map(|(k, v)| match k.as_str() {
+            "AWS_ENDPOINT_URL" => (k, endpoint.to_string()),
+            _ => (k, v),
+        })
+        .collect()
+}
+
+/// `batchgen run` to `url` (`s3://…`), in `cwd`, with the store's settings
+/// and its own temporary folder (as a fresh pod has).
+fn bucket_cmd(
+    manifest: &Path,
+    url: &str,
+    sim: &str,
+    env: &[(String, String)],
+    cwd: &Path,
+    extra: &[&str],
+) -> Command {
+    let mut cmd = command(manifest, Path::new(url), sim, extra);
+    let tmp = cwd.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    cmd.current_dir(cwd)
+        .env("TMPDIR", &tmp)
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    cmd
+}
+
+/// [`bucket_cmd`] without `--quiet`.
+fn loud(manifest: &Path, url: &str, sim: &str, env: &[(String, String)], cwd: &Path) -> Command {
+    let mut cmd = loud_command(manifest, Path::new(url), sim, &[]);
+    let tmp = cwd.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    cmd.current_dir(cwd)
+        .env("TMPDIR", &tmp)
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    cmd
+}
+
+fn open(env: &[(String, String)], url: &str) -> Store {
+    let location = Location::parse(url).unwrap();
+    location.bucket().unwrap().open_with(env, retry()).unwrap()
+}
+
+/// Every object under the store's prefix but the journal and lease,
+/// downloaded into `dir`, as a local run folder would hold them.
+async fn download(store: &Store, dir: &Path) -> Vec<String> {
+    let listed = store.list(None).await.unwrap();
+    let names = listed.iter().map(|l| l.name.clone()).collect();
+    store
+        .fetch(
+            &listed,
+            dir,
+            |n| !n.starts_with("journal/") && n != "lease.json",
+            1 << 30,
+            8,
+        )
+        .await
+        .unwrap();
+    names
+}
+
+fn fresh_dir(root: &Path, name: &str) -> std::path::PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Nothing but the manifest and the run's own temporary folder in `cwd`:
+/// no `s3:` folder, no outputs written locally.
+fn assert_nothing_local(cwd: &Path) {
+    let names: Vec<String> = std::fs::read_dir(cwd)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "tmp")
+        .collect();
+    assert!(names.is_empty(), "written locally: {names:?}");
+    let tmp: Vec<_> = std::fs::read_dir(cwd.join("tmp"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(tmp.is_empty(), "the working folder was left: {tmp:?}");
+}
+
+async fn wait_output(child: std::process::Child) -> Output {
+    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_to_s3_lands_every_object_byte_equal_to_what_was_served() {
+    let Some(moto) =
+        moto::Moto::start_or_skip("a_run_to_s3_lands_every_object_byte_equal_to_what_was_served")
+    else {
+        return;
+    };
+    moto.create_bucket("data").await;
+    let sim = start(quick()).await;
+    let root = tempfile::tempdir().unwrap();
+    let m = seed_sweep(root.path(), 12);
+    let cwd = fresh_dir(root.path(), "pod");
+    let env = env_for(&moto, &moto.url());
+    let url = "s3://data/nightly/run1";
+    let o = output(bucket_cmd(&m, url, &sim.url(), &env, &cwd, &[])).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_nothing_local(&cwd);
+    let store = open(&env, url);
+    let got = fresh_dir(root.path(), "got");
+    let names = download(&store, &got).await;
+    for want in [
+        "results.csv",
+        "summary.json",
+        ".plan-keys",
+        "index.html",
+        "images/a_s1_0.jpg",
+        "images/a_s1_0.json",
+        "thumbs/images/a_s1_0.jpg",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
+    }
+    assert!(
+        !names.iter().any(|n| n == "lease.json"),
+        "the lease was released"
+    );
+    assert!(names.iter().any(|n| n.starts_with("journal/seg-")));
+    assert_eq!(results(&got).len(), 12);
+    assert!(results(&got).iter().all(|r| r["status"] == "completed"));
+    let ledger = sim.ledger();
+    assert_never_paid_twice(&ledger);
+    assert_eq!(ledger.accepted, 12);
+    assert_files_are_what_was_served(&got, &ledger);
+    assert_eq!(summary(&got)["out_dir"], url);
+    assert_no_secret(&got, &o);
+    // A rerun from another empty disk finds every row done in the bucket.
+    let cwd = fresh_dir(root.path(), "pod2");
+    let o = output(loud(&m, url, &sim.url(), &env, &cwd)).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let said = format!("{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(said.contains("12 finished earlier"), "{said}");
+    assert!(said.contains("0 to submit"), "{said}");
+    assert_eq!(sim.ledger().submit_calls, 12, "and sends nothing");
+    assert_nothing_local(&cwd);
+}
+
+/// The last run's results (downloaded into `got`): every one of `rows`
+/// rows collected, but for at most `most_uncertain` whose submit may have
+/// been accepted with no request id recorded (a kill, or the store going
+/// away, between the gateway's answer and the journal's `submitted` line:
+/// the journal write is the one thing that may fail there). Those are
+/// reported `SUBMIT_UNCERTAIN`, never sent again without `--retry-failed`,
+/// and the ledger's accepted requests are the completed rows plus at most
+/// them; every file is what the gateway served.
+fn assert_collected(
+    o: &Output,
+    got: &Path,
+    rows: usize,
+    most_uncertain: usize,
+    ledger: &batchgen::sim::Ledger,
+) {
+    let results = results(got);
+    assert_eq!(results.len(), rows);
+    let completed = results
+        .iter()
+        .filter(|r| r["status"] == "completed")
+        .count();
+    let uncertain: Vec<_> = results
+        .iter()
+        .filter(|r| r["status"] != "completed")
+        .collect();
+    assert!(
+        uncertain
+            .iter()
+            .all(|r| r["error_code"] == "SUBMIT_UNCERTAIN"),
+        "{uncertain:#?}"
+    );
+    assert!(uncertain.len() <= most_uncertain, "{uncertain:#?}");
+    eprintln!(
+        "{completed} of {rows} rows collected, {} uncertain",
+        uncertain.len()
+    );
+    let want = if uncertain.is_empty() { 0 } else { 1 };
+    assert_eq!(
+        o.status.code(),
+        Some(want),
+        "{}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    let accepted = ledger.accepted as usize;
+    assert!(
+        (completed..=completed + uncertain.len()).contains(&accepted),
+        "{accepted} accepted, {completed} completed, {} uncertain",
+        uncertain.len()
+    );
+    assert_files_are_what_was_served(got, ledger);
+}
+
+/// Runs to `url` until it completes, killing it with SIGKILL once the
+/// ledger has accepted each of `kill_at` requests, every run in a fresh
+/// working folder; a rerun refused while the killed run's lease is live
+/// (exit 2, "in use") asks again.
+async fn kill_and_rerun(
+    m: &Path,
+    url: &str,
+    sim: &batchgen::sim::SimHandle,
+    env: &[(String, String)],
+    root: &Path,
+    kill_at: &[u64],
+) -> Output {
+    let mut pods = 0;
+    let mut kills = kill_at.iter().copied().peekable();
+    loop {
+        pods += 1;
+        let cwd = fresh_dir(root, &format!("pod{pods}"));
+        let mut cmd = bucket_cmd(m, url, &sim.url(), env, &cwd, &["--lease-secs", "1"]);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let Some(&at) = kills.peek() else {
+            let o = wait_output(child).await;
+            if o.status.code() == Some(2) && text(&o.stderr).contains("in use by run") {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            return o;
+        };
+        // Killed once the gateway accepted `at` requests in all.
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let o = wait_output(child).await;
+                if status.code() == Some(2) && text(&o.stderr).contains("in use by run") {
+                    break;
+                }
+                panic!(
+                    "the run ended ({status}) before {at} were accepted: {}",
+                    text(&o.stderr)
+                );
+            }
+            if sim.ledger().accepted >= at {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                kills.next();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(pods < 200, "never completed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_several_moments_then_reruns_from_empty_disks_never_pay_twice() {
+    let Some(moto) = moto::Moto::start_or_skip(
+        "sigkill_at_several_moments_then_reruns_from_empty_disks_never_pay_twice",
+    ) else {
+        return;
+    };
+    moto.create_bucket("data").await;
+    let sim = start(latency(100, 400)).await;
+    let root = tempfile::tempdir().unwrap();
+    let m = seed_sweep(root.path(), 40);
+    let env = env_for(&moto, &moto.url());
+    let url = "s3://data/killed";
+    let kills = [3, 11, 24, 33];
+    let o = kill_and_rerun(&m, url, &sim, &env, root.path(), &kills).await;
+    let ledger = sim.ledger();
+    assert_never_paid_twice(&ledger);
+    let got = fresh_dir(root.path(), "got");
+    download(&open(&env, url), &got).await;
+    assert_collected(&o, &got, 40, kills.len() * 8, &ledger);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_on_a_live_prefix_is_refused_before_sending() {
+    let Some(moto) =
+        moto::Moto::start_or_skip("a_second_run_on_a_live_prefix_is_refused_before_sending")
+    else {
+        return;
+    };
+    moto.create_bucket("data").await;
+    let sim = start(latency(2000, 3000)).await;
+    let root = tempfile::tempdir().unwrap();
+    let m = seed_sweep(root.path(), 4);
+    let env = env_for(&moto, &moto.url());
+    let url = "s3://data/shared";
+    let first_dir = fresh_dir(root.path(), "first");
+    let mut first = bucket_cmd(&m, url, &sim.url(), &env, &first_dir, &[]);
+    first.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut first = first.spawn().unwrap();
+    while sim.ledger().accepted < 4 {
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first run ended early"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let second_dir = fresh_dir(root.path(), "second");
+    let o = output(bucket_cmd(
+        &m,
+        url,
+        &sim.url(),
+        &env,
+        &second_dir,
+        &["--retry-failed"],
+    ))
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(err.contains("in use by run"), "{err}");
+    assert!(
+        !err.contains("testing"),
+        "no credentials in messages: {err}"
+    );
+    let first = wait_output(first).await;
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let ledger = sim.ledger();
+    assert_eq!(ledger.submit_calls, 4, "the second run sent nothing");
+    assert_never_paid_twice(&ledger);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_answering_503_to_a_share_of_calls_still_completes() {
+    let Some(moto) =
+        moto::Moto::start_or_skip("a_store_answering_503_to_a_share_of_calls_still_completes")
+    else {
+        return;
+    };
+    moto.create_bucket("data").await;
+    let proxy = s3_faults::start(&moto.url()).await;
+    proxy
+        .faults
+        .every
+        .store(4, std::sync::atomic::Ordering::SeqCst);
+    let sim = start(quick()).await;
+    let root = tempfile::tempdir().unwrap();
+    let m = seed_sweep(root.path(), 16);
+    let env = env_for(&moto, &proxy.url);
+    let url = "s3://data/slowdown";
+    let cwd = fresh_dir(root.path(), "pod");
+    let o = output(bucket_cmd(&m, url, &sim.url(), &env, &cwd, &[])).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let refused = proxy
+        .faults
+        .refused
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(refused >= 10, "only {refused} calls were answered 503");
+    let ledger = sim.ledger();
+    assert_never_paid_twice(&ledger);
+    assert_eq!(ledger.accepted, 16);
+    let got = fresh_dir(root.path(), "got");
+    download(&open(&env_for(&moto, &moto.url()), url), &got).await;
+    assert!(results(&got).iter().all(|r| r["status"] == "completed"));
+    assert_files_are_what_was_served(&got, &ledger);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_goes_away_stops_spending_and_the_rerun_completes() {
+    let Some(moto) =
+        moto::Moto::start_or_skip("a_store_that_goes_away_stops_spending_and_the_rerun_completes")
+    else {
+        return;
+    };
+    moto.create_bucket("data").await;
+    let proxy = s3_faults::start(&moto.url()).await;
+    let sim = start(latency(300, 600)).await;
+    let root = tempfile::tempdir().unwrap();
+    let m = seed_sweep(root.path(), 30);
+    let env = env_for(&moto, &proxy.url);
+    let url = "s3://data/gone";
+    let cwd = fresh_dir(root.path(), "pod1");
+    let extra = ["--concurrency", "4", "--lease-secs", "1"];
+    let mut cmd = bucket_cmd(&m, url, &sim.url(), &env, &cwd, &extra);
+    cmd.env("BATCHGEN_STORE_RETRY_SECS", "2")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    while sim.ledger().accepted < 2 {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    proxy
+        .faults
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let o = wait_output(child).await;
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    let accepted = sim.ledger().accepted;
+    assert!(accepted < 30, "spending stopped: {accepted} of 30 paid for");
+    // The store comes back; a plain rerun, in a fresh pod, collects it all.
+    proxy
+        .faults
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let o = kill_and_rerun(&m, url, &sim, &env, &root.path().join("after"), &[]).await;
+    let ledger = sim.ledger();
+    assert_never_paid_twice(&ledger);
+    let got = fresh_dir(root.path(), "got");
+    download(&open(&env_for(&moto, &moto.url()), url), &got).await;
+    assert_collected(&o, &got, 30, 4, &ledger);
+}
