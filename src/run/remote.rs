@@ -41,6 +41,42 @@ use crate::store::{Store, StoreError};
 
 use super::RunError;
 
+/// The working folders' names start so, in the temporary folder.
+const WORK_PREFIX: &str = "batchgen-work-";
+/// A working folder left this long unchanged, and locked by no run, was
+/// left by a killed run.
+const STALE_AFTER: Duration = Duration::from_secs(10 * 60);
+
+/// Removes the working folders killed runs left in `tmp` (a pod's disk goes
+/// with the pod; a laptop's does not): one whose `.lock` no live run holds
+/// (a run holds it from its start to its end) and that has not changed for
+/// [`STALE_AFTER`] (so that one just made, not yet locked, is kept). Best
+/// effort: what cannot be removed stays.
+fn sweep_stale(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(WORK_PREFIX) {
+            continue;
+        }
+        let path = entry.path();
+        let old = std::fs::symlink_metadata(&path).is_ok_and(|m| {
+            m.is_dir()
+                && m.modified()
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|e| e > STALE_AFTER))
+        });
+        if !old {
+            continue;
+        }
+        let unlocked = std::fs::File::open(path.join(".lock")).is_ok_and(|f| f.try_lock().is_ok());
+        if unlocked {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
 /// Uploads at once when a run publishes many files (the sheet's thumbnails).
 const AT_ONCE: usize = 16;
 /// The largest image or thumbnail fetched for the sheet (as the sheet reads).
@@ -113,8 +149,9 @@ impl Remote {
                 return Err(RunError::Bucket(e));
             }
         };
+        sweep_stale(&std::env::temp_dir());
         let work = tempfile::Builder::new()
-            .prefix("batchgen-work-")
+            .prefix(WORK_PREFIX)
             .tempdir()
             .map_err(|source| RunError::Output {
                 path: std::env::temp_dir(),
@@ -293,5 +330,39 @@ impl RunError {
 impl From<StoreError> for RunError {
     fn from(e: StoreError) -> RunError {
         RunError::Bucket(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder(tmp: &Path, name: &str, age: Duration) -> std::path::PathBuf {
+        let dir = tmp.join(name);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join(".lock"), b"").unwrap();
+        let then = std::time::SystemTime::now() - age;
+        std::fs::File::open(&dir)
+            .unwrap()
+            .set_modified(then)
+            .unwrap();
+        dir
+    }
+
+    #[test]
+    fn only_old_unlocked_working_folders_are_swept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let hour = Duration::from_secs(3600);
+        let stale = folder(tmp.path(), "batchgen-work-stale", hour);
+        let live = folder(tmp.path(), "batchgen-work-live", hour);
+        let fresh = folder(tmp.path(), "batchgen-work-fresh", Duration::ZERO);
+        let other = folder(tmp.path(), "someone-else", hour);
+        let held = std::fs::File::open(live.join(".lock")).unwrap();
+        held.try_lock().unwrap();
+        sweep_stale(tmp.path());
+        assert!(!stale.exists(), "a killed run's folder is removed");
+        assert!(live.exists(), "a live run's folder is kept");
+        assert!(fresh.exists(), "a folder just made is kept");
+        assert!(other.exists(), "other folders are not touched");
     }
 }
