@@ -33,12 +33,21 @@ struct Measured {
     ok: bool,
 }
 
-fn measure(mut cmd: Command) -> Measured {
-    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+/// Runs `cmd` to its end, sampling its peak memory; what it printed to
+/// stderr is shown if it failed.
+fn measure(mut cmd: Command, log: &Path) -> Measured {
+    let err = std::fs::File::create(log).unwrap();
+    cmd.stdout(Stdio::null()).stderr(err);
     let cpu_before = children_cpu();
     let start = Instant::now();
     let mut child = cmd.spawn().expect("batchgen starts");
     let (status, peak) = wait_sampling_peak(&mut child);
+    if !status.success() {
+        eprintln!(
+            "{status}: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
     Measured {
         wall: start.elapsed().as_secs_f64(),
         peak_mib: peak as f64 / 1024.0,
@@ -63,7 +72,7 @@ fn main() {
         &manifest,
         format!(
             "name: store\ndefaults: {{image_size: {{width: {size}, height: {size}}}, output_format: png}}\n\
-             seeds: {{from: 0, count: {rows}}}\njobs: [{{id: a, prompt: a lighthouse at dusk, watercolor}}]\n"
+             seeds: {{from: 0, count: {rows}}}\njobs: [{{id: a, prompt: \"a lighthouse at dusk, watercolor\"}}]\n"
         ),
     )
     .unwrap();
@@ -107,11 +116,14 @@ fn main() {
         "store_speed: {rows} rows, {size}x{size} PNG, C = {concurrency}, simulator latency {latency} ms; moto on loopback"
     );
     let local_out = dir.path().join("local");
-    let local = measure(run(
-        &local_out.display().to_string(),
-        &dir.path().join("w1"),
-    ));
-    let bucket = measure(run("s3://bench/full", &dir.path().join("w2")));
+    let local = measure(
+        run(&local_out.display().to_string(), &dir.path().join("w1")),
+        &dir.path().join("local.log"),
+    );
+    let bucket = measure(
+        run("s3://bench/full", &dir.path().join("w2")),
+        &dir.path().join("bucket.log"),
+    );
     for (name, m) in [("local folder", &local), ("s3 (moto)", &bucket)] {
         println!(
             "  {name:<13} {:>7.2} s  peak {:>6.1} MiB  CPU {:>5.2} s  (exit ok: {})",
