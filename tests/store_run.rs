@@ -429,3 +429,39 @@ async fn a_store_that_goes_away_stops_spending_and_the_rerun_completes() {
     download(&open(&env_for(&moto, &moto.url()), url), &got).await;
     assert_collected(&o, &got, 30, 4, &ledger);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_on_a_bucket_serves_the_next_run_without_sending() {
+    let Some(moto) =
+        moto::Moto::start_or_skip("a_cache_on_a_bucket_serves_the_next_run_without_sending")
+    else {
+        return;
+    };
+    moto.create_bucket("data").await;
+    let sim = start(quick()).await;
+    let root = tempfile::tempdir().unwrap();
+    let m = seed_sweep(root.path(), 6);
+    let env = env_for(&moto, &moto.url());
+    let cache = ["--cache", "s3://data/cache"];
+    // The first run writes to a local folder and stores in the bucket cache.
+    let first = root.path().join("first");
+    let mut cmd = command(&m, &first, &sim.url(), &cache);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    let o = output(cmd).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(sim.ledger().submit_calls, 6);
+    // The next writes to a bucket prefix, from a fresh disk, and takes them all.
+    let cwd = fresh_dir(root.path(), "pod");
+    let url = "s3://data/second";
+    let o = output(bucket_cmd(&m, url, &sim.url(), &env, &cwd, &cache)).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let ledger = sim.ledger();
+    assert_eq!(ledger.submit_calls, 6, "the second run sent nothing");
+    let got = fresh_dir(root.path(), "got");
+    download(&open(&env, url), &got).await;
+    let rows = results(&got);
+    assert_eq!(rows.len(), 6);
+    assert!(rows.iter().all(|r| r["status"] == "completed"), "{rows:#?}");
+    assert_eq!(summary(&got)["cached"], 6, "{}", summary(&got));
+    assert_files_are_what_was_served(&got, &ledger);
+}

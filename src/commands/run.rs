@@ -30,9 +30,10 @@ pub async fn command(mut args: RunArgs) -> Result<u8, Error> {
         Some(Err(e)) => return Err(e),
         None => None,
     };
-    args.cache = args
+    let cache = args
         .cache
-        .map(|p| super::local(&p, "--cache"))
+        .as_deref()
+        .map(|p| super::location(p, "--cache"))
         .transpose()?;
     if args.dry_run {
         return super::plan::command(&PlanArgs {
@@ -86,11 +87,22 @@ pub async fn command(mut args: RunArgs) -> Result<u8, Error> {
         }
         None => None,
     };
-    let ran = run_on(args, plan, key, gateway, max_cost, remote.clone()).await;
+    let to = Output {
+        remote: remote.clone(),
+        cache,
+    };
+    let ran = run_on(args, plan, key, gateway, max_cost, to).await;
     if let Some(remote) = remote {
         remote.close().await;
     }
     ran
+}
+
+/// Where a run writes, besides `--out` as a folder: a bucket taken for it,
+/// and `--cache` as given.
+struct Output {
+    remote: Option<Arc<run::Remote>>,
+    cache: Option<Location>,
 }
 
 /// The run itself, once the output (a folder, or a bucket's `remote`) is known.
@@ -100,7 +112,7 @@ async fn run_on(
     key: api::ApiKey,
     gateway: Gateway,
     max_cost: Option<crate::plan::Usd>,
-    remote: Option<Arc<run::Remote>>,
+    Output { remote, cache }: Output,
 ) -> Result<u8, Error> {
     let out_dir = match &remote {
         Some(remote) => remote.work_dir().to_path_buf(),
@@ -127,7 +139,7 @@ async fn run_on(
     settings.verify = args.verify;
     settings.unreachable_after = Duration::from_secs(args.unreachable_after);
     settings.results_every = Duration::from_secs(args.results_every);
-    settings.cache = args.cache.clone().or_else(|| plan.cache.clone());
+    settings.cache = cache.or_else(|| plan.cache.clone());
     // The sheet's thumbnails are made as images land, when the run's end
     // will write a sheet.
     settings.thumbnails = !args.no_report && plan.totals().images() <= report::AUTO_MAX_IMAGES;

@@ -88,17 +88,10 @@ pub(super) fn expand_checking(manifest: &Manifest, check_ids: bool) -> Result<Pl
     let cache = manifest.cache.as_ref().and_then(|n| match n.as_str() {
         // A URL is never a folder named after its scheme.
         Some(dir) if !dir.trim().is_empty() => match crate::store::Location::parse(dir) {
-            Ok(crate::store::Location::Local(dir)) => Some(n.loc.base_dir().join(dir)),
-            Ok(crate::store::Location::Bucket(b)) => {
-                diags.push(
-                    Diagnostic::error(
-                        &n.loc,
-                        format!("{b}: buckets (s3://, gs://, az://) are not available yet in this version of batchgen; give a local folder"),
-                    )
-                    .field("cache"),
-                );
-                None
+            Ok(crate::store::Location::Local(dir)) => {
+                Some(crate::store::Location::Local(n.loc.base_dir().join(dir)))
             }
+            Ok(bucket) => Some(bucket),
             Err(e) => {
                 diags.push(Diagnostic::error(&n.loc, e.to_string()).field("cache"));
                 None

@@ -164,8 +164,9 @@ pub struct Plan {
     pub manifest: PathBuf,
     pub pricing: Pricing,
     pub budget_usd: Option<Usd>,
-    /// The manifest's `cache:` folder (`--cache` overrides it).
-    pub cache: Option<PathBuf>,
+    /// The manifest's `cache:` folder (relative to the manifest) or bucket
+    /// prefix (`--cache` overrides it).
+    pub cache: Option<crate::store::Location>,
     pub jobs: Vec<JobPlan>,
     /// The rows this run does: every row, or one shard's.
     pub rows: Vec<Row>,

@@ -91,7 +91,7 @@ pub fn open_with(
     }
     journal.keep_room(journal_room(settings.concurrency));
     let cache = match &settings.cache {
-        Some(dir) => Some(Arc::new(Cache::open(dir, &settings.gateway)?)),
+        Some(at) => Some(Arc::new(Cache::open_location(at, &settings.gateway)?)),
         None => None,
     };
     let (made_by, made_at) = journal.with_replay(|r| (r.gateway.clone(), r.base_url.clone()));

@@ -45,8 +45,9 @@ pub struct Settings {
     /// How often results.csv is rewritten while the run works.
     pub results_every: Duration,
     pub progress: progress::Mode,
-    /// `--cache DIR` (or the manifest's `cache:`): the store of fulfilled requests.
-    pub cache: Option<PathBuf>,
+    /// `--cache DIR|URL` (or the manifest's `cache:`): the store of
+    /// fulfilled requests, a folder or a bucket prefix.
+    pub cache: Option<crate::store::Location>,
     /// What messages and summary.json call the output, when not `out_dir`:
     /// a bucket URL (`out_dir` is then the run's local working folder).
     pub place: Option<String>,
