@@ -52,7 +52,8 @@ async fn a_second_run_is_refused_while_the_lease_is_live() {
             run_id: "run-a".into(),
             host: "pod-a".into(),
             pid: 4242,
-            expires_at_ms: 1_030_000
+            expires_at_ms: 1_030_000,
+            nonce: lease_body(&*store).await.nonce,
         }
     );
     now.store(1_029_999, Ordering::SeqCst);
