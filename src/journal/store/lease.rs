@@ -187,9 +187,7 @@ impl Lease {
     pub async fn renew(&mut self) -> Result<(), JournalStoreError> {
         for _ in 0..3 {
             let mode = match self.current().await? {
-                Current::Found(Some(body), version) if self.ours(&body) => {
-                    PutMode::Update(version)
-                }
+                Current::Found(Some(body), version) if self.ours(&body) => PutMode::Update(version),
                 other => return Err(self.lost(other)),
             };
             if self.put(mode).await? {

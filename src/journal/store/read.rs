@@ -8,22 +8,35 @@
 //! lines mean exactly what they mean on disk. Segments are whole objects:
 //! a gap, or a line cut short anywhere but at the end of the last segment,
 //! is an error naming the object; a last segment cut short is read up to
-//! its last whole line, as the local journal reads a cut last line.
+//! its last whole line, as the local journal reads a cut last line. It
+//! reads [`READ_AT_ONCE`] objects at a time (a long run leaves thousands
+//! of segments, and one GET at a time would make a resume wait on each),
+//! and folds them strictly in the order listed (`buffered`, not
+//! `buffer_unordered`), holding at most that many bodies.
 //!
-//! Compaction writes `checkpoint-N` (created only if absent), then deletes
-//! the non-empty segments ≤ N, then older checkpoints. Replay takes the
-//! newest checkpoint and ignores what it covers, so a crash between any two
-//! steps leaves a journal that replays to the same records. Empty segments
-//! are takeover markers and are kept: they are the fence (`segments.rs`).
+//! Another run may compact while replay reads: a listed object is then
+//! gone, or a listing of many pages (object_store fetches them one after
+//! another) shows a gap where the deletes fell between two pages. Either
+//! way the checkpoint standing for what went was written first, so replay
+//! lists again and starts over, [`RELISTS`] times in all; a gap that stays
+//! is [`JournalStoreError::Missing`].
+//!
+//! Compaction writes `checkpoint-N` (created only if absent, tried again
+//! after a transient failure), then deletes the non-empty segments ≤ N,
+//! then older checkpoints, through `delete_stream` (S3 deletes a thousand
+//! keys a request). Replay takes the newest checkpoint and ignores what it
+//! covers, so a crash between any two steps leaves a journal that replays
+//! to the same records. Empty segments are takeover markers and are kept:
+//! they are the fence (`segments.rs`).
 //!
 //! Cancellation: both are plain futures; dropping one mid-way is a crash
-//! at that step, which the order above makes safe.
+//! at that step, which the order above makes safe (replay only reads).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use object_store::path::Path;
 use futures_util::stream::{self, StreamExt};
+use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::super::replay::{parse_into, Replay};
@@ -158,8 +171,12 @@ async fn replay_once(store: &dyn ObjectStore, dir: &Path) -> Result<Replayed, Pa
     while let Some((part, got)) = bodies.next().await {
         let location = &part.meta.location;
         let bytes = got?;
-        let whole = parse_into(&mut out.replay, &PathBuf::from(location.as_ref()), bytes.as_ref())
-            .map_err(|e| Pass::Failed(e.into()))?;
+        let whole = parse_into(
+            &mut out.replay,
+            &PathBuf::from(location.as_ref()),
+            bytes.as_ref(),
+        )
+        .map_err(|e| Pass::Failed(e.into()))?;
         if whole < part.meta.size {
             if !part.may_be_cut {
                 return Err(Pass::Failed(cut_short(location)));

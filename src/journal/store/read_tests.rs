@@ -37,7 +37,11 @@ async fn a_gap_from_a_listing_taken_across_a_compaction_is_listed_again() {
     let got = replay(&store, &prefix()).await.unwrap();
     assert_eq!(got.last, 6);
     // A gap that stays is still an error naming it.
-    store.inner.delete(&names::segment(&names::dir(&prefix()), 4)).await.unwrap();
+    store
+        .inner
+        .delete(&names::segment(&names::dir(&prefix()), 4))
+        .await
+        .unwrap();
     let err = replay(&store, &prefix()).await.unwrap_err();
     assert!(matches!(err, JournalStoreError::Missing { .. }), "{err}");
     assert!(err.to_string().contains("seg-00000004.jsonl"), "{err}");
@@ -78,7 +82,11 @@ async fn replay_reads_a_few_segments_at_once_and_folds_them_in_order() {
         let mut body = Vec::new();
         entry.write_line(&mut body).unwrap();
         let location = names::segment(&dir, k);
-        store.inner.put(&location, PutPayload::from(body)).await.unwrap();
+        store
+            .inner
+            .put(&location, PutPayload::from(body))
+            .await
+            .unwrap();
     }
     store.slow_gets(Duration::from_millis(100));
     let started = Instant::now();

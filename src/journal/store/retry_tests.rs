@@ -88,7 +88,11 @@ async fn the_takeover_marker_is_tried_again() {
     w.append(&[intent(1)]).await.unwrap();
     assert_eq!(
         object_names(&store.inner).await,
-        ["seg-00000001.jsonl", "seg-00000002.jsonl", "seg-00000003.jsonl"]
+        [
+            "seg-00000001.jsonl",
+            "seg-00000002.jsonl",
+            "seg-00000003.jsonl"
+        ]
     );
 }
 
@@ -97,7 +101,9 @@ async fn a_checkpoint_put_is_tried_again() {
     let store = Arc::new(Faulty::default());
     let w = open(store.clone(), &prefix()).await.unwrap();
     for k in 0..20 {
-        w.append(&[intent(k % 2), not_accepted(k % 2)]).await.unwrap();
+        w.append(&[intent(k % 2), not_accepted(k % 2)])
+            .await
+            .unwrap();
     }
     w.close().await;
     // The next open compacts: its first put is the checkpoint.

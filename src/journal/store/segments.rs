@@ -72,8 +72,8 @@ use super::super::format::Entry;
 use super::super::replay::Replay;
 use super::create::create;
 use super::error::JournalStoreError;
-use super::read::{self, Replayed};
 use super::names;
+use super::read::{self, Replayed};
 
 /// How many times [`open`] tries the next number before giving up.
 const TAKEOVER_TRIES: u32 = 8;

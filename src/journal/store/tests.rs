@@ -327,7 +327,9 @@ fn every(k: u64) -> super::segments::Tuning {
 #[tokio::test]
 async fn the_writer_compacts_as_it_goes_without_holding_appends() {
     let store = Arc::new(Faulty::default());
-    let w = open_tuned(store.clone(), &prefix(), every(2)).await.unwrap();
+    let w = open_tuned(store.clone(), &prefix(), every(2))
+        .await
+        .unwrap();
     let paused = store.pause_next_put_named("checkpoint-");
     w.append(&[intent(1)]).await.unwrap(); // 2
     w.append(&[intent(2)]).await.unwrap(); // 3: compaction through 3 starts
@@ -361,7 +363,9 @@ async fn the_writer_compacts_as_it_goes_without_holding_appends() {
 #[tokio::test]
 async fn a_long_run_leaves_few_segments() {
     let store = Arc::new(InMemory::new());
-    let w = open_tuned(store.clone(), &prefix(), every(8)).await.unwrap();
+    let w = open_tuned(store.clone(), &prefix(), every(8))
+        .await
+        .unwrap();
     for k in 0..100 {
         w.append(&[intent(k)]).await.unwrap();
         tokio::task::yield_now().await; // let a compaction finish
@@ -374,7 +378,12 @@ async fn a_long_run_leaves_few_segments() {
     assert_eq!(got.last, 101);
     let left = objects(&*store).await;
     assert!(left.len() <= 2 + 8 + 25, "{left:?}");
-    assert_eq!(left.iter().filter(|o| o.0.starts_with("checkpoint")).count(), 1);
+    assert_eq!(
+        left.iter()
+            .filter(|o| o.0.starts_with("checkpoint"))
+            .count(),
+        1
+    );
 }
 
 /// A takeover's marker survives the new writer's compactions, and the old
@@ -383,9 +392,13 @@ async fn a_long_run_leaves_few_segments() {
 #[tokio::test]
 async fn the_fence_holds_while_both_writers_compact() {
     let store = Arc::new(InMemory::new());
-    let a = open_tuned(store.clone(), &prefix(), every(2)).await.unwrap(); // 1
+    let a = open_tuned(store.clone(), &prefix(), every(2))
+        .await
+        .unwrap(); // 1
     a.append(&[intent(1)]).await.unwrap(); // 2
-    let b = open_tuned(store.clone(), &prefix(), every(2)).await.unwrap(); // marker 3
+    let b = open_tuned(store.clone(), &prefix(), every(2))
+        .await
+        .unwrap(); // marker 3
     for k in 2..8 {
         b.append(&[intent(k)]).await.unwrap(); // 4..=9
         tokio::task::yield_now().await;
@@ -395,7 +408,10 @@ async fn the_fence_holds_while_both_writers_compact() {
     assert!(b.compactions() >= 1);
     b.close().await;
     let names = object_names(&*store).await;
-    assert!(names.contains(&seg(1)) && names.contains(&seg(3)), "{names:?}");
+    assert!(
+        names.contains(&seg(1)) && names.contains(&seg(3)),
+        "{names:?}"
+    );
     let got = replay(&*store, &prefix()).await.unwrap();
     assert_eq!(got.replay.records.len(), 7);
     assert!(!got.replay.records.contains_key(&Key(9)));
