@@ -37,8 +37,8 @@
 //! Listing is strongly consistent on S3, GCS and Azure, which replay needs;
 //! a listing of many pages is not one snapshot, though, so replay lists
 //! again when another run's compaction made an object it listed vanish or
-//! left a gap. It reads a few
-//! objects at a time, folding them strictly in order.
+//! left a gap. It reads a few objects at a time, folding them strictly in
+//! order.
 //!
 //! Layout: `names.rs` the object names, `read.rs` replay and compaction,
 //! `segments.rs` the group-commit writer and takeover, `create.rs` creates
