@@ -3,7 +3,9 @@
 //! Why this exists apart: replay, the writer and the lease fail in ways the
 //! CLI tells apart: [`JournalStoreError::Held`] is "another run is using this
 //! prefix" (exit 2, nothing sent); [`JournalStoreError::Fenced`] and
-//! [`JournalStoreError::Broken`] stop new spend as a local disk fault does (exit 3).
+//! [`JournalStoreError::Broken`] stop new spend as a local disk fault does (exit 3),
+//! and so do [`JournalStoreError::LeaseLost`] and [`JournalStoreError::Stopped`]
+//! (the writer stopped because the lease could not be kept).
 
 use super::super::JournalError;
 
@@ -50,16 +52,19 @@ pub enum JournalStoreError {
         expires_at_ms: u64,
         left_s: u64,
     },
-    #[error(
-        "this run's lease on {prefix} in {store} was taken over by run {run_id} on host {host}; \
-         this run stops"
-    )]
+    /// `why` says what became of it: taken over by another run (named),
+    /// or deleted.
+    #[error("this run's lease on {prefix} in {store} is lost: {why}; this run stops")]
     LeaseLost {
         store: String,
         prefix: String,
-        run_id: String,
-        host: String,
+        why: String,
     },
+    #[error(
+        "this run stopped writing the journal in {store} ({reason}); nothing more is \
+         written to it"
+    )]
+    Stopped { store: String, reason: String },
     #[error(
         "could not take over the journal in {store}: its writer kept adding segments \
          ({tries} tries); is another run still writing to it?"

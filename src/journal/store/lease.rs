@@ -14,6 +14,15 @@
 //! over at once do not both believe they hold it; where it does not, the
 //! fence still decides.
 //!
+//! Each lease carries a nonce made when it is acquired (a hash of the
+//! process's random hash seed, its pid, the time and a counter), and a
+//! lease is this run's only if both its run id and its nonce are ours: two
+//! processes given the same run id never take each other's lease for
+//! their own. A lease found deleted when renewing is lost, never created
+//! again: whoever deleted it (by hand, or a run that took it over and
+//! finished) may have let a third run in. [`super::Keeper`] renews a lease
+//! in the background and stops the writer when it cannot.
+//!
 //! Time comes from an injected [`Clock`], so expiry is tested without
 //! sleeping. Cancellation: every call is a plain future; dropping one
 //! mid-put leaves the old lease or the new one, both whole.
@@ -59,6 +68,10 @@ pub struct LeaseBody {
     pub host: String,
     pub pid: u32,
     pub expires_at_ms: u64,
+    /// Made when the lease was acquired (leases written before there was
+    /// one read as ""; never equal to a nonce made now).
+    #[serde(default)]
+    pub nonce: String,
 }
 
 /// A lease this run holds.
@@ -67,6 +80,7 @@ pub struct Lease {
     prefix: Path,
     location: Path,
     holder: Holder,
+    nonce: String,
     ttl_ms: u64,
     clock: Clock,
     expires_at_ms: u64,
@@ -104,6 +118,7 @@ impl Lease {
             prefix: prefix.clone(),
             store,
             holder,
+            nonce: nonce(),
             ttl_ms,
             clock,
             expires_at_ms: 0,
@@ -116,8 +131,7 @@ impl Lease {
             let mode = match lease.current().await? {
                 Current::Absent => PutMode::Create,
                 Current::Found(Some(body), _)
-                    if body.expires_at_ms > (lease.clock)()
-                        && body.run_id != lease.holder.run_id =>
+                    if body.expires_at_ms > (lease.clock)() && !lease.ours(&body) =>
                 {
                     return Err(lease.held(body));
                 }
@@ -147,41 +161,54 @@ impl Lease {
         self.expires_at_ms
     }
 
+    /// Its time to live, in ms.
+    pub fn ttl_ms(&self) -> u64 {
+        self.ttl_ms
+    }
+
+    /// The time it is, by its clock (ms since the epoch).
+    pub(super) fn now_ms(&self) -> u64 {
+        (self.clock)()
+    }
+
+    /// When a third of its time is gone ([`Lease::renew_due`] from then on).
+    pub fn renew_at_ms(&self) -> u64 {
+        self.expires_at_ms.saturating_sub(self.ttl_ms * 2 / 3)
+    }
+
     /// Whether a third of its time is gone, so that it is time to renew.
     pub fn renew_due(&self) -> bool {
         (self.clock)() + self.ttl_ms * 2 / 3 >= self.expires_at_ms
     }
 
-    /// Extends it by its time from now, if it is still this run's.
+    /// Extends it by its time from now, if it is still this run's: one
+    /// another run holds, one deleted, or one unreadable is
+    /// [`JournalStoreError::LeaseLost`] (never written again).
     pub async fn renew(&mut self) -> Result<(), JournalStoreError> {
         for _ in 0..3 {
             let mode = match self.current().await? {
-                Current::Found(Some(body), _) if body.run_id != self.holder.run_id => {
-                    return Err(self.lost(body));
-                }
-                Current::Found(_, version) => PutMode::Update(version),
-                // Removed by hand: still ours to hold.
-                Current::Absent => PutMode::Create,
+                Current::Found(Some(body), version) if self.ours(&body) => PutMode::Update(version),
+                other => return Err(self.lost(other)),
             };
             if self.put(mode).await? {
                 return Ok(());
             }
         }
         match self.current().await? {
-            Current::Found(Some(body), _) if body.run_id != self.holder.run_id => {
-                Err(self.lost(body))
+            Current::Found(Some(body), _) if self.ours(&body) => {
+                Err(JournalStoreError::Contended {
+                    store: self.store.to_string(),
+                    tries: 3,
+                })
             }
-            _ => Err(JournalStoreError::Contended {
-                store: self.store.to_string(),
-                tries: 3,
-            }),
+            other => Err(self.lost(other)),
         }
     }
 
     /// Gives it up at the end of a run (if it is still this run's).
     pub async fn release(self) -> Result<(), JournalStoreError> {
         match self.current().await? {
-            Current::Found(Some(body), _) if body.run_id == self.holder.run_id => {
+            Current::Found(Some(body), _) if self.ours(&body) => {
                 match self.store.delete(&self.location).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
                     Err(e) => Err(JournalStoreError::store(&*self.store, &self.location, e)),
@@ -219,6 +246,7 @@ impl Lease {
             host: self.holder.host.clone(),
             pid: self.holder.pid,
             expires_at_ms,
+            nonce: self.nonce.clone(),
         };
         let bytes = serde_json::to_vec(&body).expect("a lease serialises");
         let mut result = self.put_as(&bytes, mode.clone()).await;
@@ -272,12 +300,48 @@ impl Lease {
         }
     }
 
-    fn lost(&self, body: LeaseBody) -> JournalStoreError {
+    /// Whether `body` is this lease: same run, same nonce.
+    fn ours(&self, body: &LeaseBody) -> bool {
+        body.run_id == self.holder.run_id && body.nonce == self.nonce
+    }
+
+    fn lost(&self, now: Current) -> JournalStoreError {
+        let why = match now {
+            Current::Found(Some(body), _) if body.run_id == self.holder.run_id => format!(
+                "another process of run {} on host {} (pid {}) holds it",
+                body.run_id, body.host, body.pid
+            ),
+            Current::Found(Some(body), _) => format!(
+                "run {} on host {} (pid {}) took it over",
+                body.run_id, body.host, body.pid
+            ),
+            Current::Found(None, _) => "it was overwritten with something unreadable".into(),
+            Current::Absent => "it was deleted (by hand, or by a run that took it over \
+                                and finished); it is not created again"
+                .into(),
+        };
         JournalStoreError::LeaseLost {
             store: self.store.to_string(),
             prefix: self.prefix.to_string(),
-            run_id: body.run_id,
-            host: body.host,
+            why,
         }
     }
+}
+
+/// A nonce no other process (nor another lease of this one) shares: std's
+/// random hash seed (drawn from the OS once per process), the pid, the time
+/// and a counter, hashed.
+fn nonce() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u64(COUNT.fetch_add(1, Ordering::Relaxed));
+    format!("{:016x}", h.finish())
 }

@@ -52,7 +52,8 @@ async fn a_second_run_is_refused_while_the_lease_is_live() {
             run_id: "run-a".into(),
             host: "pod-a".into(),
             pid: 4242,
-            expires_at_ms: 1_030_000
+            expires_at_ms: 1_030_000,
+            nonce: lease_body(&*store).await.nonce,
         }
     );
     now.store(1_029_999, Ordering::SeqCst);
@@ -211,4 +212,48 @@ async fn the_fence_holds_after_compaction() {
     let got = replay(&*store, &prefix()).await.unwrap();
     assert!(!got.replay.records.contains_key(&Key(9)));
     assert_eq!(got.replay.records.len(), 5);
+}
+
+/// A lease deleted under a run (by hand, or by a run that took it over and
+/// finished) is lost: renewing it never creates it again.
+#[tokio::test]
+async fn renewing_a_deleted_lease_is_lost_and_creates_nothing() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let (now, clock) = clock(0);
+    let mut a = take(&store, "run-a", "pod-a", clock).await.unwrap();
+    store.delete(&prefix().join("lease.json")).await.unwrap();
+    now.store(TTL / 2, Ordering::SeqCst);
+    let err = a.renew().await.unwrap_err();
+    assert!(matches!(err, JournalStoreError::LeaseLost { .. }), "{err}");
+    assert!(err.to_string().contains("deleted"), "{err}");
+    let gone = store.get(&prefix().join("lease.json")).await;
+    assert!(matches!(gone, Err(object_store::Error::NotFound { .. })));
+}
+
+/// Two processes given the same run id are two holders: the lease carries
+/// a nonce, and only the process that made it holds it.
+#[tokio::test]
+async fn one_run_id_in_two_processes_is_two_holders() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let (now, clock) = clock(0);
+    let mut a = take(&store, "run-x", "pod-a", clock.clone()).await.unwrap();
+    assert!(!lease_body(&*store).await.nonce.is_empty());
+    let err = take(&store, "run-x", "pod-b", clock.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, JournalStoreError::Held { .. }), "{err}");
+    // Once A's lease ran out, B takes it over, and A learns it is lost.
+    now.store(TTL + 1, Ordering::SeqCst);
+    let b = take(&store, "run-x", "pod-b", clock).await.unwrap();
+    let err = a.renew().await.unwrap_err();
+    assert!(matches!(err, JournalStoreError::LeaseLost { .. }), "{err}");
+    assert!(err.to_string().contains("pod-b"), "{err}");
+    a.release().await.unwrap();
+    assert_eq!(
+        lease_body(&*store).await.host,
+        "pod-b",
+        "not A's to release"
+    );
+    b.release().await.unwrap();
+    assert!(store.get(&prefix().join("lease.json")).await.is_err());
 }

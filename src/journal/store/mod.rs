@@ -23,34 +23,57 @@
 //!   marker, because a marker is the only number an old writer can still
 //!   try (see `segments.rs`);
 //! - compaction writes its checkpoint before deleting anything, and replay
-//!   prefers the newest checkpoint, so a crash at any step loses nothing.
+//!   prefers the newest checkpoint, so a crash at any step loses nothing;
+//!   the writer also compacts as it goes, every [`COMPACT_EVERY`] segments,
+//!   from its own replay and only through numbers it created itself, so a
+//!   long run does not leave thousands of segments to read on resume;
+//! - a create-only put that failed in a way that may pass (a timeout, a
+//!   reset) is tried again with backoff (`create.rs`): object_store does
+//!   not repeat conditional puts, and every caller here already reads an
+//!   AlreadyExists answer safely (the writer compares bytes);
+//! - a run that cannot keep its lease stops its writer ([`Keeper`],
+//!   [`Writer::stop`]): no append succeeds after that.
 //!
-//! Listing is strongly consistent on S3, GCS and Azure, which replay needs.
+//! Listing is strongly consistent on S3, GCS and Azure, which replay needs;
+//! a listing of many pages is not one snapshot, though, so replay lists
+//! again when another run's compaction made an object it listed vanish or
+//! left a gap. It reads a few objects at a time, folding them strictly in
+//! order.
 //!
 //! Layout: `names.rs` the object names, `read.rs` replay and compaction,
-//! `segments.rs` the group-commit writer and takeover, `lease.rs` the lease,
-//! `error.rs` what goes wrong. Nothing here is wired into `run` yet.
+//! `segments.rs` the group-commit writer and takeover, `create.rs` creates
+//! tried again, `lease.rs` the lease, `keeper.rs` its renewal while a run
+//! goes on, `error.rs` what goes wrong. Nothing here is wired into `run` yet.
 //!
 //! Cancellation: see each file; in short, dropping a future never takes
 //! back a put already sent (the object exists whole or not at all), and no
 //! caller is told "durable" for a put it did not see succeed.
 
+mod create;
 mod error;
 #[cfg(test)]
 mod fault_tests;
+mod keeper;
+#[cfg(test)]
+mod keeper_tests;
 mod lease;
 #[cfg(test)]
 mod lease_tests;
 mod names;
 mod read;
+#[cfg(test)]
+mod read_tests;
+#[cfg(test)]
+mod retry_tests;
 mod segments;
 #[cfg(test)]
 mod tests;
 
 pub use error::JournalStoreError;
+pub use keeper::Keeper;
 pub use lease::{Holder, Lease, LeaseBody};
 pub use read::{compact, replay, Replayed};
-pub use segments::{open, Writer};
+pub use segments::{open, Stopper, Writer, COMPACT_EVERY};
 
 /// Milliseconds since the epoch, injected so that lease expiry is tested
 /// without sleeping.

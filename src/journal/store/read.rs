@@ -8,27 +8,48 @@
 //! lines mean exactly what they mean on disk. Segments are whole objects:
 //! a gap, or a line cut short anywhere but at the end of the last segment,
 //! is an error naming the object; a last segment cut short is read up to
-//! its last whole line, as the local journal reads a cut last line.
+//! its last whole line, as the local journal reads a cut last line. It
+//! reads [`READ_AT_ONCE`] objects at a time (a long run leaves thousands
+//! of segments, and one GET at a time would make a resume wait on each),
+//! and folds them strictly in the order listed (`buffered`, not
+//! `buffer_unordered`), holding at most that many bodies.
 //!
-//! Compaction writes `checkpoint-N` (created only if absent), then deletes
-//! the non-empty segments ≤ N, then older checkpoints. Replay takes the
-//! newest checkpoint and ignores what it covers, so a crash between any two
-//! steps leaves a journal that replays to the same records. Empty segments
-//! are takeover markers and are kept: they are the fence (`segments.rs`).
+//! Another run may compact while replay reads: a listed object is then
+//! gone, or a listing of many pages (object_store fetches them one after
+//! another) shows a gap where the deletes fell between two pages. Either
+//! way the checkpoint standing for what went was written first, so replay
+//! lists again and starts over, [`RELISTS`] times in all; a gap that stays
+//! is [`JournalStoreError::Missing`].
+//!
+//! Compaction writes `checkpoint-N` (created only if absent, tried again
+//! after a transient failure), then deletes the non-empty segments ≤ N,
+//! then older checkpoints, through `delete_stream` (S3 deletes a thousand
+//! keys a request). Replay takes the newest checkpoint and ignores what it
+//! covers, so a crash between any two steps leaves a journal that replays
+//! to the same records. Empty segments are takeover markers and are kept:
+//! they are the fence (`segments.rs`).
 //!
 //! Cancellation: both are plain futures; dropping one mid-way is a crash
-//! at that step, which the order above makes safe.
+//! at that step, which the order above makes safe (replay only reads).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use futures_util::stream::{self, StreamExt};
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::super::replay::{parse_into, Replay};
 use super::super::JournalError;
+use super::create::create;
 use super::error::JournalStoreError;
 use super::names::{self, Kind};
+
+/// Objects replay reads at once (folded in order all the same).
+const READ_AT_ONCE: usize = 16;
+/// How many times replay lists `journal/` before it gives up on objects
+/// that go while it reads (another run compacting all along).
+const RELISTS: u32 = 4;
 
 /// A journal replayed from a store.
 #[derive(Debug, Default)]
@@ -70,59 +91,98 @@ pub(super) async fn list(
     Ok(listing)
 }
 
-/// Why one pass of replay stopped: an object listed was gone when read
-/// (another run compacted meanwhile), or a real error.
+/// Why one pass of replay stopped: an object listed was gone when read,
+/// or the listing had a gap (another run compacted meanwhile: a listing of
+/// many pages is not one snapshot), or a real error.
 enum Pass {
-    Vanished,
+    Vanished(Path),
+    Gap(JournalStoreError),
     Failed(JournalStoreError),
 }
 
 /// Replays the journal under `prefix` (its objects are in `PREFIX/journal/`).
 pub async fn replay(store: &dyn ObjectStore, prefix: &Path) -> Result<Replayed, JournalStoreError> {
     let dir = names::dir(prefix);
-    let mut tries = 0;
+    let mut tries = 1;
     loop {
         match replay_once(store, &dir).await {
             Ok(r) => return Ok(r),
-            Err(Pass::Vanished) if tries < 3 => tries += 1,
-            Err(Pass::Vanished) => {
+            Err(Pass::Failed(e)) => return Err(e),
+            Err(Pass::Vanished(location)) if tries < RELISTS => {
+                tracing::debug!("{location} went while replaying (compacted?); listing again");
+            }
+            Err(Pass::Gap(e)) if tries < RELISTS => {
+                tracing::debug!("{e}; listing again");
+            }
+            Err(Pass::Gap(e)) => return Err(e),
+            Err(Pass::Vanished(_)) => {
                 return Err(JournalStoreError::Contended {
                     store: store.to_string(),
                     tries,
                 })
             }
-            Err(Pass::Failed(e)) => return Err(e),
         }
+        tries += 1;
     }
+}
+
+/// One object to fold, and whether a line cut short at its end is allowed.
+#[derive(Clone, Copy)]
+struct Part<'a> {
+    meta: &'a ObjectMeta,
+    may_be_cut: bool,
 }
 
 async fn replay_once(store: &dyn ObjectStore, dir: &Path) -> Result<Replayed, Pass> {
     let listing = list(store, dir).await.map_err(Pass::Failed)?;
     let mut out = Replayed::default();
+    let mut parts = Vec::new();
     if let Some((&n, meta)) = listing.checkpoints.last_key_value() {
-        let whole = fold(store, &meta.location, &mut out.replay).await?;
-        if whole < meta.size {
-            return Err(Pass::Failed(cut_short(&meta.location)));
-        }
+        parts.push(Part {
+            meta,
+            may_be_cut: false,
+        });
         out.checkpoint = Some(n);
         out.last = n;
     }
+    // The numbers must follow on without a gap: checked before reading.
     let after: Vec<(&u64, &ObjectMeta)> = listing.segments.range(out.last + 1..).collect();
-    for (i, (&n, meta)) in after.iter().enumerate() {
-        if n != out.last + 1 {
-            return Err(Pass::Failed(JournalStoreError::Missing {
+    for (i, &(&n, meta)) in after.iter().enumerate() {
+        let want = out.last + 1 + i as u64;
+        if n != want {
+            return Err(Pass::Gap(JournalStoreError::Missing {
                 store: store.to_string(),
-                location: names::segment(dir, out.last + 1).to_string(),
+                location: names::segment(dir, want).to_string(),
             }));
         }
-        let whole = fold(store, &meta.location, &mut out.replay).await?;
-        if whole < meta.size {
-            if i + 1 < after.len() {
-                return Err(Pass::Failed(cut_short(&meta.location)));
+        parts.push(Part {
+            meta,
+            may_be_cut: i + 1 == after.len(),
+        });
+    }
+    out.last += after.len() as u64;
+    // Read a few at once, fold strictly in order.
+    let mut bodies = stream::iter(parts)
+        .map(|part| async move {
+            let got = get(store, &part.meta.location).await;
+            (part, got)
+        })
+        .buffered(READ_AT_ONCE);
+    while let Some((part, got)) = bodies.next().await {
+        let location = &part.meta.location;
+        let bytes = got?;
+        let whole = parse_into(
+            &mut out.replay,
+            &PathBuf::from(location.as_ref()),
+            bytes.as_ref(),
+        )
+        .map_err(|e| Pass::Failed(e.into()))?;
+        if whole < part.meta.size {
+            if !part.may_be_cut {
+                return Err(Pass::Failed(cut_short(location)));
             }
             out.cut = true;
         }
-        out.last = n;
     }
     Ok(out)
 }
@@ -135,19 +195,17 @@ fn cut_short(location: &Path) -> JournalStoreError {
     })
 }
 
-/// Folds one object's lines into `replay`; returns the length of its whole lines.
-async fn fold(store: &dyn ObjectStore, location: &Path, replay: &mut Replay) -> Result<u64, Pass> {
+/// One object's bytes; gone is [`Pass::Vanished`].
+async fn get(store: &dyn ObjectStore, location: &Path) -> Result<impl AsRef<[u8]>, Pass> {
     let got = match store.get(location).await {
         Ok(got) => got.bytes().await,
         Err(e) => Err(e),
     };
-    let bytes = match got {
-        Ok(bytes) => bytes,
-        Err(object_store::Error::NotFound { .. }) => return Err(Pass::Vanished),
-        Err(e) => return Err(Pass::Failed(JournalStoreError::store(store, location, e))),
-    };
-    parse_into(replay, &PathBuf::from(location.as_ref()), &bytes[..])
-        .map_err(|e| Pass::Failed(e.into()))
+    match got {
+        Ok(bytes) => Ok(bytes),
+        Err(object_store::Error::NotFound { .. }) => Err(Pass::Vanished(location.clone())),
+        Err(e) => Err(Pass::Failed(JournalStoreError::store(store, location, e))),
+    }
 }
 
 /// Compacts the journal under `prefix` through `replayed.last` (what a
@@ -180,12 +238,8 @@ pub(super) async fn write_checkpoint(
             .expect("journal entries serialise");
     }
     let location = names::checkpoint(dir, replayed.last);
-    let opts = PutOptions::from(PutMode::Create);
-    match store
-        .put_opts(&location, PutPayload::from(body), opts)
-        .await
-    {
-        Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+    match create(store, &location, PutPayload::from(body)).await {
+        Ok(_) => Ok(()),
         Err(e) => Err(JournalStoreError::store(store, &location, e)),
     }
 }
@@ -200,18 +254,27 @@ pub(super) async fn delete_covered(
 ) -> Result<(), JournalStoreError> {
     let listing = list(store, dir).await?;
     let segments = listing.segments.range(..=n).map(|(_, m)| m);
-    delete_all(store, segments.filter(|m| m.size > 0)).await?;
-    delete_all(store, listing.checkpoints.range(..n).map(|(_, m)| m)).await
+    delete_all(store, dir, segments.filter(|m| m.size > 0)).await?;
+    delete_all(store, dir, listing.checkpoints.range(..n).map(|(_, m)| m)).await
 }
 
+/// Deletes them through `delete_stream`, which stores that can batch
+/// (S3: a thousand keys a request) do; one already gone is fine.
 async fn delete_all<'a>(
     store: &dyn ObjectStore,
+    dir: &Path,
     metas: impl Iterator<Item = &'a ObjectMeta>,
 ) -> Result<(), JournalStoreError> {
-    for meta in metas {
-        match store.delete(&meta.location).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(JournalStoreError::store(store, &meta.location, e)),
+    let locations: Vec<object_store::Result<Path>> =
+        metas.map(|m| Ok(m.location.clone())).collect();
+    if locations.is_empty() {
+        return Ok(());
+    }
+    let mut deleted = store.delete_stream(stream::iter(locations).boxed());
+    while let Some(done) = deleted.next().await {
+        match done {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(JournalStoreError::store(store, dir, e)),
         }
     }
     Ok(())

@@ -8,6 +8,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::fault_tests::Faulty;
 use super::read::{delete_covered, replay, write_checkpoint};
+use super::segments::open_tuned;
 use super::{compact, names, open, JournalStoreError};
 use crate::journal::{Entry, State};
 use crate::vocab::Key;
@@ -278,12 +279,12 @@ async fn open_compacts_a_journal_that_is_mostly_history() {
     w.with_replay(|r| assert_eq!(r.records, before.replay.records));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_put_that_finally_fails_leaves_the_writer_broken() {
     let store = Arc::new(Faulty::default());
     let w = open(store.clone(), &prefix()).await.unwrap();
     w.append(&[intent(1)]).await.unwrap();
-    store.fail_put(1);
+    store.fail_puts(1, super::create::TRIES as usize);
     let err = w.append(&[intent(2)]).await.unwrap_err();
     assert!(matches!(err, JournalStoreError::Broken { .. }), "{err}");
     assert!(err.to_string().contains("injected failure"), "{err}");
@@ -315,4 +316,103 @@ async fn a_store_that_ignores_create_only_is_refused_before_anything_is_written(
     let e = open(store.clone(), &prefix()).await.unwrap_err();
     assert!(matches!(e, JournalStoreError::NoCreateOnly { .. }), "{e}");
     assert!(e.to_string().contains("If-None-Match"), "{e}");
+}
+
+fn every(k: u64) -> super::segments::Tuning {
+    super::segments::Tuning { compact_every: k }
+}
+
+/// The writer compacts every K segments from its own replay, in a task of
+/// its own: appends go on while the checkpoint is being written.
+#[tokio::test]
+async fn the_writer_compacts_as_it_goes_without_holding_appends() {
+    let store = Arc::new(Faulty::default());
+    let w = open_tuned(store.clone(), &prefix(), every(2))
+        .await
+        .unwrap();
+    let paused = store.pause_next_put_named("checkpoint-");
+    w.append(&[intent(1)]).await.unwrap(); // 2
+    w.append(&[intent(2)]).await.unwrap(); // 3: compaction through 3 starts
+    paused.arrived.await.unwrap();
+    for k in 3..=5 {
+        w.append(&[intent(k)]).await.unwrap(); // 4..=6, the checkpoint waiting
+    }
+    assert_eq!(w.compactions(), 0);
+    paused.go.send(()).unwrap();
+    let records = w.with_replay(|r| r.records.clone());
+    w.close().await;
+    assert_eq!(
+        object_names(&store.inner).await,
+        [
+            "checkpoint-00000003.jsonl".to_string(),
+            seg(1),
+            seg(4),
+            seg(5),
+            seg(6)
+        ],
+        "the marker stays; 2 and 3 are in the checkpoint"
+    );
+    let got = replay(&store.inner, &prefix()).await.unwrap();
+    assert_eq!((got.checkpoint, got.last), (Some(3), 6));
+    assert_eq!(got.replay.records, records);
+}
+
+/// Many segments: the journal never holds many more than K of them past
+/// its checkpoint (or a quarter of the rows' worth of lines, when that is
+/// more), and replays to what the writer was told.
+#[tokio::test]
+async fn a_long_run_leaves_few_segments() {
+    let store = Arc::new(InMemory::new());
+    let w = open_tuned(store.clone(), &prefix(), every(8))
+        .await
+        .unwrap();
+    for k in 0..100 {
+        w.append(&[intent(k)]).await.unwrap();
+        tokio::task::yield_now().await; // let a compaction finish
+    }
+    assert!(w.compactions() >= 5, "{}", w.compactions());
+    let records = w.with_replay(|r| r.records.clone());
+    w.close().await;
+    let got = replay(&*store, &prefix()).await.unwrap();
+    assert_eq!(got.replay.records, records);
+    assert_eq!(got.last, 101);
+    let left = objects(&*store).await;
+    assert!(left.len() <= 2 + 8 + 25, "{left:?}");
+    assert_eq!(
+        left.iter()
+            .filter(|o| o.0.starts_with("checkpoint"))
+            .count(),
+        1
+    );
+}
+
+/// A takeover's marker survives the new writer's compactions, and the old
+/// writer's own compaction deletes nothing past what it wrote: the old
+/// writer stays fenced.
+#[tokio::test]
+async fn the_fence_holds_while_both_writers_compact() {
+    let store = Arc::new(InMemory::new());
+    let a = open_tuned(store.clone(), &prefix(), every(2))
+        .await
+        .unwrap(); // 1
+    a.append(&[intent(1)]).await.unwrap(); // 2
+    let b = open_tuned(store.clone(), &prefix(), every(2))
+        .await
+        .unwrap(); // marker 3
+    for k in 2..8 {
+        b.append(&[intent(k)]).await.unwrap(); // 4..=9
+        tokio::task::yield_now().await;
+    }
+    let err = a.append(&[intent(9)]).await.unwrap_err();
+    assert!(matches!(err, JournalStoreError::Fenced { .. }), "{err}");
+    assert!(b.compactions() >= 1);
+    b.close().await;
+    let names = object_names(&*store).await;
+    assert!(
+        names.contains(&seg(1)) && names.contains(&seg(3)),
+        "{names:?}"
+    );
+    let got = replay(&*store, &prefix()).await.unwrap();
+    assert_eq!(got.replay.records.len(), 7);
+    assert!(!got.replay.records.contains_key(&Key(9)));
 }
