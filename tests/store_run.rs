@@ -465,3 +465,37 @@ async fn a_cache_on_a_bucket_serves_the_next_run_without_sending() {
     assert_eq!(summary(&got)["cached"], 6, "{}", summary(&got));
     assert_files_are_what_was_served(&got, &ledger);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_loses_its_lease_stops_spending() {
+    let Some(moto) = moto::Moto::start_or_skip("a_run_that_loses_its_lease_stops_spending") else {
+        return;
+    };
+    moto.create_bucket("data").await;
+    // Requests that take ten minutes: only losing the lease can end the run.
+    let sim = start(latency(600_000, 600_000)).await;
+    let root = tempfile::tempdir().unwrap();
+    let m = seed_sweep(root.path(), 20);
+    let env = env_for(&moto, &moto.url());
+    let url = "s3://data/taken";
+    let cwd = fresh_dir(root.path(), "pod");
+    let extra = ["--concurrency", "2", "--lease-secs", "1"];
+    let mut cmd = bucket_cmd(&m, url, &sim.url(), &env, &cwd, &extra);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    while sim.ledger().accepted < 2 {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Someone deletes the lease (an operator, or a run that took it over).
+    let store = open(&env, url);
+    let lease = store.path("lease.json").unwrap();
+    object_store::ObjectStoreExt::delete(&**store.inner(), &lease)
+        .await
+        .unwrap();
+    let o = wait_output(child).await;
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("lease"), "{err}");
+    assert_eq!(sim.ledger().submit_calls, 2, "nothing more was sent");
+}

@@ -25,8 +25,8 @@
 //! as a local write failure does: the row it was for is left collectable,
 //! and a plain rerun collects it.
 //!
-//! Cancellation: the renewal task ends when [`Remote::close`] runs or the
-//! `Remote` is dropped; a dropped upload sends nothing more (see
+//! Cancellation: the lease's renewal task ([`Keeper`]) ends when
+//! [`Remote::close`] runs or the `Remote` is dropped; a dropped upload sends nothing more (see
 //! [`crate::store`]).
 
 use std::collections::HashMap;
@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::journal::store::{self as segments, Holder, Lease, Writer};
+use crate::journal::store::{self as segments, Holder, Keeper, Lease, Writer};
 use crate::output::IMAGES_DIR;
 use crate::report::{INDEX_HTML, THUMBS_DIR};
 use crate::store::{Store, StoreError};
@@ -88,8 +88,8 @@ pub struct Remote {
     store: Store,
     work: tempfile::TempDir,
     writer: Mutex<Option<Writer>>,
-    renewal: Mutex<Option<tokio::task::JoinHandle<Lease>>>,
-    stop_renewing: tokio::sync::watch::Sender<bool>,
+    /// Renews the lease; stops the writer if the lease is lost.
+    keeper: Mutex<Option<Keeper>>,
     /// `images/…` objects as listed when the run opened: name → size.
     listed: HashMap<String, u64>,
     /// `thumbs/…` objects as listed before the sheet: name → size.
@@ -119,8 +119,8 @@ fn run_id() -> String {
 }
 
 impl Remote {
-    /// Takes the prefix: its lease (for `lease_for`, renewed every third of
-    /// it), then its journal (replayed, fenced), then a listing of its
+    /// Takes the prefix: its lease (for `lease_for`, renewed by a [`Keeper`],
+    /// which stops the journal's writer if the lease is lost), then its journal (replayed, fenced), then a listing of its
     /// images, and makes the working folder. Sends nothing to the gateway.
     pub async fn open(store: Store, lease_for: Duration) -> Result<Remote, RunError> {
         let inner = store.inner().clone();
@@ -157,14 +157,12 @@ impl Remote {
                 path: std::env::temp_dir(),
                 source,
             })?;
-        let (stop_renewing, stopped) = tokio::sync::watch::channel(false);
-        let renewal = tokio::spawn(renew(lease, lease_for, stopped));
+        let keeper = Keeper::start(lease, writer.stopper());
         Ok(Remote {
             store,
             work,
             writer: Mutex::new(Some(writer)),
-            renewal: Mutex::new(Some(renewal)),
-            stop_renewing,
+            keeper: Mutex::new(Some(keeper)),
             listed,
             thumbs: Mutex::default(),
         })
@@ -200,8 +198,13 @@ impl Remote {
         self.publish(&names).await
     }
 
-    /// Uploads each of `names` (relative to the working folder), a few at a time.
+    /// Uploads each of `names` (relative to the working folder), a few at a
+    /// time; nothing once the lease is lost (another run may own the prefix
+    /// by now, and its results.csv is not this run's to replace).
     pub async fn publish(&self, names: &[String]) -> Result<(), String> {
+        if let Some(why) = self.lease_lost() {
+            return Err(format!("{} was not uploaded: {why}", names.join(", ")));
+        }
         self.store
             .publish(self.work.path(), names, AT_ONCE)
             .await
@@ -272,51 +275,22 @@ impl Remote {
     /// Ends the run's hold on the prefix: stops renewing, releases the
     /// lease. The working folder goes with the `Remote`.
     pub async fn close(&self) {
-        self.stop_renewing.send_replace(true);
-        let renewal = self
-            .renewal
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
         if let Some(writer) = self.take_writer() {
             writer.close().await;
         }
-        if let Some(Ok(lease)) = match renewal {
-            Some(task) => Some(task.await),
-            None => None,
-        } {
-            if let Err(e) = lease.release().await {
+        let keeper = self.keeper.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(keeper) = keeper {
+            if let Err(e) = keeper.release().await {
                 tracing::warn!("could not release the lease: {e}");
             }
         }
     }
-}
 
-impl Drop for Remote {
-    fn drop(&mut self) {
-        self.stop_renewing.send_replace(true);
-    }
-}
-
-/// Renews `lease` every third of its time until told to stop; returns it.
-/// A renewal that fails is logged and tried again at the next tick: the
-/// fence, not the lease, keeps a second writer's segments out.
-async fn renew(
-    mut lease: Lease,
-    lease_for: Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Lease {
-    let every = (lease_for / 3).max(Duration::from_millis(100));
-    loop {
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return lease,
-            _ = tokio::time::sleep(every) => {}
-        }
-        if lease.renew_due() {
-            if let Err(e) = lease.renew().await {
-                tracing::warn!("could not renew the lease: {e}");
-            }
-        }
+    /// Why the run lost the prefix's lease, if it did (its journal then
+    /// takes no more lines, and the run stops spending).
+    pub fn lease_lost(&self) -> Option<String> {
+        let keeper = self.keeper.lock().unwrap_or_else(|e| e.into_inner());
+        keeper.as_ref().and_then(Keeper::lost)
     }
 }
 

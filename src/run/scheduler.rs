@@ -160,6 +160,7 @@ impl Opened {
                 }
             }),
             tokio::spawn(watch_reachability(ctx.clone())),
+            tokio::spawn(watch_lease(ctx.clone())),
         ];
 
         // The scheduler's own view of the stop, as every row task has one.
@@ -264,6 +265,24 @@ async fn watch_reachability(ctx: Arc<Ctx>) {
                 false => gateway.base().to_string(),
             };
             ctx.stop(Stop::Unreachable { url, after });
+            return;
+        }
+    }
+}
+
+/// Stops the run once its bucket's lease is lost (taken over, deleted, or
+/// not renewed in time): its journal takes no more lines by then, and
+/// rows waiting on the gateway would not find that out until they next
+/// write. Ends at once for a run on a folder; otherwise cancelled by abort.
+async fn watch_lease(ctx: Arc<Ctx>) {
+    let Some(remote) = ctx.remote.clone() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        if let Some(why) = remote.lease_lost() {
+            ctx.stop(Stop::Disk(why));
             return;
         }
     }

@@ -43,7 +43,8 @@
 //! Layout: `names.rs` the object names, `read.rs` replay and compaction,
 //! `segments.rs` the group-commit writer and takeover, `create.rs` creates
 //! tried again, `lease.rs` the lease, `keeper.rs` its renewal while a run
-//! goes on, `error.rs` what goes wrong. Nothing here is wired into `run` yet.
+//! goes on, `error.rs` what goes wrong. A run on a bucket uses it through
+//! `crate::run::Remote` and `Journal::on_store`.
 //!
 //! Cancellation: see each file; in short, dropping a future never takes
 //! back a put already sent (the object exists whole or not at all), and no
