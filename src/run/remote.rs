@@ -77,7 +77,12 @@ fn sweep_stale(tmp: &Path) {
     }
 }
 
-/// Uploads at once when a run publishes many files (the sheet's thumbnails).
+/// Uploads in flight at once, run-wide. An upload holds its file in memory
+/// up to [`crate::store::PART`] (a put must know its body; S3's parts are
+/// at least 5 MiB), so this bounds the memory uploads take, whatever
+/// `--concurrency` is: 16 × 3 parts of 8 MiB at worst (a big file's part
+/// filling while two go up), a few MB with images of a
+/// few hundred KB.
 const AT_ONCE: usize = 16;
 /// The largest image or thumbnail fetched for the sheet (as the sheet reads).
 const SHEET_FILE_CAP: u64 = 256 << 20;
@@ -90,6 +95,8 @@ pub struct Remote {
     writer: Mutex<Option<Writer>>,
     /// Renews the lease; stops the writer if the lease is lost.
     keeper: Mutex<Option<Keeper>>,
+    /// Uploads in flight, run-wide: each holds at most one part in memory.
+    uploads: tokio::sync::Semaphore,
     /// `images/…` objects as listed when the run opened: name → size.
     listed: HashMap<String, u64>,
     /// `thumbs/…` objects as listed before the sheet: name → size.
@@ -163,6 +170,7 @@ impl Remote {
             work,
             writer: Mutex::new(Some(writer)),
             keeper: Mutex::new(Some(keeper)),
+            uploads: tokio::sync::Semaphore::new(AT_ONCE),
             listed,
             thumbs: Mutex::default(),
         })
@@ -205,8 +213,14 @@ impl Remote {
         if let Some(why) = self.lease_lost() {
             return Err(format!("{} was not uploaded: {why}", names.join(", ")));
         }
+        let at_once = names.len().clamp(1, AT_ONCE);
+        let _permits = self
+            .uploads
+            .acquire_many(at_once as u32)
+            .await
+            .map_err(|e| e.to_string())?;
         self.store
-            .publish(self.work.path(), names, AT_ONCE)
+            .publish(self.work.path(), names, at_once)
             .await
             .map_err(|e| e.to_string())
     }

@@ -62,7 +62,7 @@ impl Store {
             .map_err(|e| self.failed(name, "read", crate::disk::plain(&e)))?;
         let mut up = BufWriter::with_capacity(self.inner().clone(), path, PART)
             .with_max_concurrency(PARTS_IN_FLIGHT);
-        let mut buf = vec![0; 256 << 10];
+        let mut buf = vec![0; 64 << 10];
         let mut size = 0u64;
         let written: std::io::Result<()> = async {
             loop {
