@@ -41,7 +41,7 @@ fn open(moto: &moto::Moto, url: &str) -> Store {
 
 /// Uploads the run folder `local` under `url` as a run on a bucket leaves
 /// it: every file but journal.jsonl, .lock and index.html, and the journal
-/// as two segments.
+/// as two segments (if it has one).
 async fn upload(moto: &moto::Moto, local: &Path, url: &str) -> Store {
     let store = open(moto, url);
     let names: Vec<String> = files_under(local)
@@ -50,7 +50,9 @@ async fn upload(moto: &moto::Moto, local: &Path, url: &str) -> Store {
         .filter(|n| !matches!(n.as_str(), "journal.jsonl" | ".lock" | "index.html"))
         .collect();
     store.publish(local, &names, 4).await.unwrap();
-    let journal = std::fs::read_to_string(local.join("journal.jsonl")).unwrap();
+    let Ok(journal) = std::fs::read_to_string(local.join("journal.jsonl")) else {
+        return store;
+    };
     let lines: Vec<&str> = journal.lines().collect();
     let half = lines.len() / 2;
     for (n, part) in [&lines[..half], &lines[half..]].into_iter().enumerate() {
@@ -241,4 +243,283 @@ async fn a_run_on_the_bucket_reads_and_reports_as_its_folder() {
         let o = bg(&moto, d, args).await;
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o.stderr));
     }
+}
+
+const SHARDED: &str = "defaults: {image_size: {width: 32, height: 32}}\njobs:\n  - {id: a, prompt: cat, seeds: {from: 1, count: 5}}\n  - {id: b, prompt: dog, seeds: [3, 9]}\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_on_the_bucket_merge_as_folders_do() {
+    let Some(moto) = moto::Moto::start_or_skip("shards_on_the_bucket_merge_as_folders_do") else {
+        return;
+    };
+    moto.create_bucket("runs").await;
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = write(d, "m.yaml", SHARDED);
+    for i in 0..2 {
+        let local = d.join(format!("job/shards/{i}-of-2"));
+        ok(&run(&m, &local, &sim.url(), &["--shard", &format!("{i}/2")]).await);
+        upload(&moto, &local, &format!("s3://runs/job/shards/{i}-of-2")).await;
+    }
+    let local = bg(
+        &moto,
+        d,
+        &[
+            "merge",
+            "job/shards/1-of-2",
+            "job/shards/0-of-2",
+            "--out",
+            "job/merged",
+        ],
+    )
+    .await;
+    ok(&local);
+    let merged = d.join("job/merged");
+
+    // The shards named one by one, and their parent prefix standing for
+    // every `I-of-N` under it: both give the folders' merge.
+    for (args, out) in [
+        (
+            vec![
+                "merge",
+                "s3://runs/job/shards/1-of-2",
+                "s3://runs/job/shards/0-of-2",
+                "--out",
+                "s3://runs/job/merged",
+            ],
+            "s3://runs/job/merged",
+        ),
+        (
+            vec![
+                "merge",
+                "s3://runs/job/shards",
+                "--out",
+                "s3://runs/job/merged2",
+            ],
+            "s3://runs/job/merged2",
+        ),
+    ] {
+        let o = bg(&moto, d, &args).await;
+        ok(&o);
+        assert_eq!(
+            text(&o.stdout),
+            text(&local.stdout).replacen("job/merged", out, 1)
+        );
+        let store = open(&moto, out);
+        assert_eq!(
+            get(&store, "results.csv").await.unwrap(),
+            std::fs::read(merged.join("results.csv")).unwrap()
+        );
+        let s: serde_json::Value =
+            serde_json::from_slice(&get(&store, "summary.json").await.unwrap()).unwrap();
+        let l = summary(&merged);
+        for field in [
+            "rows",
+            "rows_by_status",
+            "images",
+            "cost_usd",
+            "shard_dirs",
+            "shards_missing",
+        ] {
+            assert_eq!(s[field], l[field], "{field}");
+        }
+        assert_eq!(
+            s["shards"],
+            serde_json::json!(["s3://runs/job/shards/0-of-2", "s3://runs/job/shards/1-of-2"])
+        );
+        assert_eq!(s["out_dir"], out);
+    }
+
+    // The merged prefix has a sheet and exports, its images read from the
+    // shard prefixes its merge recorded.
+    let o = bg(&moto, d, &["report", "s3://runs/job/merged"]).await;
+    ok(&o);
+    let store = open(&moto, "s3://runs/job/merged");
+    let page = String::from_utf8(get(&store, "index.html").await.unwrap()).unwrap();
+    assert_eq!(page.matches("<img class=\"thumb\"").count(), 7, "{page}");
+    ok(&bg(
+        &moto,
+        d,
+        &[
+            "export",
+            "job/merged",
+            "--format",
+            "jsonl",
+            "--out",
+            "l.jsonl",
+        ],
+    )
+    .await);
+    ok(&bg(
+        &moto,
+        d,
+        &[
+            "export",
+            "s3://runs/job/merged",
+            "--format",
+            "jsonl",
+            "--out",
+            "r.jsonl",
+        ],
+    )
+    .await);
+    assert_eq!(
+        std::fs::read(d.join("r.jsonl")).unwrap(),
+        std::fs::read(d.join("l.jsonl")).unwrap()
+    );
+
+    // Shards and --out in two places, or --out on a shard: exit 2, nothing written.
+    for (args, why) in [
+        (
+            vec!["merge", "job/shards/0-of-2", "--out", "s3://runs/x"],
+            "must all be local folders, or all prefixes of one bucket",
+        ),
+        (
+            vec!["merge", "s3://runs/job/shards/0-of-2", "--out", "x"],
+            "must all be local folders, or all prefixes of one bucket",
+        ),
+        (
+            vec![
+                "merge",
+                "s3://runs/job/shards/0-of-2",
+                "--out",
+                "s3://other/x",
+            ],
+            "must all be local folders, or all prefixes of one bucket",
+        ),
+        (
+            vec![
+                "merge",
+                "s3://runs/job/shards/0-of-2",
+                "--out",
+                "s3://runs/job/shards/1-of-2",
+            ],
+            "holds a run",
+        ),
+        (
+            vec![
+                "merge",
+                "s3://runs/job/shards/0-of-2",
+                "--out",
+                "s3://runs/job/shards/1-of-2/images",
+            ],
+            "never writes over a run's own files",
+        ),
+    ] {
+        let o = bg(&moto, d, &args).await;
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o.stderr));
+        assert!(
+            text(&o.stderr).contains(why),
+            "{args:?}: {}",
+            text(&o.stderr)
+        );
+    }
+    assert!(get(&open(&moto, "s3://runs/x"), "results.csv")
+        .await
+        .is_none());
+    let shard = open(&moto, "s3://runs/job/shards/1-of-2");
+    assert!(get(&shard, "images/summary.json").await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_named_outside_the_prefix_are_never_read() {
+    let Some(moto) = moto::Moto::start_or_skip("files_named_outside_the_prefix_are_never_read")
+    else {
+        return;
+    };
+    moto.create_bucket("runs").await;
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = seed_sweep(d, 3);
+    let evil = d.join("evil");
+    ok(&run(&m, &evil, &sim.url(), &["--no-report"]).await);
+    // results.csv edited to name an image (with its sidecar) beside the
+    // folder, as a merge's shard would be named, but recorded by no merge.
+    let rows = results(&evil);
+    let first = rows[0]["files"].clone();
+    std::fs::create_dir_all(d.join("secret/images")).unwrap();
+    let side = batchgen::sidecar::path_for(Path::new(&first));
+    for f in [Path::new(&first), side.as_path()] {
+        std::fs::copy(evil.join(f), d.join("secret").join(f)).unwrap();
+    }
+    let csv = std::fs::read_to_string(evil.join("results.csv")).unwrap();
+    let csv = csv.replacen(&first, &format!("../secret/{first}"), 1);
+    std::fs::write(evil.join("results.csv"), &csv).unwrap();
+    let store = upload(&moto, &evil, "s3://runs/evil").await;
+    upload(&moto, &d.join("secret"), "s3://runs/secret").await;
+
+    // Skipped as outside, as for a folder: the same warning, the same export.
+    let local = bg(
+        &moto,
+        d,
+        &["export", "evil", "--format", "jsonl", "--out", "l.jsonl"],
+    )
+    .await;
+    ok(&local);
+    let o = bg(
+        &moto,
+        d,
+        &[
+            "export",
+            "s3://runs/evil",
+            "--format",
+            "jsonl",
+            "--out",
+            "r.jsonl",
+        ],
+    )
+    .await;
+    ok(&o);
+    assert!(
+        text(&local.stderr).contains("lies outside the folder; not exported"),
+        "{}",
+        text(&local.stderr)
+    );
+    let expected =
+        text(&local.stderr).replace(&d.join("secret").display().to_string(), "s3://runs/secret");
+    assert_eq!(text(&o.stderr), expected);
+    assert_eq!(
+        std::fs::read(d.join("r.jsonl")).unwrap(),
+        std::fs::read(d.join("l.jsonl")).unwrap()
+    );
+    let o = bg(&moto, d, &["report", "s3://runs/evil"]).await;
+    ok(&o);
+    assert!(
+        text(&o.stdout).contains("lies outside the folder; not read"),
+        "{}",
+        text(&o.stdout)
+    );
+    let page = String::from_utf8(get(&store, "index.html").await.unwrap()).unwrap();
+    assert_eq!(page.matches("<img class=\"thumb\"").count(), 2, "{page}");
+    assert!(page.contains("not a file of this folder"));
+    let thumbs = names(&store, "thumbs").await;
+    assert!(thumbs.iter().all(|t| !t.contains("@up")), "{thumbs:?}");
+    assert!(names(&open(&moto, "s3://runs/secret"), "").await.len() == 2);
+
+    // A name that climbs above the bucket is not there, said by name.
+    let second = rows[1]["files"].clone();
+    let climbing = format!("images/../../../../{second}");
+    let csv = csv.replacen(&second, &climbing, 1);
+    store
+        .put_bytes("results.csv", csv.into_bytes())
+        .await
+        .unwrap();
+    let o = bg(
+        &moto,
+        d,
+        &[
+            "export",
+            "s3://runs/evil",
+            "--format",
+            "jsonl",
+            "--out",
+            "c.jsonl",
+        ],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains(&climbing), "{}", text(&o.stderr));
+    assert!(!d.join("c.jsonl").exists());
 }

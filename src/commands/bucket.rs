@@ -489,29 +489,5 @@ pub async fn check_output(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_join_and_climb_within_the_bucket_only() {
-        assert_eq!(
-            join_key("run/merged", "../shards/0-of-2").as_deref(),
-            Some("run/shards/0-of-2")
-        );
-        assert_eq!(
-            join_key("run", "images/./a.png").as_deref(),
-            Some("run/images/a.png")
-        );
-        assert_eq!(join_key("", "a").as_deref(), Some("a"));
-        assert_eq!(join_key("run", "../../x"), None);
-        assert_eq!(join_key("run", "a\\b"), None);
-        assert!(under("run/images/a.png", "run"));
-        assert!(!under("running/a.png", "run"));
-        assert!(under("x", ""));
-        assert_eq!(
-            relative_key("run/merged", "run/shards/0-of-2/images/a.png"),
-            "../shards/0-of-2/images/a.png"
-        );
-        assert_eq!(relative_key("run", "run/images/a.png"), "images/a.png");
-    }
-}
+#[path = "bucket_tests.rs"]
+mod tests;

@@ -190,14 +190,15 @@ pub async fn report(store: Store) -> Result<Reported, Error> {
     let page = dir.join(INDEX_HTML);
     let html = std::fs::read_to_string(&page).map_err(|e| Error::Io(disk::plain(&e)))?;
     std::fs::write(&page, copy.show(&html)).map_err(|e| Error::Io(disk::plain(&e)))?;
-    let mut names: Vec<String> = files_under(&dir.join(THUMBS_DIR))
+    let names: Vec<String> = files_under(&dir.join(THUMBS_DIR))
         .map_err(|e| Error::Io(disk::plain(&e)))?
         .into_iter()
         .map(|n| format!("{THUMBS_DIR}/{n}"))
         .filter(|n| !had.contains(n))
         .collect();
-    names.push(INDEX_HTML.to_string());
+    // The thumbnails first: the page never names one not yet there.
     copy.publish(&store, &names).await?;
+    copy.publish(&store, &[INDEX_HTML.to_string()]).await?;
     done.path = PathBuf::from(format!("{store}/{INDEX_HTML}"));
     done.unreadable = done
         .unreadable
@@ -363,8 +364,10 @@ pub async fn merge(shards: Vec<Store>, out: Store) -> Result<MergeSummary, Error
     let path = out_dir.join(SUMMARY_JSON);
     let json = std::fs::read_to_string(&path).map_err(|e| Error::Io(disk::plain(&e)))?;
     std::fs::write(&path, copy.show(&json)).map_err(|e| Error::Io(disk::plain(&e)))?;
-    copy.publish(&out, &[RESULTS_CSV.to_string(), SUMMARY_JSON.to_string()])
-        .await?;
+    // results.csv first: a summary.json is never newer than the rows it adds up.
+    for name in [RESULTS_CSV, SUMMARY_JSON] {
+        copy.publish(&out, &[name.to_string()]).await?;
+    }
     summary.out_dir = out.to_string();
     summary.shards = summary.shards.iter().map(|s| copy.show(s)).collect();
     Ok(summary)
