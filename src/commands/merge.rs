@@ -44,7 +44,13 @@ pub async fn command(args: MergeArgs) -> Result<u8, Error> {
                 .collect::<Result<_, _>>()?;
             super::on_bucket::merge(shards, out).await?
         }
-        (_, Place::Local(out)) => return Err(mixed("a bucket prefix", &out.display().to_string())),
+        (dirs, Place::Local(out)) => {
+            let url = dirs.iter().find_map(|d| match d {
+                Place::Bucket(s) => Some(s.to_string()),
+                Place::Local(_) => None,
+            });
+            return Err(mixed(&url.unwrap_or_default(), &out.display().to_string()));
+        }
     };
     print_stdout(&summary.to_text());
     Ok(if summary.complete() {
