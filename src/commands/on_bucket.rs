@@ -24,6 +24,8 @@
 //! [`super::signals::interruptible`].
 
 use std::collections::BTreeSet;
+
+use futures_util::{StreamExt, TryStreamExt};
 use std::path::{Path, PathBuf};
 
 use super::bucket::{self, Copy, Place, MAX_IMAGE, MAX_PLAN_KEYS, MAX_RESULTS, MAX_SMALL};
@@ -63,7 +65,7 @@ enum Need {
 }
 
 /// Fetches what `report` or `export` reads of `store`'s prefix (see the
-/// module's text) and returns its folder in the copy, and for `report` the
+/// module's text) into its folder in the copy; returns, for `report`, the
 /// thumbnails that were there.
 async fn readable(copy: &Copy, store: &Store, need: Need) -> Result<BTreeSet<String>, Error> {
     let prefix = store.bucket().prefix.clone();
@@ -164,9 +166,11 @@ async fn readable(copy: &Copy, store: &Store, need: Need) -> Result<BTreeSet<Str
     copy.fetch(images, MAX_IMAGE).await?;
     // An image's first bytes before its thumbnail: the thumbnail is then
     // the newer file, which the sheet keeps.
-    for image in heads {
-        copy.head_only(&image).await?;
-    }
+    futures_util::stream::iter(heads)
+        .map(|image| async move { copy.head_only(&image).await })
+        .buffer_unordered(bucket::AT_ONCE)
+        .try_collect::<Vec<bool>>()
+        .await?;
     copy.fetch(small, MAX_SMALL).await?;
     Ok(thumbs)
 }
@@ -259,9 +263,12 @@ pub async fn export(
         }
     };
     let (dir, at) = (src_dir.clone(), out.clone());
+    // The scratch output first (it is in a copy too), then the copies.
     let shown_err = |e: Error| {
-        let text = copies.iter().fold(e.to_string(), |t, c| c.show(&t));
-        let text = text.replace(&out.display().to_string(), &shown.display().to_string());
+        let text = e
+            .to_string()
+            .replace(&out.display().to_string(), &shown.display().to_string());
+        let text = copies.iter().fold(text, |t, c| c.show(&t));
         Error::Bucket {
             text,
             code: e.code(),
