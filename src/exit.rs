@@ -56,6 +56,11 @@ pub enum Error {
     },
     #[error("{what} {url}: buckets (s3://, gs://, az://) are not available yet in this version of batchgen; nothing was sent: use a local folder")]
     BucketNotYet { what: &'static str, url: String },
+    /// A command on a bucket prefix (`status`, `report`, `export`, `merge`
+    /// on a URL): what went wrong, every path of its working copy shown as
+    /// the URL it stands for, with the exit code the error has.
+    #[error("{text}")]
+    Bucket { text: String, code: u8 },
     #[error(transparent)]
     Merge(#[from] crate::merge::MergeError),
     #[error(transparent)]
@@ -82,6 +87,7 @@ impl Error {
             | Error::Shard(_)
             | Error::Location { .. }
             | Error::BucketNotYet { .. } => INVALID,
+            Error::Bucket { code, .. } => *code,
             Error::Merge(crate::merge::MergeError::Write { .. }) => ABORTED,
             Error::Merge(_) => INVALID,
             Error::Export(crate::export::ExportError::Write { .. }) => ABORTED,

@@ -108,7 +108,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Plan(args) => commands::plan::command(&args),
         Command::Run(args) => commands::run::command(args).await,
-        Command::Status(args) => commands::status::command(&args),
+        Command::Status(args) => commands::status::command(&args).await,
         Command::Sim(args) => commands::sim::command(args).await,
         Command::Merge(args) => commands::merge::command(args).await,
         Command::Export(args) => commands::export::command(args).await,

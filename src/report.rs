@@ -32,6 +32,7 @@ mod thumbs;
 
 pub use landed::{Landed, Thumbnailer};
 
+pub use thumbs::thumb_path;
 use thumbs::Shown;
 
 pub const INDEX_HTML: &str = "index.html";

@@ -4,9 +4,11 @@
 //! the stages (manifest → plan → run → output) and prints what the user
 //! reads; the exit code is decided in [`crate::exit`].
 
+pub mod bucket;
 pub mod completions;
 pub mod export;
 pub mod merge;
+pub mod on_bucket;
 pub mod plan;
 pub mod report;
 pub mod run;

@@ -1,21 +1,36 @@
 //! `batchgen status DIR`: a run's counts from its journal, without the manifest.
 
 use std::collections::HashSet;
+use std::path::Path;
 
+use super::bucket::Place;
 use super::print_stdout;
 use crate::cli::StatusArgs;
 use crate::exit::{self, Error};
 use crate::{disk, journal, output, plan, run};
 
 /// `batchgen status DIR`: what the journal knows, counted as `run` counts
-/// it (the rows of the newest run's plan), without the manifest.
-pub fn command(args: &StatusArgs) -> Result<u8, Error> {
-    let dir = super::local(&args.dir, "status DIR")?;
-    if !dir.join(journal::FILE_NAME).is_file() {
-        return Err(Error::NoRun(dir.display().to_string()));
+/// it (the rows of the newest run's plan), without the manifest. A bucket
+/// URL is read from a copy of its journal and `.plan-keys` (no images).
+pub async fn command(args: &StatusArgs) -> Result<u8, Error> {
+    match super::bucket::place(&args.dir, "status DIR")? {
+        Place::Local(dir) => summarise(&dir, &dir.display().to_string(), args.json),
+        Place::Bucket(store) => match super::on_bucket::status_copy(&store).await? {
+            Some((copy, dir)) => {
+                summarise(&dir, &store.to_string(), args.json).map_err(|e| copy.error(e))
+            }
+            None => Err(Error::NoRun(store.to_string())),
+        },
     }
-    let replay = journal::read(&dir).map_err(run::RunError::from)?;
-    let keys = output::read_plan_keys(&dir).map_err(|e| {
+}
+
+/// The counts of the run folder `dir`, shown as `shown`.
+fn summarise(dir: &Path, shown: &str, json: bool) -> Result<u8, Error> {
+    if !dir.join(journal::FILE_NAME).is_file() {
+        return Err(Error::NoRun(shown.to_string()));
+    }
+    let replay = journal::read(dir).map_err(run::RunError::from)?;
+    let keys = output::read_plan_keys(dir).map_err(|e| {
         Error::Io(format!(
             "{}: {}",
             dir.join(output::PLAN_KEYS).display(),
@@ -47,7 +62,7 @@ pub fn command(args: &StatusArgs) -> Result<u8, Error> {
         }
     };
     let by = |s: output::RowStatus| totals.count(s);
-    if args.json {
+    if json {
         let json = serde_json::json!({
             "manifest": replay.last_run_manifest,
             "gateway": replay.gateway,
@@ -74,7 +89,7 @@ pub fn command(args: &StatusArgs) -> Result<u8, Error> {
     } else {
         let mut text = format!(
             "{}: from {} (gateway: {})\n  {}\n  {} images · {} spent",
-            dir.display(),
+            shown,
             replay.last_run_manifest.as_deref().unwrap_or("?"),
             replay
                 .base_url

@@ -49,7 +49,7 @@ pub(super) struct Thumbs {
 
 /// The thumbnail of an image at `image` (relative to the folder): `thumbs/`
 /// + that path, as a JPEG.
-pub(super) fn thumb_path(image: &Path) -> PathBuf {
+pub fn thumb_path(image: &Path) -> PathBuf {
     let mut thumb = PathBuf::from(THUMBS_DIR);
     for part in image.components() {
         match part {

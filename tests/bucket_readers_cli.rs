@@ -1,0 +1,525 @@
+//! `status`, `report`, `export` and `merge` given bucket URLs, against moto
+//! (`tests/support/moto.rs`): a run's folder uploaded under a prefix as a
+//! run on a bucket leaves it (its journal as segments, no journal.jsonl, no
+//! .lock) reads as the folder does, and what the commands write lands under
+//! the prefix; a prefix without a run, a bad URL, an output on a run's own
+//! files and a results.csv naming files outside the prefix are met as for
+//! folders.
+
+#[path = "../benches/common/group.rs"]
+mod group;
+#[path = "support/moto.rs"]
+mod moto;
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use batchgen::store::{files_under, retry, Location, Store};
+use support::*;
+
+/// The binary in `dir`, with moto's endpoint and dummy credentials in its
+/// environment and nothing else.
+async fn bg(moto: &moto::Moto, dir: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchgen"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(moto.env());
+    output(cmd).await
+}
+
+fn open(moto: &moto::Moto, url: &str) -> Store {
+    let location = Location::parse(url).unwrap();
+    location
+        .bucket()
+        .unwrap()
+        .open_with(&moto.env(), retry())
+        .unwrap()
+}
+
+/// Uploads the run folder `local` under `url` as a run on a bucket leaves
+/// it: every file but journal.jsonl, .lock and index.html, and the journal
+/// as two segments (if it has one).
+async fn upload(moto: &moto::Moto, local: &Path, url: &str) -> Store {
+    let store = open(moto, url);
+    let names: Vec<String> = files_under(local)
+        .unwrap()
+        .into_iter()
+        .filter(|n| !matches!(n.as_str(), "journal.jsonl" | ".lock" | "index.html"))
+        .collect();
+    store.publish(local, &names, 4).await.unwrap();
+    let Ok(journal) = std::fs::read_to_string(local.join("journal.jsonl")) else {
+        return store;
+    };
+    let lines: Vec<&str> = journal.lines().collect();
+    let half = lines.len() / 2;
+    for (n, part) in [&lines[..half], &lines[half..]].into_iter().enumerate() {
+        let body: String = part.iter().map(|l| format!("{l}\n")).collect();
+        let name = format!("journal/seg-{:08}.jsonl", n + 1);
+        store.put_bytes(&name, body.into_bytes()).await.unwrap();
+    }
+    store
+}
+
+async fn get(store: &Store, name: &str) -> Option<Vec<u8>> {
+    store.read_bytes(name, 1 << 30).await.unwrap()
+}
+
+async fn names(store: &Store, under: &str) -> Vec<String> {
+    let mut n: Vec<String> = store
+        .list(Some(under).filter(|u| !u.is_empty()))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    n.sort();
+    n
+}
+
+fn ok(o: &Output) {
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_on_the_bucket_reads_and_reports_as_its_folder() {
+    let Some(moto) =
+        moto::Moto::start_or_skip("a_run_on_the_bucket_reads_and_reports_as_its_folder")
+    else {
+        return;
+    };
+    moto.create_bucket("runs").await;
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = seed_sweep(d, 4);
+    ok(&run(&m, &d.join("local"), &sim.url(), &[]).await);
+    let store = upload(&moto, &d.join("local"), "s3://runs/nightly").await;
+    let url = "s3://runs/nightly";
+
+    // status: the same counts, text and JSON, without an image read.
+    for json in [false, true] {
+        let mut args = vec!["status", "local"];
+        args.extend(json.then_some("--json"));
+        let local = bg(&moto, d, &args).await;
+        args[1] = url;
+        let remote = bg(&moto, d, &args).await;
+        ok(&local);
+        ok(&remote);
+        let expected = match json {
+            true => text(&local.stdout),
+            false => text(&local.stdout).replacen("local", url, 1),
+        };
+        assert_eq!(text(&remote.stdout), expected);
+    }
+
+    // report: one thumbnail taken away; the sheet is the folder's, written
+    // under the prefix with every thumbnail, the missing one made again.
+    let thumbs = names(&store, "thumbs").await;
+    assert_eq!(thumbs.len(), 4, "{thumbs:?}");
+    let gone = store.path(&thumbs[0]).unwrap();
+    object_store::ObjectStoreExt::delete(&**store.inner(), &gone)
+        .await
+        .unwrap();
+    ok(&bg(&moto, d, &["report", "local"]).await);
+    let o = bg(&moto, d, &["report", url]).await;
+    ok(&o);
+    assert!(
+        text(&o.stdout).contains("(1 thumbnails made) → s3://runs/nightly/index.html"),
+        "{}",
+        text(&o.stdout)
+    );
+    let page = get(&store, "index.html")
+        .await
+        .expect("index.html uploaded");
+    assert_eq!(page, std::fs::read(d.join("local/index.html")).unwrap());
+    assert_eq!(names(&store, "thumbs").await, thumbs);
+    let made = get(&store, &thumbs[0]).await.unwrap();
+    assert_eq!(
+        made,
+        std::fs::read(d.join("local").join(&thumbs[0])).unwrap()
+    );
+
+    // export: from the bucket to a file, from a folder to the bucket, and
+    // from the bucket to the bucket, byte for byte what folders give.
+    let exp = |src: &str, format: &str, out: &str| {
+        ["export", src, "--format", format, "--out", out].map(String::from)
+    };
+    let run_exp = |args: [String; 6]| {
+        let moto = &moto;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            bg(moto, d, &args).await
+        }
+    };
+    ok(&run_exp(exp("local", "jsonl", "local.jsonl")).await);
+    ok(&run_exp(exp(url, "jsonl", "remote.jsonl")).await);
+    let jsonl = std::fs::read(d.join("local.jsonl")).unwrap();
+    assert_eq!(std::fs::read(d.join("remote.jsonl")).unwrap(), jsonl);
+    assert_eq!(jsonl.iter().filter(|b| **b == b'\n').count(), 4);
+    let o = run_exp(exp(url, "jsonl", "s3://runs/exports/all.jsonl")).await;
+    ok(&o);
+    assert!(text(&o.stdout).contains("→ s3://runs/exports/all.jsonl"));
+    let exports = open(&moto, "s3://runs/exports");
+    assert_eq!(get(&exports, "all.jsonl").await.unwrap(), jsonl);
+    ok(&run_exp(exp("local", "webdataset", "wds")).await);
+    // An earlier export's extra shard there goes, as in a folder.
+    exports
+        .put_bytes("wds/shard-000007.tar", b"old".to_vec())
+        .await
+        .unwrap();
+    ok(&run_exp(exp("local", "webdataset", "s3://runs/exports/wds")).await);
+    assert_eq!(names(&exports, "wds").await, ["wds/shard-000000.tar"]);
+    assert_eq!(
+        get(&exports, "wds/shard-000000.tar").await.unwrap(),
+        std::fs::read(d.join("wds/shard-000000.tar")).unwrap()
+    );
+
+    // Never on a run's own files, never over the prefix read.
+    for (out, why) in [
+        (
+            "s3://runs/nightly/images/x.jsonl",
+            "never writes over a run's own files",
+        ),
+        (
+            "s3://runs/nightly/journal/x.jsonl",
+            "never writes over a run's own files",
+        ),
+        ("s3://runs/nightly", "is the run prefix s3://runs/nightly"),
+    ] {
+        let o = run_exp(exp("local", "jsonl", out)).await;
+        assert_eq!(o.status.code(), Some(2), "{out}: {}", text(&o.stderr));
+        assert!(text(&o.stderr).contains(why), "{out}: {}", text(&o.stderr));
+    }
+    let o = run_exp(exp(url, "webdataset", url)).await;
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("the prefix this command reads"));
+    assert!(get(&store, "images/x.jsonl").await.is_none());
+    assert!(names(&store, "")
+        .await
+        .iter()
+        .all(|n| !n.starts_with("shard-")));
+
+    // A prefix without a run: what a folder without one says, exit 2.
+    std::fs::create_dir(d.join("empty")).unwrap();
+    let empty = "s3://runs/empty";
+    for args in [
+        ["status", "empty"].as_slice(),
+        &["report", "empty"],
+        &["export", "empty", "--format", "jsonl", "--out", "e.jsonl"],
+        &["merge", "empty", "--out", "m"],
+    ] {
+        let local = bg(&moto, d, args).await;
+        let swapped: Vec<&str> = args
+            .iter()
+            .map(|a| match *a {
+                "empty" => empty,
+                "m" => "s3://runs/m",
+                a => a,
+            })
+            .collect();
+        let remote = bg(&moto, d, &swapped).await;
+        assert_eq!(local.status.code(), Some(2), "{}", text(&local.stderr));
+        assert_eq!(remote.status.code(), Some(2), "{}", text(&remote.stderr));
+        let mut expected = text(&local.stderr).replace(&d.display().to_string(), "");
+        expected = expected.replace("empty", empty);
+        assert_eq!(text(&remote.stderr), expected, "{args:?}");
+    }
+
+    // A URL batchgen cannot read is exit 2, before anything is read.
+    for args in [
+        ["status", "s3:/runs/nightly"].as_slice(),
+        &["report", "gopher://runs/nightly"],
+        &["status", "s3://runs/../etc"],
+    ] {
+        let o = bg(&moto, d, args).await;
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o.stderr));
+    }
+}
+
+const SHARDED: &str = "defaults: {image_size: {width: 32, height: 32}}\njobs:\n  - {id: a, prompt: cat, seeds: {from: 1, count: 5}}\n  - {id: b, prompt: dog, seeds: [3, 9]}\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_on_the_bucket_merge_as_folders_do() {
+    let Some(moto) = moto::Moto::start_or_skip("shards_on_the_bucket_merge_as_folders_do") else {
+        return;
+    };
+    moto.create_bucket("runs").await;
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = write(d, "m.yaml", SHARDED);
+    for i in 0..2 {
+        let local = d.join(format!("job/shards/{i}-of-2"));
+        ok(&run(&m, &local, &sim.url(), &["--shard", &format!("{i}/2")]).await);
+        upload(&moto, &local, &format!("s3://runs/job/shards/{i}-of-2")).await;
+    }
+    let local = bg(
+        &moto,
+        d,
+        &[
+            "merge",
+            "job/shards/1-of-2",
+            "job/shards/0-of-2",
+            "--out",
+            "job/merged",
+        ],
+    )
+    .await;
+    ok(&local);
+    let merged = d.join("job/merged");
+
+    // The shards named one by one, and their parent prefix standing for
+    // every `I-of-N` under it: both give the folders' merge.
+    for (args, out) in [
+        (
+            vec![
+                "merge",
+                "s3://runs/job/shards/1-of-2",
+                "s3://runs/job/shards/0-of-2",
+                "--out",
+                "s3://runs/job/merged",
+            ],
+            "s3://runs/job/merged",
+        ),
+        (
+            vec![
+                "merge",
+                "s3://runs/job/shards",
+                "--out",
+                "s3://runs/job/merged2",
+            ],
+            "s3://runs/job/merged2",
+        ),
+    ] {
+        let o = bg(&moto, d, &args).await;
+        ok(&o);
+        assert_eq!(
+            text(&o.stdout),
+            text(&local.stdout).replacen("job/merged", out, 1)
+        );
+        let store = open(&moto, out);
+        assert_eq!(
+            get(&store, "results.csv").await.unwrap(),
+            std::fs::read(merged.join("results.csv")).unwrap()
+        );
+        let s: serde_json::Value =
+            serde_json::from_slice(&get(&store, "summary.json").await.unwrap()).unwrap();
+        let l = summary(&merged);
+        for field in [
+            "rows",
+            "rows_by_status",
+            "images",
+            "cost_usd",
+            "shard_dirs",
+            "shards_missing",
+        ] {
+            assert_eq!(s[field], l[field], "{field}");
+        }
+        assert_eq!(
+            s["shards"],
+            serde_json::json!(["s3://runs/job/shards/0-of-2", "s3://runs/job/shards/1-of-2"])
+        );
+        assert_eq!(s["out_dir"], out);
+    }
+
+    // The merged prefix has a sheet and exports, its images read from the
+    // shard prefixes its merge recorded.
+    let o = bg(&moto, d, &["report", "s3://runs/job/merged"]).await;
+    ok(&o);
+    let store = open(&moto, "s3://runs/job/merged");
+    let page = String::from_utf8(get(&store, "index.html").await.unwrap()).unwrap();
+    assert_eq!(page.matches("<img class=\"thumb\"").count(), 7, "{page}");
+    ok(&bg(
+        &moto,
+        d,
+        &[
+            "export",
+            "job/merged",
+            "--format",
+            "jsonl",
+            "--out",
+            "l.jsonl",
+        ],
+    )
+    .await);
+    ok(&bg(
+        &moto,
+        d,
+        &[
+            "export",
+            "s3://runs/job/merged",
+            "--format",
+            "jsonl",
+            "--out",
+            "r.jsonl",
+        ],
+    )
+    .await);
+    assert_eq!(
+        std::fs::read(d.join("r.jsonl")).unwrap(),
+        std::fs::read(d.join("l.jsonl")).unwrap()
+    );
+
+    // Shards and --out in two places, or --out on a shard: exit 2, nothing written.
+    for (args, why) in [
+        (
+            vec!["merge", "job/shards/0-of-2", "--out", "s3://runs/x"],
+            "must all be local folders, or all prefixes of one bucket",
+        ),
+        (
+            vec!["merge", "s3://runs/job/shards/0-of-2", "--out", "x"],
+            "must all be local folders, or all prefixes of one bucket",
+        ),
+        (
+            vec![
+                "merge",
+                "s3://runs/job/shards/0-of-2",
+                "--out",
+                "s3://other/x",
+            ],
+            "must all be local folders, or all prefixes of one bucket",
+        ),
+        (
+            vec![
+                "merge",
+                "s3://runs/job/shards/0-of-2",
+                "--out",
+                "s3://runs/job/shards/1-of-2",
+            ],
+            "holds a run",
+        ),
+        (
+            vec![
+                "merge",
+                "s3://runs/job/shards/0-of-2",
+                "--out",
+                "s3://runs/job/shards/1-of-2/images",
+            ],
+            "never writes over a run's own files",
+        ),
+    ] {
+        let o = bg(&moto, d, &args).await;
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o.stderr));
+        assert!(
+            text(&o.stderr).contains(why),
+            "{args:?}: {}",
+            text(&o.stderr)
+        );
+    }
+    assert!(get(&open(&moto, "s3://runs/x"), "results.csv")
+        .await
+        .is_none());
+    let shard = open(&moto, "s3://runs/job/shards/1-of-2");
+    assert!(get(&shard, "images/summary.json").await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_named_outside_the_prefix_are_never_read() {
+    let Some(moto) = moto::Moto::start_or_skip("files_named_outside_the_prefix_are_never_read")
+    else {
+        return;
+    };
+    moto.create_bucket("runs").await;
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = seed_sweep(d, 3);
+    let evil = d.join("evil");
+    ok(&run(&m, &evil, &sim.url(), &["--no-report"]).await);
+    // results.csv edited to name an image (with its sidecar) beside the
+    // folder, as a merge's shard would be named, but recorded by no merge.
+    let rows = results(&evil);
+    let first = rows[0]["files"].clone();
+    std::fs::create_dir_all(d.join("secret/images")).unwrap();
+    let side = batchgen::sidecar::path_for(Path::new(&first));
+    for f in [Path::new(&first), side.as_path()] {
+        std::fs::copy(evil.join(f), d.join("secret").join(f)).unwrap();
+    }
+    let csv = std::fs::read_to_string(evil.join("results.csv")).unwrap();
+    let csv = csv.replacen(&first, &format!("../secret/{first}"), 1);
+    std::fs::write(evil.join("results.csv"), &csv).unwrap();
+    let store = upload(&moto, &evil, "s3://runs/evil").await;
+    upload(&moto, &d.join("secret"), "s3://runs/secret").await;
+
+    // Skipped as outside, as for a folder: the same warning, the same export.
+    let local = bg(
+        &moto,
+        d,
+        &["export", "evil", "--format", "jsonl", "--out", "l.jsonl"],
+    )
+    .await;
+    ok(&local);
+    let o = bg(
+        &moto,
+        d,
+        &[
+            "export",
+            "s3://runs/evil",
+            "--format",
+            "jsonl",
+            "--out",
+            "r.jsonl",
+        ],
+    )
+    .await;
+    ok(&o);
+    assert!(
+        text(&local.stderr).contains("lies outside the folder; not exported"),
+        "{}",
+        text(&local.stderr)
+    );
+    let expected =
+        text(&local.stderr).replace(&d.join("secret").display().to_string(), "s3://runs/secret");
+    assert_eq!(text(&o.stderr), expected);
+    assert_eq!(
+        std::fs::read(d.join("r.jsonl")).unwrap(),
+        std::fs::read(d.join("l.jsonl")).unwrap()
+    );
+    let o = bg(&moto, d, &["report", "s3://runs/evil"]).await;
+    ok(&o);
+    assert!(
+        text(&o.stdout).contains("lies outside the folder; not read"),
+        "{}",
+        text(&o.stdout)
+    );
+    let page = String::from_utf8(get(&store, "index.html").await.unwrap()).unwrap();
+    assert_eq!(page.matches("<img class=\"thumb\"").count(), 2, "{page}");
+    assert!(page.contains("not a file of this folder"));
+    let thumbs = names(&store, "thumbs").await;
+    assert!(thumbs.iter().all(|t| !t.contains("@up")), "{thumbs:?}");
+    assert!(names(&open(&moto, "s3://runs/secret"), "").await.len() == 2);
+
+    // A name that climbs above the bucket is not there, said by name.
+    let second = rows[1]["files"].clone();
+    let climbing = format!("images/../../../../{second}");
+    let csv = csv.replacen(&second, &climbing, 1);
+    store
+        .put_bytes("results.csv", csv.into_bytes())
+        .await
+        .unwrap();
+    let o = bg(
+        &moto,
+        d,
+        &[
+            "export",
+            "s3://runs/evil",
+            "--format",
+            "jsonl",
+            "--out",
+            "c.jsonl",
+        ],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains(&climbing), "{}", text(&o.stderr));
+    assert!(!d.join("c.jsonl").exists());
+}
