@@ -130,6 +130,15 @@ impl Remote {
     /// which stops the journal's writer if the lease is lost), then its journal (replayed, fenced), then a listing of its
     /// images, and makes the working folder. Sends nothing to the gateway.
     pub async fn open(store: Store, lease_for: Duration) -> Result<Remote, RunError> {
+        // The working folder first: nothing to give back if it cannot be made.
+        sweep_stale(&std::env::temp_dir());
+        let work = tempfile::Builder::new()
+            .prefix(WORK_PREFIX)
+            .tempdir()
+            .map_err(|source| RunError::Output {
+                path: std::env::temp_dir(),
+                source,
+            })?;
         let inner = store.inner().clone();
         let prefix = store.prefix().clone();
         let lease = Lease::acquire(
@@ -156,14 +165,6 @@ impl Remote {
                 return Err(RunError::Bucket(e));
             }
         };
-        sweep_stale(&std::env::temp_dir());
-        let work = tempfile::Builder::new()
-            .prefix(WORK_PREFIX)
-            .tempdir()
-            .map_err(|source| RunError::Output {
-                path: std::env::temp_dir(),
-                source,
-            })?;
         let keeper = Keeper::start(lease, writer.stopper());
         Ok(Remote {
             store,

@@ -228,9 +228,14 @@ impl Opened {
             blocking(move || journal.with_replay(|replay| output::write(&plan, replay, &dir, end)))
                 .await
                 .map_err(output_err)?;
+        // On a bucket: a final upload that fails is the run's stop (exit 3),
+        // and its totals are still shown.
+        let mut stop = stop;
         if let Some(remote) = &ctx.remote {
             let names = [output::RESULTS_CSV, output::SUMMARY_JSON].map(String::from);
-            remote.publish(&names).await.map_err(RunError::Upload)?;
+            if let Err(why) = remote.publish(&names).await {
+                stop.get_or_insert(Stop::Disk(why));
+            }
         }
         if let Some(thumbs) = thumbs {
             if let Ok(landed) = thumbs.await {
