@@ -12,37 +12,10 @@
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
-use common::{children_cpu, cpu_of, ledger, wait_sampling_peak};
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
-
-struct Measured {
-    wall: f64,
-    peak_mib: f64,
-    cpu: f64,
-    ok: bool,
-}
-
-/// Runs `cmd` to its end, sampling its peak memory; its CPU is what the
-/// kernel counts for it once it is waited for.
-fn measure(mut cmd: Command) -> Measured {
-    cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    let cpu_before = children_cpu();
-    let start = Instant::now();
-    let mut child = cmd.spawn().expect("batchgen starts");
-    let (status, peak) = wait_sampling_peak(&mut child);
-    Measured {
-        wall: start.elapsed().as_secs_f64(),
-        peak_mib: peak as f64 / 1024.0,
-        cpu: children_cpu() - cpu_before,
-        ok: status.success(),
-    }
-}
+use common::{cpu_of, env_or, ledger, measure};
 
 fn main() {
     let bin = env!("CARGO_BIN_EXE_batchgen");
@@ -115,7 +88,7 @@ fn main() {
         seeds * 1000
     );
     let sim_cpu = cpu_of(sim.id());
-    let first = measure(run());
+    let first = measure(run(), None);
     let sim_cpu = cpu_of(sim.id()) - sim_cpu;
     let l = ledger(port);
     let accepted = l["accepted"].as_u64().unwrap_or(0);
@@ -130,7 +103,7 @@ fn main() {
     );
     for note in ["(compacts the journal)", ""] {
         let before = ledger(port)["submit_calls"].as_u64().unwrap_or(0);
-        let m = measure(run());
+        let m = measure(run(), None);
         let sent = ledger(port)["submit_calls"].as_u64().unwrap_or(0) - before;
         println!(
             "  rerun:  {:>8.2} s  peak {:>6.0} MiB  submits sent: {sent} {note}",
@@ -139,11 +112,11 @@ fn main() {
     }
     let mut status = Command::new(bin);
     status.args(["status", &path(&out)]);
-    let m = measure(status);
+    let m = measure(status, None);
     println!("  status: {:>8.2} s  peak {:>6.0} MiB", m.wall, m.peak_mib);
     let mut plan = Command::new(bin);
     plan.args(["plan", &path(&manifest)]);
-    let m = measure(plan);
+    let m = measure(plan, None);
     println!("  plan:   {:>8.2} s  peak {:>6.0} MiB", m.wall, m.peak_mib);
     let _ = sim.kill();
     let _ = sim.wait();

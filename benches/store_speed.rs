@@ -18,43 +18,9 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::group;
-use common::{children_cpu, ledger, wait_sampling_peak};
+use common::{env_or, ledger, measure};
 #[path = "../tests/support/moto.rs"]
 mod moto;
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
-
-struct Measured {
-    wall: f64,
-    peak_mib: f64,
-    cpu: f64,
-    ok: bool,
-}
-
-/// Runs `cmd` to its end, sampling its peak memory; what it printed to
-/// stderr is shown if it failed.
-fn measure(mut cmd: Command, log: &Path) -> Measured {
-    let err = std::fs::File::create(log).unwrap();
-    cmd.stdout(Stdio::null()).stderr(err);
-    let cpu_before = children_cpu();
-    let start = Instant::now();
-    let mut child = cmd.spawn().expect("batchgen starts");
-    let (status, peak) = wait_sampling_peak(&mut child);
-    if !status.success() {
-        eprintln!(
-            "{status}: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-    }
-    Measured {
-        wall: start.elapsed().as_secs_f64(),
-        peak_mib: peak as f64 / 1024.0,
-        cpu: children_cpu() - cpu_before,
-        ok: status.success(),
-    }
-}
 
 fn count(port: u16, field: &str) -> u64 {
     ledger(port)[field].as_u64().unwrap_or(0)
@@ -118,11 +84,11 @@ fn main() {
     let local_out = dir.path().join("local");
     let local = measure(
         run(&local_out.display().to_string(), &dir.path().join("w1")),
-        &dir.path().join("local.log"),
+        Some(&dir.path().join("local.log")),
     );
     let bucket = measure(
         run("s3://bench/full", &dir.path().join("w2")),
-        &dir.path().join("bucket.log"),
+        Some(&dir.path().join("bucket.log")),
     );
     for (name, m) in [("local folder", &local), ("s3 (moto)", &bucket)] {
         println!(
