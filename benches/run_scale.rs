@@ -9,13 +9,11 @@
 //! short; `BATCHGEN_BENCH_CONCURRENCY` (default 256); `BATCHGEN_BENCH_POLL_MS`
 //! a fixed poll interval (default: learned).
 
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 mod common;
-use common::{cpu_of, env_or, ledger, measure};
+use common::{cpu_of, env_or, ledger, measure, start_sim};
 
 fn main() {
     let bin = env!("CARGO_BIN_EXE_batchgen");
@@ -45,21 +43,7 @@ fn main() {
     .unwrap();
     let out = dir.path().join("out");
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let mut sim = Command::new(bin)
-        .args(["sim", "--port", &port.to_string()])
-        .args(["--min-latency-ms", "0", "--max-latency-ms", "0"])
-        .args(["--key", "bench"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the simulator starts");
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut sim, port) = start_sim(bin, "0");
     let url = format!("http://127.0.0.1:{port}");
     let run = || {
         let mut cmd = Command::new(bin);

@@ -11,14 +11,13 @@
 //! `BATCHGEN_BENCH_SIZE` (default 256: 256x256 PNG). Needs moto
 //! (`python3 -m pip install 'moto[server]'`).
 
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 use common::group;
-use common::{env_or, ledger, measure};
+use common::{env_or, ledger, measure, start_sim};
 #[path = "../tests/support/moto.rs"]
 mod moto;
 
@@ -48,21 +47,7 @@ fn main() {
     rt.block_on(moto.create_bucket("bench"));
     let env = moto.env();
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
-    let mut sim = Command::new(bin)
-        .args(["sim", "--port", &port.to_string()])
-        .args(["--min-latency-ms", &latency, "--max-latency-ms", &latency])
-        .args(["--key", "bench"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the simulator starts");
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut sim, port) = start_sim(bin, &latency);
     let url = format!("http://127.0.0.1:{port}");
     let run = |out: &str, work: &Path| {
         std::fs::create_dir_all(work).unwrap();

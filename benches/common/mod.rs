@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The setting `name` from the environment, or `default`.
 pub fn env_or(name: &str, default: &str) -> String {
@@ -51,6 +51,32 @@ pub fn measure(mut cmd: Command, log: Option<&Path>) -> Measured {
         cpu: children_cpu() - cpu_before,
         ok: status.success(),
     }
+}
+
+/// `batchgen sim` (the binary `bin`, key `bench`) on a free loopback port,
+/// every request taking `latency_ms`, once it listens: it and its port.
+pub fn start_sim(bin: &str, latency_ms: &str) -> (std::process::Child, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let sim = Command::new(bin)
+        .args(["sim", "--port", &port.to_string()])
+        .args([
+            "--min-latency-ms",
+            latency_ms,
+            "--max-latency-ms",
+            latency_ms,
+        ])
+        .args(["--key", "bench"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the simulator starts");
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (sim, port)
 }
 
 /// The simulator's ledger, by a plain HTTP GET.
