@@ -133,7 +133,7 @@ impl Part {
         let mut landed = Vec::new();
         for (n, f) in stored.files.iter().enumerate() {
             let damaged = |why: String| damaged(format!("{}: {why}", f.name));
-            let (format, to) = landing(dir, stem, n, f, &damaged)?;
+            let (format, to) = landing(dir, stem, n, f, damaged)?;
             if f.bytes > FILE_CAP {
                 return Err(damaged(format!(
                     "larger than {}",
@@ -155,7 +155,7 @@ impl Part {
                 .and_then(|()| tmp.as_file().sync_all())
                 .map_err(out)?;
             drop(bytes);
-            checked(tmp.as_file(), f, format, &to, &damaged)?;
+            checked(tmp.as_file(), f, format, &to, damaged)?;
             landed.push((tmp, to, f));
         }
         persist(landed)

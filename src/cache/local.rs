@@ -81,7 +81,7 @@ impl Folder {
                 entry: entry.to_path_buf(),
                 why: format!("{}: {why}", f.name),
             };
-            let (format, to) = landing(dir, stem, n, f, &damaged)?;
+            let (format, to) = landing(dir, stem, n, f, damaged)?;
             let from = entry.join(&f.name);
             let out = |source| CacheError::Output {
                 path: to.clone(),
@@ -106,7 +106,7 @@ impl Folder {
                 }
             })?;
             tmp.as_file().sync_all().map_err(out)?;
-            checked(tmp.as_file(), f, format, &to, &damaged)?;
+            checked(tmp.as_file(), f, format, &to, damaged)?;
             landed.push((tmp, to, f));
         }
         persist(landed)
