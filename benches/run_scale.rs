@@ -9,40 +9,11 @@
 //! short; `BATCHGEN_BENCH_CONCURRENCY` (default 256); `BATCHGEN_BENCH_POLL_MS`
 //! a fixed poll interval (default: learned).
 
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 mod common;
-use common::{children_cpu, cpu_of, ledger, wait_sampling_peak};
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
-
-struct Measured {
-    wall: f64,
-    peak_mib: f64,
-    cpu: f64,
-    ok: bool,
-}
-
-/// Runs `cmd` to its end, sampling its peak memory; its CPU is what the
-/// kernel counts for it once it is waited for.
-fn measure(mut cmd: Command) -> Measured {
-    cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    let cpu_before = children_cpu();
-    let start = Instant::now();
-    let mut child = cmd.spawn().expect("batchgen starts");
-    let (status, peak) = wait_sampling_peak(&mut child);
-    Measured {
-        wall: start.elapsed().as_secs_f64(),
-        peak_mib: peak as f64 / 1024.0,
-        cpu: children_cpu() - cpu_before,
-        ok: status.success(),
-    }
-}
+use common::{cpu_of, env_or, ledger, measure, start_sim};
 
 fn main() {
     let bin = env!("CARGO_BIN_EXE_batchgen");
@@ -72,21 +43,7 @@ fn main() {
     .unwrap();
     let out = dir.path().join("out");
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let mut sim = Command::new(bin)
-        .args(["sim", "--port", &port.to_string()])
-        .args(["--min-latency-ms", "0", "--max-latency-ms", "0"])
-        .args(["--key", "bench"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the simulator starts");
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut sim, port) = start_sim(bin, "0");
     let url = format!("http://127.0.0.1:{port}");
     let run = || {
         let mut cmd = Command::new(bin);
@@ -115,7 +72,7 @@ fn main() {
         seeds * 1000
     );
     let sim_cpu = cpu_of(sim.id());
-    let first = measure(run());
+    let first = measure(run(), None);
     let sim_cpu = cpu_of(sim.id()) - sim_cpu;
     let l = ledger(port);
     let accepted = l["accepted"].as_u64().unwrap_or(0);
@@ -130,7 +87,7 @@ fn main() {
     );
     for note in ["(compacts the journal)", ""] {
         let before = ledger(port)["submit_calls"].as_u64().unwrap_or(0);
-        let m = measure(run());
+        let m = measure(run(), None);
         let sent = ledger(port)["submit_calls"].as_u64().unwrap_or(0) - before;
         println!(
             "  rerun:  {:>8.2} s  peak {:>6.0} MiB  submits sent: {sent} {note}",
@@ -139,11 +96,11 @@ fn main() {
     }
     let mut status = Command::new(bin);
     status.args(["status", &path(&out)]);
-    let m = measure(status);
+    let m = measure(status, None);
     println!("  status: {:>8.2} s  peak {:>6.0} MiB", m.wall, m.peak_mib);
     let mut plan = Command::new(bin);
     plan.args(["plan", &path(&manifest)]);
-    let m = measure(plan);
+    let m = measure(plan, None);
     println!("  plan:   {:>8.2} s  peak {:>6.0} MiB", m.wall, m.peak_mib);
     let _ = sim.kill();
     let _ = sim.wait();

@@ -11,50 +11,15 @@
 //! `BATCHGEN_BENCH_SIZE` (default 256: 256x256 PNG). Needs moto
 //! (`python3 -m pip install 'moto[server]'`).
 
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 use common::group;
-use common::{children_cpu, ledger, wait_sampling_peak};
+use common::{env_or, ledger, measure, start_sim};
 #[path = "../tests/support/moto.rs"]
 mod moto;
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
-
-struct Measured {
-    wall: f64,
-    peak_mib: f64,
-    cpu: f64,
-    ok: bool,
-}
-
-/// Runs `cmd` to its end, sampling its peak memory; what it printed to
-/// stderr is shown if it failed.
-fn measure(mut cmd: Command, log: &Path) -> Measured {
-    let err = std::fs::File::create(log).unwrap();
-    cmd.stdout(Stdio::null()).stderr(err);
-    let cpu_before = children_cpu();
-    let start = Instant::now();
-    let mut child = cmd.spawn().expect("batchgen starts");
-    let (status, peak) = wait_sampling_peak(&mut child);
-    if !status.success() {
-        eprintln!(
-            "{status}: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-    }
-    Measured {
-        wall: start.elapsed().as_secs_f64(),
-        peak_mib: peak as f64 / 1024.0,
-        cpu: children_cpu() - cpu_before,
-        ok: status.success(),
-    }
-}
 
 fn count(port: u16, field: &str) -> u64 {
     ledger(port)[field].as_u64().unwrap_or(0)
@@ -82,21 +47,7 @@ fn main() {
     rt.block_on(moto.create_bucket("bench"));
     let env = moto.env();
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
-    let mut sim = Command::new(bin)
-        .args(["sim", "--port", &port.to_string()])
-        .args(["--min-latency-ms", &latency, "--max-latency-ms", &latency])
-        .args(["--key", "bench"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the simulator starts");
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut sim, port) = start_sim(bin, &latency);
     let url = format!("http://127.0.0.1:{port}");
     let run = |out: &str, work: &Path| {
         std::fs::create_dir_all(work).unwrap();
@@ -118,11 +69,11 @@ fn main() {
     let local_out = dir.path().join("local");
     let local = measure(
         run(&local_out.display().to_string(), &dir.path().join("w1")),
-        &dir.path().join("local.log"),
+        Some(&dir.path().join("local.log")),
     );
     let bucket = measure(
         run("s3://bench/full", &dir.path().join("w2")),
-        &dir.path().join("bucket.log"),
+        Some(&dir.path().join("bucket.log")),
     );
     for (name, m) in [("local folder", &local), ("s3 (moto)", &bucket)] {
         println!(

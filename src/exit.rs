@@ -54,8 +54,6 @@ pub enum Error {
         #[source]
         source: crate::store::LocationError,
     },
-    #[error("{what} {url}: buckets (s3://, gs://, az://) are not available yet in this version of batchgen; nothing was sent: use a local folder")]
-    BucketNotYet { what: &'static str, url: String },
     /// A command on a bucket prefix (`status`, `report`, `export`, `merge`
     /// on a URL): what went wrong, every path of its working copy shown as
     /// the URL it stands for, with the exit code the error has.
@@ -85,8 +83,7 @@ impl Error {
             | Error::BaseUrlQuery
             | Error::NoRun(_)
             | Error::Shard(_)
-            | Error::Location { .. }
-            | Error::BucketNotYet { .. } => INVALID,
+            | Error::Location { .. } => INVALID,
             Error::Bucket { code, .. } => *code,
             Error::Merge(crate::merge::MergeError::Write { .. }) => ABORTED,
             Error::Merge(_) => INVALID,

@@ -15,7 +15,8 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use batchgen::store::{files_under, retry, Location, Store};
+use batchgen::sim::SimHandle;
+use batchgen::store::{files_under, Store};
 use support::*;
 
 /// The binary in `dir`, with moto's endpoint and dummy credentials in its
@@ -30,20 +31,11 @@ async fn bg(moto: &moto::Moto, dir: &Path, args: &[&str]) -> Output {
     output(cmd).await
 }
 
-fn open(moto: &moto::Moto, url: &str) -> Store {
-    let location = Location::parse(url).unwrap();
-    location
-        .bucket()
-        .unwrap()
-        .open_with(&moto.env(), retry())
-        .unwrap()
-}
-
 /// Uploads the run folder `local` under `url` as a run on a bucket leaves
 /// it: every file but journal.jsonl, .lock and index.html, and the journal
 /// as two segments (if it has one).
 async fn upload(moto: &moto::Moto, local: &Path, url: &str) -> Store {
-    let store = open(moto, url);
+    let store = moto.open(url);
     let names: Vec<String> = files_under(local)
         .unwrap()
         .into_iter()
@@ -89,16 +81,20 @@ fn ok(o: &Output) {
     );
 }
 
+/// What each test here starts from: moto with a bucket `runs`, the
+/// simulator and a temporary folder; `None` when moto is skipped.
+async fn setup(test: &str) -> Option<(moto::Moto, SimHandle, tempfile::TempDir)> {
+    let moto = moto::Moto::with_bucket(test, "runs").await?;
+    let sim = start(quick()).await;
+    Some((moto, sim, tempfile::tempdir().unwrap()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_on_the_bucket_reads_and_reports_as_its_folder() {
-    let Some(moto) =
-        moto::Moto::start_or_skip("a_run_on_the_bucket_reads_and_reports_as_its_folder")
+    let Some((moto, sim, dir)) = setup("a_run_on_the_bucket_reads_and_reports_as_its_folder").await
     else {
         return;
     };
-    moto.create_bucket("runs").await;
-    let sim = start(quick()).await;
-    let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let m = seed_sweep(d, 4);
     ok(&run(&m, &d.join("local"), &sim.url(), &[]).await);
@@ -168,7 +164,7 @@ async fn a_run_on_the_bucket_reads_and_reports_as_its_folder() {
     let o = run_exp(exp(url, "jsonl", "s3://runs/exports/all.jsonl")).await;
     ok(&o);
     assert!(text(&o.stdout).contains("→ s3://runs/exports/all.jsonl"));
-    let exports = open(&moto, "s3://runs/exports");
+    let exports = moto.open("s3://runs/exports");
     assert_eq!(get(&exports, "all.jsonl").await.unwrap(), jsonl);
     ok(&run_exp(exp("local", "webdataset", "wds")).await);
     // An earlier export's extra shard there goes, as in a folder.
@@ -249,12 +245,9 @@ const SHARDED: &str = "defaults: {image_size: {width: 32, height: 32}}\njobs:\n 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_on_the_bucket_merge_as_folders_do() {
-    let Some(moto) = moto::Moto::start_or_skip("shards_on_the_bucket_merge_as_folders_do") else {
+    let Some((moto, sim, dir)) = setup("shards_on_the_bucket_merge_as_folders_do").await else {
         return;
     };
-    moto.create_bucket("runs").await;
-    let sim = start(quick()).await;
-    let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let m = write(d, "m.yaml", SHARDED);
     for i in 0..2 {
@@ -306,7 +299,7 @@ async fn shards_on_the_bucket_merge_as_folders_do() {
             text(&o.stdout),
             text(&local.stdout).replacen("job/merged", out, 1)
         );
-        let store = open(&moto, out);
+        let store = moto.open(out);
         assert_eq!(
             get(&store, "results.csv").await.unwrap(),
             std::fs::read(merged.join("results.csv")).unwrap()
@@ -335,7 +328,7 @@ async fn shards_on_the_bucket_merge_as_folders_do() {
     // shard prefixes its merge recorded.
     let o = bg(&moto, d, &["report", "s3://runs/job/merged"]).await;
     ok(&o);
-    let store = open(&moto, "s3://runs/job/merged");
+    let store = moto.open("s3://runs/job/merged");
     let page = String::from_utf8(get(&store, "index.html").await.unwrap()).unwrap();
     assert_eq!(page.matches("<img class=\"thumb\"").count(), 7, "{page}");
     ok(&bg(
@@ -415,22 +408,19 @@ async fn shards_on_the_bucket_merge_as_folders_do() {
             text(&o.stderr)
         );
     }
-    assert!(get(&open(&moto, "s3://runs/x"), "results.csv")
+    assert!(get(&moto.open("s3://runs/x"), "results.csv")
         .await
         .is_none());
-    let shard = open(&moto, "s3://runs/job/shards/1-of-2");
+    let shard = moto.open("s3://runs/job/shards/1-of-2");
     assert!(get(&shard, "images/summary.json").await.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_named_outside_the_prefix_are_never_read() {
-    let Some(moto) = moto::Moto::start_or_skip("files_named_outside_the_prefix_are_never_read")
+    let Some((moto, sim, dir)) = setup("files_named_outside_the_prefix_are_never_read").await
     else {
         return;
     };
-    moto.create_bucket("runs").await;
-    let sim = start(quick()).await;
-    let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let m = seed_sweep(d, 3);
     let evil = d.join("evil");
@@ -450,6 +440,22 @@ async fn files_named_outside_the_prefix_are_never_read() {
     let store = upload(&moto, &evil, "s3://runs/evil").await;
     upload(&moto, &d.join("secret"), "s3://runs/secret").await;
 
+    // `export s3://runs/evil` to `out`.
+    let export = |out: &'static str| {
+        let moto = &moto;
+        async move {
+            let args = [
+                "export",
+                "s3://runs/evil",
+                "--format",
+                "jsonl",
+                "--out",
+                out,
+            ];
+            bg(moto, d, &args).await
+        }
+    };
+
     // Skipped as outside, as for a folder: the same warning, the same export.
     let local = bg(
         &moto,
@@ -458,19 +464,7 @@ async fn files_named_outside_the_prefix_are_never_read() {
     )
     .await;
     ok(&local);
-    let o = bg(
-        &moto,
-        d,
-        &[
-            "export",
-            "s3://runs/evil",
-            "--format",
-            "jsonl",
-            "--out",
-            "r.jsonl",
-        ],
-    )
-    .await;
+    let o = export("r.jsonl").await;
     ok(&o);
     assert!(
         text(&local.stderr).contains("lies outside the folder; not exported"),
@@ -496,7 +490,7 @@ async fn files_named_outside_the_prefix_are_never_read() {
     assert!(page.contains("not a file of this folder"));
     let thumbs = names(&store, "thumbs").await;
     assert!(thumbs.iter().all(|t| !t.contains("@up")), "{thumbs:?}");
-    assert!(names(&open(&moto, "s3://runs/secret"), "").await.len() == 2);
+    assert!(names(&moto.open("s3://runs/secret"), "").await.len() == 2);
 
     // A name that climbs above the bucket is not there, said by name.
     let second = rows[1]["files"].clone();
@@ -506,19 +500,7 @@ async fn files_named_outside_the_prefix_are_never_read() {
         .put_bytes("results.csv", csv.into_bytes())
         .await
         .unwrap();
-    let o = bg(
-        &moto,
-        d,
-        &[
-            "export",
-            "s3://runs/evil",
-            "--format",
-            "jsonl",
-            "--out",
-            "c.jsonl",
-        ],
-    )
-    .await;
+    let o = export("c.jsonl").await;
     assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
     assert!(text(&o.stderr).contains(&climbing), "{}", text(&o.stderr));
     assert!(!d.join("c.jsonl").exists());

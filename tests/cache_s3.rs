@@ -20,17 +20,7 @@ use batchgen::api::ImageFormat;
 use batchgen::cache::{Cache, CacheError};
 use batchgen::disk::hex;
 use batchgen::gateway::Gateway;
-use batchgen::store::{retry, Location, Store};
-
-async fn store(moto: &moto::Moto) -> Store {
-    moto.create_bucket("cache").await;
-    let location = Location::parse("s3://cache/shared").unwrap();
-    location
-        .bucket()
-        .unwrap()
-        .open_with(&moto.env(), retry())
-        .unwrap()
-}
+use batchgen::store::Store;
 
 /// Opens the cache on the blocking pool (it lists the bucket once).
 async fn open(store: &Store) -> Cache {
@@ -54,12 +44,15 @@ async fn names(store: &Store) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entry_stored_in_a_bucket_is_taken_by_the_next_run_checked() {
-    let Some(moto) =
-        moto::Moto::start_or_skip("an_entry_stored_in_a_bucket_is_taken_by_the_next_run_checked")
+    let Some(moto) = moto::Moto::with_bucket(
+        "an_entry_stored_in_a_bucket_is_taken_by_the_next_run_checked",
+        "cache",
+    )
+    .await
     else {
         return;
     };
-    let store = store(&moto).await;
+    let store = moto.open("s3://cache/shared");
     let dir = tempfile::tempdir().unwrap();
     let picture = batchgen::sim::render::image("cat", 1, 8, 8, ImageFormat::Png);
     let src = dir.path().join("a_0.png");

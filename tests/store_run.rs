@@ -21,57 +21,93 @@ mod moto;
 mod s3_faults;
 mod support;
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use batchgen::store::{retry, Location, Store};
+use batchgen::sim::{SimConfig, SimHandle};
+use batchgen::store::Store;
 use support::*;
 
-/// The moto settings, pointed at `endpoint` (moto itself, or a proxy).
-fn env_for(moto: &moto::Moto, endpoint: &str) -> Vec<(String, String)> {
-    moto.env()
-        .into_iter()
-        .map(|(k, v)| match k.as_str() {
-            "AWS_ENDPOINT_URL" => (k, endpoint.to_string()),
-            _ => (k, v),
+/// What each test here starts from: moto with a bucket `data`, the
+/// simulator, a temporary root holding a manifest `m` of some rows, and the
+/// settings a run needs for moto (`env`).
+struct Setup {
+    moto: moto::Moto,
+    sim: SimHandle,
+    root: tempfile::TempDir,
+    m: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Setup {
+    /// The setup of test `name`, the simulator as `sim` says and `rows`
+    /// rows; `None` when moto is skipped (see `Moto::start_or_skip`).
+    async fn new(name: &str, sim: SimConfig, rows: u32) -> Option<Setup> {
+        let moto = moto::Moto::with_bucket(name, "data").await?;
+        let sim = start(sim).await;
+        let root = tempfile::tempdir().unwrap();
+        let m = seed_sweep(root.path(), rows);
+        let env = moto.env();
+        Some(Setup {
+            moto,
+            sim,
+            root,
+            m,
+            env,
         })
-        .collect()
+    }
+
+    /// A fresh folder `name` of the root.
+    fn dir(&self, name: &str) -> PathBuf {
+        fresh_dir(self.root.path(), name)
+    }
+
+    /// `batchgen run` of the manifest to `url` (`s3://…`), in `cwd`, with
+    /// the store's settings and its own temporary folder (as a fresh pod
+    /// has).
+    fn bucket_cmd(&self, url: &str, cwd: &Path, extra: &[&str]) -> Command {
+        let cmd = command(&self.m, Path::new(url), &self.sim.url(), extra);
+        self.in_pod(cmd, cwd)
+    }
+
+    /// [`Setup::bucket_cmd`] without `--quiet`.
+    fn loud(&self, url: &str, cwd: &Path) -> Command {
+        let cmd = loud_command(&self.m, Path::new(url), &self.sim.url(), &[]);
+        self.in_pod(cmd, cwd)
+    }
+
+    /// `cmd` in `cwd`, with the store's settings and a temporary folder of
+    /// its own there.
+    fn in_pod(&self, mut cmd: Command, cwd: &Path) -> Command {
+        let tmp = cwd.join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        cmd.current_dir(cwd)
+            .env("TMPDIR", &tmp)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+
+    /// The objects of the run at `url` (read straight from moto),
+    /// downloaded into a fresh folder `got` of the root: it, and every name
+    /// listed.
+    async fn downloaded(&self, url: &str) -> (PathBuf, Vec<String>) {
+        let got = fresh_dir(self.root.path(), "got");
+        let names = download(&self.moto.open(url), &got).await;
+        (got, names)
+    }
 }
 
-/// `batchgen run` to `url` (`s3://…`), in `cwd`, with the store's settings
-/// and its own temporary folder (as a fresh pod has).
-fn bucket_cmd(
-    manifest: &Path,
-    url: &str,
-    sim: &str,
-    env: &[(String, String)],
-    cwd: &Path,
-    extra: &[&str],
-) -> Command {
-    let mut cmd = command(manifest, Path::new(url), sim, extra);
-    let tmp = cwd.join("tmp");
-    std::fs::create_dir_all(&tmp).unwrap();
-    cmd.current_dir(cwd)
-        .env("TMPDIR", &tmp)
-        .envs(env.iter().map(|(k, v)| (k, v)));
-    cmd
-}
-
-/// [`bucket_cmd`] without `--quiet`.
-fn loud(manifest: &Path, url: &str, sim: &str, env: &[(String, String)], cwd: &Path) -> Command {
-    let mut cmd = loud_command(manifest, Path::new(url), sim, &[]);
-    let tmp = cwd.join("tmp");
-    std::fs::create_dir_all(&tmp).unwrap();
-    cmd.current_dir(cwd)
-        .env("TMPDIR", &tmp)
-        .envs(env.iter().map(|(k, v)| (k, v)));
-    cmd
-}
-
-fn open(env: &[(String, String)], url: &str) -> Store {
-    let location = Location::parse(url).unwrap();
-    location.bucket().unwrap().open_with(env, retry()).unwrap()
+/// `cmd` started, its output piped, once the gateway has accepted `n`
+/// requests in all; it must not end before (`early` says so).
+async fn spawn_until_accepted(mut cmd: Command, sim: &SimHandle, n: u64, early: &str) -> Child {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    while sim.ledger().accepted < n {
+        assert!(child.try_wait().unwrap().is_none(), "{early}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child
 }
 
 /// Every object under the store's prefix but the journal and lease,
@@ -92,7 +128,7 @@ async fn download(store: &Store, dir: &Path) -> Vec<String> {
     names
 }
 
-fn fresh_dir(root: &Path, name: &str) -> std::path::PathBuf {
+fn fresh_dir(root: &Path, name: &str) -> PathBuf {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -113,7 +149,7 @@ fn assert_nothing_local(cwd: &Path) {
     assert!(tmp.is_empty(), "the working folder was left: {tmp:?}");
 }
 
-async fn wait_output(child: std::process::Child) -> Output {
+async fn wait_output(child: Child) -> Output {
     tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
         .unwrap()
@@ -121,24 +157,22 @@ async fn wait_output(child: std::process::Child) -> Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_to_s3_lands_every_object_byte_equal_to_what_was_served() {
-    let Some(moto) =
-        moto::Moto::start_or_skip("a_run_to_s3_lands_every_object_byte_equal_to_what_was_served")
+    let Some(setup) = Setup::new(
+        "a_run_to_s3_lands_every_object_byte_equal_to_what_was_served",
+        quick(),
+        12,
+    )
+    .await
     else {
         return;
     };
-    moto.create_bucket("data").await;
-    let sim = start(quick()).await;
-    let root = tempfile::tempdir().unwrap();
-    let m = seed_sweep(root.path(), 12);
-    let cwd = fresh_dir(root.path(), "pod");
-    let env = env_for(&moto, &moto.url());
+    let sim = &setup.sim;
+    let cwd = setup.dir("pod");
     let url = "s3://data/nightly/run1";
-    let o = output(bucket_cmd(&m, url, &sim.url(), &env, &cwd, &[])).await;
+    let o = output(setup.bucket_cmd(url, &cwd, &[])).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     assert_nothing_local(&cwd);
-    let store = open(&env, url);
-    let got = fresh_dir(root.path(), "got");
-    let names = download(&store, &got).await;
+    let (got, names) = setup.downloaded(url).await;
     for want in [
         "results.csv",
         "summary.json",
@@ -164,8 +198,8 @@ async fn a_run_to_s3_lands_every_object_byte_equal_to_what_was_served() {
     assert_eq!(summary(&got)["out_dir"], url);
     assert_no_secret(&got, &o);
     // A rerun from another empty disk finds every row done in the bucket.
-    let cwd = fresh_dir(root.path(), "pod2");
-    let o = output(loud(&m, url, &sim.url(), &env, &cwd)).await;
+    let cwd = setup.dir("pod2");
+    let o = output(setup.loud(url, &cwd)).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let said = format!("{}{}", text(&o.stdout), text(&o.stderr));
     assert!(said.contains("12 finished earlier"), "{said}");
@@ -231,20 +265,13 @@ fn assert_collected(
 /// ledger has accepted each of `kill_at` requests, every run in a fresh
 /// working folder; a rerun refused while the killed run's lease is live
 /// (exit 2, "in use") asks again.
-async fn kill_and_rerun(
-    m: &Path,
-    url: &str,
-    sim: &batchgen::sim::SimHandle,
-    env: &[(String, String)],
-    root: &Path,
-    kill_at: &[u64],
-) -> Output {
+async fn kill_and_rerun(setup: &Setup, url: &str, root: &Path, kill_at: &[u64]) -> Output {
     let mut pods = 0;
     let mut kills = kill_at.iter().copied().peekable();
     loop {
         pods += 1;
         let cwd = fresh_dir(root, &format!("pod{pods}"));
-        let mut cmd = bucket_cmd(m, url, &sim.url(), env, &cwd, &["--lease-secs", "1"]);
+        let mut cmd = setup.bucket_cmd(url, &cwd, &["--lease-secs", "1"]);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         let Some(&at) = kills.peek() else {
@@ -267,7 +294,7 @@ async fn kill_and_rerun(
                     text(&o.stderr)
                 );
             }
-            if sim.ledger().accepted >= at {
+            if setup.sim.ledger().accepted >= at {
                 child.kill().unwrap();
                 child.wait().unwrap();
                 kills.next();
@@ -281,60 +308,43 @@ async fn kill_and_rerun(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_several_moments_then_reruns_from_empty_disks_never_pay_twice() {
-    let Some(moto) = moto::Moto::start_or_skip(
+    let Some(setup) = Setup::new(
         "sigkill_at_several_moments_then_reruns_from_empty_disks_never_pay_twice",
-    ) else {
+        latency(100, 400),
+        40,
+    )
+    .await
+    else {
         return;
     };
-    moto.create_bucket("data").await;
-    let sim = start(latency(100, 400)).await;
-    let root = tempfile::tempdir().unwrap();
-    let m = seed_sweep(root.path(), 40);
-    let env = env_for(&moto, &moto.url());
+    let sim = &setup.sim;
     let url = "s3://data/killed";
     let kills = [3, 11, 24, 33];
-    let o = kill_and_rerun(&m, url, &sim, &env, root.path(), &kills).await;
+    let o = kill_and_rerun(&setup, url, setup.root.path(), &kills).await;
     let ledger = sim.ledger();
     assert_never_paid_twice(&ledger);
-    let got = fresh_dir(root.path(), "got");
-    download(&open(&env, url), &got).await;
+    let (got, _) = setup.downloaded(url).await;
     assert_collected(&o, &got, 40, kills.len() * 8, &ledger);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_run_on_a_live_prefix_is_refused_before_sending() {
-    let Some(moto) =
-        moto::Moto::start_or_skip("a_second_run_on_a_live_prefix_is_refused_before_sending")
+    let Some(setup) = Setup::new(
+        "a_second_run_on_a_live_prefix_is_refused_before_sending",
+        latency(2000, 3000),
+        4,
+    )
+    .await
     else {
         return;
     };
-    moto.create_bucket("data").await;
-    let sim = start(latency(2000, 3000)).await;
-    let root = tempfile::tempdir().unwrap();
-    let m = seed_sweep(root.path(), 4);
-    let env = env_for(&moto, &moto.url());
+    let sim = &setup.sim;
     let url = "s3://data/shared";
-    let first_dir = fresh_dir(root.path(), "first");
-    let mut first = bucket_cmd(&m, url, &sim.url(), &env, &first_dir, &[]);
-    first.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut first = first.spawn().unwrap();
-    while sim.ledger().accepted < 4 {
-        assert!(
-            first.try_wait().unwrap().is_none(),
-            "the first run ended early"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let second_dir = fresh_dir(root.path(), "second");
-    let o = output(bucket_cmd(
-        &m,
-        url,
-        &sim.url(),
-        &env,
-        &second_dir,
-        &["--retry-failed"],
-    ))
-    .await;
+    let first_dir = setup.dir("first");
+    let first = setup.bucket_cmd(url, &first_dir, &[]);
+    let first = spawn_until_accepted(first, sim, 4, "the first run ended early").await;
+    let second_dir = setup.dir("second");
+    let o = output(setup.bucket_cmd(url, &second_dir, &["--retry-failed"])).await;
     assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
     let err = text(&o.stderr);
     assert!(err.contains("in use by run"), "{err}");
@@ -351,24 +361,25 @@ async fn a_second_run_on_a_live_prefix_is_refused_before_sending() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_answering_503_to_a_share_of_calls_still_completes() {
-    let Some(moto) =
-        moto::Moto::start_or_skip("a_store_answering_503_to_a_share_of_calls_still_completes")
+    let Some(mut setup) = Setup::new(
+        "a_store_answering_503_to_a_share_of_calls_still_completes",
+        quick(),
+        16,
+    )
+    .await
     else {
         return;
     };
-    moto.create_bucket("data").await;
-    let proxy = s3_faults::start(&moto.url()).await;
+    let proxy = s3_faults::start(&setup.moto.url()).await;
     proxy
         .faults
         .every
         .store(4, std::sync::atomic::Ordering::SeqCst);
-    let sim = start(quick()).await;
-    let root = tempfile::tempdir().unwrap();
-    let m = seed_sweep(root.path(), 16);
-    let env = env_for(&moto, &proxy.url);
+    setup.env = setup.moto.env_at(&proxy.url);
+    let sim = &setup.sim;
     let url = "s3://data/slowdown";
-    let cwd = fresh_dir(root.path(), "pod");
-    let o = output(bucket_cmd(&m, url, &sim.url(), &env, &cwd, &[])).await;
+    let cwd = setup.dir("pod");
+    let o = output(setup.bucket_cmd(url, &cwd, &[])).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let refused = proxy
         .faults
@@ -378,37 +389,31 @@ async fn a_store_answering_503_to_a_share_of_calls_still_completes() {
     let ledger = sim.ledger();
     assert_never_paid_twice(&ledger);
     assert_eq!(ledger.accepted, 16);
-    let got = fresh_dir(root.path(), "got");
-    download(&open(&env_for(&moto, &moto.url()), url), &got).await;
+    let (got, _) = setup.downloaded(url).await;
     assert!(results(&got).iter().all(|r| r["status"] == "completed"));
     assert_files_are_what_was_served(&got, &ledger);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_goes_away_stops_spending_and_the_rerun_completes() {
-    let Some(moto) =
-        moto::Moto::start_or_skip("a_store_that_goes_away_stops_spending_and_the_rerun_completes")
+    let Some(mut setup) = Setup::new(
+        "a_store_that_goes_away_stops_spending_and_the_rerun_completes",
+        latency(300, 600),
+        30,
+    )
+    .await
     else {
         return;
     };
-    moto.create_bucket("data").await;
-    let proxy = s3_faults::start(&moto.url()).await;
-    let sim = start(latency(300, 600)).await;
-    let root = tempfile::tempdir().unwrap();
-    let m = seed_sweep(root.path(), 30);
-    let env = env_for(&moto, &proxy.url);
+    let proxy = s3_faults::start(&setup.moto.url()).await;
+    setup.env = setup.moto.env_at(&proxy.url);
+    let sim = &setup.sim;
     let url = "s3://data/gone";
-    let cwd = fresh_dir(root.path(), "pod1");
+    let cwd = setup.dir("pod1");
     let extra = ["--concurrency", "4", "--lease-secs", "1"];
-    let mut cmd = bucket_cmd(&m, url, &sim.url(), &env, &cwd, &extra);
-    cmd.env("BATCHGEN_STORE_RETRY_SECS", "2")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    while sim.ledger().accepted < 2 {
-        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let mut cmd = setup.bucket_cmd(url, &cwd, &extra);
+    cmd.env("BATCHGEN_STORE_RETRY_SECS", "2");
+    let child = spawn_until_accepted(cmd, sim, 2, "the run ended early").await;
     proxy
         .faults
         .down
@@ -422,43 +427,41 @@ async fn a_store_that_goes_away_stops_spending_and_the_rerun_completes() {
         .faults
         .down
         .store(false, std::sync::atomic::Ordering::SeqCst);
-    let o = kill_and_rerun(&m, url, &sim, &env, &root.path().join("after"), &[]).await;
+    let o = kill_and_rerun(&setup, url, &setup.root.path().join("after"), &[]).await;
     let ledger = sim.ledger();
     assert_never_paid_twice(&ledger);
-    let got = fresh_dir(root.path(), "got");
-    download(&open(&env_for(&moto, &moto.url()), url), &got).await;
+    let (got, _) = setup.downloaded(url).await;
     assert_collected(&o, &got, 30, 4, &ledger);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cache_on_a_bucket_serves_the_next_run_without_sending() {
-    let Some(moto) =
-        moto::Moto::start_or_skip("a_cache_on_a_bucket_serves_the_next_run_without_sending")
+    let Some(setup) = Setup::new(
+        "a_cache_on_a_bucket_serves_the_next_run_without_sending",
+        quick(),
+        6,
+    )
+    .await
     else {
         return;
     };
-    moto.create_bucket("data").await;
-    let sim = start(quick()).await;
-    let root = tempfile::tempdir().unwrap();
-    let m = seed_sweep(root.path(), 6);
-    let env = env_for(&moto, &moto.url());
+    let sim = &setup.sim;
     let cache = ["--cache", "s3://data/cache"];
     // The first run writes to a local folder and stores in the bucket cache.
-    let first = root.path().join("first");
-    let mut cmd = command(&m, &first, &sim.url(), &cache);
-    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    let first = setup.root.path().join("first");
+    let mut cmd = command(&setup.m, &first, &sim.url(), &cache);
+    cmd.envs(setup.env.iter().map(|(k, v)| (k, v)));
     let o = output(cmd).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     assert_eq!(sim.ledger().submit_calls, 6);
     // The next writes to a bucket prefix, from a fresh disk, and takes them all.
-    let cwd = fresh_dir(root.path(), "pod");
+    let cwd = setup.dir("pod");
     let url = "s3://data/second";
-    let o = output(bucket_cmd(&m, url, &sim.url(), &env, &cwd, &cache)).await;
+    let o = output(setup.bucket_cmd(url, &cwd, &cache)).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let ledger = sim.ledger();
     assert_eq!(ledger.submit_calls, 6, "the second run sent nothing");
-    let got = fresh_dir(root.path(), "got");
-    download(&open(&env, url), &got).await;
+    let (got, _) = setup.downloaded(url).await;
     let rows = results(&got);
     assert_eq!(rows.len(), 6);
     assert!(rows.iter().all(|r| r["status"] == "completed"), "{rows:#?}");
@@ -468,27 +471,24 @@ async fn a_cache_on_a_bucket_serves_the_next_run_without_sending() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_loses_its_lease_stops_spending() {
-    let Some(moto) = moto::Moto::start_or_skip("a_run_that_loses_its_lease_stops_spending") else {
+    // Requests that take ten minutes: only losing the lease can end the run.
+    let Some(setup) = Setup::new(
+        "a_run_that_loses_its_lease_stops_spending",
+        latency(600_000, 600_000),
+        20,
+    )
+    .await
+    else {
         return;
     };
-    moto.create_bucket("data").await;
-    // Requests that take ten minutes: only losing the lease can end the run.
-    let sim = start(latency(600_000, 600_000)).await;
-    let root = tempfile::tempdir().unwrap();
-    let m = seed_sweep(root.path(), 20);
-    let env = env_for(&moto, &moto.url());
+    let sim = &setup.sim;
     let url = "s3://data/taken";
-    let cwd = fresh_dir(root.path(), "pod");
+    let cwd = setup.dir("pod");
     let extra = ["--concurrency", "2", "--lease-secs", "1"];
-    let mut cmd = bucket_cmd(&m, url, &sim.url(), &env, &cwd, &extra);
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    while sim.ledger().accepted < 2 {
-        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let cmd = setup.bucket_cmd(url, &cwd, &extra);
+    let child = spawn_until_accepted(cmd, sim, 2, "the run ended early").await;
     // Someone deletes the lease (an operator, or a run that took it over).
-    let store = open(&env, url);
+    let store = setup.moto.open(url);
     let lease = store.path("lease.json").unwrap();
     object_store::ObjectStoreExt::delete(&**store.inner(), &lease)
         .await

@@ -15,27 +15,28 @@ mod moto;
 use futures_util::TryStreamExt;
 use object_store::{ObjectStoreExt, PutMode, PutPayload};
 
-use batchgen::store::{retry, Location, Store};
+use batchgen::store::Store;
 
-/// A store on a fresh bucket `bench` of a fresh moto, at `s3://bench/nightly`.
-/// The environment also asks for conditional puts to be off: `open` turns
-/// them on whatever it says, as the journal's segments need them.
-async fn store(moto: &moto::Moto) -> Store {
-    moto.create_bucket("bench").await;
+/// A store at `s3://bench/nightly` of a moto with a bucket `bench`. The
+/// environment also asks for conditional puts to be off: `open` turns them
+/// on whatever it says, as the journal's segments need them.
+fn store(moto: &moto::Moto) -> Store {
     let mut env = moto.env();
     env.push(("AWS_CONDITIONAL_PUT".into(), "disabled".into()));
-    let location = Location::parse("s3://bench/nightly").unwrap();
-    location.bucket().unwrap().open_with(&env, retry()).unwrap()
+    moto.open_with("s3://bench/nightly", &env)
 }
 
 #[tokio::test]
 async fn objects_round_trip_under_the_prefix_and_create_never_overwrites() {
-    let Some(moto) = moto::Moto::start_or_skip(
+    let Some(moto) = moto::Moto::with_bucket(
         "objects_round_trip_under_the_prefix_and_create_never_overwrites",
-    ) else {
+        "bench",
+    )
+    .await
+    else {
         return;
     };
-    let store = store(&moto).await;
+    let store = store(&moto);
     let s3 = store.inner();
 
     // A put and a get, under the prefix.
@@ -97,12 +98,7 @@ async fn a_missing_bucket_is_a_final_error_naming_it() {
     };
     // The bucket is never created: moto answers 404 NoSuchBucket, a final
     // answer (not retried), named in the error.
-    let store = Location::parse("s3://missing/p")
-        .unwrap()
-        .bucket()
-        .unwrap()
-        .open_with(&moto.env(), retry())
-        .unwrap();
+    let store = moto.open("s3://missing/p");
     let key = store.path("x").unwrap();
     let err = store
         .inner()

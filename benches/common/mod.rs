@@ -1,5 +1,6 @@
-//! What the benchmarks share: the simulator's ledger, the CPU and peak
-//! memory of the processes they run, and real nginx in front (`nginx`).
+//! What the benchmarks share: their settings from the environment, the
+//! simulator's ledger, the wall time, CPU and peak memory of the processes
+//! they run, and real nginx in front (`nginx`).
 
 #![allow(dead_code)]
 
@@ -8,6 +9,75 @@ pub mod nginx;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The setting `name` from the environment, or `default`.
+pub fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+/// What one command took, run to its end.
+pub struct Measured {
+    pub wall: f64,
+    pub peak_mib: f64,
+    pub cpu: f64,
+    pub ok: bool,
+}
+
+/// Runs `cmd` to its end, sampling its peak memory; its CPU is what the
+/// kernel counts for it once it is waited for. What it prints to stderr
+/// goes to `log`, shown if it failed (dropped, with no `log`).
+pub fn measure(mut cmd: Command, log: Option<&Path>) -> Measured {
+    let err = match log {
+        Some(log) => Stdio::from(std::fs::File::create(log).unwrap()),
+        None => Stdio::null(),
+    };
+    cmd.stdout(Stdio::null()).stderr(err);
+    let cpu_before = children_cpu();
+    let start = Instant::now();
+    let mut child = cmd.spawn().expect("batchgen starts");
+    let (status, peak) = wait_sampling_peak(&mut child);
+    if let Some(log) = log.filter(|_| !status.success()) {
+        eprintln!(
+            "{status}: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+    Measured {
+        wall: start.elapsed().as_secs_f64(),
+        peak_mib: peak as f64 / 1024.0,
+        cpu: children_cpu() - cpu_before,
+        ok: status.success(),
+    }
+}
+
+/// `batchgen sim` (the binary `bin`, key `bench`) on a free loopback port,
+/// every request taking `latency_ms`, once it listens: it and its port.
+pub fn start_sim(bin: &str, latency_ms: &str) -> (std::process::Child, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let sim = Command::new(bin)
+        .args(["sim", "--port", &port.to_string()])
+        .args([
+            "--min-latency-ms",
+            latency_ms,
+            "--max-latency-ms",
+            latency_ms,
+        ])
+        .args(["--key", "bench"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the simulator starts");
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (sim, port)
+}
 
 /// The simulator's ledger, by a plain HTTP GET.
 pub fn ledger(port: u16) -> serde_json::Value {

@@ -41,7 +41,9 @@ use std::sync::Mutex;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode};
 use sha2::{Digest, Sha256};
 
-use super::{check, check_bytes, is_identity, persist, At, CacheError, Hit, Stored, StoredFile};
+use super::{
+    check_bytes, checked, is_identity, landing, persist, At, CacheError, Hit, Stored, StoredFile,
+};
 use super::{ENTRY_CAP, ENTRY_JSON, FILE_CAP};
 use crate::api::ImageFormat;
 use crate::disk::{self, hex};
@@ -131,15 +133,13 @@ impl Part {
         let mut landed = Vec::new();
         for (n, f) in stored.files.iter().enumerate() {
             let damaged = |why: String| damaged(format!("{}: {why}", f.name));
-            let format = ImageFormat::of_name(Path::new(&f.name))
-                .ok_or_else(|| damaged("not named as a PNG or JPEG image".into()))?;
+            let (format, to) = landing(dir, stem, n, f, damaged)?;
             if f.bytes > FILE_CAP {
                 return Err(damaged(format!(
                     "larger than {}",
                     disk::human_bytes(FILE_CAP)
                 )));
             }
-            let to = dir.join(format!("{stem}_{n}.{}", format.extension()));
             let out = |source| CacheError::Output {
                 path: to.clone(),
                 source,
@@ -155,15 +155,7 @@ impl Part {
                 .and_then(|()| tmp.as_file().sync_all())
                 .map_err(out)?;
             drop(bytes);
-            let size = check(tmp.as_file(), &f.sha256, format)
-                .map_err(out)?
-                .map_err(&damaged)?;
-            if size != f.bytes {
-                return Err(damaged(format!(
-                    "{size} bytes, not the {} recorded",
-                    f.bytes
-                )));
-            }
+            checked(tmp.as_file(), f, format, &to, damaged)?;
             landed.push((tmp, to, f));
         }
         persist(landed)

@@ -20,7 +20,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::{check, part_name, persist, At, CacheError, Hit, Stored, StoredFile};
+use super::{check, checked, landing, part_name, persist, At, CacheError, Hit, Stored, StoredFile};
 use super::{ENTRY_CAP, ENTRY_JSON, FILE_CAP};
 use crate::api::ImageFormat;
 use crate::disk;
@@ -81,10 +81,8 @@ impl Folder {
                 entry: entry.to_path_buf(),
                 why: format!("{}: {why}", f.name),
             };
-            let format = ImageFormat::of_name(Path::new(&f.name))
-                .ok_or_else(|| damaged("not named as a PNG or JPEG image".into()))?;
+            let (format, to) = landing(dir, stem, n, f, damaged)?;
             let from = entry.join(&f.name);
-            let to = dir.join(format!("{stem}_{n}.{}", format.extension()));
             let out = |source| CacheError::Output {
                 path: to.clone(),
                 source,
@@ -108,15 +106,7 @@ impl Folder {
                 }
             })?;
             tmp.as_file().sync_all().map_err(out)?;
-            let bytes = check(tmp.as_file(), &f.sha256, format)
-                .map_err(out)?
-                .map_err(&damaged)?;
-            if bytes != f.bytes {
-                return Err(damaged(format!(
-                    "{bytes} bytes, not the {} recorded",
-                    f.bytes
-                )));
-            }
+            checked(tmp.as_file(), f, format, &to, damaged)?;
             landed.push((tmp, to, f));
         }
         persist(landed)

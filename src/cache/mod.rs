@@ -362,6 +362,48 @@ fn without_queries(text: &str) -> String {
     out
 }
 
+/// Where file `n` of an entry lands in `dir` (`STEM_N.EXT`), and the image
+/// format its name says; `damaged` if it names none.
+fn landing(
+    dir: &Path,
+    stem: &str,
+    n: usize,
+    f: &StoredFile,
+    damaged: impl Fn(String) -> CacheError,
+) -> Result<(ImageFormat, PathBuf), CacheError> {
+    let format = ImageFormat::of_name(Path::new(&f.name))
+        .ok_or_else(|| damaged("not named as a PNG or JPEG image".into()))?;
+    Ok((
+        format,
+        dir.join(format!("{stem}_{n}.{}", format.extension())),
+    ))
+}
+
+/// Checks `file`, the bytes of `f` landed beside `to`, against its entry
+/// (see [`check`]) and the size the entry records; `damaged` if it is not
+/// what was stored.
+fn checked(
+    file: &File,
+    f: &StoredFile,
+    format: ImageFormat,
+    to: &Path,
+    damaged: impl Fn(String) -> CacheError,
+) -> Result<(), CacheError> {
+    let size = check(file, &f.sha256, format)
+        .map_err(|source| CacheError::Output {
+            path: to.to_path_buf(),
+            source,
+        })?
+        .map_err(&damaged)?;
+    if size != f.bytes {
+        return Err(damaged(format!(
+            "{size} bytes, not the {} recorded",
+            f.bytes
+        )));
+    }
+    Ok(())
+}
+
 /// Reads `file` from its start (at most [`FILE_CAP`] bytes) and checks that
 /// it is `sha256` and a whole image of `format`. Its size, or why not.
 fn check(file: &File, sha256: &str, format: ImageFormat) -> std::io::Result<Result<u64, String>> {

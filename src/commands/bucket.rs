@@ -210,6 +210,16 @@ impl Copy {
         )
     }
 
+    /// `e`, met writing `path` of the copy, with the path shown as the URL
+    /// it stands for.
+    fn cannot_write(&self, path: &Path, e: std::io::Error) -> Error {
+        Error::Io(format!(
+            "cannot write {}: {}",
+            self.show(&path.display().to_string()),
+            disk::plain(&e)
+        ))
+    }
+
     /// `e` (from the local code run on the copy) with its paths shown as
     /// URLs, keeping its exit code.
     pub fn error(&self, e: Error) -> Error {
@@ -268,13 +278,9 @@ impl Copy {
         futures_util::stream::iter(todo)
             .map(|(key, local)| async move {
                 if let Some(parent) = local.parent() {
-                    tokio::fs::create_dir_all(parent).await.map_err(|e| {
-                        Error::Io(format!(
-                            "cannot write {}: {}",
-                            self.show(&parent.display().to_string()),
-                            disk::plain(&e)
-                        ))
-                    })?;
+                    tokio::fs::create_dir_all(parent)
+                        .await
+                        .map_err(|e| self.cannot_write(parent, e))?;
                 }
                 self.bucket
                     .download(&key, &local, max)
@@ -312,13 +318,7 @@ impl Copy {
             }
         }
         drop(stream);
-        let io = |e: std::io::Error| {
-            Error::Io(format!(
-                "cannot write {}: {}",
-                self.show(&local.display().to_string()),
-                disk::plain(&e)
-            ))
-        };
+        let io = |e| self.cannot_write(&local, e);
         if let Some(parent) = local.parent() {
             tokio::fs::create_dir_all(parent).await.map_err(io)?;
         }
@@ -331,13 +331,7 @@ impl Copy {
     /// then finds outside, never read.
     pub fn stand_in(&self, key: &str) -> Result<(), Error> {
         let local = self.local(key)?;
-        let io = |e: std::io::Error| {
-            Error::Io(format!(
-                "cannot write {}: {}",
-                self.show(&local.display().to_string()),
-                disk::plain(&e)
-            ))
-        };
+        let io = |e| self.cannot_write(&local, e);
         if let Some(parent) = local.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
         }

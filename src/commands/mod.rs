@@ -16,7 +16,7 @@ pub mod signals;
 pub mod sim;
 pub mod status;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::exit::Error;
 use crate::store::Location;
@@ -29,21 +29,6 @@ pub fn load_plan(path: &std::path::Path) -> Result<crate::plan::Plan, Error> {
         crate::say!("{w}");
     }
     Ok(plan)
-}
-
-/// A folder or file a command takes (`what`: `--out`, `status DIR`, …),
-/// parsed as a location before anything is sent: a local one is used as
-/// always; a bucket URL is refused (exit 2) until buckets are wired in, and
-/// an unknown scheme is refused by name (never a folder named `foo:`).
-pub fn local(path: &Path, what: &'static str) -> Result<PathBuf, Error> {
-    match Location::of_path(path) {
-        Ok(Location::Local(path)) => Ok(path),
-        Ok(Location::Bucket(bucket)) => Err(Error::BucketNotYet {
-            what,
-            url: bucket.to_string(),
-        }),
-        Err(source) => Err(Error::Location { what, source }),
-    }
 }
 
 /// A folder or a bucket prefix a command takes (`what`: `--out`, …),

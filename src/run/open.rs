@@ -319,23 +319,11 @@ fn lock(dir: &Path) -> Result<std::fs::File, RunError> {
 /// line recorded (one listing, made when the run opened); with `verify`,
 /// each is downloaded into the working folder and its SHA-256 decides.
 fn stored_intact(remote: &super::Remote, work: &Path, done: &journal::State, verify: bool) -> bool {
-    let journal::State::Done {
-        files,
-        sha256,
-        stamps,
-        ..
-    } = done
-    else {
-        return false;
-    };
-    if files.len() != sha256.len() {
-        return false;
-    }
-    files.iter().enumerate().all(|(i, f)| {
+    every_file(done, |f, sha256, stamp| {
         let Some(size) = remote.listed_size(f) else {
             return false;
         };
-        if stamps.len() == files.len() && stamps[i][0] != size {
+        if stamp.is_some_and(|&[recorded, _]| recorded != size) {
             return false;
         }
         if !verify {
@@ -345,9 +333,7 @@ fn stored_intact(remote: &super::Remote, work: &Path, done: &journal::State, ver
         let fetched = tokio::runtime::Handle::try_current()
             .ok()
             .and_then(|h| h.block_on(remote.store().download(f, &local, size)).ok()?);
-        fetched.is_some()
-            && std::fs::read(&local)
-                .is_ok_and(|bytes| disk::hex(&Sha256::digest(&bytes)) == sha256[i])
+        fetched.is_some() && hashes_to(&local, sha256)
     })
 }
 
@@ -357,6 +343,28 @@ fn stored_intact(remote: &super::Remote, work: &Path, done: &journal::State, ver
 /// journal older than those records) its SHA-256 decides. A file of another
 /// size is damaged.
 fn files_intact(out_dir: &Path, done: &journal::State, verify: bool) -> bool {
+    every_file(done, |f, sha256, stamp| {
+        let path = out_dir.join(f);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            return false;
+        };
+        match stamp {
+            Some(&[size, _]) if meta.len() != size => return false,
+            Some(&[_, mtime]) if !verify && disk::mtime_ns(&meta) == mtime => return true,
+            _ => {}
+        }
+        hashes_to(&path, sha256)
+    })
+}
+
+/// Whether `intact(file, sha256, stamp)` holds for every file of a
+/// completed row, `stamp` being the `[size, mtime]` its `done` line
+/// recorded (`None` in a journal that recorded none, or not one a file).
+/// False for any other state, or a `done` line whose lists disagree.
+fn every_file(
+    done: &journal::State,
+    mut intact: impl FnMut(&str, &str, Option<&[u64; 2]>) -> bool,
+) -> bool {
     let journal::State::Done {
         files,
         sha256,
@@ -369,18 +377,14 @@ fn files_intact(out_dir: &Path, done: &journal::State, verify: bool) -> bool {
     if files.len() != sha256.len() {
         return false;
     }
-    files.iter().enumerate().all(|(i, f)| {
-        let path = out_dir.join(f);
-        let Ok(meta) = std::fs::metadata(&path) else {
-            return false;
-        };
-        match stamps.get(i).filter(|_| stamps.len() == files.len()) {
-            Some(&[size, _]) if meta.len() != size => return false,
-            Some(&[_, mtime]) if !verify && disk::mtime_ns(&meta) == mtime => return true,
-            _ => {}
-        }
-        std::fs::read(&path)
-            .map(|bytes| disk::hex(&Sha256::digest(&bytes)) == sha256[i])
-            .unwrap_or(false)
-    })
+    let stamps = (stamps.len() == files.len()).then_some(stamps);
+    files
+        .iter()
+        .enumerate()
+        .all(|(i, f)| intact(f, &sha256[i], stamps.map(|s| &s[i])))
+}
+
+/// Whether the file at `path` reads and its SHA-256 is `sha256`.
+fn hashes_to(path: &Path, sha256: &str) -> bool {
+    std::fs::read(path).is_ok_and(|bytes| disk::hex(&Sha256::digest(&bytes)) == sha256)
 }

@@ -112,17 +112,10 @@ impl std::fmt::Debug for Remote {
     }
 }
 
-/// A run id no other process shares: pid, time and a random hash seed.
+/// A run id no other process shares: a fresh [`segments::nonce`]
+/// and the pid.
 fn run_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    format!("{:016x}-{}", h.finish(), std::process::id())
+    format!("{}-{}", segments::nonce(), std::process::id())
 }
 
 impl Remote {

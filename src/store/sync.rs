@@ -107,19 +107,9 @@ impl Store {
         local: &Path,
         max: u64,
     ) -> Result<Option<u64>, StoreError> {
-        let path = self.path(name)?;
-        let got = match self.inner().get(&path).await {
-            Ok(got) => got,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(self.failed(name, "download", e)),
+        let Some(got) = self.get_at_most(name, max).await? else {
+            return Ok(None);
         };
-        if got.meta.size > max {
-            return Err(self.failed(
-                name,
-                "download",
-                format!("{} bytes, over the {max} this reads", got.meta.size),
-            ));
-        }
         let dir = local.parent().unwrap_or(Path::new("."));
         let io = |e: std::io::Error| self.failed(name, "download", crate::disk::plain(&e));
         let temp = tempfile::Builder::new()
@@ -147,6 +137,23 @@ impl Store {
     /// Reads `name` whole, refusing an object over `max` bytes. `Ok(None)`:
     /// no such object.
     pub async fn read_bytes(&self, name: &str, max: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(got) = self.get_at_most(name, max).await? else {
+            return Ok(None);
+        };
+        let bytes = got
+            .bytes()
+            .await
+            .map_err(|e| self.failed(name, "download", e))?;
+        Ok(Some(bytes.to_vec()))
+    }
+
+    /// The answer to a get of `name`, refused if the object is over `max`
+    /// bytes. `Ok(None)`: no such object.
+    async fn get_at_most(
+        &self,
+        name: &str,
+        max: u64,
+    ) -> Result<Option<object_store::GetResult>, StoreError> {
         let path = self.path(name)?;
         let got = match self.inner().get(&path).await {
             Ok(got) => got,
@@ -160,11 +167,7 @@ impl Store {
                 format!("{} bytes, over the {max} this reads", got.meta.size),
             ));
         }
-        let bytes = got
-            .bytes()
-            .await
-            .map_err(|e| self.failed(name, "download", e))?;
-        Ok(Some(bytes.to_vec()))
+        Ok(Some(got))
     }
 
     /// Every object under the prefix (or under `under` inside it), named

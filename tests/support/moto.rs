@@ -96,6 +96,13 @@ impl Moto {
         }
     }
 
+    /// [`Moto::start_or_skip`], with `bucket` created on it.
+    pub async fn with_bucket(name: &str, bucket: &str) -> Option<Moto> {
+        let moto = Moto::start_or_skip(name)?;
+        moto.create_bucket(bucket).await;
+        Some(moto)
+    }
+
     /// Starts moto on a free loopback port; waits until it answers HTTP.
     pub fn start() -> Result<Moto, String> {
         static FOUND: OnceLock<Result<Python, String>> = OnceLock::new();
@@ -193,8 +200,14 @@ impl Moto {
     /// The settings a client needs for this server: its endpoint over plain
     /// HTTP, dummy credentials (moto checks none), a region.
     pub fn env(&self) -> Vec<(String, String)> {
+        self.env_at(&self.url())
+    }
+
+    /// [`Moto::env`] with `endpoint` (a proxy in front of this server) as
+    /// the endpoint.
+    pub fn env_at(&self, endpoint: &str) -> Vec<(String, String)> {
         [
-            ("AWS_ENDPOINT_URL", self.url()),
+            ("AWS_ENDPOINT_URL", endpoint.to_string()),
             ("AWS_ALLOW_HTTP", "true".into()),
             ("AWS_ACCESS_KEY_ID", "testing".into()),
             ("AWS_SECRET_ACCESS_KEY", "testing".into()),
@@ -203,6 +216,22 @@ impl Moto {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect()
+    }
+
+    /// The store at `url` (`s3://BUCKET/PREFIX`) on this server, opened
+    /// with [`Moto::env`] as a run opens one.
+    pub fn open(&self, url: &str) -> batchgen::store::Store {
+        self.open_with(url, &self.env())
+    }
+
+    /// The store at `url`, opened with the settings `env`.
+    pub fn open_with(&self, url: &str, env: &[(String, String)]) -> batchgen::store::Store {
+        let location = batchgen::store::Location::parse(url).unwrap();
+        location
+            .bucket()
+            .unwrap()
+            .open_with(env, batchgen::store::retry())
+            .unwrap()
     }
 
     /// Creates `bucket` (object_store cannot): a plain `PUT /BUCKET`, which

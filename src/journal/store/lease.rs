@@ -328,10 +328,10 @@ impl Lease {
     }
 }
 
-/// A nonce no other process (nor another lease of this one) shares: std's
+/// A nonce no other process (nor another call in this one) shares: std's
 /// random hash seed (drawn from the OS once per process), the pid, the time
-/// and a counter, hashed.
-fn nonce() -> String {
+/// and a counter, hashed; 16 hex digits. Each lease's, and a run's id.
+pub fn nonce() -> String {
     use std::hash::{BuildHasher, Hasher};
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNT: AtomicU64 = AtomicU64::new(0);
