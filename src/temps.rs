@@ -228,6 +228,58 @@ pub fn remove_stray(dir: &Path, prefix: &str) -> usize {
         .count()
 }
 
+/// A working folder (in the system's temporary folder) left this long
+/// unchanged, and locked by nobody, was left by a killed command.
+const FOLDER_STALE_AFTER: Duration = Duration::from_secs(10 * 60);
+
+/// The lock a bucket reader's copy holds while its command lives (not
+/// `.lock`, which in a copy is a run folder's, as `status` reads it).
+pub const COPY_LOCK: &str = ".batchgen-copy-lock";
+
+/// Makes a working folder `PREFIX…` in the system's temporary folder and
+/// locks it ([`COPY_LOCK`], held as long as the returned file is), after
+/// sweeping the ones killed commands left ([`sweep_folders`]): a bucket
+/// reader's copy.
+pub fn working_folder(prefix: &str) -> std::io::Result<(tempfile::TempDir, File)> {
+    let tmp = std::env::temp_dir();
+    sweep_folders(&tmp, prefix, COPY_LOCK);
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir_in(&tmp)?;
+    let lock = File::create(dir.path().join(COPY_LOCK))?;
+    lock.try_lock().map_err(std::io::Error::other)?;
+    Ok((dir, lock))
+}
+
+/// Removes the working folders `PREFIX…` killed commands left in `tmp` (a
+/// pod's disk goes with the pod; a laptop's does not): one whose lock file
+/// `lock` nobody holds (its command holds it from its start to its end)
+/// and that has not changed for ten minutes (so that one just made, not yet
+/// locked, is kept). Best effort: what cannot be removed stays.
+pub fn sweep_folders(tmp: &Path, prefix: &str, lock: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(prefix) {
+            continue;
+        }
+        let path = entry.path();
+        let old = std::fs::symlink_metadata(&path).is_ok_and(|m| {
+            m.is_dir()
+                && m.modified()
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|e| e > FOLDER_STALE_AFTER))
+        });
+        if !old {
+            continue;
+        }
+        let unlocked = File::open(path.join(lock)).is_ok_and(|f| f.try_lock().is_ok());
+        if unlocked && std::fs::remove_dir_all(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Whether `path` is a batchgen temporary that a live process holds.
 /// Anything else (another name, a maker gone) is `false`.
 pub fn held(path: &Path) -> bool {
@@ -421,5 +473,31 @@ mod tests {
         assert!(held(&path), "another machine's process holds it");
         drop(f);
         assert!(!held(&path));
+    }
+
+    fn folder(tmp: &Path, name: &str, age: Duration) -> PathBuf {
+        let dir = tmp.join(name);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join(".lock"), b"").unwrap();
+        let then = SystemTime::now() - age;
+        File::open(&dir).unwrap().set_modified(then).unwrap();
+        dir
+    }
+
+    #[test]
+    fn only_old_unlocked_working_folders_are_swept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let hour = Duration::from_secs(3600);
+        let stale = folder(tmp.path(), "batchgen-work-stale", hour);
+        let live = folder(tmp.path(), "batchgen-work-live", hour);
+        let fresh = folder(tmp.path(), "batchgen-work-fresh", Duration::ZERO);
+        let other = folder(tmp.path(), "batchgen-copy-old", hour);
+        let held = File::open(live.join(".lock")).unwrap();
+        held.try_lock().unwrap();
+        assert_eq!(sweep_folders(tmp.path(), "batchgen-work-", ".lock"), 1);
+        assert!(!stale.exists(), "a killed command's folder is removed");
+        assert!(live.exists(), "a live command's folder is kept");
+        assert!(fresh.exists(), "a folder just made is kept");
+        assert!(other.exists(), "folders of another prefix are not touched");
     }
 }

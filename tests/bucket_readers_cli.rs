@@ -190,7 +190,19 @@ async fn a_run_on_the_bucket_reads_and_reports_as_its_folder() {
             "never writes over a run's own files",
         ),
         ("s3://runs/nightly", "is the run prefix s3://runs/nightly"),
+        // A "file" beside a prefix holding objects would be a folder too.
+        ("s3://runs/misc", "objects are stored under it"),
     ] {
+        if out.ends_with("/misc") {
+            let put = format!("{}/runs/misc/a.txt", moto.url());
+            let r = reqwest::Client::new()
+                .put(&put)
+                .body("x")
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success());
+        }
         let o = run_exp(exp("local", "jsonl", out)).await;
         assert_eq!(o.status.code(), Some(2), "{out}: {}", text(&o.stderr));
         assert!(text(&o.stderr).contains(why), "{out}: {}", text(&o.stderr));
@@ -198,6 +210,11 @@ async fn a_run_on_the_bucket_reads_and_reports_as_its_folder() {
     let o = run_exp(exp(url, "webdataset", url)).await;
     assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
     assert!(text(&o.stderr).contains("the prefix this command reads"));
+    assert!(
+        !text(&o.stderr).contains("nightly/nightly"),
+        "the URL is named once: {}",
+        text(&o.stderr)
+    );
     assert!(get(&store, "images/x.jsonl").await.is_none());
     assert!(names(&store, "")
         .await

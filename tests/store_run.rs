@@ -499,3 +499,86 @@ async fn a_run_that_loses_its_lease_stops_spending() {
     assert!(err.contains("lease"), "{err}");
     assert_eq!(sim.ledger().submit_calls, 2, "nothing more was sent");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_on_a_bucket_that_cannot_be_read_stops_and_keeps_rows_done() {
+    let Some(mut setup) = Setup::new(
+        "verify_on_a_bucket_that_cannot_be_read_stops_and_keeps_rows_done",
+        quick(),
+        6,
+    )
+    .await
+    else {
+        return;
+    };
+    let url = "s3://data/verified";
+    let o = output(setup.bucket_cmd(url, &setup.dir("pod1"), &[])).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    // The images cannot be read: `--verify` cannot check them, which is
+    // not the same as finding them damaged.
+    let proxy = s3_faults::start(&setup.moto.url()).await;
+    *proxy.faults.gets_of.lock().unwrap() = "/images/".into();
+    setup.env = setup.moto.env_at(&proxy.url);
+    let polls = setup.sim.ledger().status_calls;
+    let mut cmd = setup.bucket_cmd(url, &setup.dir("pod2"), &["--verify"]);
+    cmd.env("BATCHGEN_STORE_RETRY_SECS", "1");
+    let o = output(cmd).await;
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("images/"), "names the object: {err}");
+    assert_eq!(setup.sim.ledger().submit_calls, 6, "nothing sent");
+    assert_eq!(
+        setup.sim.ledger().status_calls,
+        polls,
+        "no row sent back to its request"
+    );
+    // Readable again: every row is verified done, nothing is sent.
+    *proxy.faults.gets_of.lock().unwrap() = String::new();
+    let o = output(setup.bucket_cmd(url, &setup.dir("pod3"), &["--verify"])).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(setup.sim.ledger().submit_calls, 6);
+    let (got, _) = setup.downloaded(url).await;
+    assert!(results(&got).iter().all(|r| r["status"] == "completed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_bucket_or_an_unreadable_name_is_said_plainly_and_takes_nothing() {
+    let Some(setup) = Setup::new(
+        "a_missing_bucket_or_an_unreadable_name_is_said_plainly_and_takes_nothing",
+        quick(),
+        2,
+    )
+    .await
+    else {
+        return;
+    };
+    let o = output(setup.bucket_cmd("s3://nobucket/x", &setup.dir("pod1"), &[])).await;
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("nobucket"), "{err}");
+    assert!(
+        !err.contains("another run"),
+        "no phantom second writer: {err}"
+    );
+    // An object whose name object_store cannot read (`//`), put by another tool.
+    let odd = format!("{}/data/odd/images//double.png", setup.moto.url());
+    let put = reqwest::Client::new()
+        .put(&odd)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    let o = output(setup.bucket_cmd("s3://data/odd", &setup.dir("pod2"), &[])).await;
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("rename or delete"), "{err}");
+    // Listed raw: object_store cannot list this prefix either.
+    let list = format!("{}/data?list-type=2&prefix=odd/", setup.moto.url());
+    let names = reqwest::get(&list).await.unwrap().text().await.unwrap();
+    assert!(
+        !names.contains("lease.json") && !names.contains("journal/"),
+        "refused before taking the lease or the fence: {names}"
+    );
+    assert_eq!(setup.sim.ledger().submit_calls, 0);
+}

@@ -129,10 +129,22 @@ pub fn relative_key(base: &str, key: &str) -> String {
 /// A working copy of prefixes of one bucket in a temporary folder.
 pub struct Copy {
     _temp: tempfile::TempDir,
+    /// Held while the copy lives: a later command sweeps the copy only once
+    /// its maker is gone (a signal ends the process without dropping it).
+    _lock: std::fs::File,
     /// The temporary folder, resolved: paths in messages start with it.
     root: PathBuf,
     /// The bucket's root: every key below is relative to the bucket.
     bucket: Store,
+}
+
+/// The bucket of `store`, without its prefix: where keys are whole.
+pub fn root_of(store: &Store) -> Result<Store, Error> {
+    let whole = Bucket {
+        prefix: String::new(),
+        ..store.bucket().clone()
+    };
+    Store::over(whole, store.inner().clone()).map_err(store_error)
 }
 
 impl Copy {
@@ -151,18 +163,12 @@ impl Copy {
                 disk::plain(&e)
             ))
         };
-        let temp = tempfile::Builder::new()
-            .prefix("batchgen-copy-")
-            .tempdir()
-            .map_err(io)?;
+        let (temp, lock) = crate::temps::working_folder("batchgen-copy-").map_err(io)?;
         let root = std::fs::canonicalize(temp.path()).map_err(io)?;
-        let whole = Bucket {
-            prefix: String::new(),
-            ..b.clone()
-        };
-        let bucket = Store::over(whole, store.inner().clone()).map_err(store_error)?;
+        let bucket = root_of(store)?;
         Ok(Copy {
             _temp: temp,
+            _lock: lock,
             root,
             bucket,
         })

@@ -179,7 +179,7 @@ async fn readable(copy: &Copy, store: &Store, need: Need) -> Result<BTreeSet<Str
 /// thumbnails uploaded under the prefix.
 pub async fn report(store: Store) -> Result<Reported, Error> {
     let index = key(&store, INDEX_HTML);
-    bucket::check_output(&store, "", &index, &[], Writes::File)
+    bucket::check_output(&bucket::root_of(&store)?, "", &index, &[], Writes::File)
         .await?
         .map_err(|e| Error::Report(ReportError::Refused(e)))?;
     let copy = Copy::new(&store)?;
@@ -247,12 +247,23 @@ pub async fn export(
                 Format::Jsonl => Writes::File,
                 Format::Webdataset => Writes::Folder,
             };
-            bucket::check_output(d, "--out", &d.bucket().prefix, &inputs, writes)
+            let root = bucket::root_of(d)?;
+            bucket::check_output(&root, "--out", &d.bucket().prefix, &inputs, writes)
                 .await?
                 .map_err(|e| Error::Export(ExportError::Refused(e)))?;
             if format == Format::Jsonl && d.bucket().prefix.is_empty() {
                 return Err(Error::Bucket {
                     text: format!("--out {d}: jsonl writes one object: give its name, for example {d}/export.jsonl"),
+                    code: exit::INVALID,
+                });
+            }
+            // As a local folder is refused as a file: an object beside a
+            // prefix of the same name is a "file" and a "folder" at once.
+            if format == Format::Jsonl
+                && !d.list(None).await.map_err(bucket::store_error)?.is_empty()
+            {
+                return Err(Error::Bucket {
+                    text: format!("--out {d}: objects are stored under it, as in a folder: give the name of a file under it, for example {d}/export.jsonl"),
                     code: exit::INVALID,
                 });
             }

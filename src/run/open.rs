@@ -9,7 +9,7 @@
 //! where money is spent.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -101,6 +101,14 @@ pub fn open_with(
             return Err(other_gateway(&out_dir, made_by, settings.gateway.base()));
         }
     }
+    // `--verify` on a bucket: every completed row's files hashed first, a
+    // few at a time, streamed. A file that cannot be read stops the run
+    // (exit 3): "could not check" is never taken for "damaged", which would
+    // send a paid row back to its request.
+    let hashes = match (&remote, settings.verify) {
+        (Some(remote), true) => Some(stored_hashes(remote, &journal)?),
+        _ => None,
+    };
     crate::temps::remove_stray(&images_dir, PART_PREFIX);
     crate::temps::remove_stray(&images_dir, disk::TEMP_PREFIX);
     crate::temps::remove_stray(&out_dir, disk::TEMP_PREFIX);
@@ -141,7 +149,7 @@ pub fn open_with(
                 price,
                 flags,
                 |done| match &remote {
-                    Some(r) => stored_intact(r, &out_dir, done, settings.verify),
+                    Some(r) => stored_intact(r, done, hashes.as_ref()),
                     None => files_intact(&out_dir, done, settings.verify),
                 },
                 in_cache,
@@ -316,9 +324,13 @@ fn lock(dir: &Path) -> Result<std::fs::File, RunError> {
 }
 
 /// Every file of a completed row is in the bucket with the size its `done`
-/// line recorded (one listing, made when the run opened); with `verify`,
-/// each is downloaded into the working folder and its SHA-256 decides.
-fn stored_intact(remote: &super::Remote, work: &Path, done: &journal::State, verify: bool) -> bool {
+/// line recorded (one listing, made when the run opened); with `--verify`,
+/// `hashes` (from [`stored_hashes`]) has its SHA-256 too, which decides.
+fn stored_intact(
+    remote: &super::Remote,
+    done: &journal::State,
+    hashes: Option<&HashMap<String, String>>,
+) -> bool {
     every_file(done, |f, sha256, stamp| {
         let Some(size) = remote.listed_size(f) else {
             return false;
@@ -326,15 +338,45 @@ fn stored_intact(remote: &super::Remote, work: &Path, done: &journal::State, ver
         if stamp.is_some_and(|&[recorded, _]| recorded != size) {
             return false;
         }
-        if !verify {
-            return true;
-        }
-        let local = work.join(f);
-        let fetched = tokio::runtime::Handle::try_current()
-            .ok()
-            .and_then(|h| h.block_on(remote.store().download(f, &local, size)).ok()?);
-        fetched.is_some() && hashes_to(&local, sha256)
+        hashes.is_none_or(|h| h.get(f).is_some_and(|got| got == sha256))
     })
+}
+
+/// The SHA-256 of every file of a completed row the bucket lists, read as
+/// streams, 16 at a time, never held whole. A read that fails is an error
+/// naming the object (the run stops before sending anything), never a
+/// verdict. Runs on the blocking pool, waiting on the run's runtime.
+fn stored_hashes(
+    remote: &super::Remote,
+    journal: &Journal,
+) -> Result<HashMap<String, String>, RunError> {
+    use futures_util::{StreamExt, TryStreamExt};
+    let files: Vec<(String, u64)> = journal.with_replay(|replay| {
+        replay
+            .records
+            .values()
+            .filter_map(|r| match &r.state {
+                journal::State::Done { files, .. } => Some(files.clone()),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|f| Some((f.clone(), remote.listed_size(&f)?)))
+            .collect()
+    });
+    let store = remote.store();
+    let hashed = futures_util::stream::iter(files)
+        .map(|(f, size)| async move {
+            let got = store.sha256(&f, size).await?;
+            Ok::<_, crate::store::StoreError>(got.map(|sha| (f, sha)))
+        })
+        .buffer_unordered(16)
+        .try_filter_map(|found| async move { Ok(found) })
+        .try_collect();
+    let handle = tokio::runtime::Handle::try_current().map_err(|e| RunError::Output {
+        path: PathBuf::from(store.to_string()),
+        source: std::io::Error::other(e),
+    })?;
+    handle.block_on(hashed).map_err(RunError::Bucket)
 }
 
 /// Every file of a completed row is there as it was written. A file whose

@@ -41,42 +41,9 @@ use crate::store::{Store, StoreError};
 
 use super::RunError;
 
-/// The working folders' names start so, in the temporary folder.
+/// The working folders' names start so, in the temporary folder (a run
+/// holds its `.lock` while it lives; see [`crate::temps::sweep_folders`]).
 const WORK_PREFIX: &str = "batchgen-work-";
-/// A working folder left this long unchanged, and locked by no run, was
-/// left by a killed run.
-const STALE_AFTER: Duration = Duration::from_secs(10 * 60);
-
-/// Removes the working folders killed runs left in `tmp` (a pod's disk goes
-/// with the pod; a laptop's does not): one whose `.lock` no live run holds
-/// (a run holds it from its start to its end) and that has not changed for
-/// [`STALE_AFTER`] (so that one just made, not yet locked, is kept). Best
-/// effort: what cannot be removed stays.
-fn sweep_stale(tmp: &Path) {
-    let Ok(entries) = std::fs::read_dir(tmp) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        if !name.to_string_lossy().starts_with(WORK_PREFIX) {
-            continue;
-        }
-        let path = entry.path();
-        let old = std::fs::symlink_metadata(&path).is_ok_and(|m| {
-            m.is_dir()
-                && m.modified()
-                    .is_ok_and(|t| t.elapsed().is_ok_and(|e| e > STALE_AFTER))
-        });
-        if !old {
-            continue;
-        }
-        let unlocked = std::fs::File::open(path.join(".lock")).is_ok_and(|f| f.try_lock().is_ok());
-        if unlocked {
-            let _ = std::fs::remove_dir_all(&path);
-        }
-    }
-}
-
 /// Uploads in flight at once, run-wide. An upload holds its file in memory
 /// up to [`crate::store::PART`] (a put must know its body; S3's parts are
 /// at least 5 MiB), so this bounds the memory uploads take, whatever
@@ -124,7 +91,8 @@ impl Remote {
     /// images, and makes the working folder. Sends nothing to the gateway.
     pub async fn open(store: Store, lease_for: Duration) -> Result<Remote, RunError> {
         // The working folder first: nothing to give back if it cannot be made.
-        sweep_stale(&std::env::temp_dir());
+        // `.lock`: the run takes it in the folder (`run::open`) while it lives.
+        crate::temps::sweep_folders(&std::env::temp_dir(), WORK_PREFIX, ".lock");
         let work = tempfile::Builder::new()
             .prefix(WORK_PREFIX)
             .tempdir()
@@ -132,6 +100,18 @@ impl Remote {
                 path: std::env::temp_dir(),
                 source,
             })?;
+        // The images already there, listed before the lease and the fence
+        // are taken, so that a prefix that cannot be listed (an object
+        // named so object_store cannot read it) costs nothing to refuse.
+        // Safe before the lease: an image listed late is only one the run
+        // fetches again from its request.
+        let listed = store
+            .list(Some(IMAGES_DIR))
+            .await
+            .map_err(RunError::Bucket)?
+            .into_iter()
+            .map(|l| (l.name, l.size))
+            .collect();
         let inner = store.inner().clone();
         let prefix = store.prefix().clone();
         let lease = Lease::acquire(
@@ -148,14 +128,6 @@ impl Remote {
             Err(e) => {
                 let _ = lease.release().await;
                 return Err(RunError::from_store(e));
-            }
-        };
-        let listed = match store.list(Some(IMAGES_DIR)).await {
-            Ok(listed) => listed.into_iter().map(|l| (l.name, l.size)).collect(),
-            Err(e) => {
-                writer.close().await;
-                let _ = lease.release().await;
-                return Err(RunError::Bucket(e));
             }
         };
         let keeper = Keeper::start(lease, writer.stopper());
@@ -204,6 +176,9 @@ impl Remote {
     /// time; nothing once the lease is lost (another run may own the prefix
     /// by now, and its results.csv is not this run's to replace).
     pub async fn publish(&self, names: &[String]) -> Result<(), String> {
+        if names.is_empty() {
+            return Ok(());
+        }
         if let Some(why) = self.lease_lost() {
             return Err(format!("{} was not uploaded: {why}", names.join(", ")));
         }
@@ -238,7 +213,12 @@ impl Remote {
     /// earlier run (another pod) left only in the bucket: its images, then
     /// their thumbnails (fetched after, so they are newer and kept).
     pub async fn fetch_for_sheet(&self) -> Result<(), String> {
-        let listed = self.store.list(None).await.map_err(|e| e.to_string())?;
+        // A name that is not a plain path is never fetched (nor followed):
+        // the sheet goes without it.
+        let listed: Vec<_> = (self.store.list(None).await.map_err(|e| e.to_string())?)
+            .into_iter()
+            .filter(|l| crate::store::local_path(self.work.path(), &l.name).is_some())
+            .collect();
         let under = |dir: &'static str| move |name: &str| name.starts_with(&format!("{dir}/"));
         let image = |name: &str| under(IMAGES_DIR)(name) && !name.ends_with(".json");
         let work = self.work.path();
@@ -312,39 +292,5 @@ impl RunError {
 impl From<StoreError> for RunError {
     fn from(e: StoreError) -> RunError {
         RunError::Bucket(e)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn folder(tmp: &Path, name: &str, age: Duration) -> std::path::PathBuf {
-        let dir = tmp.join(name);
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::write(dir.join(".lock"), b"").unwrap();
-        let then = std::time::SystemTime::now() - age;
-        std::fs::File::open(&dir)
-            .unwrap()
-            .set_modified(then)
-            .unwrap();
-        dir
-    }
-
-    #[test]
-    fn only_old_unlocked_working_folders_are_swept() {
-        let tmp = tempfile::tempdir().unwrap();
-        let hour = Duration::from_secs(3600);
-        let stale = folder(tmp.path(), "batchgen-work-stale", hour);
-        let live = folder(tmp.path(), "batchgen-work-live", hour);
-        let fresh = folder(tmp.path(), "batchgen-work-fresh", Duration::ZERO);
-        let other = folder(tmp.path(), "someone-else", hour);
-        let held = std::fs::File::open(live.join(".lock")).unwrap();
-        held.try_lock().unwrap();
-        sweep_stale(tmp.path());
-        assert!(!stale.exists(), "a killed run's folder is removed");
-        assert!(live.exists(), "a live run's folder is kept");
-        assert!(fresh.exists(), "a folder just made is kept");
-        assert!(other.exists(), "other folders are not touched");
     }
 }

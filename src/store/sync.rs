@@ -134,6 +134,28 @@ impl Store {
         Ok(Some(size))
     }
 
+    /// The SHA-256 of `name` (lower-case hex), read as a stream, never held
+    /// whole, refusing an object over `max` bytes. `Ok(None)`: no such
+    /// object. An error is a read that failed, never a verdict on the bytes.
+    pub async fn sha256(&self, name: &str, max: u64) -> Result<Option<String>, StoreError> {
+        use sha2::{Digest, Sha256};
+        let Some(got) = self.get_at_most(name, max).await? else {
+            return Ok(None);
+        };
+        let mut stream = got.into_stream();
+        let mut hash = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.failed(name, "read", e))?;
+            size += chunk.len() as u64;
+            if size > max {
+                return Err(self.failed(name, "read", "grew past the size it was listed at"));
+            }
+            hash.update(&chunk);
+        }
+        Ok(Some(crate::disk::hex(&hash.finalize())))
+    }
+
     /// Reads `name` whole, refusing an object over `max` bytes. `Ok(None)`:
     /// no such object.
     pub async fn read_bytes(&self, name: &str, max: u64) -> Result<Option<Vec<u8>>, StoreError> {
@@ -178,12 +200,22 @@ impl Store {
             None => self.prefix().clone(),
         };
         let skip = self.prefix().parts().count();
-        let metas: Vec<_> = self
-            .inner()
-            .list(Some(&base))
-            .try_collect()
-            .await
-            .map_err(|e| self.failed(under.unwrap_or(""), "list", e))?;
+        let metas: Vec<_> =
+            self.inner()
+                .list(Some(&base))
+                .try_collect()
+                .await
+                .map_err(|e| match e {
+                    // One object named with `..`, `.` or `//` fails the listing.
+                    object_store::Error::InvalidPath { .. } => self.failed(
+                        under.unwrap_or(""),
+                        "list",
+                        format!(
+                            "{e}; rename or delete that object: a prefix holding it cannot be read"
+                        ),
+                    ),
+                    e => self.failed(under.unwrap_or(""), "list", e),
+                })?;
         Ok(metas
             .into_iter()
             .map(|m| Listed {

@@ -21,6 +21,8 @@ pub struct Faults {
     pub every: AtomicU64,
     /// Every call is answered 503.
     pub down: AtomicBool,
+    /// Every GET whose path holds this is answered 503 (empty: none).
+    pub gets_of: std::sync::Mutex<String>,
     pub calls: AtomicU64,
     pub refused: AtomicU64,
 }
@@ -67,7 +69,13 @@ pub async fn start(upstream: &str) -> FaultyS3 {
 async fn forward(State(p): State<Arc<Proxy>>, req: Request) -> Response {
     let n = p.faults.calls.fetch_add(1, Ordering::SeqCst) + 1;
     let every = p.faults.every.load(Ordering::SeqCst);
-    if p.faults.down.load(Ordering::SeqCst) || (every > 0 && n % every == 0) {
+    let get_refused = {
+        let gets_of = p.faults.gets_of.lock().unwrap();
+        req.method() == axum::http::Method::GET
+            && !gets_of.is_empty()
+            && req.uri().path().contains(gets_of.as_str())
+    };
+    if get_refused || p.faults.down.load(Ordering::SeqCst) || (every > 0 && n % every == 0) {
         p.faults.refused.fetch_add(1, Ordering::SeqCst);
         return Response::builder()
             .status(StatusCode::SERVICE_UNAVAILABLE)

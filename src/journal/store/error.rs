@@ -40,8 +40,9 @@ pub enum JournalStoreError {
     Broken { store: String, reason: String },
     #[error(
         "{prefix} in {store} is in use by run {run_id} on host {host} (pid {pid}) until \
-         {expires_at_ms} ms since the epoch ({left_s} s from now); wait for it to finish, or \
-         for its lease to expire if it was killed, then run again"
+         {} ({left_s} s from now); wait for it to finish, or for its lease to expire if it \
+         was killed, then run again",
+        crate::vocab::rfc3339(*.expires_at_ms)
     )]
     Held {
         store: String,

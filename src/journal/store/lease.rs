@@ -269,9 +269,14 @@ impl Lease {
             }
             Err(
                 object_store::Error::AlreadyExists { .. }
-                | object_store::Error::Precondition { .. }
-                | object_store::Error::NotFound { .. },
+                | object_store::Error::Precondition { .. },
             ) => Ok(false),
+            // An update of a lease deleted meanwhile lost a race; a create
+            // answered "not found" is a missing bucket (S3's NoSuchBucket),
+            // which must be said, not taken for another writer.
+            Err(object_store::Error::NotFound { .. }) if matches!(mode, PutMode::Update(_)) => {
+                Ok(false)
+            }
             Err(e) => Err(JournalStoreError::store(&*self.store, &self.location, e)),
         }
     }
@@ -292,8 +297,10 @@ impl Lease {
         JournalStoreError::Held {
             store: self.store.to_string(),
             prefix: self.prefix.to_string(),
-            run_id: body.run_id,
-            host: body.host,
+            // As stored, by whoever wrote it: shown quoted, control
+            // characters escaped, and never longer than a line.
+            run_id: shown(&body.run_id),
+            host: shown(&body.host),
             pid: body.pid,
             expires_at_ms: body.expires_at_ms,
             left_s: body.expires_at_ms.saturating_sub(now).div_ceil(1000),
@@ -344,4 +351,11 @@ pub fn nonce() -> String {
     );
     h.write_u64(COUNT.fetch_add(1, Ordering::Relaxed));
     format!("{:016x}", h.finish())
+}
+
+/// A field of a lease as stored, for a message: escaped (`{:?}`: no
+/// terminal escape sequence reaches the screen) and cut to 80 characters.
+fn shown(field: &str) -> String {
+    let cut: String = field.chars().take(80).collect();
+    format!("{cut:?}")
 }

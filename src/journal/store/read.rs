@@ -168,9 +168,26 @@ async fn replay_once(store: &dyn ObjectStore, dir: &Path) -> Result<Replayed, Pa
             (part, got)
         })
         .buffered(READ_AT_ONCE);
+    let mut first = true;
     while let Some((part, got)) = bodies.next().await {
         let location = &part.meta.location;
         let bytes = got?;
+        // A checkpoint stands for every segment before it: an empty one (a
+        // stray or planted object; compaction never writes one) would
+        // silently forget every row, and a rerun would pay for them again.
+        if first && out.checkpoint.is_some() && bytes.as_ref().is_empty() {
+            return Err(Pass::Failed(JournalStoreError::Journal(
+                JournalError::Corrupt {
+                    path: PathBuf::from(location.as_ref()),
+                    line: 1,
+                    reason: "a checkpoint is never empty, so this one was not written by \
+                         batchgen's compaction and would forget every row: move it aside \
+                         if it does not belong here"
+                        .into(),
+                },
+            )));
+        }
+        first = false;
         let whole = parse_into(
             &mut out.replay,
             &PathBuf::from(location.as_ref()),

@@ -199,6 +199,22 @@ async fn a_gap_or_a_damaged_segment_before_the_last_is_an_error_naming_it() {
     assert!(err.contains(&seg(1)), "{err}");
 }
 
+#[tokio::test]
+async fn an_empty_checkpoint_is_refused_rather_than_forgetting_every_row() {
+    let store = InMemory::new();
+    put(&store, &seg(1), Vec::new()).await;
+    put(&store, &seg(2), line(&[intent(1), intent(2)])).await;
+    // A stray object (a planted or mis-synced one): compaction never
+    // writes an empty checkpoint, and taking it would make both rows
+    // never-submitted, to be paid for again.
+    put(&store, "checkpoint-99999999.jsonl", Vec::new()).await;
+    let err = replay(&store, &prefix()).await.unwrap_err().to_string();
+    assert!(
+        err.contains("checkpoint-99999999") && err.contains("never empty"),
+        "{err}"
+    );
+}
+
 /// Segments 1..=n, 1 a marker and 5 another, each after it with history.
 async fn history(store: &dyn ObjectStore, from: u64, to: u64) {
     for n in from..=to {
