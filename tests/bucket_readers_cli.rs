@@ -440,13 +440,8 @@ async fn a_partial_set_on_the_bucket_is_merged_only_when_asked() {
     // Shard 1's pod took its lease and died before its journal's first
     // segment: its prefix is there, its run is not.
     let lease = d.join("lease-only");
-    write(
-        &std::fs::create_dir_all(&lease)
-            .map(|_| lease.clone())
-            .unwrap(),
-        "lease.json",
-        "{}",
-    );
+    std::fs::create_dir(&lease).unwrap();
+    write(&lease, "lease.json", "{}");
     upload(&moto, &lease, "s3://runs/part/shards/1-of-2").await;
     let out = open(&moto, "s3://runs/part");
     for (shards, says) in [

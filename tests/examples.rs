@@ -114,7 +114,14 @@ fn words(line: &str) -> Vec<String> {
 
 /// The subcommands a line may run.
 const SUBCOMMANDS: &[&str] = &[
-    "run", "plan", "merge", "status", "report", "export", "sim", "completions",
+    "run",
+    "plan",
+    "merge",
+    "status",
+    "report",
+    "export",
+    "sim",
+    "completions",
 ];
 
 /// `text`'s lines, comment marks and list dashes taken off the front, a
@@ -199,7 +206,9 @@ fn argv(container: &Yaml) -> Vec<String> {
     };
     let (command, args) = (list(&container["command"]), list(&container["args"]));
     if command.is_empty() {
-        std::iter::once("batchgen".to_string()).chain(args).collect()
+        std::iter::once("batchgen".to_string())
+            .chain(args)
+            .collect()
     } else {
         command.into_iter().chain(args).collect()
     }
@@ -217,10 +226,7 @@ fn check(file: &str, words: &[String], whole: bool) {
             args[1].ends_with("nightly-dataset.yaml"),
             "{file}: {words:?} runs another manifest than nightly-dataset.yaml"
         );
-        args[1] = cluster()
-            .join("nightly-dataset.yaml")
-            .display()
-            .to_string();
+        args[1] = cluster().join("nightly-dataset.yaml").display().to_string();
         args.push("--dry-run".into());
     } else {
         args.push("--help".into());
@@ -309,7 +315,10 @@ fn the_kubernetes_files_hold_what_their_names_say() {
                         waits.push((name.clone(), job.unwrap().to_string()));
                     }
                 }
-                for w in words.iter().map(|w| w.trim_matches(['(', ')', ',', '.', '`'])) {
+                for w in words
+                    .iter()
+                    .map(|w| w.trim_matches(['(', ')', ',', '.', '`']))
+                {
                     if let Some(file) = w.strip_suffix(".sh").and(w.rsplit('/').next()) {
                         assert!(cluster().join(file).is_file(), "{name}: no {file}");
                     }
@@ -349,9 +358,8 @@ fn the_kubernetes_files_hold_what_their_names_say() {
             let job = job.unwrap_or_else(|| panic!("{name}: no Indexed Job"));
             jobs.insert(job["metadata"]["name"].as_str().unwrap().to_string());
             assert!(
-                docs.iter().all(|d| containers(d)
-                    .iter()
-                    .all(|(_, c)| argv(c)[1] != "merge")),
+                docs.iter()
+                    .all(|d| containers(d).iter().all(|(_, c)| argv(c)[1] != "merge")),
                 "{name}: the merge is a file of its own"
             );
         } else {
@@ -397,7 +405,10 @@ fn the_kubernetes_files_hold_what_their_names_say() {
         }
     }
     for (file, job) in waits {
-        assert!(jobs.contains(&job), "{file} waits for job/{job}: no such Job");
+        assert!(
+            jobs.contains(&job),
+            "{file} waits for job/{job}: no such Job"
+        );
     }
 }
 
