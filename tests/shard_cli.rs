@@ -241,60 +241,46 @@ async fn merge_refuses_folders_that_are_not_one_run() {
     }
     // A shard missing: refused, naming it, nothing written; --partial
     // merges the shards there (exit 1, and said so).
-    let refused = |o: &std::process::Output, says: &str| {
-        assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
-        assert!(text(&o.stderr).contains(says), "{}", text(&o.stderr));
-        assert!(text(&o.stderr).contains("--partial"), "{}", text(&o.stderr));
-    };
-    let mut args = merge(&["s0"], "partial");
-    let o = batchgen(
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        dir.path(),
-    )
-    .await;
-    refused(
-        &o,
-        "shard(s) 1-of-2 missing (the run was split into 2): nothing was written",
-    );
-    assert!(!dir.path().join("partial").exists());
-    args.push("--partial".into());
-    let o = batchgen(
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        dir.path(),
-    )
-    .await;
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
-    assert!(
-        text(&o.stdout).contains("missing: shard(s) 1 were not given"),
-        "{}",
-        text(&o.stdout)
-    );
-    assert_eq!(
-        summary(&dir.path().join("partial"))["shards_missing"],
-        serde_json::json!([1])
-    );
-
     // A shard's folder there without a journal (its run never started) is
     // missing too.
     std::fs::create_dir(dir.path().join("1-of-2")).unwrap();
-    let mut args = merge(&["s0", "1-of-2"], "never");
-    let o = batchgen(
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        dir.path(),
-    )
-    .await;
-    refused(
-        &o,
-        "1-of-2 holds no batchgen run (no journal: its run never started)",
-    );
-    assert!(!dir.path().join("never").exists());
-    args.push("--partial".into());
-    let o = batchgen(
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        dir.path(),
-    )
-    .await;
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    for (dirs, out, says) in [
+        (
+            &["s0"][..],
+            "partial",
+            "shard(s) 1-of-2 missing (the run was split into 2): nothing was written",
+        ),
+        (
+            &["s0", "1-of-2"][..],
+            "never",
+            "1-of-2 holds no batchgen run (no journal: its run never started)",
+        ),
+    ] {
+        let mut args = merge(dirs, out);
+        let o = batchgen(
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            dir.path(),
+        )
+        .await;
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+        assert!(text(&o.stderr).contains(says), "{}", text(&o.stderr));
+        assert!(text(&o.stderr).contains("--partial"), "{}", text(&o.stderr));
+        assert!(!dir.path().join(out).exists());
+        args.push("--partial".into());
+        let o = batchgen(
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            dir.path(),
+        )
+        .await;
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+        assert!(
+            text(&o.stdout).contains("missing: shard(s) 1 were not given"),
+            "{}",
+            text(&o.stdout)
+        );
+        let missing = &summary(&dir.path().join(out))["shards_missing"];
+        assert_eq!(missing, &serde_json::json!([1]));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
