@@ -156,21 +156,24 @@ impl MergeSummary {
     }
 }
 
-/// The refusal's text: which shards of `count` are missing and why.
+/// The refusal's text: which shards of `count` are missing, which folders
+/// hold no run, and what to do.
 fn missing_text(count: u32, missing: &[u32], no_run: &[PathBuf]) -> String {
-    let names: Vec<String> = missing.iter().map(|i| format!("{i}-of-{count}")).collect();
-    let mut text = format!(
-        "shard(s) {} missing (the run was split into {count}): nothing was written",
-        names.join(", ")
-    );
-    for dir in no_run {
-        text.push_str(&format!(
-            "; {} holds no batchgen run (no journal: its run never started)",
-            dir.display()
+    let mut why: Vec<String> = Vec::new();
+    if !missing.is_empty() {
+        let names: Vec<String> = missing.iter().map(|i| format!("{i}-of-{count}")).collect();
+        why.push(format!(
+            "shard(s) {} missing (the run was split into {count})",
+            names.join(", ")
         ));
     }
-    text.push_str(". Merge once every shard has run (`batchgen status` on a shard's folder says how far it is), or give --partial to merge the shards that are there (exit 1, the missing shards' rows left out)");
-    text
+    why.extend(no_run.iter().map(|dir| {
+        format!(
+            "{} holds no batchgen run (no journal: its run never started)",
+            dir.display()
+        )
+    }));
+    format!("{}: nothing was written. Merge once every shard has run (`batchgen status` on a shard's folder says how far it is), or give --partial to merge the shards that are there (exit 1, the missing shards' rows left out)", why.join("; "))
 }
 
 /// The `I-of-N` folders directly inside `dir`, in shard order, if `dir`
@@ -528,4 +531,19 @@ fn column(name: &str) -> usize {
         .iter()
         .position(|c| *c == name)
         .expect("a results.csv column")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_names_what_is_missing_and_what_never_ran() {
+        let text = missing_text(8, &[3, 5], &[PathBuf::from("s/5-of-8")]);
+        assert!(text.starts_with("shard(s) 3-of-8, 5-of-8 missing (the run was split into 8); s/5-of-8 holds no batchgen run"), "{text}");
+        // A folder without a run beside a whole set is named alone.
+        let text = missing_text(2, &[], &[PathBuf::from("junk")]);
+        assert!(text.starts_with("junk holds no batchgen run (no journal: its run never started): nothing was written."), "{text}");
+        assert!(text.contains("--partial"));
+    }
 }
