@@ -78,12 +78,17 @@ pub struct ExportArgs {
 
 #[derive(Debug, Args)]
 pub struct MergeArgs {
-    /// The shard folders.
+    /// The shard folders, or their parent folder (it stands for every `I-of-N` folder in it);
+    /// or bucket prefixes likewise.
     #[arg(required = true, value_name = "DIR")]
     pub dirs: Vec<PathBuf>,
     /// Where the merged results.csv and summary.json go (file paths in it resolve from there).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Merge the shards that are there even if some of the set are missing or never ran (exit 1);
+    /// without it such a merge is refused (exit 2) and nothing is written.
+    #[arg(long)]
+    pub partial: bool,
 }
 
 #[derive(Debug, Args)]

@@ -11,7 +11,15 @@
 //! (`../s0/images/…` for a shard beside it), so that the whole tree can be
 //! moved or mounted elsewhere; summary.json adds the merged rows up as `run`
 //! would and records the shard folders (`shard_dirs`, relative too), the
-//! only folders outside it that `report` and `export` read. The merged
+//! only folders outside it that `report` and `export` read.
+//!
+//! A merge never runs on part of a set by accident: the shard count is the
+//! one each shard's journal recorded (`run --shard I/N`), and a shard of it
+//! not given, or given as a folder without a journal (its run never
+//! started), refuses the merge before anything is written, unless
+//! `--partial` asks for the shards that are there. A shard that ran but left
+//! rows not completed is merged (exit 1), and named. A folder holding no
+//! journal but `I-of-N` folders stands for them ([`shards_under`]). The merged
 //! folder may not be a shard or inside a run's own files
 //! ([`crate::confine`]), and its files are written through temporaries that
 //! a signal removes ([`crate::temps`]).
@@ -54,6 +62,14 @@ pub enum MergeError {
     },
     #[error("{0} and {1} are the same shard ({2})")]
     SameShard(PathBuf, PathBuf, Shard),
+    /// Shards of the set not given, or given without a journal, and no
+    /// `--partial`: nothing was written.
+    #[error("{}", missing_text(*count, missing, no_run))]
+    Missing {
+        count: u32,
+        missing: Vec<u32>,
+        no_run: Vec<PathBuf>,
+    },
     #[error("{0} holds a run (journal.jsonl): merge into a folder of its own")]
     OutIsRun(PathBuf),
     /// The merged folder would be inside a run's own files.
@@ -79,11 +95,17 @@ pub struct MergeSummary {
     /// The same folders relative to the merged folder, as the file paths in
     /// its results.csv are: `report` and `export` read files only there.
     pub shard_dirs: Vec<String>,
-    /// Shards of the run not given to the merge (their rows are missing).
+    /// Shards of the run not given to the merge, or given without a
+    /// journal, with `--partial` (their rows are missing).
     pub shards_missing: Vec<u32>,
+    /// Shards merged whose rows are not all completed (their runs failed
+    /// rows or were stopped: `run --shard I/N` again resumes them).
+    pub shards_incomplete: Vec<u32>,
     #[serde(flatten)]
     pub totals: ResultTotals,
     pub cost_usd_by_kind: BTreeMap<String, Usd>,
+    /// How many shards the run was split into.
+    pub shard_count: u32,
 }
 
 impl MergeSummary {
@@ -108,8 +130,20 @@ impl MergeSummary {
         if !self.shards_missing.is_empty() {
             let missing: Vec<String> = self.shards_missing.iter().map(u32::to_string).collect();
             out.push_str(&format!(
-                "  missing: shard(s) {} were not given; their rows are not in the results\n",
+                "  missing: shard(s) {} were not given, or never ran (--partial): their rows are not in the results\n",
                 missing.join(", ")
+            ));
+        }
+        if !self.shards_incomplete.is_empty() {
+            let count = self.shard_count;
+            let names: Vec<String> = self
+                .shards_incomplete
+                .iter()
+                .map(|i| format!("{i}-of-{count}"))
+                .collect();
+            out.push_str(&format!(
+                "  not completed: shard(s) {} have rows not completed; `run --shard I/{count}` again resumes them, then merge again\n",
+                names.join(", ")
             ));
         }
         out
@@ -122,14 +156,59 @@ impl MergeSummary {
     }
 }
 
+/// The refusal's text: which shards of `count` are missing, which folders
+/// hold no run, and what to do.
+fn missing_text(count: u32, missing: &[u32], no_run: &[PathBuf]) -> String {
+    let mut why: Vec<String> = Vec::new();
+    if !missing.is_empty() {
+        let names: Vec<String> = missing.iter().map(|i| format!("{i}-of-{count}")).collect();
+        why.push(format!(
+            "shard(s) {} missing (the run was split into {count})",
+            names.join(", ")
+        ));
+    }
+    why.extend(no_run.iter().map(|dir| {
+        format!(
+            "{} holds no batchgen run (no journal: its run never started)",
+            dir.display()
+        )
+    }));
+    format!("{}: nothing was written. Merge once every shard has run (`batchgen status` on a shard's folder says how far it is), or give --partial to merge the shards that are there (exit 1, the missing shards' rows left out)", why.join("; "))
+}
+
+/// The `I-of-N` folders directly inside `dir`, in shard order, if `dir`
+/// holds no run of its own: what a parent folder given to `merge` stands
+/// for (as a parent prefix does on a bucket). Empty otherwise.
+pub fn shards_under(dir: &Path) -> Vec<PathBuf> {
+    if dir.join(journal::FILE_NAME).exists() {
+        return Vec::new();
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(u64, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let (i, n) = name.split_once("-of-")?;
+            let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+            (digits(i) && digits(n)).then(|| (i.parse().unwrap_or(u64::MAX), e.path()))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
 /// One shard folder, checked.
 struct ShardDir {
     dir: PathBuf,
     shard: Shard,
 }
 
-/// Merges the shard folders `dirs` into `out`.
-pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeSummary, MergeError> {
+/// Merges the shard folders `dirs` into `out`. Without `partial`, every
+/// shard of the set must be among them, each with its journal.
+pub fn merge(dirs: &[PathBuf], out: &Path, partial: bool) -> Result<MergeSummary, MergeError> {
     if out.join(journal::FILE_NAME).exists() {
         return Err(MergeError::OutIsRun(out.to_path_buf()));
     }
@@ -137,9 +216,11 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeSummary, MergeError> {
     confine::check_output("--out", out, &inputs, Writes::Merged)?;
     let mut shards: Vec<ShardDir> = Vec::new();
     let mut first: Option<(PathBuf, journal::Replay)> = None;
+    let mut no_run: Vec<PathBuf> = Vec::new();
     for dir in dirs {
         if !dir.join(journal::FILE_NAME).is_file() {
-            return Err(MergeError::NoRun(dir.clone()));
+            no_run.push(dir.clone());
+            continue;
         }
         let replay = journal::read(dir).map_err(|e| MergeError::Read {
             path: dir.clone(),
@@ -195,9 +276,12 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeSummary, MergeError> {
         }
     }
     let Some((_, first)) = first else {
-        return Err(MergeError::Read {
-            path: out.to_path_buf(),
-            why: "no shard folders given".into(),
+        return Err(match no_run.into_iter().next() {
+            Some(dir) => MergeError::NoRun(dir),
+            None => MergeError::Read {
+                path: out.to_path_buf(),
+                why: "no shard folders given".into(),
+            },
         });
     };
     shards.sort_by_key(|s| s.shard.index);
@@ -205,6 +289,13 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeSummary, MergeError> {
     let shards_missing: Vec<u32> = (0..count)
         .filter(|i| !shards.iter().any(|s| s.shard.index == *i))
         .collect();
+    if !partial && (!shards_missing.is_empty() || !no_run.is_empty()) {
+        return Err(MergeError::Missing {
+            count,
+            missing: shards_missing,
+            no_run,
+        });
+    }
 
     crate::disk::create_dir_durable(out).map_err(|source| MergeError::Write {
         path: out.to_path_buf(),
@@ -221,6 +312,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeSummary, MergeError> {
         .iter()
         .map(|s| ShardRows::open(&s.dir, &real_out))
         .collect::<Result<_, _>>()?;
+    let mut incomplete = vec![false; readers.len()];
     let results = out.join(RESULTS_CSV);
     let mut failure: Option<MergeError> = None;
     write_atomic(Owner::Merge, &results, |w| {
@@ -246,6 +338,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeSummary, MergeError> {
             };
             let Some((_, i)) = next else { break };
             let row = readers[i].take();
+            incomplete[i] |= row.status != RowStatus::Completed;
             totals.add_parts(
                 row.status,
                 &row.fields[row.error_code],
@@ -278,8 +371,15 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeSummary, MergeError> {
             .map(|r| r.prefix.display().to_string())
             .collect(),
         shards_missing,
+        shards_incomplete: shards
+            .iter()
+            .zip(&incomplete)
+            .filter(|(_, i)| **i)
+            .map(|(s, _)| s.shard.index)
+            .collect(),
         totals,
         cost_usd_by_kind: by_kind,
+        shard_count: count,
     };
     let json = serde_json::to_vec_pretty(&summary).expect("a summary serialises");
     let path = out.join(SUMMARY_JSON);
@@ -431,4 +531,19 @@ fn column(name: &str) -> usize {
         .iter()
         .position(|c| *c == name)
         .expect("a results.csv column")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_names_what_is_missing_and_what_never_ran() {
+        let text = missing_text(8, &[3, 5], &[PathBuf::from("s/5-of-8")]);
+        assert!(text.starts_with("shard(s) 3-of-8, 5-of-8 missing (the run was split into 8); s/5-of-8 holds no batchgen run"), "{text}");
+        // A folder without a run beside a whole set is named alone.
+        let text = missing_text(2, &[], &[PathBuf::from("junk")]);
+        assert!(text.starts_with("junk holds no batchgen run (no journal: its run never started): nothing was written."), "{text}");
+        assert!(text.contains("--partial"));
+    }
 }

@@ -433,6 +433,76 @@ async fn shards_on_the_bucket_merge_as_folders_do() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_set_on_the_bucket_is_merged_only_when_asked() {
+    let Some(moto) =
+        moto::Moto::start_or_skip("a_partial_set_on_the_bucket_is_merged_only_when_asked")
+    else {
+        return;
+    };
+    moto.create_bucket("runs").await;
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = write(d, "m.yaml", SHARDED);
+    let local = d.join("0-of-2");
+    ok(&run(&m, &local, &sim.url(), &["--shard", "0/2"]).await);
+    upload(&moto, &local, "s3://runs/part/shards/0-of-2").await;
+    // Shard 1's pod took its lease and died before its journal's first
+    // segment: its prefix is there, its run is not.
+    let lease = d.join("lease-only");
+    std::fs::create_dir(&lease).unwrap();
+    write(&lease, "lease.json", "{}");
+    upload(&moto, &lease, "s3://runs/part/shards/1-of-2").await;
+    let out = open(&moto, "s3://runs/part");
+    for (shards, says) in [
+        (
+            "s3://runs/part/shards",
+            "s3://runs/part/shards/1-of-2 holds no batchgen run",
+        ),
+        (
+            "s3://runs/part/shards/0-of-2",
+            "shard(s) 1-of-2 missing (the run was split into 2): nothing was written",
+        ),
+    ] {
+        let o = bg(&moto, d, &["merge", shards, "--out", "s3://runs/part"]).await;
+        assert_eq!(o.status.code(), Some(2), "{shards}: {}", text(&o.stderr));
+        assert!(
+            text(&o.stderr).contains(says),
+            "{shards}: {}",
+            text(&o.stderr)
+        );
+        assert!(text(&o.stderr).contains("--partial"), "{}", text(&o.stderr));
+        assert!(get(&out, "results.csv").await.is_none());
+        assert!(get(&out, "summary.json").await.is_none());
+    }
+    let o = bg(
+        &moto,
+        d,
+        &[
+            "merge",
+            "s3://runs/part/shards",
+            "--out",
+            "s3://runs/part",
+            "--partial",
+        ],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("missing: shard(s) 1 were not given"),
+        "{}",
+        text(&o.stdout)
+    );
+    let s: serde_json::Value =
+        serde_json::from_slice(&get(&out, "summary.json").await.unwrap()).unwrap();
+    assert_eq!(s["shards_missing"], serde_json::json!([1]));
+    assert_eq!(
+        s["shards"],
+        serde_json::json!(["s3://runs/part/shards/0-of-2"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_named_outside_the_prefix_are_never_read() {
     let Some((moto, sim, dir)) = setup("files_named_outside_the_prefix_are_never_read").await
     else {

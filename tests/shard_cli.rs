@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use batchgen::plan::Shard;
+use batchgen::sim::SimConfig;
 use support::*;
 
 const MANIFEST: &str = "defaults: {image_size: {width: 32, height: 32}}\njobs:\n  - {id: a, prompt: cat, seeds: {from: 1, count: 7}}\n  - {id: b, prompt: dog, seeds: [3, 9, 27]}\n  - {id: c, prompt: owl}\n";
@@ -238,14 +239,77 @@ async fn merge_refuses_folders_that_are_not_one_run() {
             text(&o.stderr)
         );
     }
-    // A shard missing: merged, but incomplete, and said so.
-    let args = merge(&["s0"], "partial");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let o = batchgen(&args, dir.path()).await;
+    // A shard missing: refused, naming it, nothing written; --partial
+    // merges the shards there (exit 1, and said so).
+    // A shard's folder there without a journal (its run never started) is
+    // missing too.
+    std::fs::create_dir(dir.path().join("1-of-2")).unwrap();
+    for (dirs, out, says) in [
+        (
+            &["s0"][..],
+            "partial",
+            "shard(s) 1-of-2 missing (the run was split into 2): nothing was written",
+        ),
+        (
+            &["s0", "1-of-2"][..],
+            "never",
+            "1-of-2 holds no batchgen run (no journal: its run never started)",
+        ),
+    ] {
+        let mut args = merge(dirs, out);
+        let o = batchgen(
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            dir.path(),
+        )
+        .await;
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+        assert!(text(&o.stderr).contains(says), "{}", text(&o.stderr));
+        assert!(text(&o.stderr).contains("--partial"), "{}", text(&o.stderr));
+        assert!(!dir.path().join(out).exists());
+        args.push("--partial".into());
+        let o = batchgen(
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            dir.path(),
+        )
+        .await;
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+        assert!(
+            text(&o.stdout).contains("missing: shard(s) 1 were not given"),
+            "{}",
+            text(&o.stdout)
+        );
+        let missing = &summary(&dir.path().join(out))["shards_missing"];
+        assert_eq!(missing, &serde_json::json!([1]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_folder_merges_its_shards_and_names_the_unfinished() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = write(dir.path(), "m.yaml", MANIFEST);
+    let shards = dir.path().join("night/shards");
+    let o = run(&m, &shards.join("0-of-2"), &sim.url(), &["--shard", "0/2"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    // Shard 1 ran, but its rows failed: it is merged (exit 1), and named.
+    sim.set_config(SimConfig {
+        failed_rate: 1.0,
+        ..quick()
+    });
+    let o = run(&m, &shards.join("1-of-2"), &sim.url(), &["--shard", "1/2"]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    std::fs::create_dir(shards.join("not-a-shard")).unwrap();
+    let o = batchgen(&["merge", "night/shards", "--out", "night"], dir.path()).await;
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
     assert!(
-        text(&o.stdout).contains("missing: shard(s) 1 were not given"),
+        text(&o.stdout).contains("merged 2 shard(s)")
+            && text(&o.stdout).contains("not completed: shard(s) 1-of-2 have rows not completed"),
         "{}",
         text(&o.stdout)
     );
+    let s = summary(&dir.path().join("night"));
+    assert_eq!(s["shards_incomplete"], serde_json::json!([1]));
+    assert_eq!(s["shards_missing"], serde_json::json!([]));
+    assert_eq!(s["shard_count"], 2);
+    assert_eq!(results(&dir.path().join("night")).len(), 11);
 }

@@ -7,9 +7,9 @@ use crate::cli::MergeArgs;
 use crate::exit::{self, Error};
 use crate::merge;
 
-/// `batchgen merge DIR... --out DIR`: all folders, or all prefixes of one
-/// bucket (a prefix holding no journal but `I-of-N` prefixes stands for
-/// them: see `on_bucket`).
+/// `batchgen merge DIR... --out DIR [--partial]`: all folders, or all
+/// prefixes of one bucket (a folder or prefix holding no journal but
+/// `I-of-N` ones stands for them: see `merge::shards_under`, `on_bucket`).
 pub async fn command(args: MergeArgs) -> Result<u8, Error> {
     let dirs = args
         .dirs
@@ -17,6 +17,7 @@ pub async fn command(args: MergeArgs) -> Result<u8, Error> {
         .map(|d| bucket::place(d, "merge DIR"))
         .collect::<Result<Vec<_>, _>>()?;
     let out = bucket::place(&args.out, "merge --out")?;
+    let partial = args.partial;
     let summary = match (dirs, out) {
         (dirs, Place::Local(out)) if dirs.iter().all(|d| matches!(d, Place::Local(_))) => {
             let dirs: Vec<_> = dirs
@@ -25,8 +26,16 @@ pub async fn command(args: MergeArgs) -> Result<u8, Error> {
                     Place::Local(d) => Some(d),
                     Place::Bucket(_) => None,
                 })
+                .flat_map(|d| {
+                    let under = merge::shards_under(&d);
+                    if under.is_empty() {
+                        vec![d]
+                    } else {
+                        under
+                    }
+                })
                 .collect();
-            interruptible(move || merge::merge(&dirs, &out)).await?
+            interruptible(move || merge::merge(&dirs, &out, partial)).await?
         }
         (dirs, Place::Bucket(out)) => {
             let shards: Vec<_> = dirs
@@ -42,7 +51,7 @@ pub async fn command(args: MergeArgs) -> Result<u8, Error> {
                     Place::Local(d) => Err(mixed(&d.display().to_string(), &out.to_string())),
                 })
                 .collect::<Result<_, _>>()?;
-            super::on_bucket::merge(shards, out).await?
+            super::on_bucket::merge(shards, out, partial).await?
         }
         (dirs, Place::Local(out)) => {
             let url = dirs.iter().find_map(|d| match d {

@@ -338,8 +338,10 @@ pub async fn export(
 
 /// `merge URL... --out URL`: the shards' journals and results.csv copied,
 /// merged as folders are, results.csv and summary.json uploaded. A prefix
-/// given that holds no journal but `I-of-N` prefixes stands for them.
-pub async fn merge(shards: Vec<Store>, out: Store) -> Result<MergeSummary, Error> {
+/// given that holds no journal but `I-of-N` prefixes stands for them; one
+/// of those without a journal is a shard that never ran (refused without
+/// `partial`, as a missing one is).
+pub async fn merge(shards: Vec<Store>, out: Store, partial: bool) -> Result<MergeSummary, Error> {
     let copy = Copy::new(&out)?;
     let mut found = Vec::new();
     for shard in shards {
@@ -375,7 +377,7 @@ pub async fn merge(shards: Vec<Store>, out: Store) -> Result<MergeSummary, Error
     }
     let out_dir = copy.dir_of(&out);
     let at = out_dir.clone();
-    let mut summary = interruptible(move || merge::merge(&dirs, &at))
+    let mut summary = interruptible(move || merge::merge(&dirs, &at, partial))
         .await
         .map_err(|e| copy.error(e.into()))?;
     // summary.json names the shards as given: URLs, not the copy's paths.
