@@ -295,9 +295,17 @@ async fn a_refused_run_is_notified_and_a_key_in_the_url_is_refused() {
     assert!(!text(&o.stderr).contains(KEY));
     assert_eq!(hook.requests().len(), 1, "nothing more sent");
     assert_eq!(sim.ledger().submit_calls, 0);
-    let o = run(&m, &out, &sim.url(), &["--notify", "ftp://example.com/x"]).await;
+    let args = ["--notify", "ftp://example.com/x", "--progress", "json"];
+    let o = run(&m, &out, &sim.url(), &args).await;
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("invalid --notify URL"));
+    // Even then, the events end with `end`.
+    let end: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (end["event"].as_str(), end["exit_code"].as_u64()),
+        (Some("end"), Some(2))
+    );
+    assert!(end["error"].as_str().unwrap().contains("--notify"));
 }
 
 #[tokio::test]

@@ -18,12 +18,16 @@ use crate::{api, output, progress, report, run, sim};
 /// would newly spend against the budget), then runs; then, however it
 /// ended, writes the last metrics, the `end` event and the notification.
 pub async fn command(args: RunArgs) -> Result<u8, Error> {
-    let watch = Watch::new(&args)?;
+    let (watch, checked) = Watch::new(&args);
     if args.dry_run {
+        checked?;
         return run_command(args, &watch).await.map(|e| e.code);
     }
     let manifest = args.manifest.clone();
-    let ended = run_command(args, &watch).await;
+    let ended = match checked {
+        Ok(()) => run_command(args, &watch).await,
+        Err(e) => Err(e),
+    };
     watch.finish(&manifest, &ended).await;
     ended.map(|e| e.code)
 }

@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::notify::Target;
 use crate::cli::{ProgressArg, RunArgs};
 use crate::exit::Error;
-use crate::progress::{self, json, metrics, Counts, Metrics};
+use crate::progress::{self, json, metrics, Metrics};
 use crate::run::Report;
 use crate::vocab::rfc3339;
 
@@ -51,17 +51,23 @@ impl Watch {
     /// Checks the flags before anything is sent. `--notify` is checked
     /// against the API key (a URL holding it is refused); a key that
     /// cannot be loaded fails the run anyway, and then nothing is notified.
-    pub fn new(args: &RunArgs) -> Result<Watch, Error> {
+    /// A refused `--notify` is the run's error (exit 2); the watch is made
+    /// all the same, without it, so that the end is still told.
+    pub fn new(args: &RunArgs) -> (Watch, Result<(), Error>) {
         let started_ms = crate::journal::now_ms();
-        let notify = match &args.notify {
-            None => None,
-            Some(url) if args.simulate => Some(Target::check(url, None)?),
+        let checked = match &args.notify {
+            None => Ok(None),
+            Some(url) if args.simulate => Target::check(url, None).map(Some),
             Some(url) => match crate::api::ApiKey::load(args.api_key_file.as_deref()) {
-                Ok(key) => Some(Target::check(url, Some(&key))?),
-                Err(_) => None,
+                Ok(key) => Target::check(url, Some(&key)).map(Some),
+                Err(_) => Ok(None),
             },
         };
-        Ok(Watch {
+        let (notify, checked) = match checked {
+            Ok(notify) => (notify, Ok(())),
+            Err(e) => (None, Err(e)),
+        };
+        let watch = Watch {
             json: args.progress == ProgressArg::Json,
             metrics: args
                 .metrics_file
@@ -69,7 +75,8 @@ impl Watch {
                 .map(|path| Metrics::new(path, started_ms)),
             notify,
             started_ms,
-        })
+        };
+        (watch, checked)
     }
 
     /// The progress display the run gets.
@@ -107,9 +114,7 @@ impl Watch {
                 finished_ms: crate::journal::now_ms(),
                 totals: report.map(|r| r.summary.totals.clone()),
             };
-            let counts = report
-                .map(|r| r.counts.clone())
-                .unwrap_or_else(Counts::default);
+            let counts = report.map(|r| r.counts.clone()).unwrap_or_default();
             if let Err(why) = m.write_blocking(counts, Some(ending)).await {
                 crate::say!("warning: {why}");
             }

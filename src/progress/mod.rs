@@ -365,6 +365,25 @@ mod tests {
             .starts_with("3/3 rows · 0 in flight · $0.10 · ETA 0s · 1 failed · 2 images"));
     }
 
+    #[tokio::test]
+    async fn the_metrics_file_is_written_as_soon_as_the_run_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.prom");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let metrics = Metrics::new(path.clone(), 0);
+        let task = tokio::spawn(collect(Mode::Quiet, Some(metrics), Counts::default(), rx));
+        tx.send(Event::Enter(Stage::Polling)).unwrap();
+        let mut waited = 0;
+        while !path.exists() && waited < 500 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        drop(tx);
+        task.await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("batchgen_running 1\n"), "{text}");
+    }
+
     #[test]
     fn log_lines_are_written_whole_with_or_without_a_bar() {
         use std::io::Write;
