@@ -6,6 +6,9 @@
 
 mod support;
 
+use std::path::Path;
+use std::process::Output;
+
 use batchgen::sim::SimConfig;
 use support::*;
 
@@ -126,6 +129,10 @@ async fn failures_are_warning_events_and_the_exit_code_agrees_everywhere() {
     );
 }
 
+async fn run_with_metrics(m: &Path, out: &Path, url: &str, prom: &Path) -> Output {
+    run(m, out, url, &["--metrics-file", prom.to_str().unwrap()]).await
+}
+
 #[tokio::test]
 async fn the_metrics_file_is_written_whole_and_a_failed_write_costs_no_row() {
     let sim = start(SimConfig {
@@ -138,13 +145,7 @@ async fn the_metrics_file_is_written_whole_and_a_failed_write_costs_no_row() {
     let out = dir.path().join("out");
     let prom = dir.path().join("textfile").join("batchgen.prom");
     std::fs::create_dir(prom.parent().unwrap()).unwrap();
-    let o = run(
-        &m,
-        &out,
-        &sim.url(),
-        &["--metrics-file", prom.to_str().unwrap()],
-    )
-    .await;
+    let o = run_with_metrics(&m, &out, &sim.url(), &prom).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let metrics = std::fs::read_to_string(&prom).unwrap();
     let s = summary(&out);
@@ -170,13 +171,7 @@ async fn the_metrics_file_is_written_whole_and_a_failed_write_costs_no_row() {
     // A metrics file that cannot be written: noted, and every row completes.
     let out2 = dir.path().join("out2");
     let nowhere = dir.path().join("missing").join("batchgen.prom");
-    let o = run(
-        &m,
-        &out2,
-        &sim.url(),
-        &["--metrics-file", nowhere.to_str().unwrap()],
-    )
-    .await;
+    let o = run_with_metrics(&m, &out2, &sim.url(), &nowhere).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     assert!(results(&out2).iter().all(|r| r["status"] == "completed"));
     assert!(
@@ -237,8 +232,12 @@ async fn answering(status: u16, location: Option<String>) -> Recorder {
     .await
 }
 
-fn notify_args(url: &str) -> Vec<String> {
-    vec!["--notify".into(), format!("{url}/hooks/nightly")]
+/// Runs `m` into `out`, notifying `hook`'s `/hooks/nightly`, with `extra`.
+async fn run_notifying(m: &Path, out: &Path, url: &str, hook: &str, extra: &[&str]) -> Output {
+    let to = format!("{hook}/hooks/nightly");
+    let mut args = vec!["--notify", to.as_str()];
+    args.extend(extra);
+    run(m, out, url, &args).await
 }
 
 #[tokio::test]
@@ -248,9 +247,7 @@ async fn the_summary_is_posted_at_the_end_without_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let m = seed_sweep(dir.path(), 3);
     let out = dir.path().join("out");
-    let args = notify_args(&hook.url);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let o = run(&m, &out, &sim.url(), &args).await;
+    let o = run_notifying(&m, &out, &sim.url(), &hook.url, &[]).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let got = hook.requests();
     assert_eq!(got.len(), 1);
@@ -276,10 +273,7 @@ async fn a_refused_run_is_notified_and_a_key_in_the_url_is_refused() {
     let m = seed_sweep(dir.path(), 3);
     let out = dir.path().join("out");
     // Over the budget: nothing sent, exit 2, and the hook hears why.
-    let args = notify_args(&hook.url);
-    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
-    args.extend(["--max-cost", "0.000001"]);
-    let o = run(&m, &out, &sim.url(), &args).await;
+    let o = run_notifying(&m, &out, &sim.url(), &hook.url, &["--max-cost", "0.000001"]).await;
     assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
     let got = hook.requests();
     assert_eq!(got.len(), 1);
@@ -321,18 +315,14 @@ async fn a_failed_notification_is_retried_reported_and_never_the_exit_code() {
         (if n < 2 { 503 } else { 200 }, vec![], vec![])
     })
     .await;
-    let args = notify_args(&flaky.url);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let o = run(&m, &dir.path().join("a"), &sim.url(), &args).await;
+    let o = run_notifying(&m, &dir.path().join("a"), &sim.url(), &flaky.url, &[]).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     assert_eq!(flaky.requests().len(), 3);
     assert!(!text(&o.stderr).contains("--notify"), "{}", text(&o.stderr));
     // A redirect is not followed, nor tried again; the run's code stands.
     let elsewhere = Recorder::ok().await;
     let moving = answering(307, Some(format!("{}/stolen", elsewhere.url))).await;
-    let args = notify_args(&moving.url);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let o = run(&m, &dir.path().join("b"), &sim.url(), &args).await;
+    let o = run_notifying(&m, &dir.path().join("b"), &sim.url(), &moving.url, &[]).await;
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(moving.requests().len(), 1);
     assert!(elsewhere.requests().is_empty());
@@ -347,9 +337,7 @@ async fn a_failed_notification_is_retried_reported_and_never_the_exit_code() {
     );
     // Nobody listening: reported after its tries, exit code unchanged.
     let closed = format!("http://{}", refusing_addr());
-    let args = notify_args(&closed);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let o = run(&m, &dir.path().join("c"), &sim.url(), &args).await;
+    let o = run_notifying(&m, &dir.path().join("c"), &sim.url(), &closed, &[]).await;
     assert_eq!(o.status.code(), Some(0));
     assert!(text(&o.stderr).contains("(3 tries)"), "{}", text(&o.stderr));
 }
