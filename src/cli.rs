@@ -127,6 +127,20 @@ pub struct RunArgs {
     /// totals of a run that did not complete every row still print.
     #[arg(long, short)]
     pub quiet: bool,
+    /// How the run shows its progress: auto (a bar on a terminal, a line every few seconds
+    /// otherwise) or json (one JSON object a line on stdout: start, progress at most once a
+    /// second, warnings, end with the summary; stderr as with --quiet). See docs/watching.md.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
+    pub progress: ProgressArg,
+    /// Write the run's counters to this file in the Prometheus text format (node_exporter's
+    /// textfile collector), atomically, at the start, every 15 s and at the end.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+    /// At the end of the run (success, failure or stop) POST summary.json to this http(s) URL:
+    /// 10 s a try, 3 tries, redirects not followed, the API key never sent. A failed notification
+    /// is reported and does not change the exit code.
+    #[arg(long, value_name = "URL")]
+    pub notify: Option<String>,
     /// Do what `batchgen plan` does (expand, validate, price, check the budget) and send nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -172,6 +186,15 @@ pub struct RunArgs {
     /// recent one. Hidden: a knob for tests.
     #[arg(long, value_name = "SECS", default_value_t = 30, hide = true, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub results_every: u64,
+}
+
+/// `run --progress`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressArg {
+    /// A bar on a terminal, a plain line every few seconds otherwise.
+    Auto,
+    /// NDJSON events on stdout (docs/watching.md).
+    Json,
 }
 
 #[derive(Debug, Args)]

@@ -16,11 +16,7 @@ use crate::plan::{Invalid, Usd};
 use crate::run::{Report, RunError, Stop};
 use crate::store::StoreError;
 
-pub const OK: u8 = 0;
-pub const ROWS_FAILED: u8 = 1;
-pub const INVALID: u8 = 2;
-pub const ABORTED: u8 = 3;
-pub const INTERRUPTED: u8 = 130;
+pub use crate::vocab::exit_code::{ABORTED, INTERRUPTED, INVALID, OK, ROWS_FAILED};
 
 /// Why a command did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +40,10 @@ pub enum Error {
     BaseUrlHoldsKey,
     #[error("--base-url has a query (`?…`) or a fragment (`#…`): give the gateway's scheme, host, port and path only")]
     BaseUrlQuery,
+    #[error("invalid --notify URL: give an http:// or https:// URL with a host (the URL is not shown: it may hold a token)")]
+    NotifyUrl,
+    #[error("--notify holds the API key (or a part of it); batchgen never sends the key: give a URL without it")]
+    NotifyHoldsKey,
     #[error("cannot summarise {0}: there is no batchgen journal in it")]
     NoRun(String),
     #[error("{0}")]
@@ -81,6 +81,8 @@ impl Error {
             | Error::BaseUrl(_)
             | Error::BaseUrlHoldsKey
             | Error::BaseUrlQuery
+            | Error::NotifyUrl
+            | Error::NotifyHoldsKey
             | Error::NoRun(_)
             | Error::Shard(_)
             | Error::Location { .. } => INVALID,
@@ -119,15 +121,12 @@ impl Error {
 }
 
 /// The exit code of a run that ended: a signal beats an abort beats rows
-/// not completed.
+/// not completed. summary.json's `exit_code` comes from the same rule
+/// ([`crate::vocab::exit_code::of_run`]).
 pub fn for_run(report: &Report) -> u8 {
     let t = &report.summary.totals;
-    match &report.stop {
-        Some(Stop::Signal(s)) => s.exit_code(),
-        Some(_) => ABORTED,
-        None if t.count(RowStatus::Completed) < t.rows => ROWS_FAILED,
-        None => OK,
-    }
+    let stopped_with = report.stop.as_ref().map(Stop::exit_code);
+    crate::vocab::exit_code::of_run(stopped_with, t.rows, t.count(RowStatus::Completed))
 }
 
 /// Prints `err` (diagnostics first, then the one-line reason) and gives its code.
@@ -160,7 +159,11 @@ mod tests {
                 ..crate::output::row_result(None, Usd::default(), None)
             });
         }
-        Report { summary, stop }
+        Report {
+            summary,
+            stop,
+            counts: Default::default(),
+        }
     }
 
     #[test]

@@ -64,7 +64,8 @@
 //! - [`temps`]: their temporary files, removed on a signal, swept when stale.
 //! - [`disk`]: durable renames, atomic writes, bounded reads of user files,
 //!   plain words for I/O errors.
-//! - [`progress`]: the progress display; reads state only.
+//! - [`progress`]: the progress display, `--progress json`'s events and
+//!   `--metrics-file`; reads state only.
 //! - [`console`]: every line printed to stdout and stderr; a write that
 //!   fails (a closed pipe) is dropped and noted, never a panic.
 //! - [`store`]: output locations as URLs (a local path, or `s3://`, `gs://`,

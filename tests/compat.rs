@@ -91,6 +91,14 @@ fn restore(fixture: &str, out: &Path, url: &str) {
     }
 }
 
+/// `fixture`'s run, from its run line to its last line, in seconds.
+fn earlier_wall(fixture: &str) -> f64 {
+    match fixture {
+        "v0.1.0-a0fcd4e" => 1.052,
+        _ => 2.052,
+    }
+}
+
 async fn resumes_without_paying_again(fixture: &str) {
     let sim = start(quick()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -129,6 +137,14 @@ async fn resumes_without_paying_again(fixture: &str) {
         summary(&out)["cost_usd"],
         0.2,
         "earlier spending is still counted"
+    );
+    // A journal older than the run line's wall time: its run counts from
+    // its start to its last line.
+    let s = summary(&out);
+    let earlier = s["wall_time_total_s"].as_f64().unwrap() - s["wall_time_s"].as_f64().unwrap();
+    assert!(
+        (earlier - earlier_wall(fixture)).abs() < 0.001,
+        "{fixture}: {s}"
     );
 }
 

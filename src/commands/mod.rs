@@ -8,6 +8,7 @@ pub mod bucket;
 pub mod completions;
 pub mod export;
 pub mod merge;
+pub mod notify;
 pub mod on_bucket;
 pub mod plan;
 pub mod report;
@@ -15,6 +16,7 @@ pub mod run;
 pub mod signals;
 pub mod sim;
 pub mod status;
+pub mod watch;
 
 use std::path::Path;
 

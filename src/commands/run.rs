@@ -1,11 +1,12 @@
 //! `batchgen run MANIFEST`: validate everything, then run, then write the
-//! contact sheet.
+//! contact sheet; whatever the end, tell the watchers ([`super::watch`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::plan::{budget_limit, shard};
 use super::signals::signals;
+use super::watch::{Ended, Watch};
 use super::{load_plan, print_stdout};
 use crate::cli::{PlanArgs, RunArgs};
 use crate::exit::{self, Error};
@@ -14,8 +15,24 @@ use crate::store::Location;
 use crate::{api, output, progress, report, run, sim};
 
 /// Validates everything (manifest, key, URL, output folder, what this run
-/// would newly spend against the budget), then runs.
-pub async fn command(mut args: RunArgs) -> Result<u8, Error> {
+/// would newly spend against the budget), then runs; then, however it
+/// ended, writes the last metrics, the `end` event and the notification.
+pub async fn command(args: RunArgs) -> Result<u8, Error> {
+    let (watch, checked) = Watch::new(&args);
+    if args.dry_run {
+        checked?;
+        return run_command(args, &watch).await.map(|e| e.code);
+    }
+    let manifest = args.manifest.clone();
+    let ended = match checked {
+        Ok(()) => run_command(args, &watch).await,
+        Err(e) => Err(e),
+    };
+    watch.finish(&manifest, &ended).await;
+    ended.map(|e| e.code)
+}
+
+async fn run_command(mut args: RunArgs, watch: &Watch) -> Result<Ended, Error> {
     // Where it writes, before anything else: an unknown scheme must never
     // become a local folder named after it.
     let bucket = match args.out.as_deref().map(|p| super::location(p, "--out")) {
@@ -36,13 +53,14 @@ pub async fn command(mut args: RunArgs) -> Result<u8, Error> {
         .map(|p| super::location(p, "--cache"))
         .transpose()?;
     if args.dry_run {
-        return super::plan::command(&PlanArgs {
+        let code = super::plan::command(&PlanArgs {
             manifest: args.manifest.clone(),
             json: false,
             max_cost: args.max_cost,
             rows: 10,
             shard: args.shard,
-        });
+        })?;
+        return Ok(Ended { code, report: None });
     }
     let mut plan = load_plan(&args.manifest)?;
     shard(&mut plan, args.shard)?;
@@ -91,7 +109,7 @@ pub async fn command(mut args: RunArgs) -> Result<u8, Error> {
         remote: remote.clone(),
         cache,
     };
-    let ran = run_on(args, plan, key, gateway, max_cost, to).await;
+    let ran = run_on(args, plan, key, gateway, max_cost, to, watch).await;
     if let Some(remote) = remote {
         remote.close().await;
     }
@@ -113,7 +131,10 @@ async fn run_on(
     gateway: Gateway,
     max_cost: Option<crate::plan::Usd>,
     Output { remote, cache }: Output,
-) -> Result<u8, Error> {
+    watch: &Watch,
+) -> Result<Ended, Error> {
+    // --progress json: stdout is the events', stderr as with --quiet.
+    let quiet = args.quiet || watch.json;
     let out_dir = match &remote {
         Some(remote) => remote.work_dir().to_path_buf(),
         None => args
@@ -143,11 +164,8 @@ async fn run_on(
     // The sheet's thumbnails are made as images land, when the run's end
     // will write a sheet.
     settings.thumbnails = !args.no_report && plan.totals().images() <= report::AUTO_MAX_IMAGES;
-    settings.progress = if args.quiet {
-        progress::Mode::Quiet
-    } else {
-        progress::Mode::Auto
-    };
+    settings.progress = watch.mode(args.quiet);
+    settings.metrics = watch.metrics.clone();
     // Reading the folder (its journal, and the files of completed rows) is
     // blocking work: it runs off the async workers.
     let plan = Arc::new(plan);
@@ -162,6 +180,9 @@ async fn run_on(
             spent: opened.before().cost_usd,
         });
     }
+    if watch.json {
+        progress::json::emit("start", &opened.outlook());
+    }
     let (base_url, simulator) = if args.simulate {
         let cfg = sim::SimConfig {
             min_latency_ms: 500,
@@ -171,7 +192,7 @@ async fn run_on(
         let handle = sim::start(cfg, std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .map_err(|e| Error::Io(format!("cannot start the simulator: {e}")))?;
-        if !args.quiet {
+        if !quiet {
             crate::say!("batchgen: running against the built-in simulator (no key, no money)");
         }
         (handle.url(), Some(handle))
@@ -181,7 +202,7 @@ async fn run_on(
     let mut client_cfg = api::ClientConfig::new(&base_url, key);
     client_cfg.submit_timeout = Duration::from_secs(args.submit_timeout);
     let client = api::Client::new(client_cfg).map_err(|e| Error::Io(e.to_string()))?;
-    if !args.quiet {
+    if !quiet {
         crate::say!("{}", opened.describe());
     }
     let report = opened.execute(client, signals()).await?;
@@ -192,14 +213,18 @@ async fn run_on(
         crate::say!("batchgen: stopped early: {}", stop.describe());
     }
     let code = exit::for_run(&report);
-    // --quiet: a run that completed every row says nothing.
-    if !args.quiet || code != exit::OK {
+    // --quiet: a run that completed every row says nothing; with
+    // --progress json the `end` event carries the summary instead.
+    if !watch.json && (!args.quiet || code != exit::OK) {
         print_stdout(&report.summary.to_text());
     }
     if !args.no_report {
-        contact_sheet(&out_dir, remote.as_deref(), &report.summary, args.quiet).await;
+        contact_sheet(&out_dir, remote.as_deref(), &report.summary, quiet).await;
     }
-    Ok(code)
+    Ok(Ended {
+        code,
+        report: Some(report),
+    })
 }
 
 /// The contact sheet at a run's end: skipped above [`report::AUTO_MAX_IMAGES`];

@@ -66,6 +66,11 @@ pub enum Entry {
         /// The shard this run did, if it did one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         shard: Option<crate::vocab::Shard>,
+        /// The wall time of every earlier run in this folder, in
+        /// milliseconds, as this run found it at its start (absent in older
+        /// journals): compaction keeps this line, so the total outlives it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wall_before_ms: Option<u64>,
     },
     Intent {
         key: Key,

@@ -36,6 +36,10 @@ pub struct Replay {
     /// did), and the newest run line: what compaction keeps of the runs.
     first_run: Option<Box<Entry>>,
     last_run: Option<Box<Entry>>,
+    /// The wall time of the runs before the newest one, in milliseconds.
+    runs_wall_ms: u64,
+    /// The newest run's start, and the latest time any line since names.
+    open_run: Option<(u64, u64)>,
 }
 
 impl Replay {
@@ -72,8 +76,46 @@ impl Replay {
         })
     }
 
+    /// The wall time of every run this journal records, in milliseconds:
+    /// a run counts from its start to the latest time its lines name (a
+    /// run's end writes no line), and a run line that carries the total of
+    /// the runs before it is taken at its word.
+    pub fn wall_ms(&self) -> u64 {
+        let newest = self.open_run.map_or(0, |(start, last)| last - start);
+        self.runs_wall_ms.saturating_add(newest)
+    }
+
+    /// Keeps the time of runs: a run line closes the one before it.
+    fn time_runs(&mut self, entry: &Entry) {
+        let at = match entry {
+            Entry::Run {
+                at_ms,
+                wall_before_ms,
+                ..
+            } => {
+                self.runs_wall_ms = match wall_before_ms {
+                    Some(before) => *before,
+                    None => self.wall_ms(),
+                };
+                self.open_run = Some((*at_ms, *at_ms));
+                return;
+            }
+            Entry::Intent { at_ms, .. }
+            | Entry::Submitted { at_ms, .. }
+            | Entry::Unfinished { at_ms, .. }
+            | Entry::Done { at_ms, .. }
+            | Entry::Failed { at_ms, .. } => *at_ms,
+            Entry::Row { row, .. } => row.finished_at_ms.max(row.submitted_at_ms).unwrap_or(0),
+            Entry::NotAccepted { .. } => return,
+        };
+        if let Some((_, last)) = &mut self.open_run {
+            *last = (*last).max(at);
+        }
+    }
+
     pub fn apply(&mut self, entry: Entry) {
         self.lines += 1;
+        self.time_runs(&entry);
         if let Entry::Run {
             gateway, base_url, ..
         } = &entry

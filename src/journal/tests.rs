@@ -227,6 +227,7 @@ fn history_is_compacted_into_one_line_per_row() {
         base_url: None,
         plan: None,
         shard: None,
+        wall_before_ms: None,
     };
     j.append_blocking(&run(Some("simulated"))).unwrap();
     for k in 0..100u64 {
@@ -312,6 +313,7 @@ fn the_base_url_a_folder_was_first_run_against_outlives_compaction() {
         base_url: base_url.map(str::to_string),
         plan: None,
         shard: None,
+        wall_before_ms: None,
     };
     // A version that recorded origins only, this one, then that one again.
     j.append_blocking(&run(None)).unwrap();
@@ -415,4 +417,50 @@ async fn a_held_journal_keeps_a_paused_clock_still_while_it_syncs() {
     }
     assert_eq!(tokio::time::Instant::now(), start);
     timer.abort();
+}
+
+#[test]
+fn the_wall_time_of_runs_adds_up_and_outlives_compaction() {
+    let run = |at_ms, wall_before_ms| Entry::Run {
+        at_ms,
+        manifest: "m.yaml".into(),
+        rows: 2,
+        version: "0".into(),
+        gateway: None,
+        base_url: None,
+        plan: None,
+        shard: None,
+        wall_before_ms,
+    };
+    let done = |key, at_ms| Entry::Done {
+        key: Key(key),
+        at_ms,
+        files: vec![],
+        sha256: vec![],
+        stamps: vec![],
+        cost_micros: 0,
+        seen_ms: None,
+        cached: false,
+    };
+    let mut r = Replay::default();
+    // An older version's runs: each counts from its start to its last line.
+    r.apply(run(1_000, None));
+    r.apply(done(1, 5_000));
+    r.apply(run(10_000, None));
+    r.apply(Entry::NotAccepted {
+        key: Key(2),
+        code: "X".into(),
+        message: String::new(),
+    });
+    r.apply(done(2, 12_000));
+    assert_eq!(r.wall_ms(), 4_000 + 2_000);
+    // A run line that carries the total before it is taken at its word.
+    r.apply(run(20_000, Some(100_000)));
+    r.apply(done(1, 21_500));
+    assert_eq!(r.wall_ms(), 101_500);
+    let mut again = Replay::default();
+    for entry in r.compacted() {
+        again.apply(entry);
+    }
+    assert_eq!(again.wall_ms(), 101_500, "compacted");
 }

@@ -17,7 +17,7 @@ use super::{row_result, write_results, RowResult, RowStatus, RESULTS_CSV, SUMMAR
 use crate::disk::write_atomic;
 use crate::journal::Replay;
 use crate::plan::Plan;
-use crate::vocab::{Code, Key, Usd};
+use crate::vocab::{exit_code, rfc3339, Code, Key, Usd};
 
 /// Rows by status, images and money: what `run`, `status` and summary.json
 /// all report, added up the same way.
@@ -199,7 +199,18 @@ pub struct RunSummary {
     pub not_in_manifest: Earlier,
     /// Why the run stopped early, if it did.
     pub stopped: Option<String>,
+    /// The exit code the run ends with (see README's exit codes).
+    pub exit_code: u8,
+    /// The batchgen version that ran.
+    pub version: String,
+    /// When this run started and wrote this file: RFC 3339, UTC.
+    pub started_at: String,
+    pub finished_at: String,
+    /// The wall time of the last run only (this one), in seconds.
     pub wall_time_s: f64,
+    /// The wall time of every run in this folder, this one included (an
+    /// earlier run counts from its start to its last journal line).
+    pub wall_time_total_s: f64,
     /// Rows and images finished by this run (a resumed run skips earlier work).
     pub rows_this_run: u64,
     pub images_this_run: u64,
@@ -265,6 +276,13 @@ pub struct RunEnd {
     /// The stop's code and description, if the run stopped early.
     pub stop: Option<(String, String)>,
     pub wall: Duration,
+    /// When this run started, in milliseconds since the Unix epoch.
+    pub started_ms: u64,
+    /// The wall time of the folder's earlier runs (from the journal).
+    pub wall_before: Duration,
+    /// The exit code of the stop, if the run stopped early
+    /// ([`crate::vocab::exit_code::of_run`] decides the rest).
+    pub stopped_with: Option<u8>,
     /// Rows and images finished by this run.
     pub this_run: (u64, u64),
     /// Submits this run that a limiter refused (429, or a 503 the gateway did not phrase).
@@ -291,6 +309,8 @@ pub fn write(
         .map(|(code, why)| (code.as_str(), why.as_str()));
     let (totals, cost_usd_by_kind) = write_results(plan, replay, out_dir, stop)?;
     let keys: HashSet<Key> = plan.rows.iter().map(|r| r.key).collect();
+    let completed = totals.count(RowStatus::Completed);
+    let exit_code = exit_code::of_run(end.stopped_with, totals.rows, completed);
     let mut s = RunSummary {
         manifest: plan.manifest.display().to_string(),
         out_dir: end
@@ -302,7 +322,12 @@ pub fn write(
         cost_usd_by_kind,
         not_in_manifest: Earlier::of(replay, |k| keys.contains(&k)),
         stopped: end.stop.as_ref().map(|(_, why)| why.clone()),
+        exit_code,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at: rfc3339(end.started_ms),
+        finished_at: rfc3339(crate::journal::now_ms()),
         wall_time_s: end.wall.as_secs_f64(),
+        wall_time_total_s: (end.wall_before + end.wall).as_secs_f64(),
         rows_this_run: end.this_run.0,
         images_this_run: end.this_run.1,
         rows_per_minute: 0.0,

@@ -51,7 +51,7 @@ mod tests;
 pub use crate::gateway::SIMULATED;
 pub use error::RunError;
 pub use limiter::RateLimiter;
-pub use open::{open, open_with, Opened};
+pub use open::{open, open_with, Opened, Outlook};
 pub use remote::Remote;
 pub use scheduler::Report;
 pub use settings::Settings;

@@ -267,6 +267,42 @@ impl Opened {
         &self.before
     }
 
+    /// Rows taken from the cache, and accepted rows to collect.
+    fn resumed(&self) -> (u64, u64) {
+        let cached = self
+            .starts
+            .iter()
+            .filter(|(_, s)| matches!(s, Start::Cached { .. }))
+            .count() as u64;
+        (cached, self.starts.len() as u64 - cached)
+    }
+
+    /// What this run will do, as `--progress json`'s `start` event says it.
+    pub fn outlook(&self) -> Outlook {
+        let (cached, collect) = self.resumed();
+        Outlook {
+            version: env!("CARGO_PKG_VERSION"),
+            manifest: self.plan.manifest.display().to_string(),
+            out_dir: match &self.settings.place {
+                Some(place) => place.clone(),
+                None => self.settings.out_dir.display().to_string(),
+            },
+            gateway: self.settings.gateway.origin().to_string(),
+            shard: self.plan.shard,
+            rows: self.plan.rows.len() as u64,
+            rows_finished_before: self.finished,
+            rows_to_collect: collect,
+            rows_from_cache: cached,
+            rows_to_submit: self.to_submit,
+            spend_max_usd: self.to_spend,
+            spent_before_usd: self.before.cost_usd,
+            possibly_charged_before_usd: self.before.possibly_charged_usd,
+            budget_usd: self.settings.max_cost,
+            concurrency: self.settings.concurrency,
+            rate: self.settings.rate_per_sec,
+        }
+    }
+
     /// The line printed before a run: already done and spent, then what
     /// this run will do and may spend.
     pub fn describe(&self) -> String {
@@ -283,15 +319,10 @@ impl Opened {
             }
             text.push(')');
         }
-        let cached = self
-            .starts
-            .iter()
-            .filter(|(_, s)| matches!(s, Start::Cached { .. }))
-            .count() as u64;
+        let (cached, collect) = self.resumed();
         if cached > 0 {
             text.push_str(&format!("; {cached} from the cache"));
         }
-        let collect = self.starts.len() as u64 - cached;
         if collect > 0 {
             text.push_str(&format!("; {collect} accepted earlier to collect"));
         }
@@ -306,6 +337,33 @@ impl Opened {
         ));
         text
     }
+}
+
+/// What a run will do, before it sends anything: `--progress json`'s
+/// `start` event (docs/watching.md).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Outlook {
+    pub version: &'static str,
+    pub manifest: String,
+    pub out_dir: String,
+    pub gateway: String,
+    pub shard: Option<crate::vocab::Shard>,
+    /// The plan's rows (this shard's).
+    pub rows: u64,
+    pub rows_finished_before: u64,
+    /// Accepted by an earlier run, collected by this one.
+    pub rows_to_collect: u64,
+    pub rows_from_cache: u64,
+    pub rows_to_submit: u64,
+    /// The most this run may newly spend (every submitted row making every image).
+    pub spend_max_usd: Usd,
+    pub spent_before_usd: Usd,
+    pub possibly_charged_before_usd: Usd,
+    /// `--max-cost` (or the manifest's budget), if any.
+    pub budget_usd: Option<Usd>,
+    pub concurrency: usize,
+    /// `--rate`, if given.
+    pub rate: Option<f64>,
 }
 
 /// Holds an exclusive lock on `DIR/.lock` while the run lives.

@@ -35,6 +35,8 @@ use crate::progress::{self, Counts};
 pub struct Report {
     pub summary: RunSummary,
     pub stop: Option<Stop>,
+    /// What the progress display counted: this run's rows, images, spend.
+    pub counts: Counts,
 }
 
 impl Opened {
@@ -61,7 +63,11 @@ impl Opened {
             ..
         } = self;
         let started = Instant::now();
+        let started_ms = journal::now_ms();
         let out_dir = settings.out_dir.clone();
+        // Earlier runs' wall time, carried in this run's line (compaction
+        // keeps it): summary.json's total across runs.
+        let wall_before_ms = journal.with_replay(|r| r.wall_ms());
         journal
             .append(&Entry::Run {
                 at_ms: journal::now_ms(),
@@ -72,6 +78,7 @@ impl Opened {
                 base_url: settings.gateway.recorded_base(),
                 plan: Some(plan.digest.clone()),
                 shard: plan.shard,
+                wall_before_ms: Some(wall_before_ms),
             })
             .await?;
         for entry in &verdicts {
@@ -106,7 +113,12 @@ impl Opened {
             already: finished,
             ..Counts::default()
         };
-        let collector = tokio::spawn(progress::collect(settings.progress, counts, events_rx));
+        let collector = tokio::spawn(progress::collect(
+            settings.progress,
+            settings.metrics.clone(),
+            counts,
+            events_rx,
+        ));
         let thumbs = match settings.thumbnails {
             true => crate::report::Thumbnailer::start_for_run(&out_dir).await,
             false => None,
@@ -214,6 +226,9 @@ impl Opened {
             gateway,
             stop: stop.as_ref().map(|s| (s.code().to_string(), s.describe())),
             wall: started.elapsed(),
+            started_ms,
+            wall_before: Duration::from_millis(wall_before_ms),
+            stopped_with: stop.as_ref().map(Stop::exit_code),
             this_run: (
                 counts.completed + counts.failed + counts.left,
                 counts.images,
@@ -224,17 +239,19 @@ impl Opened {
             place: ctx.settings.place.clone(),
         };
         let (journal, dir) = (ctx.journal, out_dir.clone());
-        let summary =
+        let mut summary =
             blocking(move || journal.with_replay(|replay| output::write(&plan, replay, &dir, end)))
                 .await
                 .map_err(output_err)?;
         // On a bucket: a final upload that fails is the run's stop (exit 3),
-        // and its totals are still shown.
+        // and its totals are still shown (and notified) with it.
         let mut stop = stop;
         if let Some(remote) = &ctx.remote {
             let names = [output::RESULTS_CSV, output::SUMMARY_JSON].map(String::from);
             if let Err(why) = remote.publish(&names).await {
-                stop.get_or_insert(Stop::Disk(why));
+                let stop = stop.get_or_insert(Stop::Disk(why));
+                summary.stopped.get_or_insert_with(|| stop.describe());
+                summary.exit_code = stop.exit_code();
             }
         }
         if let Some(thumbs) = thumbs {
@@ -242,7 +259,11 @@ impl Opened {
                 tracing::debug!(target: "batchgen::report", "{landed}");
             }
         }
-        Ok(Report { summary, stop })
+        Ok(Report {
+            summary,
+            stop,
+            counts,
+        })
     }
 }
 

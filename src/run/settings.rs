@@ -45,6 +45,8 @@ pub struct Settings {
     /// How often results.csv is rewritten while the run works.
     pub results_every: Duration,
     pub progress: progress::Mode,
+    /// `--metrics-file`: written while the run works (the caller writes the last one).
+    pub metrics: Option<progress::Metrics>,
     /// `--cache DIR|URL` (or the manifest's `cache:`): the store of
     /// fulfilled requests, a folder or a bucket prefix.
     pub cache: Option<crate::store::Location>,
@@ -82,6 +84,7 @@ impl Settings {
             unreachable_after: Duration::from_secs(30),
             results_every: Duration::from_secs(30),
             progress: progress::Mode::Auto,
+            metrics: None,
             cache: None,
             place: None,
             paused_clock: false,

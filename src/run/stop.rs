@@ -111,6 +111,14 @@ impl Stop {
         }
     }
 
+    /// The exit code of a run it stopped: a signal's own, else aborted.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Stop::Signal(s) => s.exit_code(),
+            _ => crate::vocab::exit_code::ABORTED,
+        }
+    }
+
     /// Nothing more can be collected in this run either.
     pub fn is_hard(&self) -> bool {
         matches!(self, Stop::Disk(_) | Stop::Unreachable { .. })

@@ -79,7 +79,9 @@ impl Rows {
             message: left.clone(),
         })
         .await;
-        ctx.event(Event::Left);
+        ctx.event(Event::Left {
+            possibly: crate::plan::Usd::default(),
+        });
         ctx.event(Event::Say(format!(
             "error: row {id}: {PANICKED}: {left}; no new requests will be sent"
         )));

@@ -1,5 +1,5 @@
 //! The ground floor: the vocabulary every stage shares (row keys, money,
-//! kinds of request, tickets, and the codes written in results.csv).
+//! kinds of request, tickets, the codes written in results.csv, and exit codes).
 //!
 //! Why this exists: these types are used from the manifest's plan to the
 //! report, and a type defined in one stage and used by a lower one draws an
@@ -8,6 +8,7 @@
 //! circle.
 
 mod code;
+pub mod exit_code;
 mod key;
 mod kind;
 mod money;

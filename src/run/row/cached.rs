@@ -121,7 +121,9 @@ impl RowRun {
         // On a bucket, the files are there before the line that says so.
         if let Err(why) = ctx.publish(&saved.paths()).await {
             self.record_left(Code::Disk.as_str(), &why).await;
-            ctx.event(Event::Left);
+            ctx.event(Event::Left {
+                possibly: Usd::default(),
+            });
             self.say(format!(
                 "warning: row {}: {}: {why}",
                 self.id,

@@ -130,7 +130,7 @@ impl RowRun {
         if charged == Charged::No {
             self.release();
         }
-        self.ctx.event(Event::Failed);
+        self.ctx.event(Event::Failed { possibly: cost });
         self.say(format!("error: row {}: {code}: {message}", self.id));
         Start::End
     }
@@ -160,7 +160,9 @@ impl RowRun {
             )
         };
         self.record_left(code, &message).await;
-        self.ctx.event(Event::Left);
+        self.ctx.event(Event::Left {
+            possibly: self.price,
+        });
         self.say(format!("warning: row {}: {code}: {message}", self.id));
         Start::End
     }

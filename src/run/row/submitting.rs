@@ -15,7 +15,7 @@ use crate::journal::{now_ms, Charged, Entry};
 use crate::output;
 use crate::progress::{Event, Stage};
 use crate::run::{Start, Stop};
-use crate::vocab::Code;
+use crate::vocab::{Code, Usd};
 
 impl RowRun {
     pub(super) async fn submit(&mut self) -> Start {
@@ -91,6 +91,13 @@ impl RowRun {
             }
             Err(e) => e,
         };
+        let status = e.http_status.filter(|s| matches!(s, 429 | 503));
+        if status.is_some() || e.is_rate_limited() {
+            ctx.event(Event::Busy {
+                status,
+                rate_limited: e.class == Class::Retry && e.is_rate_limited(),
+            });
+        }
         match e.class {
             Class::Retry => {
                 if e.is_rate_limited() {
@@ -211,7 +218,9 @@ impl RowRun {
                 self.failures
             );
             self.record_left(code, &message).await;
-            ctx.event(Event::Failed);
+            ctx.event(Event::Failed {
+                possibly: Usd::default(),
+            });
             self.say(format!("error: row {}: {code}: {message}", self.id));
             return Start::End;
         }

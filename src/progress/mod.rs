@@ -1,9 +1,17 @@
 //! What the user sees while a run works: an indicatif bar on a terminal, a
-//! plain line every few seconds otherwise (cron, CI), nothing with `--quiet`.
+//! plain line every few seconds otherwise (cron, CI), nothing with `--quiet`,
+//! one JSON object a line on stdout with `--progress json` ([`json`]); and
+//! what monitoring reads, `--metrics-file` ([`metrics`]).
 //!
 //! Why this exists apart from `run`: it only reads state. Row tasks send
 //! [`Event`]s over one channel; this collector owns the counters and the
-//! display. It ends when every sender is gone.
+//! display. It ends when every sender is gone (nothing of it is aborted; a
+//! metrics write it waits for is a small file on the blocking pool).
+
+pub mod json;
+pub mod metrics;
+
+pub use metrics::Metrics;
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -54,6 +62,8 @@ pub enum Mode {
     /// A bar on a terminal, plain lines otherwise.
     Auto,
     Quiet,
+    /// `--progress json`: events on stdout, stderr as with `--quiet`.
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,9 +81,21 @@ pub enum Event {
         images: u64,
         cost: Usd,
     },
-    Failed,
-    /// An accepted row left for a rerun to collect.
-    Left,
+    /// A row failed; `possibly` is what it may have been charged.
+    Failed {
+        possibly: Usd,
+    },
+    /// A row left for a rerun to collect; `possibly` is what it may have
+    /// been charged (an accepted request's price).
+    Left {
+        possibly: Usd,
+    },
+    /// A submit was answered 429 or 503 (`status`), or refused by a
+    /// limiter in other words (`rate_limited`: the run slowed down).
+    Busy {
+        status: Option<u16>,
+        rate_limited: bool,
+    },
     /// A warning or error about one row, already naming it.
     Say(String),
 }
@@ -93,16 +115,23 @@ pub struct Counts {
     pub downloading: u64,
     pub images: u64,
     pub spent: Usd,
+    /// What rows this run failed or left may have been charged.
+    pub possibly_charged: Usd,
+    /// Submits a limiter refused (the run slowed down for them).
+    pub rate_limited: u64,
+    /// Submits answered 429, and 503.
+    pub http_429: u64,
+    pub http_503: u64,
 }
 
 impl Counts {
-    fn done(&self) -> u64 {
+    pub fn done(&self) -> u64 {
         self.already + self.completed + self.failed + self.left
     }
 
     /// Requests at the gateway, as `--concurrency` counts them (a finished
     /// request's download no longer holds a slot).
-    fn in_flight(&self) -> u64 {
+    pub fn in_flight(&self) -> u64 {
         self.submitting + self.polling
     }
 
@@ -110,6 +139,10 @@ impl Counts {
     /// so that they fit an 80-column terminal with the bar; then the rest.
     fn line(&self, elapsed: Duration) -> String {
         let (rate, eta) = self.pace(elapsed);
+        let eta = match eta {
+            Some(secs) => short_duration(secs),
+            None => "?".into(),
+        };
         format!(
             "{}/{} rows · {} in flight · {} · ETA {eta} · {} failed · {} images · {rate:.2} rows/s",
             self.done(),
@@ -135,19 +168,53 @@ impl Counts {
         line
     }
 
-    /// Rows finished per second by this run, and the time left at that pace.
-    fn pace(&self, elapsed: Duration) -> (f64, String) {
+    /// Rows finished per second by this run, and the seconds left at that
+    /// pace (`None`: no row has finished yet to tell).
+    pub fn pace(&self, elapsed: Duration) -> (f64, Option<f64>) {
         let secs = elapsed.as_secs_f64().max(0.001);
         let rate = (self.completed + self.failed + self.left) as f64 / secs;
         let left = self.total.saturating_sub(self.done());
         let eta = if left == 0 {
-            "0s".to_string()
+            Some(0.0)
         } else if rate > 0.0 {
-            short_duration(left as f64 / rate)
+            Some(left as f64 / rate)
         } else {
-            "?".into()
+            None
         };
         (rate, eta)
+    }
+
+    /// Counts one event.
+    fn count(&mut self, event: &Event) {
+        match event {
+            Event::Enter(s) => *slot(self, *s) += 1,
+            Event::Leave(s) => *slot(self, *s) -= 1,
+            Event::Completed { images, cost } => {
+                self.completed += 1;
+                self.images += images;
+                self.spent = self.spent + *cost;
+            }
+            Event::Failed { possibly } => {
+                self.failed += 1;
+                self.possibly_charged = self.possibly_charged + *possibly;
+            }
+            Event::Left { possibly } => {
+                self.left += 1;
+                self.possibly_charged = self.possibly_charged + *possibly;
+            }
+            Event::Busy {
+                status,
+                rate_limited,
+            } => {
+                self.rate_limited += u64::from(*rate_limited);
+                match status {
+                    Some(429) => self.http_429 += 1,
+                    Some(503) => self.http_503 += 1,
+                    _ => {}
+                }
+            }
+            Event::Say(_) => {}
+        }
     }
 }
 
@@ -166,13 +233,26 @@ fn short_duration(secs: f64) -> String {
 /// at their widest common size, it fits 80 columns.
 const BAR_WIDTH: usize = 16;
 
+/// How often `--progress json` prints a progress event, at most.
+pub const JSON_EVERY: Duration = Duration::from_secs(1);
+
 /// Collects events until every sender is dropped; returns the final counts.
+/// Writes `metrics`, if given, at once and every [`metrics::EVERY`] (the
+/// caller writes the last one, once the run's end is known).
 pub async fn collect(
     mode: Mode,
+    metrics: Option<Metrics>,
     mut counts: Counts,
     mut events: mpsc::UnboundedReceiver<Event>,
 ) -> Counts {
     let start = Instant::now();
+    let json = mode == Mode::Json;
+    let mut every_second = tokio::time::interval_at(start + JSON_EVERY, JSON_EVERY);
+    // A stall never makes a burst: at most one event a second.
+    every_second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut metrics_tick = tokio::time::interval(metrics::EVERY);
+    metrics_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut metrics_noted = false;
     let bar = (mode == Mode::Auto && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::with_draw_target(Some(counts.total), ProgressDrawTarget::stderr());
         bar.set_style(
@@ -190,21 +270,17 @@ pub async fn collect(
         tokio::select! {
             event = events.recv() => {
                 let Some(event) = event else { break };
-                match event {
-                    Event::Enter(s) => *slot(&mut counts, s) += 1,
-                    Event::Leave(s) => *slot(&mut counts, s) -= 1,
-                    Event::Completed { images, cost } => {
-                        counts.completed += 1;
-                        counts.images += images;
-                        counts.spent = counts.spent + cost;
+                counts.count(&event);
+                // Warnings and errors are shown even with --quiet (and,
+                // with --progress json, told on stdout too).
+                if let Event::Say(text) = &event {
+                    if json {
+                        json::warning(text);
                     }
-                    Event::Failed => counts.failed += 1,
-                    Event::Left => counts.left += 1,
-                    // Warnings and errors are shown even with --quiet.
-                    Event::Say(text) => match &bar {
-                        Some(bar) => bar.println(&text),
-                        None => console::err_line(&text),
-                    },
+                    match &bar {
+                        Some(bar) => bar.println(text),
+                        None => console::err_line(text),
+                    }
                 }
                 if let Some(bar) = &bar {
                     bar.set_position(counts.done());
@@ -212,6 +288,17 @@ pub async fn collect(
                 }
             }
             _ = tick.tick(), if plain => crate::say!("progress: {}", counts.plain(start.elapsed())),
+            _ = every_second.tick(), if json => json::progress(&counts, start.elapsed()),
+            _ = metrics_tick.tick(), if metrics.is_some() => {
+                if let Some(m) = &metrics {
+                    let written = m.write_blocking(counts.clone(), None).await;
+                    if let Err(why) = written {
+                        if !std::mem::replace(&mut metrics_noted, true) {
+                            crate::say!("warning: {why}; the run goes on, and tries again every {} s", metrics::EVERY.as_secs());
+                        }
+                    }
+                }
+            }
         }
     }
     if let Some(bar) = bar {
@@ -238,6 +325,7 @@ mod tests {
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(collect(
             Mode::Quiet,
+            None,
             Counts {
                 total: 3,
                 already: 1,
@@ -254,7 +342,13 @@ mod tests {
                 images: 2,
                 cost: Usd::from_micros(100_000),
             },
-            Event::Failed,
+            Event::Failed {
+                possibly: Usd::from_micros(5),
+            },
+            Event::Busy {
+                status: Some(429),
+                rate_limited: true,
+            },
         ] {
             tx.send(e).unwrap();
         }
@@ -262,9 +356,32 @@ mod tests {
         let c = task.await.unwrap();
         assert_eq!((c.completed, c.failed, c.images, c.polling), (1, 1, 2, 0));
         assert_eq!(c.done(), 3);
+        assert_eq!(
+            (c.possibly_charged.micros(), c.http_429, c.rate_limited),
+            (5, 1, 1)
+        );
         assert!(c
             .line(Duration::from_secs(1))
             .starts_with("3/3 rows · 0 in flight · $0.10 · ETA 0s · 1 failed · 2 images"));
+    }
+
+    #[tokio::test]
+    async fn the_metrics_file_is_written_as_soon_as_the_run_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.prom");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let metrics = Metrics::new(path.clone(), 0);
+        let task = tokio::spawn(collect(Mode::Quiet, Some(metrics), Counts::default(), rx));
+        tx.send(Event::Enter(Stage::Polling)).unwrap();
+        let mut waited = 0;
+        while !path.exists() && waited < 500 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        drop(tx);
+        task.await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("batchgen_running 1\n"), "{text}");
     }
 
     #[test]
