@@ -453,7 +453,7 @@ async fn a_partial_set_on_the_bucket_is_merged_only_when_asked() {
     std::fs::create_dir(&lease).unwrap();
     write(&lease, "lease.json", "{}");
     upload(&moto, &lease, "s3://runs/part/shards/1-of-2").await;
-    let out = open(&moto, "s3://runs/part");
+    let out = moto.open("s3://runs/part");
     for (shards, says) in [
         (
             "s3://runs/part/shards",
