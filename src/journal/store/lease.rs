@@ -355,7 +355,7 @@ pub fn nonce() -> String {
 
 /// A field of a lease as stored, for a message: escaped (`{:?}`: no
 /// terminal escape sequence reaches the screen) and cut to 80 characters.
-fn shown(field: &str) -> String {
+pub(super) fn shown(field: &str) -> String {
     let cut: String = field.chars().take(80).collect();
     format!("{cut:?}")
 }

@@ -60,11 +60,12 @@ async fn a_second_run_is_refused_while_the_lease_is_live() {
     let err = take(&store, "run-b", "pod-b", clock).await.unwrap_err();
     assert!(matches!(err, JournalStoreError::Held { .. }), "{err}");
     let msg = err.to_string();
+    let until = crate::vocab::rfc3339(1_030_000);
     for part in [
-        "run-a",
-        "pod-a",
+        "\"run-a\"",
+        "\"pod-a\"",
         "4242",
-        "1030000",
+        until.as_str(),
         "(1 s from now)",
         "nightly/run",
     ] {
@@ -256,4 +257,12 @@ async fn one_run_id_in_two_processes_is_two_holders() {
     );
     b.release().await.unwrap();
     assert!(store.get(&prefix().join("lease.json")).await.is_err());
+}
+
+#[test]
+fn a_lease_field_reaches_the_screen_escaped_and_cut() {
+    let shown = super::lease::shown("h\u{1b}[31mRED");
+    assert!(!shown.contains('\u{1b}'), "{shown}");
+    assert!(shown.contains("\\u{1b}"), "{shown}");
+    assert!(super::lease::shown(&"x".repeat(500)).len() < 90);
 }
