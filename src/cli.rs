@@ -176,6 +176,10 @@ pub struct StatusArgs {
     /// Print the counts as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Exit 1 unless every row of the newest plan is completed and no run holds the folder
+    /// (plain `status` exits 0): for a scheduler or a script to gate on.
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, Args)]
