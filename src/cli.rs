@@ -30,7 +30,8 @@ pub enum Command {
     /// Run a manifest: submit every row, follow it to its end, download the images, write results.
     /// Rerunning the same command resumes without paying twice.
     Run(RunArgs),
-    /// Summarise a run (finished or not) from its output folder's journal.
+    /// Summarise a run (finished, going on, or merged) from its output folder; --check exits 1
+    /// unless every row is completed.
     Status(StatusArgs),
     /// Serve the built-in gateway simulator on loopback until Ctrl-C (no key, no money, real files).
     Sim(SimArgs),
