@@ -282,8 +282,6 @@ async fn a_run_on_the_bucket_reads_and_reports_as_its_folder() {
     assert!(!text(&o.stdout).contains("running now"));
 }
 
-const SHARDED: &str = "defaults: {image_size: {width: 32, height: 32}}\njobs:\n  - {id: a, prompt: cat, seeds: {from: 1, count: 5}}\n  - {id: b, prompt: dog, seeds: [3, 9]}\n";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_on_the_bucket_merge_as_folders_do() {
     let Some((moto, sim, dir)) = setup("shards_on_the_bucket_merge_as_folders_do").await else {

@@ -147,25 +147,12 @@ async fn a_finished_run_passes_the_check() {
     assert_eq!(text(&o.stderr), "");
 }
 
-const SHARDED: &str = "defaults: {image_size: {width: 32, height: 32}}\njobs:\n  - {id: a, prompt: cat, seeds: {from: 1, count: 5}}\n  - {id: b, prompt: dog, seeds: [3, 9]}\n";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_reads_a_merged_folder() {
     let sim = start(quick()).await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let m = write(d, "m.yaml", SHARDED);
-    for i in 0..2 {
-        let shard = format!("{i}/2");
-        let o = run(
-            &m,
-            &d.join(format!("s{i}")),
-            &sim.url(),
-            &["--shard", &shard],
-        )
-        .await;
-        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    }
+    two_shards(&sim, d).await;
     let merge = |shards: &[&str], out: &str| {
         let mut args = vec!["merge"];
         args.extend_from_slice(shards);

@@ -15,6 +15,7 @@ use crate::exit::{self, Error};
 use crate::output::{ResultTotals, RowStatus, SUMMARY_JSON};
 use crate::run::Live;
 use crate::{disk, journal, output, plan, run};
+use serde_json::{json, Value};
 
 /// The largest merged summary.json read.
 const MAX_SUMMARY: u64 = 16 << 20;
@@ -91,32 +92,24 @@ fn summarise(dir: &Path, shown: &str, json: bool, live: Option<Live>) -> Result<
     let by = |s: RowStatus| totals.count(s);
     let complete = live.is_none() && by(RowStatus::Completed) == totals.rows;
     if json {
-        let json = serde_json::json!({
-            "manifest": replay.last_run_manifest,
-            "gateway": replay.gateway,
-            "base_url": replay.base_url,
-            "rows": totals.rows,
-            "rows_by_status": totals.rows_by_status,
-            "completed": by(RowStatus::Completed),
-            "failed": by(RowStatus::Failed),
-            "not_run": by(RowStatus::NotRun),
-            "accepted": by(RowStatus::Accepted),
-            // The names of older versions, kept for scripts.
-            "in_flight": by(RowStatus::Accepted),
-            "not_started": by(RowStatus::NotRun),
-            "uncertain": totals.uncertain,
-            "images": totals.images,
-            "cost_usd": totals.cost_usd,
-            "possibly_charged_usd": totals.possibly_charged_usd,
-            "failures_by_code": totals.failures_by_code,
-            "accepted_by_code": totals.accepted_by_code,
-            "cached": totals.cached,
-            "not_in_manifest": earlier,
-            "running": live.as_ref().map(Live::to_json),
-            "not_reached": live.as_ref().map_or(0, |_| by(RowStatus::NotRun)),
-            "complete": complete,
-            "merged": false,
-        });
+        let json = as_json(
+            [
+                ("manifest", json!(replay.last_run_manifest)),
+                ("gateway", json!(replay.gateway)),
+                ("base_url", json!(replay.base_url)),
+            ],
+            &totals,
+            [
+                ("not_in_manifest", json!(earlier)),
+                ("running", json!(live.as_ref().map(Live::to_json))),
+                (
+                    "not_reached",
+                    json!(live.as_ref().map_or(0, |_| by(RowStatus::NotRun))),
+                ),
+                ("complete", json!(complete)),
+                ("merged", json!(false)),
+            ],
+        );
         print_stdout(&format!("{json:#}\n"));
     } else {
         let mut text = format!(
@@ -136,6 +129,35 @@ fn summarise(dir: &Path, shown: &str, json: bool, live: Option<Live>) -> Result<
         print_stdout(&text);
     }
     Ok(complete)
+}
+
+/// `status --json`: `head`, the counts of `totals`, then `tail`.
+fn as_json<const H: usize, const T: usize>(
+    head: [(&str, Value); H],
+    totals: &ResultTotals,
+    tail: [(&str, Value); T],
+) -> Value {
+    let by = |s: RowStatus| totals.count(s);
+    let counts = [
+        ("rows", json!(totals.rows)),
+        ("rows_by_status", json!(totals.rows_by_status)),
+        ("completed", json!(by(RowStatus::Completed))),
+        ("failed", json!(by(RowStatus::Failed))),
+        ("not_run", json!(by(RowStatus::NotRun))),
+        ("accepted", json!(by(RowStatus::Accepted))),
+        // The names of older versions, kept for scripts.
+        ("in_flight", json!(by(RowStatus::Accepted))),
+        ("not_started", json!(by(RowStatus::NotRun))),
+        ("uncertain", json!(totals.uncertain)),
+        ("images", json!(totals.images)),
+        ("cost_usd", json!(totals.cost_usd)),
+        ("possibly_charged_usd", json!(totals.possibly_charged_usd)),
+        ("failures_by_code", json!(totals.failures_by_code)),
+        ("accepted_by_code", json!(totals.accepted_by_code)),
+        ("cached", json!(totals.cached)),
+    ];
+    let fields = head.into_iter().chain(counts).chain(tail);
+    Value::Object(fields.map(|(k, v)| (k.to_string(), v)).collect())
 }
 
 /// The lines under the heading: who runs now, rows, images and money, why
@@ -244,32 +266,22 @@ impl Merged {
         let complete = self.missing.is_empty() && by(RowStatus::Completed) == t.rows;
         let shards = &self.summary["shards"];
         if json {
-            let json = serde_json::json!({
-                "manifest": self.summary["manifest"],
-                "gateway": self.summary["gateway"],
-                "base_url": null,
-                "rows": t.rows,
-                "rows_by_status": t.rows_by_status,
-                "completed": by(RowStatus::Completed),
-                "failed": by(RowStatus::Failed),
-                "not_run": by(RowStatus::NotRun),
-                "accepted": by(RowStatus::Accepted),
-                "in_flight": by(RowStatus::Accepted),
-                "not_started": by(RowStatus::NotRun),
-                "uncertain": t.uncertain,
-                "images": t.images,
-                "cost_usd": t.cost_usd,
-                "possibly_charged_usd": t.possibly_charged_usd,
-                "failures_by_code": t.failures_by_code,
-                "accepted_by_code": t.accepted_by_code,
-                "cached": t.cached,
-                "running": null,
-                "not_reached": 0,
-                "complete": complete,
-                "merged": true,
-                "shards": shards,
-                "shards_missing": self.missing,
-            });
+            let json = as_json(
+                [
+                    ("manifest", self.summary["manifest"].clone()),
+                    ("gateway", self.summary["gateway"].clone()),
+                    ("base_url", json!(null)),
+                ],
+                t,
+                [
+                    ("running", json!(null)),
+                    ("not_reached", json!(0)),
+                    ("complete", json!(complete)),
+                    ("merged", json!(true)),
+                    ("shards", shards.clone()),
+                    ("shards_missing", json!(self.missing)),
+                ],
+            );
             print_stdout(&format!("{json:#}\n"));
             return complete;
         }
