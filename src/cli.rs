@@ -30,7 +30,8 @@ pub enum Command {
     /// Run a manifest: submit every row, follow it to its end, download the images, write results.
     /// Rerunning the same command resumes without paying twice.
     Run(RunArgs),
-    /// Summarise a run (finished or not) from its output folder's journal.
+    /// Summarise a run (finished, going on, or merged) from its output folder; --check exits 1
+    /// unless every row is completed.
     Status(StatusArgs),
     /// Serve the built-in gateway simulator on loopback until Ctrl-C (no key, no money, real files).
     Sim(SimArgs),
@@ -204,6 +205,10 @@ pub struct StatusArgs {
     /// Print the counts as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Exit 1 unless every row of the newest plan is completed and no run holds the folder
+    /// (plain `status` exits 0): for a scheduler or a script to gate on.
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,7 +1,8 @@
 //! The one place where outcomes become exit codes, and errors become text.
 //!
 //! Contract with users' scripts: 0 all completed · 1 finished with rows not
-//! completed · 2 invalid input or usage, nothing sent · 3 aborted (key
+//! completed (for `status --check`: not complete yet, a run still going
+//! included; for `export`: no image exported) · 2 invalid input or usage, nothing sent · 3 aborted (key
 //! rejected, no funds, budget, gateway unreachable, local disk failure) ·
 //! 130 interrupted (Ctrl-C) · 143 terminated (SIGTERM) · 129 hung up (SIGHUP).
 

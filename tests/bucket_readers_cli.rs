@@ -4,7 +4,7 @@
 //! .lock) reads as the folder does, and what the commands write lands under
 //! the prefix; a prefix without a run, a bad URL, an output on a run's own
 //! files and a results.csv naming files outside the prefix are met as for
-//! folders.
+//! folders; a live `lease.json` is a run `status` and `export` name.
 
 #[path = "../benches/common/group.rs"]
 mod group;
@@ -256,9 +256,48 @@ async fn a_run_on_the_bucket_reads_and_reports_as_its_folder() {
         let o = bg(&moto, d, args).await;
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o.stderr));
     }
-}
 
-const SHARDED: &str = "defaults: {image_size: {width: 32, height: 32}}\njobs:\n  - {id: a, prompt: cat, seeds: {from: 1, count: 5}}\n  - {id: b, prompt: dog, seeds: [3, 9]}\n";
+    // A live lease: a run holds the prefix. status names it (exit 0, or 1
+    // with --check), an export warns; a lease run out holds nothing.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let lease = |expires_at_ms: u64| {
+        serde_json::json!({"run_id": "r7", "host": "pod-a", "pid": 4242,
+            "expires_at_ms": expires_at_ms, "nonce": "n", "started_at_ms": 1_000})
+        .to_string()
+        .into_bytes()
+    };
+    store
+        .put_bytes("lease.json", lease(now + 3_600_000))
+        .await
+        .unwrap();
+    let o = bg(&moto, d, &["status", url]).await;
+    ok(&o);
+    let t = text(&o.stdout);
+    assert!(
+        t.contains("running now: pid 4242 on host pod-a (run r7), since 1970-01-01T00:00:01.000Z"),
+        "{t}"
+    );
+    assert!(t.contains("4 rows so far: 4 completed"), "{t}");
+    let o = bg(&moto, d, &["status", "--check", "--json", url]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["running"]["run_id"], "r7");
+    assert_eq!(s["complete"], false);
+    let o = run_exp(exp(url, "jsonl", "live.jsonl")).await;
+    ok(&o);
+    assert!(
+        text(&o.stderr).contains("warning: a run holds s3://runs/nightly now (pid 4242"),
+        "{}",
+        text(&o.stderr)
+    );
+    store.put_bytes("lease.json", lease(now - 1)).await.unwrap();
+    let o = bg(&moto, d, &["status", "--check", url]).await;
+    ok(&o);
+    assert!(!text(&o.stdout).contains("running now"));
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_on_the_bucket_merge_as_folders_do() {
@@ -339,6 +378,24 @@ async fn shards_on_the_bucket_merge_as_folders_do() {
             serde_json::json!(["s3://runs/job/shards/0-of-2", "s3://runs/job/shards/1-of-2"])
         );
         assert_eq!(s["out_dir"], out);
+    }
+
+    // status reads the merged prefix as the merged folder.
+    for args in [
+        ["status", "--check", "job/merged"],
+        ["status", "--check", "s3://runs/job/merged"],
+    ] {
+        let o = bg(&moto, d, &args).await;
+        ok(&o);
+        let t = text(&o.stdout);
+        assert!(
+            t.starts_with(&format!("{}: merged from 2 shard(s)", args[2])),
+            "{t}"
+        );
+        assert!(
+            t.contains("7 rows: 7 completed, 0 failed, 0 not run"),
+            "{t}"
+        );
     }
 
     // The merged prefix has a sheet and exports, its images read from the

@@ -15,8 +15,6 @@ use std::process::{Child, Command, Stdio};
 use support::*;
 
 const JPEG_SWEEP: &str = "defaults: {image_size: {width: 32, height: 32}, output_format: jpeg}\nseeds: [1, 2, 3]\njobs: [{id: a, prompt: cat}]\n";
-const SHARDED: &str = "defaults: {image_size: {width: 32, height: 32}}\njobs:\n  - {id: a, prompt: cat, seeds: {from: 1, count: 5}}\n  - {id: b, prompt: dog, seeds: [3, 9]}\n";
-
 /// `batchgen ARGS` in `cwd`, with a clean environment and `env` added.
 fn command(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchgen"));
@@ -169,18 +167,7 @@ async fn outputs_on_a_run_folders_own_files_are_refused_however_spelled() {
 async fn merge_never_writes_into_a_shard() {
     let sim = start(quick()).await;
     let dir = tempfile::tempdir().unwrap();
-    let m = write(dir.path(), "m.yaml", SHARDED);
-    for i in 0..2 {
-        let shard = format!("{i}/2");
-        let o = run(
-            &m,
-            &dir.path().join(format!("s{i}")),
-            &sim.url(),
-            &["--shard", &shard],
-        )
-        .await;
-        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    }
+    two_shards(&sim, dir.path()).await;
     std::os::unix::fs::symlink(dir.path().join("s0"), dir.path().join("link")).unwrap();
     let before = (
         snapshot(&dir.path().join("s0")),
@@ -382,18 +369,7 @@ async fn a_merged_folder_works_after_the_tree_is_moved() {
     let dir = tempfile::tempdir().unwrap();
     let tree = dir.path().join("tree");
     std::fs::create_dir(&tree).unwrap();
-    let m = write(&tree, "m.yaml", SHARDED);
-    for i in 0..2 {
-        let shard = format!("{i}/2");
-        let o = run(
-            &m,
-            &tree.join(format!("s{i}")),
-            &sim.url(),
-            &["--shard", &shard],
-        )
-        .await;
-        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    }
+    two_shards(&sim, &tree).await;
     let o = command(
         &["merge", "tree/s0", "tree/s1", "--out", "tree/merged"],
         dir.path(),
@@ -516,22 +492,6 @@ fn kill(child: &Child, signal: &str) {
         .status()
         .unwrap()
         .success());
-}
-
-/// The two shards of [`SHARDED`], run into `DIR/s0` and `DIR/s1`.
-async fn two_shards(sim: &batchgen::sim::SimHandle, dir: &Path) {
-    let m = write(dir, "s.yaml", SHARDED);
-    for i in 0..2 {
-        let shard = format!("{i}/2");
-        let o = run(
-            &m,
-            &dir.join(format!("s{i}")),
-            &sim.url(),
-            &["--shard", &shard],
-        )
-        .await;
-        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    }
 }
 
 /// A finished run in `DIR/out` and its earlier export in `DIR/wds`.

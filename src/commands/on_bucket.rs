@@ -7,7 +7,9 @@
 //! leaves each command's own file as it was for folders.
 //!
 //! What each fetches:
-//! - `status`: the journal (replayed from its segments) and `.plan-keys`;
+//! - `status`: the journal (replayed from its segments) and `.plan-keys`
+//!   (or, for a merged prefix, its summary.json), and `lease.json` to tell
+//!   whether a run holds the prefix now;
 //! - `report`: results.csv, summary.json, and for every completed row's
 //!   image its thumbnail under `thumbs/` if one is there (then only the
 //!   image's first bytes, which the sheet checks), else the image; it
@@ -33,23 +35,39 @@ use super::signals::interruptible;
 use crate::confine::Writes;
 use crate::exit::{self, Error};
 use crate::export::{self, ExportError, Exported, Format};
+use crate::journal::store::{LeaseBody, LEASE_NAME};
 use crate::merge::{self, MergeError, MergeSummary};
 use crate::output::{read_results, RowStatus, PLAN_KEYS, RESULTS_CSV, SUMMARY_JSON};
 use crate::report::{self, ReportError, Reported, INDEX_HTML, THUMBS_DIR};
+use crate::run::Live;
 use crate::store::{files_under, Store};
 use crate::{disk, sidecar};
 
 /// `store`'s prefix as a folder holding its journal and `.plan-keys`, for
-/// `status`; `None` if it holds no journal.
-pub async fn status_copy(store: &Store) -> Result<Option<(Copy, PathBuf)>, Error> {
+/// `status`; for a merged prefix (no journal), its summary.json instead.
+/// The folder holds neither if the prefix holds no run.
+pub async fn status_copy(store: &Store) -> Result<(Copy, PathBuf), Error> {
     let copy = Copy::new(store)?;
-    if !copy.journal(store).await? {
-        return Ok(None);
-    }
-    let key = key(store, PLAN_KEYS);
-    copy.fetch(vec![key], MAX_PLAN_KEYS).await?;
     let dir = copy.dir_of(store);
-    Ok(Some((copy, dir)))
+    if copy.journal(store).await? {
+        copy.fetch(vec![key(store, PLAN_KEYS)], MAX_PLAN_KEYS)
+            .await?;
+    } else {
+        copy.fetch(vec![key(store, SUMMARY_JSON)], MAX_SMALL)
+            .await?;
+    }
+    Ok((copy, dir))
+}
+
+/// The run holding `store`'s prefix now: the one whose `lease.json` has not
+/// run out (by this machine's clock). An unreadable lease is none.
+pub async fn live_lease(store: &Store) -> Result<Option<Live>, Error> {
+    let bytes = store
+        .read_bytes(LEASE_NAME, MAX_SMALL)
+        .await
+        .map_err(bucket::store_error)?;
+    let body = bytes.and_then(|b| serde_json::from_slice::<LeaseBody>(&b).ok());
+    Ok(body.and_then(|b| Live::of_lease(b, crate::journal::now_ms())))
 }
 
 /// `name` under `store`'s prefix, relative to the bucket.

@@ -28,13 +28,14 @@
 //! tasks, `ctx.rs` what they share, `shutdown.rs` how each learns of the
 //! stop), `row/` drives one row stage by stage, `limiter/` and `poll/` pace
 //! submits and polls; `settings.rs`, `stop.rs` and `error.rs` are the plain
-//! types callers see; `remote.rs` makes a bucket prefix the run's place of
+//! types callers see; `live.rs` writes and reads who holds the folder's lock; `remote.rs` makes a bucket prefix the run's place of
 //! record (lease, journal segments, uploads) while the run works in a
 //! local working folder.
 
 mod ctx;
 mod error;
 mod limiter;
+mod live;
 mod open;
 mod poll;
 mod remote;
@@ -51,6 +52,7 @@ mod tests;
 pub use crate::gateway::SIMULATED;
 pub use error::RunError;
 pub use limiter::RateLimiter;
+pub use live::{holder, Live, LOCK_FILE};
 pub use open::{open, open_with, Opened, Outlook};
 pub use remote::Remote;
 pub use scheduler::Report;

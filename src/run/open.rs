@@ -366,18 +366,14 @@ pub struct Outlook {
     pub rate: Option<f64>,
 }
 
-/// Holds an exclusive lock on `DIR/.lock` while the run lives.
+/// Holds an exclusive lock on `DIR/.lock` while the run lives, with this
+/// run's note in it (see [`super::live`]).
 fn lock(dir: &Path) -> Result<std::fs::File, RunError> {
-    let path = dir.join(".lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|source| RunError::Output { path, source })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(_) => Err(RunError::Locked(dir.to_path_buf())),
+    let path = dir.join(super::LOCK_FILE);
+    match super::live::take(dir) {
+        Ok(Some(file)) => Ok(file),
+        Ok(None) => Err(RunError::Locked(dir.to_path_buf())),
+        Err(source) => Err(RunError::Output { path, source }),
     }
 }
 

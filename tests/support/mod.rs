@@ -604,3 +604,22 @@ pub async fn run_in_process(
         .await
         .unwrap()
 }
+
+/// A manifest of seven rows in two jobs, for sharded runs.
+pub const SHARDED: &str = "defaults: {image_size: {width: 32, height: 32}}\njobs:\n  - {id: a, prompt: cat, seeds: {from: 1, count: 5}}\n  - {id: b, prompt: dog, seeds: [3, 9]}\n";
+
+/// The two shards of [`SHARDED`], run into `DIR/s0` and `DIR/s1`.
+pub async fn two_shards(sim: &batchgen::sim::SimHandle, dir: &Path) {
+    let m = write(dir, "s.yaml", SHARDED);
+    for i in 0..2 {
+        let shard = format!("{i}/2");
+        let o = run(
+            &m,
+            &dir.join(format!("s{i}")),
+            &sim.url(),
+            &["--shard", &shard],
+        )
+        .await;
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    }
+}

@@ -113,6 +113,7 @@ async fn a_lease_taken_over_stops_the_writer() {
         pid: 9,
         expires_at_ms: u64::MAX,
         nonce: "b".into(),
+        started_at_ms: 0,
     };
     let location = prefix().join("lease.json");
     let bytes = serde_json::to_vec(&theirs).unwrap();

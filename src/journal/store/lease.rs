@@ -72,7 +72,18 @@ pub struct LeaseBody {
     /// one read as ""; never equal to a nonce made now).
     #[serde(default)]
     pub nonce: String,
+    /// When this run first took the lease, ms since the epoch (what
+    /// `status` shows as "since"; 0 in leases of older versions).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub started_at_ms: u64,
 }
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The name of the lease object under a prefix.
+pub const LEASE_NAME: &str = names::LEASE;
 
 /// A lease this run holds.
 pub struct Lease {
@@ -84,6 +95,8 @@ pub struct Lease {
     ttl_ms: u64,
     clock: Clock,
     expires_at_ms: u64,
+    /// When it was first taken (kept through renewals).
+    started_at_ms: u64,
     version: UpdateVersion,
 }
 
@@ -122,6 +135,7 @@ impl Lease {
             ttl_ms,
             clock,
             expires_at_ms: 0,
+            started_at_ms: 0,
             version: UpdateVersion {
                 e_tag: None,
                 version: None,
@@ -240,13 +254,18 @@ impl Lease {
     /// Writes this run's lease with a fresh expiry; false if the object
     /// changed since it was read (or appeared, for a create).
     async fn put(&mut self, mode: PutMode) -> Result<bool, JournalStoreError> {
-        let expires_at_ms = (self.clock)() + self.ttl_ms;
+        let now = (self.clock)();
+        let expires_at_ms = now + self.ttl_ms;
+        if self.started_at_ms == 0 {
+            self.started_at_ms = now;
+        }
         let body = LeaseBody {
             run_id: self.holder.run_id.clone(),
             host: self.holder.host.clone(),
             pid: self.holder.pid,
             expires_at_ms,
             nonce: self.nonce.clone(),
+            started_at_ms: self.started_at_ms,
         };
         let bytes = serde_json::to_vec(&body).expect("a lease serialises");
         let mut result = self.put_as(&bytes, mode.clone()).await;

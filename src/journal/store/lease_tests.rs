@@ -54,6 +54,7 @@ async fn a_second_run_is_refused_while_the_lease_is_live() {
             pid: 4242,
             expires_at_ms: 1_030_000,
             nonce: lease_body(&*store).await.nonce,
+            started_at_ms: 1_000_000,
         }
     );
     now.store(1_029_999, Ordering::SeqCst);
@@ -111,6 +112,20 @@ async fn renewal_keeps_the_lease_and_release_frees_the_prefix() {
     assert!(matches!(b, Err(JournalStoreError::Held { .. })));
     a.release().await.unwrap();
     take(&store, "run-b", "pod-b", clock).await.unwrap();
+}
+
+/// `status` shows when a run took its lease: renewals keep that time.
+#[tokio::test]
+async fn renewal_keeps_when_the_lease_was_taken() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let (now, clock) = clock(5_000);
+    let mut a = take(&store, "run-a", "pod-a", clock).await.unwrap();
+    assert_eq!(lease_body(&*store).await.started_at_ms, 5_000);
+    now.store(5_000 + TTL / 2, Ordering::SeqCst);
+    a.renew().await.unwrap();
+    let body = lease_body(&*store).await;
+    assert_eq!(body.started_at_ms, 5_000);
+    assert_eq!(body.expires_at_ms, 5_000 + TTL / 2 + TTL);
 }
 
 #[tokio::test]

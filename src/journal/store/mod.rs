@@ -72,7 +72,7 @@ mod tests;
 
 pub use error::JournalStoreError;
 pub use keeper::Keeper;
-pub use lease::{nonce, Holder, Lease, LeaseBody};
+pub use lease::{nonce, Holder, Lease, LeaseBody, LEASE_NAME};
 pub use read::{compact, replay, Replayed};
 pub use segments::{open, Stopper, Writer, COMPACT_EVERY};
 
