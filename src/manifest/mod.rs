@@ -42,12 +42,13 @@ const TOP_KEYS: &[&str] = &[
     "pricing",
     "budget_usd",
     "cache",
+    "hold_seed",
 ];
 const PRICING_KEYS: &[&str] = &["text_to_image", "image_to_image"];
 /// Keys of a job besides [`PARAMS`].
-const JOB_EXTRA_KEYS: &[&str] = &["id", "seeds"];
+const JOB_EXTRA_KEYS: &[&str] = &["id", "seeds", "sweep", "hold_seed"];
 /// CSV columns besides [`PARAMS`].
-const CSV_EXTRA_COLUMNS: &[&str] = &["id", "seeds", "width", "height"];
+const CSV_EXTRA_COLUMNS: &[&str] = &["id", "seeds", "width", "height", "hold_seed"];
 
 /// Where a value was written.
 #[derive(Clone, Debug, PartialEq)]
@@ -158,7 +159,10 @@ pub struct Field {
 #[derive(Clone, Debug)]
 pub struct Job {
     pub loc: Loc,
+    /// Its values (and `id`, `seeds`, `hold_seed`), but not its `sweep`.
     pub fields: Vec<Field>,
+    /// The job's own `sweep:`, parameter by parameter (YAML only).
+    pub sweep: Vec<Field>,
 }
 
 impl Job {
@@ -186,6 +190,8 @@ pub struct Manifest {
     pub jobs: Vec<Job>,
     pub pricing: Vec<Field>,
     pub budget_usd: Option<Node>,
+    /// `hold_seed:`: every job without seeds holds one seed across its sweep.
+    pub hold_seed: Option<Node>,
     /// `cache:`: a folder, relative to the manifest.
     pub cache: Option<Node>,
     /// Vocabulary problems found while reading (unknown keys, wrong shapes).
@@ -306,6 +312,7 @@ pub fn load(path: &Path) -> Result<Manifest, LoadError> {
         jobs: Vec::new(),
         pricing: Vec::new(),
         budget_usd: None,
+        hold_seed: None,
         cache: None,
         problems: Vec::new(),
     };
@@ -366,6 +373,7 @@ fn read_top(m: &mut Manifest, root: Node) -> Result<(), LoadError> {
             "sweep" => m.sweep = mapping(value, PARAMS, "parameter", None, problems),
             "pricing" => m.pricing = mapping(value, PRICING_KEYS, "pricing key", None, problems),
             "budget_usd" => m.budget_usd = Some(value),
+            "hold_seed" => m.hold_seed = Some(value),
             "cache" => m.cache = Some(value),
             "jobs" => match value.value {
                 Value::List(items) => {
@@ -425,6 +433,7 @@ fn job(item: Node, problems: &mut Vec<Diagnostic>) -> Option<Job> {
                 name: "prompt".into(),
                 value: item,
             }],
+            sweep: Vec::new(),
         }),
         Value::Map(entries) => {
             let id = entries
@@ -432,8 +441,15 @@ fn job(item: Node, problems: &mut Vec<Diagnostic>) -> Option<Job> {
                 .find(|(k, _)| k.as_str() == Some("id"))
                 .and_then(|(_, v)| v.as_str().map(str::to_string));
             let allowed: Vec<&str> = PARAMS.iter().chain(JOB_EXTRA_KEYS).copied().collect();
-            let fields = fields(entries, &allowed, "job key", id.as_deref(), problems);
-            Some(Job { loc, fields })
+            let mut fields = fields(entries, &allowed, "job key", id.as_deref(), problems);
+            let sweep = match fields.iter().position(|f| f.name == "sweep") {
+                Some(i) => {
+                    let node = fields.remove(i).value;
+                    mapping(node, PARAMS, "parameter", id.as_deref(), problems)
+                }
+                None => Vec::new(),
+            };
+            Some(Job { loc, fields, sweep })
         }
         _ => {
             problems.push(Diagnostic::error(
