@@ -332,6 +332,25 @@ pub fn load(path: &Path) -> Result<Manifest, LoadError> {
     Ok(m)
 }
 
+/// The `name:` a YAML manifest gives, as written, reading nothing else
+/// (the contact sheet's heading). `None` for a CSV, an unreadable file or
+/// a manifest without one.
+pub fn written_name(path: &Path) -> Option<String> {
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    if ext != "yaml" && ext != "yml" {
+        return None;
+    }
+    let bytes = crate::disk::read_regular(path, MAX_YAML_BYTES).ok()?;
+    let root = yaml::parse(&Arc::from(path), yaml_text(path, &bytes).ok()?).ok()?;
+    match root.value {
+        Value::Map(entries) => entry(&entries, "name")?
+            .as_str()
+            .map(str::to_string)
+            .filter(|n| !n.trim().is_empty()),
+        _ => None,
+    }
+}
+
 /// A YAML file's text: UTF-8, with a byte-order mark at its start accepted.
 fn yaml_text<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, LoadError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
