@@ -811,5 +811,8 @@ async fn a_signal_while_shards_are_put_in_place_leaves_no_mix() {
     assert_eq!(shards(), ["shard-000000.tar"]);
     let tar = std::fs::File::open(d.join("wds/shard-000000.tar")).unwrap();
     let entries = tar::Archive::new(tar).entries().unwrap().count();
-    assert_eq!(entries, 9, "three images, their captions and their sidecars");
+    assert_eq!(
+        entries, 9,
+        "three images, their captions and their sidecars"
+    );
 }

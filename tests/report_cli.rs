@@ -244,11 +244,16 @@ async fn a_multi_axis_sweep_wraps_into_headed_rows_under_the_manifests_name() {
         "steps 20 · guidance 6",
     ] {
         assert!(
-            seen.dom.contains(&format!("<th class=\"outer\">{head}</th>")),
+            seen.dom
+                .contains(&format!("<th class=\"outer\">{head}</th>")),
             "{head}"
         );
     }
-    assert_eq!(seen.dom.matches("<tr>").count(), 1 + 4, "a header and 4 rows");
+    assert_eq!(
+        seen.dom.matches("<tr>").count(),
+        1 + 4,
+        "a header and 4 rows"
+    );
     assert!(seen.dom.contains("rowspan=\"4\""));
     assert!(!seen.dom.contains("guidance 1 · seed"), "no 24-wide row");
     assert_not_blank(&seen.shot);

@@ -209,7 +209,11 @@ pub(super) fn expand_checking(manifest: &Manifest, check_ids: bool) -> Result<Pl
 }
 
 /// A `sweep:` mapping, the manifest's (`job: None`) or a job's.
-pub(super) fn parse_sweep(fields: &[Field], job: Option<&str>, diags: &mut Vec<Diagnostic>) -> Vec<Axis> {
+pub(super) fn parse_sweep(
+    fields: &[Field],
+    job: Option<&str>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<Axis> {
     let mut axes = Vec::new();
     for f in fields {
         let err = |msg: String| {
@@ -262,7 +266,11 @@ pub(super) fn parse_sweep(fields: &[Field], job: Option<&str>, diags: &mut Vec<D
 
 /// `seeds:` as a list, a `{from, count}` range, one integer, or text such as
 /// `1-4|10` (CSV cells). `None` after reporting an error.
-pub(super) fn parse_seeds(node: &Node, job: Option<&str>, diags: &mut Vec<Diagnostic>) -> Option<Axis> {
+pub(super) fn parse_seeds(
+    node: &Node,
+    job: Option<&str>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Axis> {
     let mut errs: Vec<(Loc, String)> = Vec::new();
     let mut seeds: Vec<u64> = Vec::new();
     let one =
@@ -414,11 +422,19 @@ fn parse_pricing(fields: &[Field], diags: &mut Vec<Diagnostic>) -> Pricing {
 }
 
 /// `hold_seed:` (the manifest's, or a job's): `None` after reporting an error.
-pub(super) fn parse_hold(node: &Node, job: Option<&str>, diags: &mut Vec<Diagnostic>) -> Option<bool> {
+pub(super) fn parse_hold(
+    node: &Node,
+    job: Option<&str>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<bool> {
     match params::parse_bool(node) {
         Ok(b) => Some(b),
         Err(msg) => {
-            diags.push(Diagnostic::error(&node.loc, msg).job(job).field("hold_seed"));
+            diags.push(
+                Diagnostic::error(&node.loc, msg)
+                    .job(job)
+                    .field("hold_seed"),
+            );
             None
         }
     }

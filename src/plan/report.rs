@@ -206,7 +206,11 @@ fn seed_hint(plan: &Plan) -> Option<String> {
             let _ = write!(names, " and {n} more");
         }
     }
-    let (noun, verb) = if jobs.len() == 1 { ("job", "sweeps") } else { ("jobs", "sweep") };
+    let (noun, verb) = if jobs.len() == 1 {
+        ("job", "sweeps")
+    } else {
+        ("jobs", "sweep")
+    };
     Some(format!(
         "{noun} {names} {verb} without a seed: each cell gets another derived seed, so cells differ by seed too; \
          `hold_seed: true` holds one seed across a job's cells (docs/manifests.md#one-seed-across-a-sweep)"

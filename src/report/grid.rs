@@ -72,12 +72,15 @@ pub(super) struct Grid {
     pub lines: Vec<Line>,
 }
 
+/// A grid row's cells by column: the result rows (their indices) there.
+pub(super) type Cells = BTreeMap<usize, Vec<usize>>;
+
 /// A prompt's rows in a grid.
 pub(super) struct Line {
     pub prompt: String,
     /// (the values of the grid's `outer` parameters, cells by column: the
     /// result rows there).
-    pub rows: Vec<(Vec<String>, BTreeMap<usize, Vec<usize>>)>,
+    pub rows: Vec<(Vec<String>, Cells)>,
 }
 
 /// Rows of the same prompt (and condition images) make a line; lines whose
@@ -131,7 +134,7 @@ pub(super) fn grids(rows: &[ResultLine]) -> Vec<Grid> {
                 grids.last_mut().expect("just pushed")
             }
         };
-        let mut cells: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        let mut cells = Cells::new();
         for &m in &members {
             let values: Vec<String> = axes.iter().map(|a| axis(&rows[m], a)).collect();
             let col = columns.iter().position(|c| *c == values).expect("a column");
@@ -172,7 +175,7 @@ fn wrap(grid: Grid) -> Grid {
         .into_iter()
         .map(|line| {
             let (_, cells) = line.rows.into_iter().next().unwrap_or_default();
-            let mut rows: Vec<(Vec<String>, BTreeMap<usize, Vec<usize>>)> = outer_values
+            let mut rows: Vec<(Vec<String>, Cells)> = outer_values
                 .iter()
                 .map(|o| (o.clone(), BTreeMap::new()))
                 .collect();
@@ -213,7 +216,6 @@ pub(super) fn label(axes: &[&str], values: &[String]) -> String {
     parts.join(" · ")
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,7 +253,11 @@ mod tests {
             .collect();
         assert_eq!(cols, [["2", "2"], ["2", "10"], ["7.5", "2"], ["7.5", "10"]]);
         assert_eq!(g[0].lines.len(), 2);
-        assert_eq!(g[0].lines[0].rows[0].1[&0], [2], "fox at guidance 2, seed 2");
+        assert_eq!(
+            g[0].lines[0].rows[0].1[&0],
+            [2],
+            "fox at guidance 2, seed 2"
+        );
         assert!(g[1].axes.is_empty());
     }
 

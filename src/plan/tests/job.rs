@@ -84,13 +84,19 @@ jobs:
     let derived = plan_of(yaml);
     let seeds = |p: &Plan| -> Vec<u64> { requests(p).iter().map(|r| r.seed.unwrap()).collect() };
     let d = seeds(&derived);
-    assert!(d[0] != d[1] && d[1] != d[2], "today's derived seeds: one per cell");
+    assert!(
+        d[0] != d[1] && d[1] != d[2],
+        "today's derived seeds: one per cell"
+    );
     let held = plan_of(&format!("hold_seed: true\n{yaml}"));
     let h = seeds(&held);
     assert!(h.iter().all(|s| *s == h[0]), "{h:?}");
-    assert!(ids(&held).iter().all(|id| id.ends_with(&format!("_s{}", h[0]))));
+    assert!(ids(&held)
+        .iter()
+        .all(|id| id.ends_with(&format!("_s{}", h[0]))));
     // Adding a swept value does not move the held seed.
-    let more = plan_of("hold_seed: true\nsweep: {guidance_scale: [1.5, 9]}\njobs: [{id: a, prompt: a}]\n");
+    let more =
+        plan_of("hold_seed: true\nsweep: {guidance_scale: [1.5, 9]}\njobs: [{id: a, prompt: a}]\n");
     assert_eq!(seeds(&more), [h[0], h[0]]);
     // A job's own `hold_seed` overrides the manifest's; jobs with seeds keep theirs.
     let mixed = plan_of(
@@ -105,7 +111,10 @@ jobs:
     );
     let s = seeds(&mixed);
     assert_ne!(s[0], s[1], "free: derived per cell");
-    assert!(s[2..6].iter().all(|x| *x == s[2]), "held: one seed in 4 cells");
+    assert!(
+        s[2..6].iter().all(|x| *x == s[2]),
+        "held: one seed in 4 cells"
+    );
     assert!(s[6..8].iter().all(|x| *x == s[6]), "twin: one seed");
     assert_ne!(s[2], s[6], "identical jobs still get different held seeds");
     assert_eq!(&s[8..], [7, 7]);
