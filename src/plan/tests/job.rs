@@ -138,3 +138,21 @@ jobs: [{id: a, prompt: a}, {id: b, prompt: b, seed: 1}, {id: c, prompt: c, hold_
     assert!(hints("jobs: [{id: a, prompt: a}]\n").is_empty());
     assert!(hints("seeds: [1, 2]\njobs: [{id: a, prompt: a}]\n").is_empty());
 }
+
+#[test]
+fn hold_seed_is_a_csv_column_too() {
+    let (_dir, plan) = expand_files(&[
+        (
+            "m.yaml",
+            "sweep: {guidance_scale: [1, 2]}\njobs_from: jobs.csv\n",
+        ),
+        (
+            "jobs.csv",
+            "id,prompt,hold_seed\nheld,a cat,true\nfree,a dog,\n",
+        ),
+    ]);
+    let plan = plan.unwrap_or_else(|e| panic!("{:#?}", e.diagnostics));
+    let s: Vec<u64> = requests(&plan).iter().map(|r| r.seed.unwrap()).collect();
+    assert_eq!(s[0], s[1], "held: one seed");
+    assert_ne!(s[2], s[3], "free: a derived seed per cell");
+}
