@@ -1,6 +1,6 @@
 //! `batchgen export DIR`: a finished folder in the formats training code
-//! reads: WebDataset tar shards of (image, json) pairs, or one JSON line per
-//! image.
+//! reads: WebDataset tar shards of (image, txt, json) samples, or one JSON
+//! line per image.
 //!
 //! Why this exists: a data set is consumed by loaders that expect standard
 //! layouts, not by our results.csv. The metadata of each image is its
@@ -33,7 +33,7 @@ pub const SHARD_PREFIX: &str = "shard-";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// Tar shards of (KEY.png|jpg, KEY.json) pairs in a folder, each at most --shard-size.
+    /// Tar shards of (KEY.png|jpg, KEY.txt prompt, KEY.json) samples in a folder, each at most --shard-size.
     Webdataset,
     /// One JSON line per image (its metadata, `file` relative to DIR) in one file.
     Jsonl,
@@ -102,6 +102,8 @@ struct Item {
     key: String,
     ext: String,
     bytes: Vec<u8>,
+    /// The prompt, the caption loaders read from `KEY.txt`.
+    prompt: String,
     json: Vec<u8>,
 }
 
@@ -190,6 +192,7 @@ fn for_each_image(
                 key,
                 ext,
                 bytes,
+                prompt: std::mem::take(&mut meta.prompt),
                 json,
             })?;
         }
@@ -278,7 +281,16 @@ fn webdataset(dir: &Path, out: &Path, shard_bytes: u64) -> Result<Exported, Expo
     };
     let mut skipped = Vec::new();
     for_each_image(dir, &mut skipped, |item| {
-        let sample = entry_bytes(item.bytes.len() as u64) + entry_bytes(item.json.len() as u64);
+        // The key is the image's stem, whatever `output_format` made its extension.
+        let parts = [
+            (format!("{}.{}", item.key, item.ext), item.bytes.as_slice()),
+            (format!("{}.txt", item.key), item.prompt.as_bytes()),
+            (format!("{}.json", item.key), item.json.as_slice()),
+        ];
+        let sample: u64 = parts
+            .iter()
+            .map(|(_, data)| entry_bytes(data.len() as u64))
+            .sum();
         // Two 512-byte blocks end every tar.
         if current
             .as_ref()
@@ -296,10 +308,7 @@ fn webdataset(dir: &Path, out: &Path, shard_bytes: u64) -> Result<Exported, Expo
                 current.insert(Shard { tmp, tar, bytes: 0 })
             }
         };
-        for (name, data) in [
-            (format!("{}.{}", item.key, item.ext), &item.bytes),
-            (format!("{}.json", item.key), &item.json),
-        ] {
+        for (name, data) in parts {
             let mut header = tar::Header::new_gnu();
             header.set_size(data.len() as u64);
             header.set_mode(0o644);
@@ -307,7 +316,7 @@ fn webdataset(dir: &Path, out: &Path, shard_bytes: u64) -> Result<Exported, Expo
             header.set_entry_type(tar::EntryType::Regular);
             shard
                 .tar
-                .append_data(&mut header, &name, data.as_slice())
+                .append_data(&mut header, &name, data)
                 .map_err(write_err(out))?;
         }
         shard.bytes += sample;

@@ -18,7 +18,7 @@
 //! linked (module `thumbs`). The sheet is written only into DIR, never when DIR
 //! lies inside a run's own files, and its thumbnails only into DIR/thumbs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
 
@@ -26,9 +26,12 @@ use crate::confine::{self, Sources, Writes};
 use crate::output::{plain_name, read_results, ResultLine, RowStatus};
 use crate::temps::{self, Owner};
 
+mod grid;
 mod landed;
 mod small;
 mod thumbs;
+
+use grid::{axis, grids, label, short, AXES};
 
 pub use landed::{Landed, Thumbnailer};
 
@@ -139,126 +142,6 @@ fn esc(text: &str) -> String {
     out
 }
 
-/// The parameters a cell's column can differ by, as results.csv names them.
-const AXES: &[&str] = &[
-    "image_size",
-    "num_inference_steps",
-    "guidance_scale",
-    "num_images",
-    "enable_safety_checker",
-    "output_format",
-    "sync_mode",
-    "enable_prompt_expansion",
-    "seed",
-];
-
-fn axis(line: &ResultLine, name: &str) -> String {
-    match name {
-        "image_size" => line.image_size.clone(),
-        "num_inference_steps" => line.num_inference_steps.clone(),
-        "guidance_scale" => line.guidance_scale.clone(),
-        "num_images" => line.num_images.clone(),
-        "enable_safety_checker" => line.enable_safety_checker.clone(),
-        "output_format" => line.output_format.clone(),
-        "sync_mode" => line.sync_mode.clone(),
-        "enable_prompt_expansion" => line.enable_prompt_expansion.clone(),
-        "seed" => line.seed.clone(),
-        _ => String::new(),
-    }
-}
-
-/// Short names for column headings.
-fn short(name: &str) -> &str {
-    match name {
-        "num_inference_steps" => "steps",
-        "guidance_scale" => "guidance",
-        "image_size" => "size",
-        "num_images" => "images",
-        "output_format" => "format",
-        "enable_safety_checker" => "safety",
-        "enable_prompt_expansion" => "expansion",
-        other => other,
-    }
-}
-
-/// Sorts values as numbers where they are numbers.
-fn value_order(a: &str, b: &str) -> std::cmp::Ordering {
-    match (a.parse::<f64>(), b.parse::<f64>()) {
-        (Ok(x), Ok(y)) => x.total_cmp(&y),
-        _ => a.cmp(b),
-    }
-}
-
-/// One grid: lines (a prompt each) over the same columns.
-struct Grid {
-    /// The parameters that vary along the columns.
-    axes: Vec<&'static str>,
-    columns: Vec<Vec<String>>,
-    /// (label, cells by column: the row indices there).
-    lines: Vec<(String, BTreeMap<usize, Vec<usize>>)>,
-}
-
-/// Rows of the same prompt (and condition images) make a line; lines whose
-/// columns are the same values of the same parameters make a grid.
-fn grids(rows: &[ResultLine]) -> Vec<Grid> {
-    let mut lines: Vec<(String, Vec<usize>)> = Vec::new();
-    let mut at: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for (i, r) in rows.iter().enumerate() {
-        let k = (r.prompt.clone(), r.image_urls.clone());
-        let n = *at.entry(k).or_insert_with(|| {
-            lines.push((r.prompt.clone(), Vec::new()));
-            lines.len() - 1
-        });
-        lines[n].1.push(i);
-    }
-    let mut grids: Vec<Grid> = Vec::new();
-    for (prompt, members) in lines {
-        let axes: Vec<&'static str> = AXES
-            .iter()
-            .copied()
-            .filter(|a| {
-                let first = axis(&rows[members[0]], a);
-                members.iter().any(|&m| axis(&rows[m], a) != first)
-            })
-            .collect();
-        let mut columns: Vec<Vec<String>> = members
-            .iter()
-            .map(|&m| axes.iter().map(|a| axis(&rows[m], a)).collect())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        columns.sort_by(|a, b| {
-            a.iter()
-                .zip(b)
-                .map(|(x, y)| value_order(x, y))
-                .find(|o| o.is_ne())
-                .unwrap_or(std::cmp::Ordering::Equal)
-        });
-        let grid = match grids
-            .iter_mut()
-            .find(|g| g.axes == axes && g.columns == columns)
-        {
-            Some(g) => g,
-            None => {
-                grids.push(Grid {
-                    axes: axes.clone(),
-                    columns: columns.clone(),
-                    lines: Vec::new(),
-                });
-                grids.last_mut().expect("just pushed")
-            }
-        };
-        let mut cells: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for &m in &members {
-            let values: Vec<String> = axes.iter().map(|a| axis(&rows[m], a)).collect();
-            let col = columns.iter().position(|c| *c == values).expect("a column");
-            cells.entry(col).or_default().push(m);
-        }
-        grid.lines.push((prompt, cells));
-    }
-    grids
-}
-
 const STYLE: &str = r#"
 :root { color-scheme: light dark; --ok: #2f855a; --bad: #c53030; --idle: #718096; }
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5rem; }
@@ -271,6 +154,7 @@ table { border-collapse: collapse; margin-bottom: 2rem; }
 th, td { border: 1px solid #8884; padding: 4px; vertical-align: top; }
 th { font-weight: 600; font-size: 12px; }
 th.prompt { text-align: left; max-width: 16rem; font-weight: 400; }
+th.outer { text-align: left; white-space: nowrap; }
 .cell { width: 128px; font-size: 11px; }
 .cell img { width: 128px; height: 128px; object-fit: contain; display: block; background: #8882; }
 .cell .msg { height: 128px; overflow: hidden; overflow-wrap: anywhere; display: flex; flex-direction: column; justify-content: center; text-align: center; padding: 0 4px; }
@@ -371,6 +255,24 @@ fn prepare(dir: &Path) -> Result<Sources, ReportError> {
     Sources::of(dir).map_err(ReportError::Input)
 }
 
+/// The sheet's heading: the run's name (summary.json's `name`, else the
+/// `name:` of the manifest summary.json names, else that manifest's file
+/// stem, as `plan` names a run), or the folder when there is no summary.
+fn sheet_name(dir: &Path, summary: Option<&serde_json::Value>) -> String {
+    let summary = summary.filter(|s| s.is_object());
+    if let Some(name) = summary.and_then(|s| s["name"].as_str()) {
+        return name.to_string();
+    }
+    match summary.and_then(|s| s["manifest"].as_str()) {
+        Some(m) => crate::manifest::written_name(Path::new(m)).unwrap_or_else(|| {
+            Path::new(m)
+                .file_stem()
+                .map_or(m.to_string(), |f| f.to_string_lossy().into_owned())
+        }),
+        None => dir.display().to_string(),
+    }
+}
+
 /// Makes the thumbnails (on every core; those made as a run's images landed
 /// are kept) and writes `DIR/index.html`.
 pub fn report(dir: &Path) -> Result<Reported, ReportError> {
@@ -401,16 +303,7 @@ pub fn report(dir: &Path) -> Result<Reported, ReportError> {
         *by_status.entry(s).or_default() += 1;
         cost += r.cost_usd.parse::<f64>().unwrap_or(0.0);
     }
-    let name = summary
-        .as_ref()
-        .and_then(|s| s["manifest"].as_str())
-        .map(|m| {
-            Path::new(m)
-                .file_name()
-                .map_or(m.to_string(), |f| f.to_string_lossy().into_owned())
-        })
-        .unwrap_or_else(|| dir.display().to_string());
-
+    let name = sheet_name(dir, summary.as_ref());
     let mut html = String::with_capacity(4096 + rows.len() * 1024);
     let _ = write!(
         html,
@@ -442,27 +335,42 @@ pub fn report(dir: &Path) -> Result<Reported, ReportError> {
     html.push_str("</div></header>\n");
 
     for grid in grids(&rows) {
+        let wrapped = !grid.outer.is_empty();
         html.push_str("<table><thead><tr><th></th>");
+        if wrapped {
+            html.push_str("<th></th>");
+        }
         for col in &grid.columns {
-            let label: Vec<String> = grid
-                .axes
-                .iter()
-                .zip(col)
-                .map(|(a, v)| format!("{} {}", short(a), if v.is_empty() { "default" } else { v }))
-                .collect();
-            let _ = write!(html, "<th>{}</th>", esc(&label.join(" · ")));
+            let _ = write!(html, "<th>{}</th>", esc(&label(&grid.axes, col)));
         }
         html.push_str("</tr></thead><tbody>\n");
-        for (prompt, cells) in &grid.lines {
-            let _ = write!(html, "<tr><th class=\"prompt\">{}</th>", esc(prompt));
-            for c in 0..grid.columns.len() {
-                html.push_str("<td>");
-                for &i in cells.get(&c).map(Vec::as_slice).unwrap_or(&[]) {
-                    cell(&mut html, &rows[i], &thumbs.shown);
+        for line in &grid.lines {
+            for (n, (outer, cells)) in line.rows.iter().enumerate() {
+                html.push_str("<tr>");
+                if n == 0 {
+                    let _ = write!(
+                        html,
+                        "<th class=\"prompt\" rowspan=\"{}\">{}</th>",
+                        line.rows.len(),
+                        esc(&line.prompt)
+                    );
                 }
-                html.push_str("</td>");
+                if wrapped {
+                    let _ = write!(
+                        html,
+                        "<th class=\"outer\">{}</th>",
+                        esc(&label(&grid.outer, outer))
+                    );
+                }
+                for c in 0..grid.columns.len() {
+                    html.push_str("<td>");
+                    for &i in cells.get(&c).map(Vec::as_slice).unwrap_or(&[]) {
+                        cell(&mut html, &rows[i], &thumbs.shown);
+                    }
+                    html.push_str("</td>");
+                }
+                html.push_str("</tr>\n");
             }
-            html.push_str("</tr>\n");
         }
         html.push_str("</tbody></table>\n");
     }
@@ -487,42 +395,6 @@ pub fn report(dir: &Path) -> Result<Reported, ReportError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn line(prompt: &str, seed: &str, guidance: &str) -> ResultLine {
-        ResultLine {
-            prompt: prompt.into(),
-            seed: seed.into(),
-            guidance_scale: guidance.into(),
-            ..ResultLine::default()
-        }
-    }
-
-    #[test]
-    fn sweeps_become_grids_of_prompts_by_swept_values() {
-        let rows = vec![
-            line("fox", "2", "7.5"),
-            line("fox", "10", "7.5"),
-            line("fox", "2", "2"),
-            line("fox", "10", "2"),
-            line("owl", "2", "2"),
-            line("owl", "10", "2"),
-            line("owl", "2", "7.5"),
-            line("owl", "10", "7.5"),
-            line("bee", "1", "2"),
-        ];
-        let g = grids(&rows);
-        assert_eq!(g.len(), 2, "fox and owl share a grid; bee has its own");
-        assert_eq!(g[0].axes, ["guidance_scale", "seed"]);
-        let cols: Vec<Vec<&str>> = g[0]
-            .columns
-            .iter()
-            .map(|c| c.iter().map(String::as_str).collect())
-            .collect();
-        assert_eq!(cols, [["2", "2"], ["2", "10"], ["7.5", "2"], ["7.5", "10"]]);
-        assert_eq!(g[0].lines.len(), 2);
-        assert_eq!(g[0].lines[0].1[&0], [2], "fox at guidance 2, seed 2");
-        assert!(g[1].axes.is_empty());
-    }
 
     #[test]
     fn only_plain_paths_inside_the_folder_are_used() {

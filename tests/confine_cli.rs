@@ -343,7 +343,11 @@ async fn export_and_report_read_only_images_of_the_folder() {
     .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let mut tar = tar::Archive::new(std::fs::File::open(wds.join("shard-000000.tar")).unwrap());
-    assert_eq!(tar.entries().unwrap().count(), 2, "one image and its json");
+    assert_eq!(
+        tar.entries().unwrap().count(),
+        3,
+        "one image, its caption and its json"
+    );
 
     // The sheet links none of them, and makes no thumbnail of them.
     let o = command(&["report", "out"], dir.path(), &[])
@@ -767,5 +771,8 @@ async fn a_signal_while_shards_are_put_in_place_leaves_no_mix() {
     assert_eq!(shards(), ["shard-000000.tar"]);
     let tar = std::fs::File::open(d.join("wds/shard-000000.tar")).unwrap();
     let entries = tar::Archive::new(tar).entries().unwrap().count();
-    assert_eq!(entries, 6, "three images and their sidecars");
+    assert_eq!(
+        entries, 9,
+        "three images, their captions and their sidecars"
+    );
 }

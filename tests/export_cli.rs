@@ -230,9 +230,17 @@ async fn webdataset_and_jsonl_hold_every_image_and_its_metadata() {
         assert!(sample_bytes < *size);
         for (key, parts) in samples {
             assert!(!key.contains('.'));
-            assert_eq!(parts.len(), 2, "{key}: an image and its json");
+            assert_eq!(parts.len(), 3, "{key}: an image, its caption and its json");
             let meta: serde_json::Value = serde_json::from_slice(&parts["json"]).unwrap();
+            assert_eq!(
+                std::str::from_utf8(&parts["txt"]).unwrap(),
+                meta["prompt"].as_str().unwrap(),
+                "{key}: the caption is the prompt"
+            );
             let file = meta["file"].as_str().unwrap();
+            // The key is the image's stem, whichever format the image is.
+            let stem = Path::new(file).file_stem().unwrap().to_string_lossy();
+            assert_eq!(stem.replace('.', "_"), *key);
             let (sha, row) = by_file[file];
             let ext = if row["output_format"] == "png" {
                 "png"
@@ -315,4 +323,44 @@ async fn webdataset_and_jsonl_hold_every_image_and_its_metadata() {
         "{}",
         text(&o.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_samples_key_and_caption_do_not_change_with_output_format() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut keys = Vec::new();
+    for format in ["png", "jpeg"] {
+        let m = write(
+            dir.path(),
+            &format!("{format}.yaml"),
+            &format!("name: cats\ndefaults: {{output_format: {format}}}\njobs:\n  - {{id: cat, prompt: \"a cat, in the rain\", seeds: [1, 2]}}\n"),
+        );
+        let out = dir.path().join(format);
+        let o = run(&m, &out, &sim.url(), &[]).await;
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+        let wds = format!("wds-{format}");
+        let o = export(
+            dir.path(),
+            &[format, "--format", "webdataset", "--out", &wds],
+        )
+        .await;
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+        let samples: Vec<Sample> = read_shards(&dir.path().join(&wds))
+            .into_iter()
+            .flat_map(|(_, s)| s)
+            .collect();
+        let ext = if format == "png" { "png" } else { "jpg" };
+        for (key, parts) in &samples {
+            let mut exts: Vec<&str> = parts.keys().map(String::as_str).collect();
+            exts.sort();
+            let mut want = ["json", ext, "txt"];
+            want.sort();
+            assert_eq!(exts, want, "{key}");
+            assert_eq!(parts["txt"], b"a cat, in the rain");
+        }
+        keys.push(samples.into_iter().map(|(k, _)| k).collect::<Vec<_>>());
+    }
+    assert_eq!(keys[0], ["cat_s1_0", "cat_s2_0"]);
+    assert_eq!(keys[0], keys[1], "the same keys in png and in jpeg");
 }

@@ -371,3 +371,27 @@ fn num_images_has_an_upper_bound() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn plan_points_out_a_sweep_over_seedless_jobs_and_hold_seed_quiets_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = "sweep: {guidance_scale: [1.5, 2.5]}\njobs:\n  - {id: cat, prompt: a cat}\n";
+    let m = write(dir.path(), "m.yaml", body);
+    let out = batchgen(&["plan", m.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("  hint      job `cat` sweeps without a seed"),
+        "{stdout}"
+    );
+    let json = batchgen(&["plan", m.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["hints"].as_array().unwrap().len(), 1, "{v}");
+
+    let held = write(dir.path(), "held.yaml", &format!("hold_seed: true\n{body}"));
+    let out = batchgen(&["plan", held.to_str().unwrap(), "--json", "--rows", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["hints"], serde_json::json!([]));
+    assert_eq!(v["rows"][0]["seed"], v["rows"][1]["seed"], "{v}");
+}

@@ -213,3 +213,48 @@ async fn quiet_success_says_nothing_and_no_report_writes_no_sheet() {
         "the totals are in summary.json"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_axis_sweep_wraps_into_headed_rows_under_the_manifests_name() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    // 2 × 2 × 6 = 24 cells: 6 seed columns, one row per steps and guidance value.
+    let m = write(
+        dir.path(),
+        "wide.yaml",
+        "name: Nightly <cats>\ndefaults: {image_size: {width: 48, height: 32}, output_format: png}\nseeds: {from: 1, count: 6}\nsweep: {num_inference_steps: [10, 20], guidance_scale: [1, 6]}\njobs:\n  - {id: cat, prompt: a cat}\n",
+    );
+    let out = dir.path().join("out");
+    let o = run(&m, &out, &sim.url(), &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let seen = open_in_browser(&out.join("index.html"));
+    assert!(seen.console.is_empty(), "console: {:#?}", seen.console);
+    assert!(
+        seen.dom.contains("<h1>Nightly &lt;cats&gt;</h1>"),
+        "the heading is the manifest's name"
+    );
+    assert_eq!(seen.dom.matches("<img class=\"thumb\"").count(), 24);
+    for s in 1..=6 {
+        assert!(seen.dom.contains(&format!("<th>seed {s}</th>")), "seed {s}");
+    }
+    for head in [
+        "steps 10 · guidance 1",
+        "steps 10 · guidance 6",
+        "steps 20 · guidance 1",
+        "steps 20 · guidance 6",
+    ] {
+        assert!(
+            seen.dom
+                .contains(&format!("<th class=\"outer\">{head}</th>")),
+            "{head}"
+        );
+    }
+    assert_eq!(
+        seen.dom.matches("<tr>").count(),
+        1 + 4,
+        "a header and 4 rows"
+    );
+    assert!(seen.dom.contains("rowspan=\"4\""));
+    assert!(!seen.dom.contains("guidance 1 · seed"), "no 24-wide row");
+    assert_not_blank(&seen.shot);
+}

@@ -157,7 +157,11 @@ pub(super) fn load(
                 .field("image_size"),
             ),
         }
-        jobs.push(Job { loc, fields });
+        jobs.push(Job {
+            loc,
+            fields,
+            sweep: Vec::new(),
+        });
     }
     Ok(jobs)
 }

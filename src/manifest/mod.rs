@@ -6,7 +6,10 @@
 //! mean, and whether they are valid, is `plan`'s business.
 
 mod csv_jobs;
+mod suggest;
 mod yaml;
+
+pub(crate) use suggest::{suggest, unknown};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -42,12 +45,13 @@ const TOP_KEYS: &[&str] = &[
     "pricing",
     "budget_usd",
     "cache",
+    "hold_seed",
 ];
 const PRICING_KEYS: &[&str] = &["text_to_image", "image_to_image"];
 /// Keys of a job besides [`PARAMS`].
-const JOB_EXTRA_KEYS: &[&str] = &["id", "seeds"];
+const JOB_EXTRA_KEYS: &[&str] = &["id", "seeds", "sweep", "hold_seed"];
 /// CSV columns besides [`PARAMS`].
-const CSV_EXTRA_COLUMNS: &[&str] = &["id", "seeds", "width", "height"];
+const CSV_EXTRA_COLUMNS: &[&str] = &["id", "seeds", "width", "height", "hold_seed"];
 
 /// Where a value was written.
 #[derive(Clone, Debug, PartialEq)]
@@ -158,7 +162,10 @@ pub struct Field {
 #[derive(Clone, Debug)]
 pub struct Job {
     pub loc: Loc,
+    /// Its values (and `id`, `seeds`, `hold_seed`), but not its `sweep`.
     pub fields: Vec<Field>,
+    /// The job's own `sweep:`, parameter by parameter (YAML only).
+    pub sweep: Vec<Field>,
 }
 
 impl Job {
@@ -186,6 +193,8 @@ pub struct Manifest {
     pub jobs: Vec<Job>,
     pub pricing: Vec<Field>,
     pub budget_usd: Option<Node>,
+    /// `hold_seed:`: every job without seeds holds one seed across its sweep.
+    pub hold_seed: Option<Node>,
     /// `cache:`: a folder, relative to the manifest.
     pub cache: Option<Node>,
     /// Vocabulary problems found while reading (unknown keys, wrong shapes).
@@ -306,6 +315,7 @@ pub fn load(path: &Path) -> Result<Manifest, LoadError> {
         jobs: Vec::new(),
         pricing: Vec::new(),
         budget_usd: None,
+        hold_seed: None,
         cache: None,
         problems: Vec::new(),
     };
@@ -323,6 +333,25 @@ pub fn load(path: &Path) -> Result<Manifest, LoadError> {
         _ => return Err(LoadError::UnknownFormat(path.to_path_buf())),
     }
     Ok(m)
+}
+
+/// The `name:` a YAML manifest gives, as written, reading nothing else
+/// (the contact sheet's heading). `None` for a CSV, an unreadable file or
+/// a manifest without one.
+pub fn written_name(path: &Path) -> Option<String> {
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    if ext != "yaml" && ext != "yml" {
+        return None;
+    }
+    let bytes = crate::disk::read_regular(path, MAX_YAML_BYTES).ok()?;
+    let root = yaml::parse(&Arc::from(path), yaml_text(path, &bytes).ok()?).ok()?;
+    match root.value {
+        Value::Map(entries) => entry(&entries, "name")?
+            .as_str()
+            .map(str::to_string)
+            .filter(|n| !n.trim().is_empty()),
+        _ => None,
+    }
 }
 
 /// A YAML file's text: UTF-8, with a byte-order mark at its start accepted.
@@ -366,6 +395,7 @@ fn read_top(m: &mut Manifest, root: Node) -> Result<(), LoadError> {
             "sweep" => m.sweep = mapping(value, PARAMS, "parameter", None, problems),
             "pricing" => m.pricing = mapping(value, PRICING_KEYS, "pricing key", None, problems),
             "budget_usd" => m.budget_usd = Some(value),
+            "hold_seed" => m.hold_seed = Some(value),
             "cache" => m.cache = Some(value),
             "jobs" => match value.value {
                 Value::List(items) => {
@@ -425,6 +455,7 @@ fn job(item: Node, problems: &mut Vec<Diagnostic>) -> Option<Job> {
                 name: "prompt".into(),
                 value: item,
             }],
+            sweep: Vec::new(),
         }),
         Value::Map(entries) => {
             let id = entries
@@ -432,8 +463,15 @@ fn job(item: Node, problems: &mut Vec<Diagnostic>) -> Option<Job> {
                 .find(|(k, _)| k.as_str() == Some("id"))
                 .and_then(|(_, v)| v.as_str().map(str::to_string));
             let allowed: Vec<&str> = PARAMS.iter().chain(JOB_EXTRA_KEYS).copied().collect();
-            let fields = fields(entries, &allowed, "job key", id.as_deref(), problems);
-            Some(Job { loc, fields })
+            let mut fields = fields(entries, &allowed, "job key", id.as_deref(), problems);
+            let sweep = match fields.iter().position(|f| f.name == "sweep") {
+                Some(i) => {
+                    let node = fields.remove(i).value;
+                    mapping(node, PARAMS, "parameter", id.as_deref(), problems)
+                }
+                None => Vec::new(),
+            };
+            Some(Job { loc, fields, sweep })
         }
         _ => {
             problems.push(Diagnostic::error(
@@ -509,57 +547,9 @@ fn fields(
     out
 }
 
-pub(crate) fn unknown(loc: &Loc, what: &str, name: &str, allowed: &[&str]) -> Diagnostic {
-    let hint = match suggest(name, allowed) {
-        Some(s) => format!("did you mean `{s}`?"),
-        None => format!("expected one of: {}", allowed.join(", ")),
-    };
-    Diagnostic::error(loc, format!("unknown {what} `{name}`: {hint}"))
-}
-
-/// The closest candidate by edit distance, if it is close enough to be a typo.
-pub(crate) fn suggest<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    let name = name.to_ascii_lowercase();
-    candidates
-        .iter()
-        .map(|c| (levenshtein(&name, c), *c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 4))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let subst = prev[j] + usize::from(ca != *cb);
-            cur[j + 1] = subst.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn suggestions_catch_typos_only() {
-        assert_eq!(suggest("guidence_scale", PARAMS), Some("guidance_scale"));
-        assert_eq!(suggest("num_image", PARAMS), Some("num_images"));
-        assert_eq!(suggest("Prompt", PARAMS), Some("prompt"));
-        assert_eq!(suggest("colour", PARAMS), None);
-    }
-
-    #[test]
-    fn levenshtein_distances() {
-        assert_eq!(levenshtein("kitten", "sitting"), 3);
-        assert_eq!(levenshtein("", "abc"), 3);
-        assert_eq!(levenshtein("same", "same"), 0);
-    }
 
     #[test]
     fn diagnostics_name_file_line_job_and_field() {

@@ -7,12 +7,13 @@
 
 use sha2::{Digest, Sha256};
 
-use super::keys::rows;
+use super::job::{resolve_job, Top};
+use super::keys::{rows, HeldSeeds};
 use super::model::{
     Axis, JobPlan, Plan, Pricing, ASSUMED_IMAGE_TO_IMAGE_PRICE, DEFAULT_TEXT_TO_IMAGE_PRICE,
 };
-use super::{ids, params, sanitize, Kind, ParamValue, Request};
-use crate::manifest::{entry, stray_key, Diagnostic, Field, Job, Loc, Manifest, Node, Value};
+use super::{ids, params, sanitize, Kind, ParamValue};
+use crate::manifest::{entry, stray_key, Diagnostic, Field, Loc, Manifest, Node, Value};
 use crate::vocab::Usd;
 
 /// Plans larger than this are refused (memory stays near 0.5 GB).
@@ -54,7 +55,7 @@ pub(super) fn expand_checking(manifest: &Manifest, check_ids: bool) -> Result<Pl
             Err(msg) => diags.push(Diagnostic::error(&f.value.loc, msg).field(&f.name)),
         }
     }
-    let mut sweep = parse_sweep(&manifest.sweep, &mut diags);
+    let mut sweep = parse_sweep(&manifest.sweep, None, &mut diags);
     if let Some(node) = &manifest.seeds {
         if manifest.sweep.iter().any(|f| f.name == "seed") {
             diags.push(
@@ -71,6 +72,11 @@ pub(super) fn expand_checking(manifest: &Manifest, check_ids: bool) -> Result<Pl
     // The seed axis, wherever it was written, is innermost.
     sweep.sort_by_key(Axis::is_seed);
 
+    let hold_seed = manifest
+        .hold_seed
+        .as_ref()
+        .and_then(|n| parse_hold(n, None, &mut diags))
+        .unwrap_or(false);
     let pricing = parse_pricing(&manifest.pricing, &mut diags);
     let budget_usd = manifest.budget_usd.as_ref().and_then(|n| {
         let usd = params::parse_number(n).ok().and_then(Usd::from_dollars);
@@ -141,8 +147,14 @@ pub(super) fn expand_checking(manifest: &Manifest, check_ids: bool) -> Result<Pl
     }
     let ids = ids::job_ids(&manifest.jobs, &mut diags);
     let mut jobs = Vec::with_capacity(manifest.jobs.len());
+    let mut held = HeldSeeds::default();
     for (job, id) in manifest.jobs.iter().zip(ids) {
-        if let Some(plan) = resolve_job(job, id, &defaults, &sweep, &mut diags) {
+        let top = Top {
+            defaults: &defaults,
+            sweep: &sweep,
+            hold_seed,
+        };
+        if let Some(plan) = resolve_job(job, id, &top, &mut held, &mut diags) {
             jobs.push(plan);
         }
     }
@@ -196,13 +208,21 @@ pub(super) fn expand_checking(manifest: &Manifest, check_ids: bool) -> Result<Pl
     })
 }
 
-fn parse_sweep(fields: &[Field], diags: &mut Vec<Diagnostic>) -> Vec<Axis> {
+/// A `sweep:` mapping, the manifest's (`job: None`) or a job's.
+pub(super) fn parse_sweep(
+    fields: &[Field],
+    job: Option<&str>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<Axis> {
     let mut axes = Vec::new();
     for f in fields {
-        let err =
-            |msg: String| Diagnostic::error(&f.value.loc, msg).field(&format!("sweep.{}", f.name));
+        let err = |msg: String| {
+            Diagnostic::error(&f.value.loc, msg)
+                .job(job)
+                .field(&format!("sweep.{}", f.name))
+        };
         if f.name == "seed" {
-            if let Some(axis) = parse_seeds(&f.value, None, diags) {
+            if let Some(axis) = parse_seeds(&f.value, job, diags) {
                 axes.push(axis);
             }
             continue;
@@ -223,11 +243,15 @@ fn parse_sweep(fields: &[Field], diags: &mut Vec<Diagnostic>) -> Vec<Axis> {
             match params::parse(&f.name, item) {
                 Ok(v) if values.contains(&v) => diags.push(
                     Diagnostic::error(&item.loc, format!("{} is listed twice", item.describe()))
+                        .job(job)
                         .field(&format!("sweep.{}", f.name)),
                 ),
                 Ok(v) => values.push(v),
-                Err(msg) => diags
-                    .push(Diagnostic::error(&item.loc, msg).field(&format!("sweep.{}", f.name))),
+                Err(msg) => diags.push(
+                    Diagnostic::error(&item.loc, msg)
+                        .job(job)
+                        .field(&format!("sweep.{}", f.name)),
+                ),
             }
         }
         let param = crate::manifest::PARAMS
@@ -242,7 +266,11 @@ fn parse_sweep(fields: &[Field], diags: &mut Vec<Diagnostic>) -> Vec<Axis> {
 
 /// `seeds:` as a list, a `{from, count}` range, one integer, or text such as
 /// `1-4|10` (CSV cells). `None` after reporting an error.
-fn parse_seeds(node: &Node, job: Option<&str>, diags: &mut Vec<Diagnostic>) -> Option<Axis> {
+pub(super) fn parse_seeds(
+    node: &Node,
+    job: Option<&str>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Axis> {
     let mut errs: Vec<(Loc, String)> = Vec::new();
     let mut seeds: Vec<u64> = Vec::new();
     let one =
@@ -393,108 +421,21 @@ fn parse_pricing(fields: &[Field], diags: &mut Vec<Diagnostic>) -> Pricing {
     p
 }
 
-/// Resolves one job; `None` (with diagnostics) if it is invalid.
-fn resolve_job(
-    job: &Job,
-    job_id: String,
-    defaults: &[ParamValue],
-    sweep: &[Axis],
+/// `hold_seed:` (the manifest's, or a job's): `None` after reporting an error.
+pub(super) fn parse_hold(
+    node: &Node,
+    job: Option<&str>,
     diags: &mut Vec<Diagnostic>,
-) -> Option<JobPlan> {
-    let before = diags.iter().filter(|d| d.is_error()).count();
-    let id = Some(job_id.as_str());
-    let mut base = Request::empty();
-    let mut has_prompt = job.get("prompt").is_some();
-    for v in defaults {
-        has_prompt |= matches!(v, ParamValue::Prompt(_));
-        base.set(v);
-    }
-    let own = |name: &str| job.get(name).is_some();
-    let mut axes: Vec<Axis> = sweep
-        .iter()
-        .filter(|a| match a {
-            // A job's own value (or own `seeds`) pins the parameter.
-            Axis::List { param, .. } => !(own(param) || a.is_seed() && own("seeds")),
-            Axis::SeedRange { .. } => !own("seed") && !own("seeds"),
-        })
-        .cloned()
-        .collect();
-    for f in &job.fields {
-        match f.name.as_str() {
-            "id" => {}
-            "seeds" => {
-                if own("seed") {
-                    diags.push(
-                        Diagnostic::error(&f.value.loc, "both `seed` and `seeds` are set: use one")
-                            .job(id)
-                            .field("seeds"),
-                    );
-                } else if let Some(axis) = parse_seeds(&f.value, id, diags) {
-                    axes.push(axis);
-                }
-            }
-            name => match params::parse(name, &f.value) {
-                Ok(v) => base.set(&v),
-                Err(msg) => diags.push(Diagnostic::error(&f.value.loc, msg).job(id).field(name)),
-            },
+) -> Option<bool> {
+    match params::parse_bool(node) {
+        Ok(b) => Some(b),
+        Err(msg) => {
+            diags.push(
+                Diagnostic::error(&node.loc, msg)
+                    .job(job)
+                    .field("hold_seed"),
+            );
+            None
         }
     }
-    let swept_prompt = axes.iter().any(|a| {
-        matches!(
-            a,
-            Axis::List {
-                param: "prompt",
-                ..
-            }
-        )
-    });
-    if !has_prompt && !swept_prompt {
-        diags.push(
-            Diagnostic::error(&job.loc, "no prompt: every job needs one")
-                .job(id)
-                .field("prompt"),
-        );
-    }
-    let mut prompts: Vec<&str> = vec![&base.prompt];
-    for a in &axes {
-        if let Axis::List {
-            param: "prompt",
-            values,
-        } = a
-        {
-            prompts = values
-                .iter()
-                .filter_map(|v| match v {
-                    ParamValue::Prompt(p) => Some(&**p),
-                    _ => None,
-                })
-                .collect();
-        }
-    }
-    if let Some(long) = prompts
-        .iter()
-        .find(|p| p.chars().count() > params::PROMPT_ADVISED_CHARS)
-    {
-        diags.push(
-            Diagnostic::warning(
-                &job.loc,
-                format!(
-                    "the prompt has {} characters; the vendor advises at most {}",
-                    long.chars().count(),
-                    params::PROMPT_ADVISED_CHARS
-                ),
-            )
-            .job(id)
-            .field("prompt"),
-        );
-    }
-    if diags.iter().filter(|d| d.is_error()).count() > before {
-        return None;
-    }
-    Some(JobPlan {
-        id: job_id,
-        loc: job.loc.clone(),
-        base,
-        axes,
-    })
 }

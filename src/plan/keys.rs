@@ -67,6 +67,29 @@ pub(super) fn rows(jobs: &[JobPlan]) -> (Vec<Row>, ids::Repeats) {
     (rows, repeats)
 }
 
+/// The seeds of jobs with `hold_seed: true`: one per job, derived from the
+/// job's request before its sweep (seed aside), so a sweep's cells share it
+/// and adding a swept value does not move it. Jobs with the same values are
+/// numbered, as identical rows are, so that they still get different seeds.
+#[derive(Default)]
+pub(super) struct HeldSeeds {
+    /// A digest of the values -> jobs with them so far.
+    seen: HashMap<u64, u32>,
+}
+
+impl HeldSeeds {
+    pub(super) fn seed_for(&mut self, base: &Request) -> u64 {
+        let mut h = Sha256::new();
+        h.update(b"hold_seed\n");
+        h.update(base.canonical_without_seed().as_bytes());
+        let values = first_u64(&h.clone().finalize());
+        let n = self.seen.entry(values).or_insert(0);
+        h.update(n.to_le_bytes());
+        *n += 1;
+        Key(first_u64(&h.finalize())).derived_seed()
+    }
+}
+
 fn first_u64(digest: &[u8]) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&digest[..8]);

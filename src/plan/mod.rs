@@ -8,8 +8,8 @@
 //! see `ids.rs`); and prices the run.
 //!
 //! Precedence, lowest first: `defaults`, then `sweep` (and top-level `seeds`),
-//! then the job's own values. A job that sets a swept parameter itself is not
-//! swept on it.
+//! then the job's own values and own `sweep` (see `job.rs`). A job that sets a
+//! swept parameter itself is not swept on it.
 //!
 //! Rows are small (24 bytes): a row names its job and its position in the
 //! job's sweep, and [`Plan::request`] rebuilds the full request on demand, so a
@@ -17,6 +17,7 @@
 
 mod expand;
 mod ids;
+mod job;
 mod keys;
 mod model;
 mod params;

@@ -65,6 +65,14 @@ impl Axis {
         }
     }
 
+    /// The parameter the axis sweeps.
+    pub fn param(&self) -> &'static str {
+        match self {
+            Axis::List { param, .. } => param,
+            Axis::SeedRange { .. } => "seed",
+        }
+    }
+
     pub(super) fn is_seed(&self) -> bool {
         matches!(
             self,
@@ -101,6 +109,16 @@ impl JobPlan {
         } else {
             self.base.kind()
         }
+    }
+
+    /// True when the job sweeps something but has no seed of its own:
+    /// each of its cells then sends another derived seed, so the cells
+    /// differ by seed as well as by what is swept (`plan` hints at it).
+    pub fn derives_seed_per_cell(&self) -> bool {
+        self.base.seed.is_none()
+            && !self.axes.is_empty()
+            && !self.axes.iter().any(Axis::is_seed)
+            && self.row_count() > 1
     }
 
     pub fn row_count(&self) -> u64 {

@@ -376,7 +376,7 @@ pub(crate) fn parse_number(node: &Node) -> Result<f64, String> {
     }
 }
 
-fn parse_bool(node: &Node) -> Result<bool, String> {
+pub(super) fn parse_bool(node: &Node) -> Result<bool, String> {
     match &node.value {
         Value::Bool(b) => Ok(*b),
         Value::Str(s) => match s.trim().to_ascii_lowercase().as_str() {

@@ -22,6 +22,8 @@ pub struct Summary {
     pub image_to_image_price_assumed: bool,
     pub max_cost_usd: Option<Usd>,
     pub warnings: Vec<Diagnostic>,
+    /// Advice that is not a problem: e.g. a sweep over jobs without seeds.
+    pub hints: Vec<String>,
     /// The first rows of the plan, in order.
     pub rows: Vec<SummaryRow>,
 }
@@ -68,6 +70,7 @@ impl Summary {
             image_to_image_price_assumed: plan.pricing.image_to_image_assumed,
             max_cost_usd: max_cost,
             warnings: plan.warnings.clone(),
+            hints: seed_hint(plan).into_iter().collect(),
             rows: plan
                 .rows
                 .iter()
@@ -115,6 +118,9 @@ impl Summary {
         );
         if let Some(max) = self.max_cost_usd {
             let _ = writeln!(out, "  budget    {max} (within budget)");
+        }
+        for hint in &self.hints {
+            let _ = writeln!(out, "  hint      {hint}");
         }
         if self.rows.is_empty() {
             return out;
@@ -174,6 +180,41 @@ impl Summary {
         }
         out
     }
+}
+
+/// Jobs shown by name in the hint; the rest are counted.
+const HINTED_JOBS: usize = 3;
+
+/// Names the jobs whose sweep cells each send another derived seed.
+fn seed_hint(plan: &Plan) -> Option<String> {
+    let jobs: Vec<&str> = plan
+        .jobs
+        .iter()
+        .filter(|j| j.derives_seed_per_cell())
+        .map(|j| j.id.as_str())
+        .collect();
+    let (first, rest) = jobs.split_at(jobs.len().min(HINTED_JOBS));
+    let mut names = first
+        .iter()
+        .map(|id| format!("`{id}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match (first.len(), rest.len()) {
+        (0, _) => return None,
+        (_, 0) => {}
+        (_, n) => {
+            let _ = write!(names, " and {n} more");
+        }
+    }
+    let (noun, verb) = if jobs.len() == 1 {
+        ("job", "sweeps")
+    } else {
+        ("jobs", "sweep")
+    };
+    Some(format!(
+        "{noun} {names} {verb} without a seed: each cell gets another derived seed, so cells differ by seed too; \
+         `hold_seed: true` holds one seed across a job's cells (docs/manifests.md#one-seed-across-a-sweep)"
+    ))
 }
 
 /// A prompt on one line, cut to `max` characters.

@@ -591,3 +591,5 @@ fn usd_is_exact_and_readable() {
     let many = Usd::from_dollars(0.05).unwrap().times(1_000_000);
     assert_eq!(many.to_string(), "$50000.00");
 }
+
+mod job;

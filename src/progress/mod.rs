@@ -155,17 +155,9 @@ impl Counts {
     }
 
     /// The line printed every few seconds when stderr is not a terminal:
-    /// the same, with the stages in flight and rows left to collect.
+    /// rows and dollars this run's, with the stages and rows left ([`fit`]).
     fn plain(&self, elapsed: Duration) -> String {
-        let mut line = self.line(elapsed);
-        line.push_str(&format!(
-            " · {} submitting, {} polling, {} downloading",
-            self.submitting, self.polling, self.downloading
-        ));
-        if self.left > 0 {
-            line.push_str(&format!(" · {} left to collect", self.left));
-        }
-        line
+        fit::plain(self, elapsed)
     }
 
     /// Rows finished per second by this run, and the seconds left at that
@@ -256,8 +248,7 @@ pub async fn collect(
     let bar = (mode == Mode::Auto && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::with_draw_target(Some(counts.total), ProgressDrawTarget::stderr());
         bar.set_style(
-            ProgressStyle::with_template(&format!("{{bar:{BAR_WIDTH}}} {{wide_msg}}"))
-                .expect("a valid template"),
+            ProgressStyle::with_template(&fit::template(fit::columns())).expect("a valid template"),
         );
         bar.set_position(counts.already);
         bar.enable_steady_tick(Duration::from_millis(200));
@@ -284,7 +275,7 @@ pub async fn collect(
                 }
                 if let Some(bar) = &bar {
                     bar.set_position(counts.done());
-                    bar.set_message(counts.line(start.elapsed()));
+                    bar.set_message(fit::beside_bar(&counts.line(start.elapsed()), fit::columns()));
                 }
             }
             _ = tick.tick(), if plain => crate::say!("progress: {}", counts.plain(start.elapsed())),
@@ -315,6 +306,8 @@ fn slot(c: &mut Counts, s: Stage) -> &mut u64 {
         Stage::Downloading => &mut c.downloading,
     }
 }
+
+mod fit;
 
 #[cfg(test)]
 mod tests {
