@@ -189,7 +189,7 @@ async fn status_reads_a_merged_folder() {
     );
 
     // One shard of two: its rows are there, the other's missing; not complete.
-    let o = merge(&["s1"], "half").await;
+    let o = merge(&["s1", "--partial"], "half").await;
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
     let o = status(d, &["--check", "half"]).await;
     assert_eq!(o.status.code(), Some(1));

@@ -57,7 +57,11 @@ const NOWHERE: &[(&str, &str)] = &[
 async fn run_to_an_unusable_bucket_or_an_unknown_scheme_sends_nothing() {
     let sim = start(quick()).await;
     for (out, says, code) in [
-        ("s3://my-bucket/nightly", "lease.json", 3),
+        (
+            "s3://my-bucket/nightly",
+            "cannot list s3://my-bucket/nightly",
+            3,
+        ),
         (
             "gs://my-bucket/nightly/",
             "cannot open gs://my-bucket/nightly",
