@@ -16,13 +16,11 @@ fn main() {
     let version = std::env::var("CARGO_PKG_VERSION").unwrap_or_default();
     let commit = match std::env::var("BATCHGEN_COMMIT") {
         Ok(c) if !c.trim().is_empty() => c.trim().to_string(),
-        _ => match git(&["rev-parse", "--short", "HEAD"]) {
-            Some(c) => {
-                watch_head();
-                c
-            }
-            None => "built outside git".to_string(),
-        },
+        _ => {
+            // A repository without a commit yet gets one later: watch it too.
+            watch_head();
+            git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "built outside git".into())
+        }
     };
     println!("cargo:rustc-env=BATCHGEN_VERSION={version} ({commit})");
 }
