@@ -7,10 +7,14 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::plan::Usd;
 
+/// What `batchgen --version` prints after the name: the crate's version and
+/// the commit it was built from (`0.1.0 (abc1234)`; `build.rs` says how).
+pub const VERSION: &str = env!("BATCHGEN_VERSION");
+
 #[derive(Debug, Parser)]
 #[command(
     name = "batchgen",
-    version,
+    version = VERSION,
     about = "Turn a manifest of prompts and seeds into a finished image data set through the GLM Image gateway.",
     after_help = "Exit codes: 0 all completed · 1 finished with rows not completed · 2 invalid input or usage, nothing sent · 3 aborted (key rejected, no funds, budget, gateway unreachable, local disk failure) · 130 interrupted (Ctrl-C) · 143 terminated (SIGTERM) · 129 hung up (SIGHUP)."
 )]

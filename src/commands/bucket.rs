@@ -159,7 +159,8 @@ impl Copy {
         }
         let io = |e: std::io::Error| {
             Error::Io(format!(
-                "cannot make a working copy of {store}: {}",
+                "cannot make a working copy of {store} in {} (the temporary folder: set TMPDIR, or mount a writable /tmp in a container): {}",
+                std::env::temp_dir().display(),
                 disk::plain(&e)
             ))
         };

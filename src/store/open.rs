@@ -14,7 +14,11 @@
 //!   that keeps failing surfaces as an error the run can stop on;
 //! - S3's conditional put as `If-None-Match: *` (`PutMode::Create`, which
 //!   the journal's segments and the lease rely on), over any
-//!   `AWS_CONDITIONAL_PUT` in the environment.
+//!   `AWS_CONDITIONAL_PUT` in the environment;
+//! - names resolved by reqwest's own resolver (hickory, batchgen builds
+//!   reqwest with it), not object_store's default, which shuffles what the
+//!   C library's `getaddrinfo` returns: a static binary has no NSS, so in an
+//!   empty container that one resolves nothing ([`RESOLVER`]).
 //!
 //! S3-compatible stores: `AWS_ENDPOINT_URL` (object_store 0.13 reads it as
 //! `aws_endpoint_url`, an alias of its `endpoint`; `AWS_ENDPOINT` too) and
@@ -28,11 +32,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
-use object_store::azure::MicrosoftAzureBuilder;
-use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::path::Path as ObjectPath;
-use object_store::{BackoffConfig, ObjectStore, RetryConfig};
+use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
 
 use super::location::{Bucket, Location, Scheme};
 
@@ -59,6 +63,13 @@ pub fn retry() -> RetryConfig {
         retry_timeout,
     }
 }
+
+/// object_store's `randomize_addresses`, set to `false` on every store: its
+/// `true` (the default) asks the C library, which a static binary cannot
+/// (glibc loads NSS modules from the host at run time); `false` leaves
+/// names to the resolver reqwest is built with, hickory, which reads only
+/// `/etc/resolv.conf` and `/etc/hosts` and answers `localhost` itself.
+pub const RESOLVER: (ClientConfigKey, &str) = (ClientConfigKey::RandomizeAddresses, "false");
 
 /// Why a store could not be opened, or a name not placed in it.
 #[derive(Debug, thiserror::Error)]
@@ -228,9 +239,10 @@ impl Bucket {
         builder
             .with_bucket_name(&self.bucket)
             .with_conditional_put(S3ConditionalPut::ETagMatch)
+            .with_config(AmazonS3ConfigKey::Client(RESOLVER.0), RESOLVER.1)
     }
 
-    fn gcs(&self, vars: Option<&[(String, String)]>) -> GoogleCloudStorageBuilder {
+    pub(super) fn gcs(&self, vars: Option<&[(String, String)]>) -> GoogleCloudStorageBuilder {
         let builder = match vars {
             None => GoogleCloudStorageBuilder::from_env(),
             Some(vars) => {
@@ -246,10 +258,12 @@ impl Bucket {
                 }
             }
         };
-        builder.with_bucket_name(&self.bucket)
+        builder
+            .with_bucket_name(&self.bucket)
+            .with_config(GoogleConfigKey::Client(RESOLVER.0), RESOLVER.1)
     }
 
-    fn azure(&self, vars: Option<&[(String, String)]>) -> MicrosoftAzureBuilder {
+    pub(super) fn azure(&self, vars: Option<&[(String, String)]>) -> MicrosoftAzureBuilder {
         let builder = match vars {
             None => MicrosoftAzureBuilder::from_env(),
             Some(vars) => {
@@ -262,7 +276,9 @@ impl Bucket {
                 }
             }
         };
-        builder.with_container_name(&self.bucket)
+        builder
+            .with_container_name(&self.bucket)
+            .with_config(AzureConfigKey::Client(RESOLVER.0), RESOLVER.1)
     }
 }
 

@@ -285,6 +285,33 @@ fn s3_takes_the_endpoint_from_aws_endpoint_url() {
     );
 }
 
+/// A static binary has no NSS: object_store's default resolver (the C
+/// library's, shuffled) finds nothing in an empty container, so every store
+/// leaves names to reqwest's hickory, whatever the environment says.
+#[test]
+fn every_scheme_resolves_names_without_the_c_library() {
+    use object_store::azure::AzureConfigKey;
+    use object_store::gcp::GoogleConfigKey;
+    use object_store::ClientConfigKey::RandomizeAddresses;
+    let env = vars(&[
+        ("AWS_RANDOMIZE_ADDRESSES", "true"),
+        ("GOOGLE_RANDOMIZE_ADDRESSES", "true"),
+        ("AZURE_RANDOMIZE_ADDRESSES", "true"),
+    ]);
+    let bucket = |url: &str| parse(url).bucket().unwrap().clone();
+    let s3 = bucket("s3://b/p").s3(Some(&env));
+    let gcs = bucket("gs://b/p").gcs(Some(&env));
+    let azure = bucket("az://b/p").azure(Some(&env));
+    let values = [
+        s3.get_config_value(&AmazonS3ConfigKey::Client(RandomizeAddresses)),
+        gcs.get_config_value(&GoogleConfigKey::Client(RandomizeAddresses)),
+        azure.get_config_value(&AzureConfigKey::Client(RandomizeAddresses)),
+    ];
+    for value in values {
+        assert_eq!(value.as_deref(), Some("false"));
+    }
+}
+
 #[test]
 fn opening_shows_no_secret() {
     let env = vars(&[

@@ -7,6 +7,8 @@
 //! only up to a cap and a deadline. Whatever a reply says (request ids, URLs,
 //! error codes and messages) leaves here with the key hidden
 //! ([`super::redact`]); ids and URLs get it back only as a request is built.
+//! Names are resolved in Rust (hickory), so a static binary needs no NSS;
+//! `localhost` is loopback without any file ([`LOCALHOST`]).
 //!
 //! - `prepare`: a submit's body, built before anything is sent.
 //! - `origin`: where the key may go, and the endpoints a request id is sent to.
@@ -86,6 +88,16 @@ pub struct Client {
     pub(super) cfg: ClientConfig,
 }
 
+/// Where `localhost` is, without asking anyone (RFC 6761): names are
+/// resolved by hickory (reqwest's `hickory-dns`), which needs the
+/// `/etc/resolv.conf` every container runtime provides; a binary in a bare
+/// chroot has none, and `--base-url http://localhost:PORT` should still
+/// reach a simulator there. The port is the URL's.
+const LOCALHOST: [std::net::SocketAddr; 2] = [
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0),
+    std::net::SocketAddr::new(std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), 0),
+];
+
 /// Idle download connections kept per host.
 const DOWNLOAD_IDLE: usize = 16;
 
@@ -118,6 +130,7 @@ impl Client {
                 .read_timeout(cfg.read_timeout)
                 .redirect(redirects)
                 .user_agent(concat!("batchgen/", env!("CARGO_PKG_VERSION")))
+                .resolve_to_addrs("localhost", &LOCALHOST)
                 .build()
                 .map_err(|e| ApiError::new(Class::StopRun, Code::Client.as_str(), e.to_string()))
         };
