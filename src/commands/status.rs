@@ -32,8 +32,10 @@ pub async fn command(args: &StatusArgs) -> Result<u8, Error> {
             summarise(&dir, &dir.display().to_string(), args.json, live)?
         }
         Place::Bucket(store) => {
-            let live = super::on_bucket::live_lease(&store).await?;
+            // The copy first: a machine with no temporary folder is told so
+            // before any request.
             let (copy, dir) = super::on_bucket::status_copy(&store).await?;
+            let live = super::on_bucket::live_lease(&store).await?;
             summarise(&dir, &store.to_string(), args.json, live).map_err(|e| copy.error(e))?
         }
     };
