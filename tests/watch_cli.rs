@@ -289,6 +289,18 @@ async fn a_refused_run_is_notified_and_a_key_in_the_url_is_refused() {
     assert!(!text(&o.stderr).contains(KEY));
     assert_eq!(hook.requests().len(), 1, "nothing more sent");
     assert_eq!(sim.ledger().submit_calls, 0);
+    // So under --simulate too, which sends the key nowhere else.
+    let sim_out = dir.path().join("simulated");
+    let o = run(
+        &m,
+        &sim_out,
+        &sim.url(),
+        &["--simulate", "--notify", &holding],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(!text(&o.stderr).contains(KEY));
+    assert_eq!(hook.requests().len(), 1, "nothing more sent");
     let args = ["--notify", "ftp://example.com/x", "--progress", "json"];
     let o = run(&m, &out, &sim.url(), &args).await;
     assert_eq!(o.status.code(), Some(2));

@@ -27,7 +27,7 @@ mod redact;
 pub mod wire;
 
 pub use backoff::Backoff;
-pub use client::{submit_body, Client, ClientConfig, Prepared, DEFAULT_BASE_URL};
+pub use client::{submit_body, Client, ClientConfig, Prepared, DEFAULT_BASE_URL, LOCALHOST};
 pub use download::{Downloaded, PART_PREFIX};
 pub use error::{one_line, ApiError, Class};
 pub use image::{ImageFormat, ImageInfo};

@@ -64,6 +64,8 @@ impl Target {
     /// POSTs `body` (JSON); `Err` says why the last try failed.
     pub async fn send(&self, body: Vec<u8>) -> Result<(), String> {
         let client = reqwest::Client::builder()
+            // As the gateway client does: loopback without any file.
+            .resolve_to_addrs("localhost", &crate::api::LOCALHOST)
             .redirect(reqwest::redirect::Policy::none())
             .timeout(TIMEOUT)
             .user_agent(concat!("batchgen/", env!("CARGO_PKG_VERSION")))

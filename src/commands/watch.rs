@@ -55,13 +55,14 @@ impl Watch {
     /// all the same, without it, so that the end is still told.
     pub fn new(args: &RunArgs) -> (Watch, Result<(), Error>) {
         let started_ms = crate::journal::now_ms();
-        let checked = match &args.notify {
-            None => Ok(None),
-            Some(url) if args.simulate => Target::check(url, None).map(Some),
-            Some(url) => match crate::api::ApiKey::load(args.api_key_file.as_deref()) {
-                Ok(key) => Target::check(url, Some(&key)).map(Some),
-                Err(_) => Ok(None),
-            },
+        // The key is checked even under `--simulate` (which sends it
+        // nowhere): a URL holding the user's key must never be sent to.
+        let key = crate::api::ApiKey::load(args.api_key_file.as_deref());
+        let checked = match (&args.notify, key) {
+            (None, _) => Ok(None),
+            (Some(url), Ok(key)) => Target::check(url, Some(&key)).map(Some),
+            (Some(url), Err(_)) if args.simulate => Target::check(url, None).map(Some),
+            (Some(_), Err(_)) => Ok(None),
         };
         let (notify, checked) = match checked {
             Ok(notify) => (notify, Ok(())),

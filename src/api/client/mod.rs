@@ -93,7 +93,7 @@ pub struct Client {
 /// `/etc/resolv.conf` every container runtime provides; a binary in a bare
 /// chroot has none, and `--base-url http://localhost:PORT` should still
 /// reach a simulator there. The port is the URL's.
-const LOCALHOST: [std::net::SocketAddr; 2] = [
+pub const LOCALHOST: [std::net::SocketAddr; 2] = [
     std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0),
     std::net::SocketAddr::new(std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), 0),
 ];
