@@ -106,6 +106,13 @@ pub struct MergeSummary {
     pub cost_usd_by_kind: BTreeMap<String, Usd>,
     /// How many shards the run was split into.
     pub shard_count: u32,
+    /// As a run's summary.json says them: the merge's exit code (0: every
+    /// row of every shard completed; 1: not), the batchgen that merged, and
+    /// when (RFC 3339).
+    pub exit_code: u8,
+    pub version: String,
+    pub started_at: String,
+    pub finished_at: String,
 }
 
 impl MergeSummary {
@@ -209,6 +216,7 @@ struct ShardDir {
 /// Merges the shard folders `dirs` into `out`. Without `partial`, every
 /// shard of the set must be among them, each with its journal.
 pub fn merge(dirs: &[PathBuf], out: &Path, partial: bool) -> Result<MergeSummary, MergeError> {
+    let started_ms = journal::now_ms();
     if out.join(journal::FILE_NAME).exists() {
         return Err(MergeError::OutIsRun(out.to_path_buf()));
     }
@@ -380,7 +388,15 @@ pub fn merge(dirs: &[PathBuf], out: &Path, partial: bool) -> Result<MergeSummary
         totals,
         cost_usd_by_kind: by_kind,
         shard_count: count,
+        exit_code: crate::vocab::exit_code::OK,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at: crate::vocab::rfc3339(started_ms),
+        finished_at: crate::vocab::rfc3339(journal::now_ms()),
     };
+    let mut summary = summary;
+    if !summary.complete() {
+        summary.exit_code = crate::vocab::exit_code::ROWS_FAILED;
+    }
     let json = serde_json::to_vec_pretty(&summary).expect("a summary serialises");
     let path = out.join(SUMMARY_JSON);
     write_atomic(Owner::Merge, &path, |w| {

@@ -109,6 +109,12 @@ async fn merged_shards_are_what_one_run_writes() {
         assert_eq!(s1[field], s2[field], "{field}");
     }
     assert_eq!(s2["shards"].as_array().unwrap().len(), 3);
+    // As a run's summary.json says them: exit code, version, when.
+    assert_eq!(
+        (s2["exit_code"].as_u64(), &s2["version"]),
+        (s1["exit_code"].as_u64(), &s1["version"])
+    );
+    assert!(s2["started_at"].as_str().unwrap() <= s2["finished_at"].as_str().unwrap());
 
     // The merged folder has a contact sheet and exports, its images and
     // sidecars found in the shards' folders.
@@ -311,5 +317,6 @@ async fn a_parent_folder_merges_its_shards_and_names_the_unfinished() {
     assert_eq!(s["shards_incomplete"], serde_json::json!([1]));
     assert_eq!(s["shards_missing"], serde_json::json!([]));
     assert_eq!(s["shard_count"], 2);
+    assert_eq!(s["exit_code"], 1, "rows not completed");
     assert_eq!(results(&dir.path().join("night")).len(), 11);
 }
