@@ -264,14 +264,16 @@ fn assert_collected(
 /// Runs to `url` until it completes, killing it with SIGKILL once the
 /// ledger has accepted each of `kill_at` requests, every run in a fresh
 /// working folder; a rerun refused while the killed run's lease is live
-/// (exit 2, "in use") asks again.
+/// (exit 2, "in use") asks again. The lease is 3 s: short, so the test
+/// waits little, and renewed every second, so a loaded machine does not
+/// let a live run's lease lapse.
 async fn kill_and_rerun(setup: &Setup, url: &str, root: &Path, kill_at: &[u64]) -> Output {
     let mut pods = 0;
     let mut kills = kill_at.iter().copied().peekable();
     loop {
         pods += 1;
         let cwd = fresh_dir(root, &format!("pod{pods}"));
-        let mut cmd = setup.bucket_cmd(url, &cwd, &["--lease-secs", "1"]);
+        let mut cmd = setup.bucket_cmd(url, &cwd, &["--lease-secs", "3"]);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         let Some(&at) = kills.peek() else {
@@ -410,7 +412,7 @@ async fn a_store_that_goes_away_stops_spending_and_the_rerun_completes() {
     let sim = &setup.sim;
     let url = "s3://data/gone";
     let cwd = setup.dir("pod1");
-    let extra = ["--concurrency", "4", "--lease-secs", "1"];
+    let extra = ["--concurrency", "4", "--lease-secs", "3"];
     let mut cmd = setup.bucket_cmd(url, &cwd, &extra);
     cmd.env("BATCHGEN_STORE_RETRY_SECS", "2");
     let child = spawn_until_accepted(cmd, sim, 2, "the run ended early").await;
