@@ -173,22 +173,21 @@ fn dated(stamp: u32) -> SystemTime {
 }
 
 /// Writes the sidecars of a completed row beside its images (row `id`,
-/// `key`, sending `req`, with its `done` record `rec`).
+/// `key`, sending `req`, with its `done` record `rec`); returns their paths.
 pub fn write(
     out_dir: &Path,
     id: &str,
     key: Key,
     req: &Request,
     rec: &Record,
-) -> std::io::Result<()> {
+) -> std::io::Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
     for (s, stamp) in for_row(id, key, req, rec).iter().zip(stamps(id, key, rec)) {
-        disk::write_replace(
-            &path_for(&out_dir.join(&s.file)),
-            &to_bytes(s),
-            dated(stamp),
-        )?;
+        let path = path_for(&out_dir.join(&s.file));
+        disk::write_replace(&path, &to_bytes(s), dated(stamp))?;
+        written.push(path);
     }
-    Ok(())
+    Ok(written)
 }
 
 /// Writes the sidecars of a completed row that `stored` says are not in

@@ -194,19 +194,6 @@ impl Journal {
         }
     }
 
-    /// Whether the journal is kept on a store.
-    pub fn is_on_store(&self) -> bool {
-        self.on_store.is_some()
-    }
-
-    /// Lets a journal on a store finish the lines it was given (none are
-    /// waiting once every append returned); a local one is dropped.
-    pub async fn close(mut self) {
-        if let Some(writer) = self.on_store.take() {
-            writer.close().await;
-        }
-    }
-
     /// Tests only: the caller's runtime keeps time on tokio's paused clock
     /// (`start_paused`). The writer is a thread tokio cannot see, so while
     /// an async append waits for its sync the runtime looks idle and would

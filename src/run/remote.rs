@@ -37,7 +37,7 @@ use std::time::Duration;
 use crate::journal::store::{self as segments, Holder, Keeper, Lease, Writer};
 use crate::output::IMAGES_DIR;
 use crate::report::{INDEX_HTML, THUMBS_DIR};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 use super::RunError;
 
@@ -285,12 +285,5 @@ impl Remote {
 impl RunError {
     fn from_store(e: segments::JournalStoreError) -> RunError {
         RunError::Journal(e.into())
-    }
-}
-
-/// `Bucket` errors as a run reports them.
-impl From<StoreError> for RunError {
-    fn from(e: StoreError) -> RunError {
-        RunError::Bucket(e)
     }
 }

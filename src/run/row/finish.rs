@@ -65,33 +65,26 @@ impl RowRun {
             self.key,
             self.req.clone(),
         );
-        let (dir, record) = (out_dir.clone(), rec.clone());
         let written = crate::run::blocking(move || sidecar::write(&out_dir, &id, key, &req, &rec));
-        let written = written.await;
-        if written.is_ok() && ctx.remote.is_some() {
-            let paths: Vec<PathBuf> = match &record.state {
-                State::Done { files, .. } => files
-                    .iter()
-                    .map(|f| sidecar::path_for(&dir.join(f)))
-                    .collect(),
-                _ => Vec::new(),
-            };
-            if let Err(why) = ctx.publish(&paths).await {
-                self.say(format!(
-                    "error: cannot upload the provenance of row {}: {why}; no new requests will be sent",
-                    self.id
-                ));
+        match written.await {
+            // On a bucket, they go up too (nothing to do on a folder).
+            Ok(paths) => {
+                if let Err(why) = ctx.publish(&paths).await {
+                    self.say(format!(
+                        "error: cannot upload the provenance of row {}: {why}; no new requests will be sent",
+                        self.id
+                    ));
+                }
             }
-            return;
-        }
-        if let Err(e) = written {
-            self.say(format!(
-                "error: cannot write the provenance of row {} in {}: {}; no new requests will be sent",
-                self.id,
-                ctx.images_dir.display(),
-                crate::disk::plain(&e)
-            ));
-            ctx.stop_images_unwritable(&e);
+            Err(e) => {
+                self.say(format!(
+                    "error: cannot write the provenance of row {} in {}: {}; no new requests will be sent",
+                    self.id,
+                    ctx.images_dir.display(),
+                    crate::disk::plain(&e)
+                ));
+                ctx.stop_images_unwritable(&e);
+            }
         }
     }
 
