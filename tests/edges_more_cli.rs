@@ -412,3 +412,44 @@ async fn aliases_just_under_the_caps_are_built_in_under_200_mb() {
     );
     assert!(err.contains("under.yaml"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_rows_file_that_cannot_be_read_stops_the_run_and_changes_nothing() {
+    let sim = start(quick()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = seed_sweep(dir.path(), 4);
+    let out = dir.path().join("out");
+    let o = run(&m, &out, &sim.url(), &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let file = results(&out)[1]["files"].clone();
+    let victim = out.join(&file);
+    let kept = std::fs::read(&victim).unwrap();
+    // There, but unreadable even by root: a link to itself (ELOOP).
+    std::fs::remove_file(&victim).unwrap();
+    std::os::unix::fs::symlink(victim.file_name().unwrap(), &victim).unwrap();
+    let journal = std::fs::read(out.join("journal.jsonl")).unwrap();
+    let before = sim.ledger();
+    for verify in [&[][..], &["--verify"][..]] {
+        let o = run(&m, &out, &sim.url(), verify).await;
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(3), "{verify:?}: {err}");
+        assert!(err.contains("cannot read") && err.contains(&file), "{err}");
+        assert!(err.contains("no row changed"), "{err}");
+    }
+    let after = sim.ledger();
+    assert_eq!(after.submit_calls, before.submit_calls, "nothing sent");
+    assert_eq!(
+        after.download_calls, before.download_calls,
+        "nothing fetched"
+    );
+    assert_eq!(after.status_calls, before.status_calls, "nothing polled");
+    assert_eq!(std::fs::read(out.join("journal.jsonl")).unwrap(), journal);
+    // Once it reads again, the row is done as it was.
+    std::fs::remove_file(&victim).unwrap();
+    std::fs::write(&victim, &kept).unwrap();
+    let o = run(&m, &out, &sim.url(), &["--verify"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(sim.ledger().submit_calls, before.submit_calls);
+    assert_eq!(sim.ledger().download_calls, before.download_calls);
+    assert!(results(&out).iter().all(|r| r["status"] == "completed"));
+}

@@ -362,6 +362,10 @@ async fn a_second_run_on_a_live_prefix_is_refused_before_sending() {
     let err = text(&o.stderr);
     assert!(err.contains("in use by run"), "{err}");
     assert!(
+        err.contains("in s3://data"),
+        "the store named by its URL: {err}"
+    );
+    assert!(
         !err.contains("testing"),
         "no credentials in messages: {err}"
     );

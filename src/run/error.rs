@@ -17,6 +17,14 @@ pub enum RunError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A completed row's file is there but cannot be read: "could not
+    /// check" is never taken for "damaged" (which would send a paid row
+    /// back to its request, or end it FILES_MISSING).
+    #[error("cannot read {path} to check the completed row it belongs to: {}; nothing was sent and no row changed: make it readable (or remove it, to have its row fetched again), then run again", crate::disk::plain(source))]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("another batchgen run is using {0}; wait for it to end (a folder is run by one process at a time)")]
     Locked(PathBuf),
     #[error("{0} is a symbolic link: a run writes its images only inside its own folder; replace the link with a folder; nothing was sent")]

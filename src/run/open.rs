@@ -125,6 +125,7 @@ pub fn open_with(
         resubmit_lost: settings.resubmit_lost,
     };
     let mut sidecars = Ok(());
+    let mut unreadable = None;
     let mut to_publish = Vec::new();
     journal.with_replay(|replay| {
         for (i, row) in plan.rows.iter().enumerate() {
@@ -150,7 +151,7 @@ pub fn open_with(
                 flags,
                 |done| match &remote {
                     Some(r) => stored_intact(r, done, hashes.as_ref()),
-                    None => files_intact(&out_dir, done, settings.verify),
+                    None => files_intact(&out_dir, done, settings.verify, &mut unreadable),
                 },
                 in_cache,
             );
@@ -198,6 +199,9 @@ pub fn open_with(
             }
         }
     });
+    if let Some((path, source)) = unreadable {
+        return Err(RunError::Unreadable { path, source });
+    }
     sidecars?;
     let to_submit = fresh.len() as u64;
     Ok(Opened {
@@ -437,20 +441,44 @@ fn stored_hashes(
 /// size and modification time are those its `done` line recorded is taken
 /// as intact without reading it; otherwise (a copied folder, `--verify`, a
 /// journal older than those records) its SHA-256 decides. A file of another
-/// size is damaged.
-fn files_intact(out_dir: &Path, done: &journal::State, verify: bool) -> bool {
+/// size is damaged. A file that is there but cannot be read is no verdict:
+/// it is kept in `unreadable` (the first one), the row counts as intact for
+/// now, and the run refuses to start.
+fn files_intact(
+    out_dir: &Path,
+    done: &journal::State,
+    verify: bool,
+    unreadable: &mut Option<(PathBuf, std::io::Error)>,
+) -> bool {
     every_file(done, |f, sha256, stamp| {
         let path = out_dir.join(f);
-        let Ok(meta) = std::fs::metadata(&path) else {
-            return false;
+        let meta = match std::fs::metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+            Err(e) => return keep_unreadable(unreadable, path, e),
         };
         match stamp {
             Some(&[size, _]) if meta.len() != size => return false,
             Some(&[_, mtime]) if !verify && disk::mtime_ns(&meta) == mtime => return true,
             _ => {}
         }
-        hashes_to(&path, sha256)
+        match std::fs::read(&path) {
+            Ok(bytes) => disk::hex(&Sha256::digest(&bytes)) == sha256,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => keep_unreadable(unreadable, path, e),
+        }
     })
+}
+
+/// Keeps the first file that could not be read; the row is taken as intact
+/// until the run, which refuses to start, is run again.
+fn keep_unreadable(
+    unreadable: &mut Option<(PathBuf, std::io::Error)>,
+    path: PathBuf,
+    e: std::io::Error,
+) -> bool {
+    unreadable.get_or_insert((path, e));
+    true
 }
 
 /// Whether `intact(file, sha256, stamp)` holds for every file of a
@@ -478,9 +506,4 @@ fn every_file(
         .iter()
         .enumerate()
         .all(|(i, f)| intact(f, &sha256[i], stamps.map(|s| &s[i])))
-}
-
-/// Whether the file at `path` reads and its SHA-256 is `sha256`.
-fn hashes_to(path: &Path, sha256: &str) -> bool {
-    std::fs::read(path).is_ok_and(|bytes| disk::hex(&Sha256::digest(&bytes)) == sha256)
 }

@@ -19,6 +19,7 @@
 //! On the ground floor beside `disk` and `console`: it imports only `disk`.
 
 mod location;
+mod named;
 mod open;
 mod sync;
 

@@ -39,6 +39,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
 
 use super::location::{Bucket, Location, Scheme};
+use super::named::Named;
 
 /// The longest a store call keeps retrying a transient failure, from its
 /// first attempt (object_store's default is 3 minutes).
@@ -226,7 +227,8 @@ impl Bucket {
             url: self.to_string(),
             source,
         })?;
-        Store::over(self.clone(), inner)
+        let url = format!("{}://{}", self.scheme, self.bucket);
+        Store::over(self.clone(), Arc::new(Named { url, inner }))
     }
 
     pub(super) fn s3(&self, vars: Option<&[(String, String)]>) -> AmazonS3Builder {

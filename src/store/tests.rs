@@ -320,7 +320,8 @@ fn opening_shows_no_secret() {
         ("AWS_SESSION_TOKEN", "hunter3-token"),
     ]);
     let store = s3_bucket().open_with(&env, retry()).unwrap();
-    let shown = format!("{store:?} {store}");
+    let inner = store.inner();
+    let shown = format!("{store:?} {store} {inner:?} {inner}");
     for secret in ["hunter1", "hunter2", "hunter3"] {
         assert!(!shown.contains(secret), "{shown}");
     }
@@ -329,6 +330,31 @@ fn opening_shows_no_secret() {
         "{shown}"
     );
     assert_eq!(store.to_string(), "s3://bench/nightly");
+}
+
+/// Errors about the journal, the lease and uploads name the client: by the
+/// URL a user gave, not by object_store's type (`AmazonS3(bench)`).
+#[test]
+fn the_client_is_named_by_its_url() {
+    let azure = vars(&[("AZURE_STORAGE_ACCOUNT_NAME", "acct")]);
+    for (url, env) in [
+        ("s3://bench/nightly", vec![]),
+        ("az://c/p", azure),
+        (
+            "azure://c/p",
+            vars(&[("AZURE_STORAGE_ACCOUNT_NAME", "acct")]),
+        ),
+    ] {
+        let store = parse(url)
+            .bucket()
+            .unwrap()
+            .open_with(&env, retry())
+            .unwrap();
+        let inner = store.inner();
+        let want = url.rsplit_once('/').unwrap().0.replace("azure://", "az://");
+        assert_eq!(inner.to_string(), want);
+        assert_eq!(format!("{inner:?}"), want);
+    }
 }
 
 #[test]
