@@ -264,9 +264,9 @@ fn assert_collected(
 /// Runs to `url` until it completes, killing it with SIGKILL once the
 /// ledger has accepted each of `kill_at` requests, every run in a fresh
 /// working folder; a rerun refused while the killed run's lease is live
-/// (exit 2, "in use") asks again 200 ms later. The lease is 3 s: short, so
-/// the test waits little, and renewed every second, so a loaded machine does
-/// not let a live run's lease lapse. Runs that are not refused are exactly
+/// (exit 2, "in use") asks again 200 ms later. The lease is 5 s: short, so
+/// the test waits little, and renewed every 1.7 s, so a loaded machine
+/// (3 s of margin) does not let a live run's lease lapse. Runs that are not refused are exactly
 /// one per kill and the last; refusals are bounded only as a guard against
 /// a lease that never expires (a fast machine is refused many times while
 /// it waits out each killed run's lease).
@@ -280,7 +280,7 @@ async fn kill_and_rerun(setup: &Setup, url: &str, root: &Path, kill_at: &[u64]) 
     loop {
         pods += 1;
         let cwd = fresh_dir(root, &format!("pod{pods}"));
-        let mut cmd = setup.bucket_cmd(url, &cwd, &["--lease-secs", "3"]);
+        let mut cmd = setup.bucket_cmd(url, &cwd, &["--lease-secs", "5"]);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         let Some(&at) = kills.peek() else {
@@ -344,7 +344,9 @@ async fn sigkill_at_several_moments_then_reruns_from_empty_disks_never_pay_twice
 async fn a_second_run_on_a_live_prefix_is_refused_before_sending() {
     let Some(setup) = Setup::new(
         "a_second_run_on_a_live_prefix_is_refused_before_sending",
-        latency(2000, 3000),
+        // Long enough that the second run, started after the first's last
+        // submit, finds it live even on a loaded machine.
+        latency(8000, 9000),
         4,
     )
     .await
@@ -501,7 +503,9 @@ async fn a_run_that_loses_its_lease_stops_spending() {
     let sim = &setup.sim;
     let url = "s3://data/taken";
     let cwd = setup.dir("pod");
-    let extra = ["--concurrency", "2", "--lease-secs", "1"];
+    // Renewed every second: a deletion is noticed within about a second, and
+    // a loaded machine has 2 s of margin before the run's own lease lapses.
+    let extra = ["--concurrency", "2", "--lease-secs", "3"];
     let cmd = setup.bucket_cmd(url, &cwd, &extra);
     let child = spawn_until_accepted(cmd, sim, 2, "the run ended early").await;
     // Someone deletes the lease (an operator, or a run that took it over).
@@ -513,7 +517,7 @@ async fn a_run_that_loses_its_lease_stops_spending() {
     let o = wait_output(child).await;
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{err}");
-    assert!(err.contains("lease"), "{err}");
+    assert!(err.contains("lease") && err.contains("deleted"), "{err}");
     assert_eq!(sim.ledger().submit_calls, 2, "nothing more was sent");
 }
 

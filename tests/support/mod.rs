@@ -193,7 +193,8 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Starts `cmd`, waits until its journal holds `n` submitted requests, sends
-/// it `signals` (200 ms apart) and returns what it printed.
+/// it `signals` (each after the one before was heard) and returns what it
+/// printed.
 pub async fn signal_when_submitted(
     mut cmd: Command,
     out: &Path,
@@ -204,17 +205,46 @@ pub async fn signal_when_submitted(
     let (out, signals) = (out.to_path_buf(), signals.to_vec());
     tokio::task::spawn_blocking(move || {
         let mut child = cmd.spawn().unwrap();
+        // Its stderr, line by line as it comes, and whole at the end.
+        let (lines, said) = std::sync::mpsc::channel::<String>();
+        let stdout = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            std::io::Read::read_to_end(&mut { stdout }, &mut all).unwrap();
+            all
+        });
+        let stderr = child.stderr.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut all = Vec::new();
+            let mut stderr = std::io::BufReader::new(stderr);
+            let mut line = Vec::new();
+            while stderr.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+                let _ = lines.send(String::from_utf8_lossy(&line).into_owned());
+                all.append(&mut line);
+            }
+            all
+        });
         wait_for_journal(&mut child, &out, "\"e\":\"submitted\"", n);
         let pid = child.id().to_string();
-        for signal in signals {
+        for (i, &signal) in signals.iter().enumerate() {
             assert!(Command::new("kill")
-                .args([signal, &pid])
+                .args([signal, pid.as_str()])
                 .status()
                 .unwrap()
                 .success());
-            std::thread::sleep(Duration::from_millis(200));
+            // A second signal is sent once the first was heard: two that
+            // arrive before the process takes the first are one.
+            if i + 1 < signals.len() {
+                let heard = said.iter().any(|line| line.contains(": no new requests"));
+                assert!(heard, "the run ended without hearing {signal}");
+            }
         }
-        child.wait_with_output().unwrap()
+        Output {
+            status: child.wait().unwrap(),
+            stdout: stdout.join().unwrap(),
+            stderr: reader.join().unwrap(),
+        }
     })
     .await
     .unwrap()
