@@ -537,6 +537,38 @@ async fn truncated_and_failed_downloads_are_retried_until_whole() {
     assert_eq!(ledger.in_flight, 0);
 }
 
+/// A seed gives the same download faults whatever order submits arrive in:
+/// they are drawn on the request and its attempt, not on its id (which a
+/// submit accepted before it changes).
+#[tokio::test]
+async fn download_faults_follow_the_request_not_the_order_it_was_accepted_in() {
+    let mut outcomes = Vec::new();
+    for others_first in [0, 3] {
+        let sim = start(SimConfig {
+            truncate_rate: 0.5,
+            fault_seed: 7,
+            ..quick()
+        })
+        .await;
+        let client = client_for(&sim.url(), KEY);
+        for n in 0..others_first {
+            generate(&client, &small("another", n)).await;
+        }
+        let mut req = small("flaky", 1);
+        req.num_images = Some(8);
+        let images = generate(&client, &req).await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut whole = Vec::new();
+        for (n, image) in images.iter().enumerate() {
+            let got = client.download(image, dir.path(), &format!("f{n}")).await;
+            whole.push(got.is_ok());
+        }
+        outcomes.push(whole);
+    }
+    assert!(outcomes[0].contains(&true) && outcomes[0].contains(&false));
+    assert_eq!(outcomes[0], outcomes[1]);
+}
+
 #[tokio::test]
 async fn a_download_that_is_not_an_image_is_refused() {
     // The simulator's 404 page for a file that does not exist.

@@ -15,7 +15,7 @@ pub(super) async fn file(
     let Some(n) = name.split('.').next().and_then(|s| s.parse::<usize>().ok()) else {
         return not_found();
     };
-    let (attempt, spec) = {
+    let (attempt, spec, draws) = {
         let mut st = sim.lock();
         st.ledger.download_calls += 1;
         let Some(job) = st.jobs.get_mut(&id) else {
@@ -28,7 +28,8 @@ pub(super) async fn file(
             return not_found();
         }
         job.download_attempts[n] += 1;
-        (job.download_attempts[n], job.picture.nth(n as u32))
+        let draws = format!("{}/{name}", job.draws);
+        (job.download_attempts[n], job.picture.nth(n as u32), draws)
     };
     if cfg.download_delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(cfg.download_delay_ms)).await;
@@ -36,7 +37,7 @@ pub(super) async fn file(
     let path = format!("/files/{id}/{name}");
     if sim.chance(
         cfg.download_5xx_rate,
-        &format!("download-5xx:{path}"),
+        &format!("download-5xx:{draws}"),
         attempt,
     ) {
         sim.lock().count_fault("download_5xx");
@@ -46,7 +47,7 @@ pub(super) async fn file(
         )
             .into_response();
     }
-    let truncate = sim.chance(cfg.truncate_rate, &format!("truncate:{path}"), attempt);
+    let truncate = sim.chance(cfg.truncate_rate, &format!("truncate:{draws}"), attempt);
     let format = spec.format;
     let mut bytes = tokio::task::spawn_blocking(move || spec.encode())
         .await

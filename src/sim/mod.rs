@@ -367,6 +367,11 @@ struct Job {
     done_at: Instant,
     outcome: Outcome,
     polls: u64,
+    /// What its download faults are drawn on: its canonical request and
+    /// submit attempt, never its id (which follows the order submits were
+    /// accepted in, which timing decides), so a seed gives the same faults
+    /// on any machine.
+    draws: String,
     download_attempts: Vec<u64>,
     delivered: Vec<bool>,
     /// Its result is not yet fully taken.

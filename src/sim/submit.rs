@@ -154,6 +154,7 @@ pub(super) async fn submit(sim: Arc<Sim>, kind: Kind, headers: HeaderMap, body: 
                 done_at: now + latency,
                 outcome,
                 polls: 0,
+                draws: format!("{canonical}#{attempt}"),
                 download_attempts: vec![0; (ask.count + cfg.extra_images) as usize],
                 delivered: vec![false; ask.count as usize],
                 open: true,
