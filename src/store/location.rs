@@ -78,9 +78,16 @@ pub struct Bucket {
     pub prefix: String,
 }
 
+impl Bucket {
+    /// The bucket's own URL, without the prefix (`s3://data`).
+    pub fn root_url(&self) -> String {
+        format!("{}://{}", self.scheme, self.bucket)
+    }
+}
+
 impl fmt::Display for Bucket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}", self.scheme, self.bucket)?;
+        f.write_str(&self.root_url())?;
         if !self.prefix.is_empty() {
             write!(f, "/{}", self.prefix)?;
         }

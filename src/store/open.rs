@@ -130,7 +130,7 @@ impl Store {
     pub fn over(bucket: Bucket, inner: Arc<dyn ObjectStore>) -> Result<Store, StoreError> {
         let prefix = ObjectPath::parse(&bucket.prefix).map_err(|source| StoreError::Name {
             name: bucket.prefix.clone(),
-            url: format!("{}://{}", bucket.scheme, bucket.bucket),
+            url: bucket.root_url(),
             source: Some(source),
         })?;
         Ok(Store {
@@ -227,7 +227,7 @@ impl Bucket {
             url: self.to_string(),
             source,
         })?;
-        let url = format!("{}://{}", self.scheme, self.bucket);
+        let url = self.root_url();
         Store::over(self.clone(), Arc::new(Named { url, inner }))
     }
 
