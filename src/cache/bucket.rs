@@ -41,9 +41,7 @@ use std::sync::Mutex;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode};
 use sha2::{Digest, Sha256};
 
-use super::{
-    check_bytes, checked, is_identity, landing, persist, At, CacheError, Hit, Stored, StoredFile,
-};
+use super::{check_bytes, is_identity, land, At, CacheError, Hit, Stored, StoredFile};
 use super::{ENTRY_CAP, ENTRY_JSON, FILE_CAP};
 use crate::api::ImageFormat;
 use crate::disk::{self, hex};
@@ -130,35 +128,28 @@ impl Part {
                 "its {ENTRY_JSON} names no files, or a name that is not a plain file name"
             )));
         }
-        let mut landed = Vec::new();
-        for (n, f) in stored.files.iter().enumerate() {
-            let damaged = |why: String| damaged(format!("{}: {why}", f.name));
-            let (format, to) = landing(dir, stem, n, f, damaged)?;
-            if f.bytes > FILE_CAP {
-                return Err(damaged(format!(
-                    "larger than {}",
-                    disk::human_bytes(FILE_CAP)
-                )));
-            }
-            let out = |source| CacheError::Output {
-                path: to.clone(),
-                source,
-            };
-            // One byte over what it records, so that a longer file is seen
-            // as one (and refused below) rather than cut.
-            let bytes = block(store.read_bytes(&format!("{entry}/{}", f.name), f.bytes + 1))?
-                .map_err(failed)?
-                .ok_or_else(|| damaged("missing".into()))?;
-            let tmp = disk::temp_in(dir, temp_prefix).map_err(out)?;
-            tmp.as_file()
-                .write_all(&bytes)
-                .and_then(|()| tmp.as_file().sync_all())
-                .map_err(out)?;
-            drop(bytes);
-            checked(tmp.as_file(), f, format, &to, damaged)?;
-            landed.push((tmp, to, f));
-        }
-        persist(landed)
+        land(
+            &stored.files,
+            &self.url(&entry),
+            dir,
+            stem,
+            temp_prefix,
+            &mut |f, mut file, damaged, out| {
+                if f.bytes > FILE_CAP {
+                    return Err(damaged(format!(
+                        "larger than {}",
+                        disk::human_bytes(FILE_CAP)
+                    )));
+                }
+                // One byte over what it records, so that a longer file is
+                // seen as one (and refused when checked) rather than cut.
+                let name = format!("{entry}/{}", f.name);
+                let bytes = block(store.read_bytes(&name, f.bytes + 1))?
+                    .map_err(failed)?
+                    .ok_or_else(|| damaged("missing".into()))?;
+                file.write_all(&bytes).map_err(out)
+            },
+        )
     }
 
     /// Uploads the images, then `entry.json` only if absent (see the module).

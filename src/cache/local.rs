@@ -20,7 +20,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::{check, checked, landing, part_name, persist, At, CacheError, Hit, Stored, StoredFile};
+use super::{check, land, part_name, At, CacheError, Hit, Stored, StoredFile};
 use super::{ENTRY_CAP, ENTRY_JSON, FILE_CAP};
 use crate::api::ImageFormat;
 use crate::disk;
@@ -75,41 +75,34 @@ impl Folder {
         stem: &str,
         temp_prefix: &str,
     ) -> Result<Vec<super::Taken>, CacheError> {
-        let mut landed = Vec::new();
-        for (n, f) in stored.files.iter().enumerate() {
-            let damaged = |why: String| CacheError::Damaged {
-                entry: entry.to_path_buf(),
-                why: format!("{}: {why}", f.name),
-            };
-            let (format, to) = landing(dir, stem, n, f, damaged)?;
-            let from = entry.join(&f.name);
-            let out = |source| CacheError::Output {
-                path: to.clone(),
-                source,
-            };
-            // Only what the store itself holds: a link (of the file, or of
-            // its entry's folder) may lead outside it.
-            let from = std::fs::canonicalize(&from).map_err(CacheError::io(&from))?;
-            if !from.starts_with(&self.store) {
-                return Err(damaged(format!(
-                    "leads out of the store, to {}",
-                    from.display()
-                )));
-            }
-            let src = disk::open_regular(&from, FILE_CAP)?;
-            let tmp = disk::temp_in(dir, temp_prefix).map_err(out)?;
-            copy(src.get_ref(), tmp.as_file(), f.bytes.min(FILE_CAP)).map_err(|e| {
-                if is_local(&e) {
-                    out(e)
-                } else {
-                    CacheError::io(&from)(e)
+        land(
+            &stored.files,
+            entry,
+            dir,
+            stem,
+            temp_prefix,
+            &mut |f, file, damaged, out| {
+                // Only what the store itself holds: a link (of the file, or
+                // of its entry's folder) may lead outside it.
+                let from = entry.join(&f.name);
+                let from = std::fs::canonicalize(&from).map_err(CacheError::io(&from))?;
+                if !from.starts_with(&self.store) {
+                    return Err(damaged(format!(
+                        "leads out of the store, to {}",
+                        from.display()
+                    )));
                 }
-            })?;
-            tmp.as_file().sync_all().map_err(out)?;
-            checked(tmp.as_file(), f, format, &to, damaged)?;
-            landed.push((tmp, to, f));
-        }
-        persist(landed)
+                let src = disk::open_regular(&from, FILE_CAP)?;
+                copy(src.get_ref(), file, f.bytes.min(FILE_CAP)).map_err(|e| {
+                    if is_local(&e) {
+                        out(e)
+                    } else {
+                        CacheError::io(&from)(e)
+                    }
+                })?;
+                Ok(())
+            },
+        )
     }
 
     /// Stores `files` as the images of `identity`, as copies checked where

@@ -434,11 +434,47 @@ fn check_bytes(bytes: &[u8], sha256: &str, format: ImageFormat) -> Result<u64, S
     }
 }
 
-/// Files checked where they landed (temporary files in the output folder),
-/// renamed into place as `to`: what was taken.
-fn persist(
-    landed: Vec<(tempfile::NamedTempFile, PathBuf, &StoredFile)>,
+/// What fills one landed file: the entry's record of it, the temporary
+/// file to write, then how to report the entry damaged and how to report
+/// a fault of the output folder.
+type Fill<'a> = dyn FnMut(
+        &StoredFile,
+        &File,
+        &dyn Fn(String) -> CacheError,
+        &dyn Fn(std::io::Error) -> CacheError,
+    ) -> Result<(), CacheError>
+    + 'a;
+
+/// Lands every file of `entry` (named so in a damage report) in `dir` as
+/// `{stem}_{n}.{ext}`: each is written by `fill` into a temporary file
+/// beside where it goes, synced and checked there against what the entry
+/// records, and only once all are whole are they renamed into place. A
+/// backend differs only in where the bytes come from.
+fn land(
+    files: &[StoredFile],
+    entry: &Path,
+    dir: &Path,
+    stem: &str,
+    temp_prefix: &str,
+    fill: &mut Fill<'_>,
 ) -> Result<Vec<Taken>, CacheError> {
+    let mut landed = Vec::new();
+    for (n, f) in files.iter().enumerate() {
+        let damaged = |why: String| CacheError::Damaged {
+            entry: entry.to_path_buf(),
+            why: format!("{}: {why}", f.name),
+        };
+        let (format, to) = landing(dir, stem, n, f, damaged)?;
+        let out = |source| CacheError::Output {
+            path: to.clone(),
+            source,
+        };
+        let tmp = disk::temp_in(dir, temp_prefix).map_err(out)?;
+        fill(f, tmp.as_file(), &damaged, &out)?;
+        tmp.as_file().sync_all().map_err(out)?;
+        checked(tmp.as_file(), f, format, &to, damaged)?;
+        landed.push((tmp, to, f));
+    }
     let mut taken = Vec::new();
     for (tmp, to, f) in landed {
         let out = |source| CacheError::Output {
