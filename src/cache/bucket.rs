@@ -41,9 +41,9 @@ use std::sync::Mutex;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode};
 use sha2::{Digest, Sha256};
 
-use super::{check_bytes, is_identity, land, At, CacheError, Hit, Stored, StoredFile};
+use super::{changed_since_saved, check_bytes, is_identity, land, storable_format};
+use super::{At, CacheError, Hit, Stored, StoredFile};
 use super::{ENTRY_CAP, ENTRY_JSON, FILE_CAP};
-use crate::api::ImageFormat;
 use crate::disk::{self, hex};
 use crate::store::Store;
 
@@ -220,16 +220,11 @@ impl Part {
         let nonce = nonce(entry);
         let mut stored = Stored { files: Vec::new() };
         for (n, (path, sha256)) in files.iter().enumerate() {
-            let unstorable = |why: String| CacheError::Unstorable {
-                path: path.clone(),
-                why,
-            };
-            let format = ImageFormat::of_name(path)
-                .ok_or_else(|| unstorable("not named as a PNG or JPEG image".into()))?;
+            let format = storable_format(path)?;
             // What goes up is what was checked: the bytes read once.
             let bytes = disk::read_regular(path, FILE_CAP)?;
             let size = check_bytes(&bytes, sha256, format)
-                .map_err(|why| unstorable(format!("{why} (was it changed since it was saved?)")))?;
+                .map_err(|why| changed_since_saved(path, why))?;
             let name = format!("{n}-{nonce}.{}", format.extension());
             let object = format!("{entry}/{name}");
             sent.push(store.path(&object).map_err(failed)?);

@@ -20,9 +20,9 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::{check, land, part_name, At, CacheError, Hit, Stored, StoredFile};
+use super::{changed_since_saved, check, land, part_name, storable_format};
+use super::{At, CacheError, Hit, Stored, StoredFile};
 use super::{ENTRY_CAP, ENTRY_JSON, FILE_CAP};
-use crate::api::ImageFormat;
 use crate::disk;
 use crate::gateway::Gateway;
 
@@ -123,12 +123,7 @@ impl Folder {
             .map_err(io)?;
         let mut stored = Stored { files: Vec::new() };
         for (n, (path, sha256)) in files.iter().enumerate() {
-            let unstorable = |why: String| CacheError::Unstorable {
-                path: path.clone(),
-                why,
-            };
-            let format = ImageFormat::of_name(path)
-                .ok_or_else(|| unstorable("not named as a PNG or JPEG image".into()))?;
+            let format = storable_format(path)?;
             let name = format!("{n}.{}", format.extension());
             let to = tmp.path().join(&name);
             let src = disk::open_regular(path, FILE_CAP)?;
@@ -140,7 +135,7 @@ impl Folder {
             let dst = copied.map_err(CacheError::io(&to))?;
             let bytes = check(&dst, sha256, format)
                 .map_err(CacheError::io(&to))?
-                .map_err(|why| unstorable(format!("{why} (was it changed since it was saved?)")))?;
+                .map_err(|why| changed_since_saved(path, why))?;
             stored.files.push(StoredFile {
                 name,
                 bytes,

@@ -434,6 +434,24 @@ fn check_bytes(bytes: &[u8], sha256: &str, format: ImageFormat) -> Result<u64, S
     }
 }
 
+/// The format a file to store is named as (PNG or JPEG), or why it cannot
+/// be stored.
+fn storable_format(path: &Path) -> Result<ImageFormat, CacheError> {
+    ImageFormat::of_name(path).ok_or_else(|| CacheError::Unstorable {
+        path: path.to_path_buf(),
+        why: "not named as a PNG or JPEG image".into(),
+    })
+}
+
+/// A file to store whose bytes fail their check ([`check_bytes`]): `why`,
+/// and the likely cause.
+fn changed_since_saved(path: &Path, why: String) -> CacheError {
+    CacheError::Unstorable {
+        path: path.to_path_buf(),
+        why: format!("{why} (was it changed since it was saved?)"),
+    }
+}
+
 /// What fills one landed file: the entry's record of it, the temporary
 /// file to write, then how to report the entry damaged and how to report
 /// a fault of the output folder.
